@@ -1,12 +1,74 @@
-"""Paired and pairwise distances, divergences and metric-axiom checks.
+"""Paired and pairwise distances, divergences between probability vectors, and metric-axiom checks.
 
-(Core kernels below are shared by evaluation, losses and miners; the rest of the module builds on them.)
+Three layers:
+
+* **paired forms** ``f(x, y, **kw)``: ``[..., d] × [..., d] → [...]`` (leading axes broadcast):
+  :func:`euclidean`, :func:`sqeuclidean`, :func:`manhattan`, :func:`chebyshev`, :func:`minkowski`,
+  :func:`cosine_distance`, :func:`cosine_similarity`, :func:`mahalanobis`, and for probability vectors
+  :func:`kl_divergence`, :func:`jensen_shannon`, :func:`bhattacharyya`, :func:`matusita`,
+  :func:`chi_square`. Registry: :data:`DISTANCES`.
+* :func:`pairwise` ``(name_or_fn, X, Y=None, **kw) → [n, m]``: the Euclidean family through the
+  matmul identity ``|x|² + |y|² − 2 x·y`` (clamped at zero, exact zeros on the diagonal of ``X`` vs
+  ``X``), everything else by ``vmap`` of the paired form; rows are processed in blocks so memory stays
+  bounded.
+* :func:`check_metric_axioms` ``(fn, X) → dict``: which metric axioms hold on a sample, and by how much
+  the others fail.
+
+All public functions validate concrete inputs (``ValueError`` naming the argument) and skip the value
+checks under ``jit``/``vmap``/``grad`` (tracers). Values are float32 by default and float64 when
+``jax_enable_x64`` is on. Gradients are finite everywhere (safe sqrt/log/divide), including at
+coincident points and zero probabilities; see each docstring for the convention used at the
+boundary.
+
+Reference for the catalogue: M. M. Deza and E. Deza, *Encyclopedia of Distances*, Springer (4th ed.
+2016); S.-H. Cha, "Comprehensive survey on distance/similarity measures between probability density
+functions", Int. J. Math. Models Methods Appl. Sci. 1(4) (2007).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from metriclearn._validation import check_array, check_choice, check_same_dim, is_traced
+from metriclearn.psd import _check_square, _require_psd
+
+__all__ = [
+    "DISTANCES",
+    "bhattacharyya",
+    "chebyshev",
+    "check_metric_axioms",
+    "chi_square",
+    "cosine_distance",
+    "cosine_similarity",
+    "euclidean",
+    "jensen_shannon",
+    "kl_divergence",
+    "mahalanobis",
+    "manhattan",
+    "matusita",
+    "minkowski",
+    "pairwise",
+    "pairwise_euclidean",
+    "pairwise_sqeuclidean",
+    "safe_sqrt",
+    "sqeuclidean",
+]
+
+#: Number of intermediate elements a single row block of :func:`pairwise` may hold (2**21 floats,
+#: 8 MB in float32). The matmul kernels hold ``rows·m`` values per block, the vmap path ``rows·m·d``.
+BLOCK_ELEMENTS = 2**21
+
+
+# ----------------------------------------------------------------------------------------------------
+# Core kernels shared by evaluation, losses and miners (signatures are fixed: others import them)
+# ----------------------------------------------------------------------------------------------------
 
 
 def safe_sqrt(x: jax.Array, eps: float = 0.0) -> jax.Array:
@@ -45,3 +107,953 @@ def pairwise_sqeuclidean(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
 def pairwise_euclidean(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
     """Euclidean distances between rows (safe sqrt of :func:`pairwise_sqeuclidean`)."""
     return safe_sqrt(pairwise_sqeuclidean(X, Y))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Safe elementwise helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _safe_log(x: jax.Array) -> jax.Array:
+    """``log(x)`` for ``x > 0``, 0 elsewhere, with a finite gradient everywhere (caller masks)."""
+    pos = x > 0
+    return jnp.where(pos, jnp.log(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def _safe_div(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a / b`` where ``b > 0``, 0 elsewhere (finite gradient)."""
+    pos = b > 0
+    return jnp.where(pos, a / jnp.where(pos, b, 1.0), 0.0)
+
+
+def _safe_pow(x: jax.Array, p) -> jax.Array:
+    """``x ** p`` for ``x > 0``, 0 for ``x <= 0`` (finite gradient at 0 for any ``p > 0``)."""
+    pos = x > 0
+    return jnp.where(pos, jnp.where(pos, x, 1.0) ** p, 0.0)
+
+
+def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
+    """Elementwise ``p log(p/q)`` with ``0 log(0/q) = 0`` and ``p log(p/0) = +inf`` for ``p > 0``."""
+    p_pos = p > 0
+    val = jnp.where(p_pos, p * (_safe_log(p) - _safe_log(q)), 0.0)
+    return jnp.where(p_pos & (q <= 0), jnp.inf, val)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inner paired forms (no validation; jittable; [..., d] x [..., d] -> [...])
+# ----------------------------------------------------------------------------------------------------
+
+
+def _sqeuclidean(x, y):
+    diff = x - y
+    return jnp.sum(diff * diff, axis=-1)
+
+
+def _euclidean(x, y):
+    return safe_sqrt(_sqeuclidean(x, y))
+
+
+def _manhattan(x, y):
+    return jnp.sum(jnp.abs(x - y), axis=-1)
+
+
+def _chebyshev(x, y):
+    return jnp.max(jnp.abs(x - y), axis=-1)
+
+
+def _minkowski(x, y, p=2.0):
+    if isinstance(p, int | float) and math.isinf(p):
+        return _chebyshev(x, y)
+    a = jnp.abs(x - y)
+    # Rescale by the largest coordinate: no overflow for large p, and s >= 1 below, so s**(1/p) and
+    # its gradient are finite. Coincident points give 0 with a zero gradient.
+    m = jnp.max(a, axis=-1, keepdims=True)
+    m_pos = m > 0
+    r = a / jnp.where(m_pos, m, 1.0)
+    s = jnp.sum(_safe_pow(r, p), axis=-1)
+    m = m[..., 0]
+    m_pos = m_pos[..., 0]
+    return jnp.where(m_pos, m * jnp.where(m_pos, s, 1.0) ** (1.0 / p), 0.0)
+
+
+def _normalize_rows(x):
+    return x * _safe_div(1.0, safe_sqrt(jnp.sum(x * x, axis=-1, keepdims=True)))
+
+
+def _cosine_similarity(x, y):
+    nx = safe_sqrt(jnp.sum(x * x, axis=-1))
+    ny = safe_sqrt(jnp.sum(y * y, axis=-1))
+    return jnp.clip(_safe_div(jnp.sum(x * y, axis=-1), nx * ny), -1.0, 1.0)
+
+
+def _cosine_distance(x, y):
+    return 1.0 - _cosine_similarity(x, y)
+
+
+def _mahalanobis(x, y, M=None, L=None, squared=False):
+    diff = x - y
+    if L is not None:
+        z = diff @ L.T
+        d2 = jnp.sum(z * z, axis=-1)
+    else:
+        d2 = jnp.maximum(jnp.sum((diff @ M) * diff, axis=-1), 0.0)
+    return d2 if squared else safe_sqrt(d2)
+
+
+def _kl_divergence(p, q):
+    return jnp.sum(_rel_entr(p, q), axis=-1)
+
+
+def _jensen_shannon(p, q, distance=False):
+    m = 0.5 * (p + q)
+    js = jnp.maximum(0.5 * jnp.sum(_rel_entr(p, m) + _rel_entr(q, m), axis=-1), 0.0)
+    return safe_sqrt(js) if distance else js
+
+
+def _bhattacharyya_coefficient(p, q):
+    return jnp.sum(safe_sqrt(p * q), axis=-1)
+
+
+def _bhattacharyya(p, q):
+    bc = _bhattacharyya_coefficient(p, q)
+    pos = bc > 0
+    val = jnp.maximum(-jnp.log(jnp.where(pos, jnp.minimum(bc, 1.0), 1.0)), 0.0)
+    return jnp.where(pos, val, jnp.inf)
+
+
+def _matusita(p, q):
+    return _euclidean(safe_sqrt(p), safe_sqrt(q))
+
+
+def _chi_square(p, q):
+    diff = p - q
+    return 0.5 * jnp.sum(_safe_div(diff * diff, p + q), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_pair(x, y, name_x: str = "x", name_y: str = "y"):
+    x = check_array(x, name_x)
+    y = check_array(y, name_y)
+    for a, name in ((x, name_x), (y, name_y)):
+        if a.ndim == 0:
+            raise ValueError(f"{name} must have a feature axis ([..., d]), got a scalar")
+        if a.shape[-1] == 0:
+            raise ValueError(f"{name} must have at least one feature, got shape {tuple(a.shape)}")
+    check_same_dim(x, y, name_x, name_y)
+    try:
+        np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"{name_x} and {name_y} leading axes must broadcast, got shapes "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        ) from None
+    dtype = jnp.result_type(x.dtype, y.dtype)
+    return x.astype(dtype), y.astype(dtype)
+
+
+def _prob_tol(dtype) -> float:
+    """Tolerance of the probability checks: ``sqrt(eps)`` (3.5e-4 in float32, 1.5e-8 in float64)."""
+    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+
+
+def _check_prob(p: jax.Array, name: str) -> None:
+    """Raise unless every ``p[..., :]`` is a probability vector (within ``_prob_tol``)."""
+    if is_traced(p):
+        return
+    tol = _prob_tol(p.dtype)
+    a = np.asarray(p, dtype=np.float64)
+    if a.size and a.min() < -tol:
+        raise ValueError(
+            f"{name} must be a probability vector (non-negative entries), got minimum {a.min():.3g} "
+            f"(shape {tuple(p.shape)})"
+        )
+    sums = a.sum(axis=-1)
+    worst = float(np.max(np.abs(sums - 1.0))) if sums.size else 0.0
+    if worst > tol * max(1.0, np.sqrt(a.shape[-1])):
+        raise ValueError(
+            f"{name} must be a probability vector summing to 1 along the last axis, got a sum "
+            f"off by {worst:.3g} (shape {tuple(p.shape)}); normalise it with p / p.sum(-1, keepdims=True)"
+        )
+
+
+def _check_minkowski_p(p) -> None:
+    if is_traced(p):
+        return
+    if isinstance(p, bool):
+        raise ValueError(f"p must be a positive number or inf, got {p!r}")
+    try:
+        val = float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"p must be a positive number or inf, got {p!r}") from None
+    if not (val > 0):
+        raise ValueError(f"p must be > 0 (a metric needs p >= 1), got {p!r}")
+
+
+def _check_metric_args(M, L, d: int, squared=False):
+    """Validate the Mahalanobis keyword arguments for feature dimension ``d``; return (M, L)."""
+    if not isinstance(squared, bool | np.bool_):
+        raise ValueError(f"squared must be a Python bool (static under jit), got {squared!r}")
+    if (M is None) == (L is None):
+        raise ValueError("mahalanobis needs exactly one of M= ([d, d] PSD) or L= ([k, d], M = LᵀL)")
+    if M is not None:
+        M = _check_square(M, "M")
+        if M.shape[0] != d:
+            raise ValueError(
+                f"M must be [d, d] with d = {d} features of the data, got shape {tuple(M.shape)}"
+            )
+        _require_psd(M, "M", None)
+        return M, None
+    L = check_array(L, "L", ndim=2, min_rows=1)
+    if L.shape[1] != d:
+        raise ValueError(
+            f"L must be [k, d] with d = {d} features of the data, got shape {tuple(L.shape)}"
+        )
+    return None, L
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public paired forms
+# ----------------------------------------------------------------------------------------------------
+
+
+def euclidean(x, y) -> jax.Array:
+    """Euclidean distance ``||x − y||₂ = sqrt(Σᵢ (xᵢ − yᵢ)²)`` (gradient 0, not NaN, at ``x = y``).
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]`` (leading axes broadcast with ``x``).
+
+    Returns:
+      ``[...]`` distances.
+
+    Example:
+      >>> euclidean(jnp.array([0.0, 0.0]), jnp.array([3.0, 4.0]))   # 5.0
+
+    Reference: Deza & Deza, *Encyclopedia of Distances* (2016), §5.1 (L2 metric).
+    """
+    return _euclidean(*_check_pair(x, y))
+
+
+def sqeuclidean(x, y) -> jax.Array:
+    """Squared Euclidean distance ``Σᵢ (xᵢ − yᵢ)²`` (a semimetric: the triangle inequality fails).
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> sqeuclidean(jnp.array([0.0, 0.0]), jnp.array([3.0, 4.0]))   # 25.0
+
+    Reference: Deza & Deza (2016), §5.1.
+    """
+    return _sqeuclidean(*_check_pair(x, y))
+
+
+def manhattan(x, y) -> jax.Array:
+    """Manhattan (city-block, L1) distance ``Σᵢ |xᵢ − yᵢ|`` (= ``scipy.spatial.distance.cityblock``).
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> manhattan(jnp.array([0.0, 0.0]), jnp.array([3.0, -4.0]))   # 7.0
+
+    Reference: Deza & Deza (2016), §5.1 (L1 metric).
+    """
+    return _manhattan(*_check_pair(x, y))
+
+
+def chebyshev(x, y) -> jax.Array:
+    """Chebyshev (L∞) distance ``maxᵢ |xᵢ − yᵢ|``.
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> chebyshev(jnp.array([0.0, 0.0]), jnp.array([3.0, -4.0]))   # 4.0
+
+    Reference: Deza & Deza (2016), §5.1 (L∞ metric).
+    """
+    return _chebyshev(*_check_pair(x, y))
+
+
+def minkowski(x, y, *, p: float = 2.0) -> jax.Array:
+    """Minkowski distance ``(Σᵢ |xᵢ − yᵢ|ᵖ)^(1/p)``; ``p = inf`` gives :func:`chebyshev`.
+
+    Computed as ``m · (Σᵢ (|xᵢ − yᵢ|/m)ᵖ)^(1/p)`` with ``m = maxᵢ |xᵢ − yᵢ|``, so large ``p`` does not
+    overflow and the gradient is finite (0) at ``x = y``. A metric for ``p >= 1``; for ``0 < p < 1``
+    the triangle inequality fails (allowed, it is a semimetric).
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+      p: order, ``> 0`` or ``inf``.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> minkowski(jnp.array([0.0, 0.0]), jnp.array([3.0, 4.0]), p=1)   # 7.0
+
+    Reference: H. Minkowski, *Geometrie der Zahlen* (1910); Deza & Deza (2016), §5.1 (lp metric).
+    """
+    _check_minkowski_p(p)
+    return _minkowski(*_check_pair(x, y), p=p)
+
+
+def cosine_similarity(x, y) -> jax.Array:
+    """Cosine similarity ``x·y / (||x|| ||y||)`` in ``[-1, 1]`` (a similarity: larger is closer).
+
+    Convention: a zero vector has similarity 0 with everything (as scikit-learn's
+    ``cosine_similarity``), with a finite gradient.
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> cosine_similarity(jnp.array([1.0, 0.0]), jnp.array([1.0, 1.0]))   # 0.7071
+
+    Reference: G. Salton and M. J. McGill, *Introduction to Modern Information Retrieval* (1983).
+    """
+    return _cosine_similarity(*_check_pair(x, y))
+
+
+def cosine_distance(x, y) -> jax.Array:
+    """Cosine distance ``1 − x·y / (||x|| ||y||)`` in ``[0, 2]`` (= ``scipy.spatial.distance.cosine``).
+
+    Not a metric (the triangle inequality fails, and ``x`` and ``2x`` are at distance 0). A zero vector
+    is at distance 1 from everything (similarity 0), except on the diagonal of ``pairwise(…, X)``,
+    which is exactly 0 (as scikit-learn's ``cosine_distances``).
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> cosine_distance(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))   # 1.0
+
+    Reference: Salton & McGill (1983).
+    """
+    return _cosine_distance(*_check_pair(x, y))
+
+
+def mahalanobis(x, y, *, M=None, L=None, squared: bool = False) -> jax.Array:
+    """Mahalanobis distance ``sqrt((x − y)ᵀ M (x − y))``, given ``M`` or ``L`` with ``M = LᵀL``.
+
+    With ``L`` (``[k, d]``) it is computed as ``||L(x − y)||₂``, the Euclidean distance after
+    ``x ↦ x @ L.T`` (cheaper when ``k < d``). ``M`` must be symmetric PSD (checked within
+    :func:`metriclearn.psd.default_tol`); a singular ``M`` gives a *pseudometric* (distinct points
+    can be at distance 0).
+
+    Args:
+      x: ``[..., d]``.
+      y: ``[..., d]``.
+      M: ``[d, d]`` symmetric PSD matrix, or None.
+      L: ``[k, d]`` linear map, or None (exactly one of ``M``, ``L``).
+      squared: return ``(x − y)ᵀ M (x − y)`` instead.
+
+    Returns:
+      ``[...]``.
+
+    Example:
+      >>> mahalanobis(jnp.zeros(2), jnp.ones(2), M=jnp.diag(jnp.array([1.0, 3.0])))   # 2.0
+
+    Reference: P. C. Mahalanobis, "On the generalised distance in statistics", Proc. Natl. Inst.
+    Sci. India 2 (1936); E. P. Xing et al., "Distance metric learning with application to clustering
+    with side-information", NIPS 2002.
+    """
+    x, y = _check_pair(x, y)
+    M, L = _check_metric_args(M, L, x.shape[-1], squared)
+    return _mahalanobis(x, y, M=M, L=L, squared=bool(squared))
+
+
+def kl_divergence(p, q) -> jax.Array:
+    """Kullback–Leibler divergence ``KL(p‖q) = Σᵢ pᵢ log(pᵢ/qᵢ)`` in nats (not symmetric).
+
+    Conventions: ``0 · log(0/q) = 0``; where ``pᵢ > 0 = qᵢ`` the value is ``+inf`` (never NaN).
+    Gradients are finite wherever the value is finite (the terms with ``pᵢ = 0`` get gradient 0 with
+    respect to ``pᵢ``: the one-sided derivative ``log pᵢ + 1`` is replaced by 0). Equals
+    ``scipy.special.rel_entr(p, q).sum(-1)`` and ``scipy.stats.entropy(p, q)``.
+
+    Args:
+      p: ``[..., d]`` probability vectors (non-negative, summing to 1 within ``sqrt(eps)``).
+      q: ``[..., d]`` probability vectors.
+
+    Returns:
+      ``[...]`` values in ``[0, inf]``.
+
+    Example:
+      >>> kl_divergence(jnp.array([0.5, 0.5]), jnp.array([0.9, 0.1]))   # 0.5108
+
+    Reference: S. Kullback and R. A. Leibler, "On information and sufficiency", Ann. Math. Statist.
+    22 (1951).
+    """
+    p, q = _check_pair(p, q, "p", "q")
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    return _kl_divergence(p, q)
+
+
+def jensen_shannon(p, q, *, distance: bool = False) -> jax.Array:
+    """Jensen–Shannon divergence ``JS(p, q) = ½ KL(p‖m) + ½ KL(q‖m)``, ``m = (p + q)/2``, in nats.
+
+    Symmetric, always finite (``<= log 2``). ``distance=True`` returns ``sqrt(JS)``, the
+    Jensen–Shannon *distance*, which is a metric (Endres & Schindelin 2003) and equals
+    ``scipy.spatial.distance.jensenshannon(p, q)``. The divergence itself violates the triangle
+    inequality. Zero probabilities follow the conventions of :func:`kl_divergence`.
+
+    Args:
+      p: ``[..., d]`` probability vectors.
+      q: ``[..., d]`` probability vectors.
+      distance: return the square root (the metric) instead of the divergence.
+
+    Returns:
+      ``[...]`` values in ``[0, log 2]`` (divergence) or ``[0, sqrt(log 2)]`` (distance).
+
+    Example:
+      >>> jensen_shannon(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))   # log 2 = 0.6931
+
+    Reference: J. Lin, "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory
+    37(1) (1991); D. M. Endres and J. E. Schindelin, "A new metric for probability distributions",
+    IEEE Trans. Inf. Theory 49(7) (2003).
+    """
+    p, q = _check_pair(p, q, "p", "q")
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    if not isinstance(distance, bool | np.bool_):
+        raise ValueError(f"distance must be a Python bool (static under jit), got {distance!r}")
+    return _jensen_shannon(p, q, distance=bool(distance))
+
+
+def bhattacharyya(p, q) -> jax.Array:
+    """Bhattacharyya distance ``−ln Σᵢ sqrt(pᵢ qᵢ)`` (``−ln`` of the Bhattacharyya coefficient).
+
+    Symmetric, ``0`` iff ``p = q``, ``+inf`` for disjoint supports (never NaN); not a metric (the
+    triangle inequality fails). Rounding is clamped so the value is ``>= 0``. Gradients are finite
+    where the value is finite (``sqrt(pᵢqᵢ)`` has gradient 0 where ``pᵢqᵢ = 0``).
+
+    Args:
+      p: ``[..., d]`` probability vectors.
+      q: ``[..., d]`` probability vectors.
+
+    Returns:
+      ``[...]`` values in ``[0, inf]``.
+
+    Example:
+      >>> bhattacharyya(jnp.array([0.5, 0.5]), jnp.array([0.9, 0.1]))   # 0.1116
+
+    Reference: A. Bhattacharyya, "On a measure of divergence between two statistical populations
+    defined by their probability distributions", Bull. Calcutta Math. Soc. 35 (1943).
+    """
+    p, q = _check_pair(p, q, "p", "q")
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    return _bhattacharyya(p, q)
+
+
+def matusita(p, q) -> jax.Array:
+    """Matusita distance ``||√p − √q||₂ = sqrt(Σᵢ (√pᵢ − √qᵢ)²) = sqrt(2 − 2 Σᵢ √(pᵢqᵢ))``.
+
+    A metric on probability vectors (``√2`` times the Hellinger distance). Safe square roots keep the
+    gradient finite at zero probabilities and at ``p = q``.
+
+    Args:
+      p: ``[..., d]`` probability vectors.
+      q: ``[..., d]`` probability vectors.
+
+    Returns:
+      ``[...]`` values in ``[0, √2]``.
+
+    Example:
+      >>> matusita(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))   # 1.4142
+
+    Reference: K. Matusita, "Decision rules, based on the distance, for problems of fit, two samples,
+    and estimation", Ann. Math. Statist. 26(4) (1955).
+    """
+    p, q = _check_pair(p, q, "p", "q")
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    return _matusita(p, q)
+
+
+def chi_square(p, q) -> jax.Array:
+    """Symmetric chi-square distance ``½ Σᵢ (pᵢ − qᵢ)² / (pᵢ + qᵢ)``, with ``0/0 = 0``.
+
+    Convention: the factor ½ (as in Pele & Werman 2010) puts the value in ``[0, 1]`` for probability
+    vectors; it equals ``−½ · sklearn.metrics.pairwise.additive_chi2_kernel``. Symmetric, not a metric
+    (its square root is). Gradient finite everywhere (0 where ``pᵢ + qᵢ = 0``).
+
+    Args:
+      p: ``[..., d]`` probability vectors.
+      q: ``[..., d]`` probability vectors.
+
+    Returns:
+      ``[...]`` values in ``[0, 1]``.
+
+    Example:
+      >>> chi_square(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))   # 1.0
+
+    Reference: O. Pele and M. Werman, "The quadratic-chi histogram distance family", ECCV 2010;
+    Cha (2007), "Squared χ²".
+    """
+    p, q = _check_pair(p, q, "p", "q")
+    _check_prob(p, "p")
+    _check_prob(q, "q")
+    return _chi_square(p, q)
+
+
+#: Registry of the paired forms by name (``"cosine"`` is an alias of ``"cosine_distance"``).
+DISTANCES: dict[str, Callable[..., jax.Array]] = {
+    "euclidean": euclidean,
+    "sqeuclidean": sqeuclidean,
+    "manhattan": manhattan,
+    "chebyshev": chebyshev,
+    "minkowski": minkowski,
+    "cosine": cosine_distance,
+    "cosine_distance": cosine_distance,
+    "cosine_similarity": cosine_similarity,
+    "mahalanobis": mahalanobis,
+    "kl_divergence": kl_divergence,
+    "jensen_shannon": jensen_shannon,
+    "bhattacharyya": bhattacharyya,
+    "matusita": matusita,
+    "chi_square": chi_square,
+}
+
+# public function -> (inner paired form, canonical name)
+_INNER: dict[Callable, tuple[Callable, str]] = {
+    euclidean: (_euclidean, "euclidean"),
+    sqeuclidean: (_sqeuclidean, "sqeuclidean"),
+    manhattan: (_manhattan, "manhattan"),
+    chebyshev: (_chebyshev, "chebyshev"),
+    minkowski: (_minkowski, "minkowski"),
+    cosine_distance: (_cosine_distance, "cosine_distance"),
+    cosine_similarity: (_cosine_similarity, "cosine_similarity"),
+    mahalanobis: (_mahalanobis, "mahalanobis"),
+    kl_divergence: (_kl_divergence, "kl_divergence"),
+    jensen_shannon: (_jensen_shannon, "jensen_shannon"),
+    bhattacharyya: (_bhattacharyya, "bhattacharyya"),
+    matusita: (_matusita, "matusita"),
+    chi_square: (_chi_square, "chi_square"),
+}
+_PROBABILITY = {"kl_divergence", "jensen_shannon", "bhattacharyya", "matusita", "chi_square"}
+_MATMUL = {"euclidean", "sqeuclidean", "mahalanobis", "cosine_distance", "cosine_similarity"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pairwise
+# ----------------------------------------------------------------------------------------------------
+
+
+def _rows_per_block(n: int, m: int, width: int, block_size: int | None) -> int:
+    if block_size is not None:
+        return max(1, min(n, block_size))
+    return max(1, min(n, BLOCK_ELEMENTS // max(m * width, 1)))
+
+
+def _blocked(kernel: Callable, X: jax.Array, rows: int) -> jax.Array:
+    """Apply ``kernel(Xb, idx) -> [b, m]`` to row blocks of ``X`` (``lax.map``), return ``[n, m]``.
+
+    ``idx`` holds the global row indices of the block (for the exact-zero diagonal). The last block is
+    padded by repeating row 0 and the padding is sliced off.
+    """
+    n = X.shape[0]
+    idx = jnp.arange(n)
+    if rows >= n:
+        return kernel(X, idx)
+    nb = -(-n // rows)
+    pad = nb * rows - n
+    Xp = jnp.concatenate([X, jnp.broadcast_to(X[:1], (pad, X.shape[1]))]) if pad else X
+    idxp = jnp.concatenate([idx, jnp.full((pad,), -1, idx.dtype)]) if pad else idx
+    out = jax.lax.map(
+        lambda args: kernel(*args),
+        (Xp.reshape(nb, rows, X.shape[1]), idxp.reshape(nb, rows)),
+    )
+    return out.reshape(nb * rows, -1)[:n]
+
+
+def _zero_diagonal(D: jax.Array, idx: jax.Array, same: bool, value: float = 0.0) -> jax.Array:
+    if not same:
+        return D
+    return jnp.where(idx[:, None] == jnp.arange(D.shape[1])[None, :], value, D)
+
+
+def _pairwise_sq_kernel(
+    Y: jax.Array, yy: jax.Array, same: bool, squared: bool, M: jax.Array | None = None
+):
+    """Row-block kernel of ``|x|²_M + |y|²_M − 2 xᵀMy`` (``M = I`` when None), clamped at 0.
+
+    The square root is taken inside the block, so the elementwise epilogue runs on cache-resident
+    data right after the block's GEMM (one pass over the output instead of two).
+    """
+
+    def kernel(Xb, idx):
+        XbM = Xb if M is None else Xb @ M
+        xx = jnp.sum(Xb * XbM, axis=-1)
+        d2 = jnp.maximum(xx[:, None] + yy[None, :] - 2.0 * (XbM @ Y.T), 0.0)
+        d2 = _zero_diagonal(d2, idx, same)
+        return d2 if squared else safe_sqrt(d2)
+
+    return kernel
+
+
+def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
+    """Euclidean family through the matmul identity, in row blocks."""
+    if name in ("cosine_distance", "cosine_similarity"):
+        Xn = _normalize_rows(X)
+        Yn = Xn if same else _normalize_rows(Y)
+        sim = name == "cosine_similarity"
+
+        def kernel(Xb, idx):
+            s = jnp.clip(Xb @ Yn.T, -1.0, 1.0)
+            return s if sim else _zero_diagonal(1.0 - s, idx, same)
+
+        return _blocked(kernel, Xn, rows_fn(1))
+    squared = name == "sqeuclidean" or (name == "mahalanobis" and kw.get("squared", False))
+    M = None
+    if name == "mahalanobis":
+        L = kw.get("L")
+        if L is not None:
+            X = X @ L.T
+            Y = X if same else Y @ L.T
+        else:
+            M = 0.5 * (kw["M"] + kw["M"].T)
+    yy = jnp.sum(Y * (Y if M is None else Y @ M), axis=-1)
+    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M), X, rows_fn(1))
+
+
+def _pairwise_vmap(f: Callable, X, Y, same: bool, rows: int, zero_diag: bool) -> jax.Array:
+    rowfn = jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, None))
+
+    def kernel(Xb, idx):
+        D = rowfn(Xb, Y)
+        return _zero_diagonal(D, idx, same and zero_diag)
+
+    return _blocked(kernel, X, rows)
+
+
+def _resolve(name_or_fn, kw: dict) -> tuple[Callable, str | None]:
+    """Return (public callable, canonical name or None for a user function)."""
+    if isinstance(name_or_fn, str):
+        check_choice(name_or_fn, "distance", DISTANCES)
+        fn = DISTANCES[name_or_fn]
+    elif callable(name_or_fn):
+        fn = name_or_fn
+    else:
+        raise ValueError(
+            f"name_or_fn must be a distance name or a callable, got {type(name_or_fn).__name__}; "
+            f"valid names: {', '.join(sorted(DISTANCES))}"
+        )
+    try:
+        builtin = fn in _INNER
+    except TypeError:  # unhashable callable object
+        builtin = False
+    if not builtin:
+        return fn, None
+    name = _INNER[fn][1]
+    allowed = [k for k, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown keyword(s) {unknown} for distance {name!r}; valid: {allowed or 'none'}"
+        )
+    return fn, name
+
+
+def _validate_named(name: str, X: jax.Array, Y: jax.Array | None, kw: dict) -> dict:
+    """Run the value checks of the named distance; return the (converted) keyword arguments."""
+    kw = dict(kw)
+    if name in _PROBABILITY:
+        _check_prob(X, "X")
+        if Y is not None:
+            _check_prob(Y, "Y")
+        if name == "jensen_shannon" and not isinstance(kw.get("distance", False), bool | np.bool_):
+            raise ValueError(
+                f"distance must be a Python bool (static under jit), got {kw['distance']!r}"
+            )
+    elif name == "minkowski":
+        _check_minkowski_p(kw.get("p", 2.0))
+    elif name == "mahalanobis":
+        kw["M"], kw["L"] = _check_metric_args(
+            kw.get("M"), kw.get("L"), X.shape[1], kw.get("squared", False)
+        )
+    return kw
+
+
+def _check_data(X, Y):
+    X = check_array(X, "X", ndim=2, min_rows=1)
+    if X.shape[1] == 0:
+        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
+    if Y is not None:
+        Y = check_array(Y, "Y", ndim=2, min_rows=1)
+        check_same_dim(X, Y, "X", "Y")
+        dtype = jnp.result_type(X.dtype, Y.dtype)
+        X, Y = X.astype(dtype), Y.astype(dtype)
+    return X, Y
+
+
+def pairwise(
+    name_or_fn: str | Callable[..., jax.Array],
+    X,
+    Y=None,
+    *,
+    block_size: int | None = None,
+    **kw: Any,
+) -> jax.Array:
+    """Distances between every row of ``X`` and every row of ``Y``: ``D[i, j] = f(X[i], Y[j])``.
+
+    * euclidean, sqeuclidean, mahalanobis, cosine (distance and similarity): through the matmul
+      identity ``d²(x, y) = |x|² + |y|² − 2 x·y`` (``x @ L.T`` first for Mahalanobis given ``L``;
+      ``xᵀMx + yᵀMy − 2 xᵀMy`` given ``M``), clamped at zero. Fast (one GEMM) but, like scikit-learn's
+      ``euclidean_distances``, it loses relative precision for nearly coincident points in float32
+      (absolute error ~ ``eps · |x|²``); use float64 or the paired form when that matters.
+    * any other name, or a user callable ``f(x, y) -> scalar``: ``vmap`` of the paired form.
+    * Built-in distances have an exactly zero diagonal when ``Y`` is None (``X`` against itself).
+
+    Rows of ``X`` are processed in blocks of ``block_size`` rows (``jax.lax.map``) so a block never
+    holds more than about :data:`BLOCK_ELEMENTS` intermediate values (``rows·m`` for the matmul
+    kernels, ``rows·m·d`` for the vmap path). Only the ``[n, m]`` result is materialised.
+
+    Args:
+      name_or_fn: a key of :data:`DISTANCES` or a paired function ``(x [d], y [d]) -> []``.
+      X: ``[n, d]``.
+      Y: ``[m, d]``, or None for ``Y = X``.
+      block_size: rows per block (``>= 1``); None chooses it from :data:`BLOCK_ELEMENTS`.
+      **kw: keyword arguments of the distance (``p=`` for minkowski, ``M=``/``L=``/``squared=``
+        for mahalanobis, ``distance=`` for jensen_shannon; anything for a user callable).
+
+    Returns:
+      ``[n, m]`` (``[n, n]`` when ``Y`` is None).
+
+    Example:
+      >>> X = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+      >>> pairwise("euclidean", X)                    # [[0, 5], [5, 0]]
+      >>> pairwise("minkowski", X, X[:1], p=1)        # [[0], [7]]
+      >>> jax.jit(lambda A: pairwise("cosine", A))(X)
+
+    Reference: the matmul identity as in scikit-learn's ``euclidean_distances`` (Pedregosa et al.,
+    JMLR 12, 2011).
+    """
+    fn, name = _resolve(name_or_fn, kw)
+    X, Y = _check_data(X, Y)
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer):
+            raise ValueError(f"block_size must be an integer >= 1 or None, got {block_size!r}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be an integer >= 1 or None, got {block_size!r}")
+    if name is not None:
+        kw = _validate_named(name, X, Y, kw)
+    same = Y is None
+    Yv = X if same else Y
+    n, m, d = X.shape[0], Yv.shape[0], X.shape[1]
+    if name in _MATMUL:
+        return _pairwise_matmul(
+            name, X, Yv, same, lambda width: _rows_per_block(n, m, width, block_size), kw
+        )
+    if name is not None:
+        inner = _INNER[fn][0]
+        f = (lambda x, y: inner(x, y, **kw)) if kw else inner
+    else:
+        f = (lambda x, y: fn(x, y, **kw)) if kw else fn
+    rows = _rows_per_block(n, m, d, block_size)
+    return _pairwise_vmap(f, X, Yv, same, rows, zero_diag=name is not None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metric axioms
+# ----------------------------------------------------------------------------------------------------
+
+
+def _triangle_worst(D: np.ndarray, tol: np.ndarray | float, chunk: int) -> tuple[float, int]:
+    """max over (i, j, k) of ``D[i,k] − D[i,j] − D[j,k]`` (inf − inf treated as no violation)."""
+    n = D.shape[0]
+    worst = -np.inf
+    count = 0
+    with np.errstate(invalid="ignore"):
+        for start in range(0, n, chunk):
+            Di = D[start : start + chunk]  # [c, n]
+            v = Di[:, None, :] - Di[:, :, None] - D[None, :, :]  # [c, j, k]: D[i,k]-D[i,j]-D[j,k]
+            v = np.where(np.isnan(v), -np.inf, v)
+            worst = max(worst, float(v.max()))
+            count += int(np.count_nonzero(v > tol))
+    return worst, count
+
+
+def check_metric_axioms(
+    fn: str | Callable[..., jax.Array],
+    X,
+    *,
+    atol: float | None = None,
+    identity_atol: float | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Check the metric axioms of a distance on every pair and triple of a sample.
+
+    With ``D[i, j] = fn(X[i], X[j])`` (the paired form, no forced zero diagonal), tolerance ``atol``:
+
+    * ``non_negativity``: ``D[i, j] >= -atol``; worst violation ``max(0, −min D)``.
+    * ``identity`` (identity of indiscernibles): ``|D[i, i]| <= identity_atol`` *and*
+      ``D[i, j] > identity_atol`` whenever ``X[i] != X[j]``. Worst violation:
+      ``max(max_i |D[i,i]|, s)`` where ``s`` is the largest Euclidean separation
+      ``||X[i] − X[j]||`` of a distinct pair that ``fn`` puts at distance ``<= identity_atol``.
+      The tolerance is looser than ``atol`` because a distance computed as the square root of a
+      quadratic form (Mahalanobis given ``M``) carries an absolute error ~ ``sqrt(eps)`` near 0. Extra keys: ``reflexive`` (``D[i,i] = 0`` holds), ``self_distance``
+      (``max |D[i,i]|``), ``zero_distinct_pairs`` (number of such pairs).
+    * ``symmetry``: ``|D[i, j] − D[j, i]| <= atol``; worst violation ``max |D − Dᵀ|``.
+    * ``triangle``: ``D[i, k] <= D[i, j] + D[j, k] + atol``; worst violation
+      ``max(0, max D[i,k] − D[i,j] − D[j,k])``; extra key ``violating_triples``. Vectorised over
+      ``n³`` triples in chunks (fine for ``n`` up to a few hundred).
+
+    Infinite distances are allowed (``inf <= inf + x`` counts as satisfied). ``"kind"`` summarises,
+    first match wins (non-negativity and ``D[i,i] = 0`` are required for every named kind):
+
+    =================  ==========================================================================
+    ``metric``         all four hold
+    ``pseudometric``   all but separation (distinct points may be at distance 0)
+    ``quasimetric``    all but symmetry
+    ``semimetric``     all but the triangle inequality
+    ``pseudosemimetric`` symmetric, but neither separation nor the triangle inequality
+    ``divergence``     separation holds, symmetry fails (and the triangle inequality too)
+    ``premetric``      only non-negativity and ``D[i,i] = 0``
+    ``not a distance`` non-negativity or ``D[i,i] = 0`` fails
+    =================  ==========================================================================
+
+    A sample can only disprove an axiom: "holds" means "no counter-example among these points".
+
+    Args:
+      fn: a key of :data:`DISTANCES` or a paired callable ``(x [d], y [d]) -> []``.
+      X: ``[n, d]`` sample (probability vectors for the divergences).
+      atol: absolute tolerance of non-negativity, symmetry and triangle; None uses
+        ``100 · eps(dtype) · max(1, max finite |D|)``.
+      identity_atol: absolute tolerance of the identity axiom; None uses
+        ``sqrt(eps(dtype)) · max(1, max finite |D|)``.
+      **kw: keyword arguments of ``fn`` (``M=``, ``p=``, ...).
+
+    Returns:
+      ``{"non_negativity": {"holds", "worst_violation"}, "identity": {...}, "symmetry": {...},
+      "triangle": {...}, "kind": str, "n_points": n}``.
+
+    Example:
+      >>> X = jax.random.normal(jax.random.key(0), (20, 3))
+      >>> check_metric_axioms("sqeuclidean", X)["triangle"]["holds"]   # False
+      >>> check_metric_axioms("euclidean", X)["kind"]                  # 'metric'
+
+    Reference: Deza & Deza, *Encyclopedia of Distances* (2016), ch. 1 (metric, pseudo-, quasi-,
+    semi-metric).
+    """
+    resolved, name = _resolve(fn, kw)
+    X, _ = _check_data(X, None)
+    if is_traced(X):
+        raise ValueError("check_metric_axioms needs a concrete X (it returns Python values)")
+    if name is not None:
+        kw = _validate_named(name, X, None, kw)
+        inner = _INNER[resolved][0]
+        f = (lambda x, y: inner(x, y, **kw)) if kw else inner
+    else:
+        f = (lambda x, y: resolved(x, y, **kw)) if kw else resolved
+    n, d = X.shape
+    rows = _rows_per_block(n, n, d, None)
+    D = np.asarray(_pairwise_vmap(f, X, X, False, rows, zero_diag=False), dtype=np.float64)
+    if D.shape != (n, n):
+        raise ValueError(f"fn must return a scalar per pair; pairwise result has shape {D.shape}")
+    if np.isnan(D).any():
+        raise ValueError(f"fn returned NaN for {int(np.isnan(D).sum())} pair(s) of the sample")
+    finite = D[np.isfinite(D)]
+    scale = max(1.0, float(np.abs(finite).max()) if finite.size else 1.0)
+    if atol is None:
+        atol = 100.0 * float(np.finfo(np.dtype(X.dtype)).eps) * scale
+    elif isinstance(atol, bool) or not isinstance(atol, int | float | np.floating | np.integer):
+        raise ValueError(f"atol must be a non-negative number, got {atol!r}")
+    elif not np.isfinite(atol) or atol < 0:
+        raise ValueError(f"atol must be a non-negative finite number, got {atol!r}")
+    atol = float(atol)
+    if identity_atol is None:
+        identity_atol = float(np.sqrt(np.finfo(np.dtype(X.dtype)).eps)) * scale
+    elif isinstance(identity_atol, bool) or not isinstance(
+        identity_atol, int | float | np.floating | np.integer
+    ):
+        raise ValueError(f"identity_atol must be a non-negative number, got {identity_atol!r}")
+    elif not np.isfinite(identity_atol) or identity_atol < 0:
+        raise ValueError(
+            f"identity_atol must be a non-negative finite number, got {identity_atol!r}"
+        )
+    identity_atol = float(identity_atol)
+
+    neg = max(0.0, -float(D.min()))
+    non_negativity = {"holds": neg <= atol, "worst_violation": neg}
+
+    Xn = np.asarray(X, dtype=np.float64)
+    self_dist = float(np.abs(np.diag(D)).max())
+    _, row_id = np.unique(Xn, axis=0, return_inverse=True)
+    row_id = row_id.reshape(-1)
+    zero_distinct = (row_id[:, None] != row_id[None, :]) & (D <= identity_atol)
+    ii, jj = np.nonzero(zero_distinct)
+    worst_sep = float(np.linalg.norm(Xn[ii] - Xn[jj], axis=-1).max()) if ii.size else 0.0
+    reflexive = self_dist <= identity_atol
+    separation = not zero_distinct.any()
+    identity = {
+        "holds": bool(reflexive and separation),
+        "worst_violation": max(self_dist, worst_sep),
+        "reflexive": bool(reflexive),
+        "self_distance": self_dist,
+        "zero_distinct_pairs": int(np.count_nonzero(np.triu(zero_distinct, 1))),
+    }
+
+    with np.errstate(invalid="ignore"):
+        asym = np.abs(D - D.T)
+    asym = np.where(np.isnan(asym), 0.0, asym)  # inf vs inf
+    worst_asym = float(asym.max())
+    symmetry = {"holds": worst_asym <= atol, "worst_violation": worst_asym}
+
+    chunk = max(1, BLOCK_ELEMENTS // max(n * n, 1))
+    tri, count = _triangle_worst(D, atol, chunk)
+    tri = max(0.0, tri)
+    triangle = {"holds": tri <= atol, "worst_violation": tri, "violating_triples": count}
+
+    nonneg, sym, trg = non_negativity["holds"], symmetry["holds"], triangle["holds"]
+    if not (nonneg and reflexive):
+        kind = "not a distance"
+    elif separation and sym and trg:
+        kind = "metric"
+    elif sym and trg:
+        kind = "pseudometric"
+    elif separation and trg:
+        kind = "quasimetric"
+    elif separation and sym:
+        kind = "semimetric"
+    elif sym:
+        kind = "pseudosemimetric"
+    elif separation:
+        kind = "divergence"
+    else:
+        kind = "premetric"
+    return {
+        "non_negativity": {k: (bool(v) if k == "holds" else v) for k, v in non_negativity.items()},
+        "identity": identity,
+        "symmetry": {k: (bool(v) if k == "holds" else v) for k, v in symmetry.items()},
+        "triangle": {k: (bool(v) if k == "holds" else v) for k, v in triangle.items()},
+        "kind": kind,
+        "n_points": int(n),
+    }

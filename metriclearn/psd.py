@@ -1,0 +1,271 @@
+"""Positive semi-definite (PSD) matrices: projection, checks, and the factorisation ``M = LᵀL``.
+
+A Mahalanobis metric ``d_M(x, y) = sqrt((x - y)ᵀ M (x - y))`` needs ``M`` symmetric PSD; equivalently
+``M = LᵀL`` for a linear map ``L`` (``[k, d]``), and then ``d_M(x, y) = ||L x - L y||``. This module
+converts between the two forms and projects arbitrary square matrices onto the PSD cone.
+
+Two layers, as everywhere in metriclearn:
+
+* ``_project_psd``, ``_factor_eigh``, ``_symmetrize``: jittable, non-validating inner forms (used by the
+  projected-gradient solver inside ``jit``);
+* ``project_psd``, ``is_psd``, ``factor``, ``components_to_metric``, ``symmetrize``: validating public
+  forms that raise ``ValueError`` naming the argument on bad input.
+
+Reference: N. J. Higham, "Computing a nearest symmetric positive semidefinite matrix", Linear Algebra
+and its Applications 103 (1988) 103-118 (the Frobenius-nearest PSD matrix clips the eigenvalues of the
+symmetric part).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metriclearn._validation import check_array, check_positive_int, is_traced
+
+__all__ = [
+    "components_to_metric",
+    "default_tol",
+    "factor",
+    "is_psd",
+    "project_psd",
+    "symmetrize",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inner (jittable, non-validating) forms
+# ----------------------------------------------------------------------------------------------------
+
+
+def _symmetrize(M: jax.Array) -> jax.Array:
+    return 0.5 * (M + jnp.swapaxes(M, -1, -2))
+
+
+def _project_psd(M: jax.Array, eps: float = 0.0) -> jax.Array:
+    """Frobenius-nearest matrix with eigenvalues ``>= eps`` to ``M`` (no checks; jittable)."""
+    w, V = jnp.linalg.eigh(_symmetrize(M))
+    w = jnp.maximum(w, eps)
+    return _symmetrize((V * w) @ V.T)
+
+
+def _factor_eigh(M: jax.Array, n_components: int | None = None) -> jax.Array:
+    """``L`` (``[k, d]``, rows by decreasing eigenvalue) with ``LᵀL ≈ M`` via ``eigh`` (jittable).
+
+    Negative eigenvalues (rounding) are clipped at zero, so ``LᵀL`` is the PSD projection of ``M``.
+    """
+    w, V = jnp.linalg.eigh(_symmetrize(M))
+    w, V = w[::-1], V[:, ::-1]
+    if n_components is not None:
+        w, V = w[:n_components], V[:, :n_components]
+    pos = w > 0
+    root = jnp.where(pos, jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
+    return root[:, None] * V.T
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def default_tol(dtype, dim: int) -> float:
+    """Default relative tolerance of the PSD and symmetry checks: ``10 · dim · eps(dtype)``.
+
+    About ``1.2e-6 · dim`` in float32 and ``2.2e-15 · dim`` in float64: rounding of a matrix that is
+    PSD in exact arithmetic stays inside it, a clearly indefinite matrix does not.
+    """
+    return 10.0 * max(int(dim), 1) * float(np.finfo(np.dtype(dtype)).eps)
+
+
+def _check_square(M, name: str) -> jax.Array:
+    M = check_array(M, name, ndim=2)
+    if M.shape[0] != M.shape[1]:
+        raise ValueError(f"{name} must be square, got shape {tuple(M.shape)}")
+    if M.shape[0] == 0:
+        raise ValueError(f"{name} must be at least 1x1, got shape {tuple(M.shape)}")
+    return M
+
+
+def _psd_report(M: jax.Array, tol: float | None) -> tuple[float, float, float]:
+    """(asymmetry, min eigenvalue, scale) of a concrete square matrix, computed in float64 NumPy."""
+    A = np.asarray(M, dtype=np.float64)
+    scale = float(np.max(np.abs(A))) if A.size else 0.0
+    asym = float(np.max(np.abs(A - A.T))) if A.size else 0.0
+    w = np.linalg.eigvalsh(0.5 * (A + A.T))
+    return asym, float(w[0]), max(scale, float(np.max(np.abs(w))))
+
+
+def _resolve_tol(tol, M: jax.Array, name: str = "tol") -> float:
+    if tol is None:
+        return default_tol(M.dtype, M.shape[0])
+    if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating | np.integer):
+        raise ValueError(f"{name} must be a non-negative number, got {tol!r}")
+    if not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"{name} must be a non-negative finite number, got {tol!r}")
+    return float(tol)
+
+
+def _require_psd(M: jax.Array, name: str, tol: float | None) -> None:
+    """Raise ``ValueError`` unless the concrete square ``M`` is symmetric PSD within ``tol``."""
+    if is_traced(M):
+        return
+    tol = _resolve_tol(tol, M)
+    asym, wmin, scale = _psd_report(M, tol)
+    if asym > tol * max(scale, np.finfo(np.float64).tiny):
+        raise ValueError(
+            f"{name} must be symmetric: max |{name} - {name}ᵀ| = {asym:.3g} exceeds "
+            f"tol·max|{name}| = {tol * scale:.3g} (shape {tuple(M.shape)}); "
+            "use metriclearn.psd.symmetrize or project_psd"
+        )
+    if wmin < -tol * scale:
+        raise ValueError(
+            f"{name} must be positive semi-definite: smallest eigenvalue {wmin:.3g} < "
+            f"-tol·max|eig| = {-tol * scale:.3g} (shape {tuple(M.shape)}); "
+            "use metriclearn.psd.project_psd"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public forms
+# ----------------------------------------------------------------------------------------------------
+
+
+def symmetrize(M) -> jax.Array:
+    """Symmetric part of a square matrix, ``(M + Mᵀ) / 2``.
+
+    Args:
+      M: ``[d, d]`` square matrix.
+
+    Returns:
+      ``[d, d]`` symmetric matrix.
+
+    Example:
+      >>> symmetrize(jnp.array([[1.0, 2.0], [0.0, 1.0]]))   # [[1, 1], [1, 1]]
+    """
+    return _symmetrize(_check_square(M, "M"))
+
+
+def project_psd(M, *, eps: float = 0.0) -> jax.Array:
+    """Frobenius-nearest symmetric matrix to ``M`` whose eigenvalues are all ``>= eps``.
+
+    ``P = V diag(max(w, eps)) Vᵀ`` where ``(M + Mᵀ)/2 = V diag(w) Vᵀ`` (Higham 1988). With ``eps = 0``
+    this is the projection onto the PSD cone used by projected-gradient metric learners (MMC, Xing et
+    al. 2002); ``eps > 0`` projects onto ``{M : M ⪰ eps·I}`` (positive definite).
+
+    Args:
+      M: ``[d, d]`` square matrix (need not be symmetric).
+      eps: eigenvalue floor, ``>= 0``.
+
+    Returns:
+      ``[d, d]`` symmetric PSD matrix. jit users call ``metriclearn.psd._project_psd`` (no checks).
+
+    Example:
+      >>> project_psd(jnp.array([[1.0, 0.0], [0.0, -2.0]]))   # [[1, 0], [0, 0]]
+    """
+    M = _check_square(M, "M")
+    if isinstance(eps, bool) or not isinstance(eps, int | float | np.floating | np.integer):
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a non-negative finite number, got {eps!r}")
+    return _project_psd(M, float(eps))
+
+
+def is_psd(M, *, tol: float | None = None) -> bool:
+    """Whether ``M`` is symmetric positive semi-definite up to a relative tolerance.
+
+    True when ``max|M - Mᵀ| <= tol · max|M|`` and ``λ_min((M + Mᵀ)/2) >= -tol · max(|λ|, max|M|)``
+    (eigenvalues computed in float64). ``tol=None`` uses :func:`default_tol` (``10·d·eps`` of ``M``'s
+    dtype). Not jittable (returns a Python bool).
+
+    Args:
+      M: ``[d, d]`` square matrix.
+      tol: relative tolerance ``>= 0`` or None.
+
+    Returns:
+      ``bool``.
+
+    Example:
+      >>> is_psd(jnp.eye(3)), is_psd(-jnp.eye(3))
+      (True, False)
+    """
+    M = _check_square(M, "M")
+    if is_traced(M):
+        raise ValueError(
+            "is_psd needs a concrete M (it returns a Python bool); not usable under jit"
+        )
+    tol = _resolve_tol(tol, M)
+    asym, wmin, scale = _psd_report(M, tol)
+    return bool(asym <= tol * max(scale, np.finfo(np.float64).tiny) and wmin >= -tol * scale)
+
+
+def factor(M, *, n_components: int | None = None, tol: float | None = None) -> jax.Array:
+    """Factor a PSD matrix as ``M = LᵀL``.
+
+    * ``n_components=None`` and ``M`` positive definite: ``L = Cᵀ`` from the Cholesky factor
+      ``M = C Cᵀ`` (upper triangular ``L``, ``[d, d]``).
+    * otherwise (rank-deficient ``M``, or truncation requested): ``L = diag(√w) Vᵀ`` from
+      ``eigh``, rows ordered by decreasing eigenvalue; tiny negative eigenvalues (rounding, within
+      ``tol``) are clipped to 0, so zero rows are kept for a rank-deficient ``M`` (``[d, d]``).
+      ``n_components=k`` keeps the ``k`` rows of largest eigenvalue (``[k, d]``), the best rank-``k``
+      approximation of ``M`` (Eckart–Young).
+
+    Then ``||L x - L y|| = d_M(x, y)``: transform the data once by ``x ↦ L x`` and use Euclidean
+    distances. Under ``jit`` (traced ``M``) the value checks are skipped and the ``eigh`` path is
+    always used (``_factor_eigh`` is the non-validating inner form).
+
+    Args:
+      M: ``[d, d]`` symmetric PSD matrix (within ``tol``).
+      n_components: number of rows of ``L`` (``1 <= k <= d``) or None.
+      tol: relative tolerance of the symmetry/PSD checks (see :func:`is_psd`).
+
+    Returns:
+      ``L``: ``[d, d]`` or ``[n_components, d]``.
+
+    Raises:
+      ValueError: ``M`` not square, not finite, not symmetric or clearly not PSD; bad
+        ``n_components``.
+
+    Example:
+      >>> L = factor(jnp.array([[2.0, 1.0], [1.0, 2.0]]))
+      >>> L.T @ L   # [[2, 1], [1, 2]]
+    """
+    M = _check_square(M, "M")
+    d = M.shape[0]
+    if n_components is not None:
+        n_components = check_positive_int(n_components, "n_components")
+        if n_components > d:
+            raise ValueError(
+                f"n_components must be <= dimension {d} of M (shape {tuple(M.shape)}), "
+                f"got {n_components}"
+            )
+    if is_traced(M):
+        return _factor_eigh(M, n_components)
+    tol = _resolve_tol(tol, M)
+    _require_psd(M, "M", tol)
+    if n_components is None:
+        _, wmin, scale = _psd_report(M, tol)
+        if wmin > tol * scale:
+            L = jnp.linalg.cholesky(_symmetrize(M)).T
+            if bool(jnp.all(jnp.isfinite(L))):
+                return L
+    return _factor_eigh(M, n_components)
+
+
+def components_to_metric(L) -> jax.Array:
+    """Mahalanobis matrix ``M = LᵀL`` of a linear map ``L`` (``[k, d]`` → ``[d, d]``, PSD).
+
+    Args:
+      L: ``[k, d]`` components (rows are the projection directions, as scikit-learn's
+        ``components_``).
+
+    Returns:
+      ``[d, d]`` symmetric PSD matrix.
+
+    Example:
+      >>> components_to_metric(jnp.array([[1.0, 1.0]]))   # [[1, 1], [1, 1]]
+    """
+    L = check_array(L, "L", ndim=2, min_rows=1)
+    if L.shape[1] == 0:
+        raise ValueError(f"L must have at least one column, got shape {tuple(L.shape)}")
+    return _symmetrize(L.T @ L)

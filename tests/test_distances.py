@@ -1,0 +1,625 @@
+"""Tests of metriclearn.distances: paired forms, pairwise, gradients, axioms, bad input, benchmark."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from jax.test_util import check_grads
+from scipy.spatial import distance as sd
+from scipy.special import rel_entr
+from sklearn.metrics import pairwise_distances
+from sklearn.metrics.pairwise import additive_chi2_kernel
+
+from metriclearn import distances as D
+
+REAL = ["euclidean", "sqeuclidean", "manhattan", "chebyshev", "minkowski", "cosine_distance"]
+PROB = ["kl_divergence", "jensen_shannon", "bhattacharyya", "matusita", "chi_square"]
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _probs(rng, n, d, zeros=False):
+    p = rng.random((n, d)) + 0.05
+    if zeros:
+        p[rng.random((n, d)) < 0.3] = 0.0
+        p[:, 0] += 0.1  # no all-zero row
+    return p / p.sum(-1, keepdims=True)
+
+
+def _psd(rng, d, rank=None):
+    A = rng.standard_normal((rank or d, d))
+    return A.T @ A, A
+
+
+# ------------------------------------------------------------------------------------------------
+# Paired forms vs scipy (float64)
+# ------------------------------------------------------------------------------------------------
+
+
+def _bhattacharyya_ref(p, q):
+    return -np.log(np.sum(np.sqrt(p * q)))
+
+
+def _reference(name, a, b, /, **kw):
+    """Scipy/NumPy reference of one distance on single vectors (float64)."""
+    if name == "euclidean":
+        return sd.euclidean(a, b)
+    if name == "sqeuclidean":
+        return sd.sqeuclidean(a, b)
+    if name == "manhattan":
+        return sd.cityblock(a, b)
+    if name == "chebyshev":
+        return sd.chebyshev(a, b)
+    if name == "minkowski":
+        return sd.minkowski(a, b, p=kw.get("p", 2.0))
+    if name in ("cosine", "cosine_distance"):
+        return sd.cosine(a, b)
+    if name == "cosine_similarity":
+        return 1.0 - sd.cosine(a, b)
+    if name == "mahalanobis":
+        M = kw["M"] if "M" in kw else kw["L"].T @ kw["L"]
+        v = sd.mahalanobis(a, b, M)
+        return v * v if kw.get("squared") else v
+    if name == "kl_divergence":
+        return rel_entr(a, b).sum()
+    if name == "jensen_shannon":
+        js = sd.jensenshannon(a, b)
+        return js if kw.get("distance") else js * js
+    if name == "bhattacharyya":
+        return _bhattacharyya_ref(a, b)
+    if name == "matusita":
+        return sd.euclidean(np.sqrt(a), np.sqrt(b))
+    if name == "chi_square":
+        return -0.5 * additive_chi2_kernel(a[None], b[None])[0, 0]
+    raise AssertionError(name)
+
+
+def _cases(rng, d=5):
+    M, A = _psd(rng, d)
+    return [
+        ("euclidean", {}),
+        ("sqeuclidean", {}),
+        ("manhattan", {}),
+        ("chebyshev", {}),
+        ("minkowski", {"p": 1.0}),
+        ("minkowski", {"p": 1.5}),
+        ("minkowski", {"p": 3}),
+        ("minkowski", {"p": 0.5}),
+        ("cosine_distance", {}),
+        ("cosine_similarity", {}),
+        ("mahalanobis", {"M": M}),
+        ("mahalanobis", {"L": A[:3]}),
+        ("mahalanobis", {"M": M, "squared": True}),
+    ]
+
+
+@pytest.mark.usefixtures("x64")
+def test_paired_real_matches_scipy():
+    rng = _rng(1)
+    X, Y = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    for name, kw in _cases(rng):
+        got = np.asarray(D.DISTANCES[name](X, Y, **kw))
+        assert got.dtype == np.float64
+        want = [_reference(name, x, y, **kw) for x, y in zip(X, Y)]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"{name} {kw}")
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("zeros", [False, True])
+def test_paired_probability_matches_scipy(zeros):
+    rng = _rng(2)
+    P, Q = _probs(rng, 6, 7, zeros), _probs(rng, 6, 7, zeros)
+    for name in PROB:
+        for kw in [{}, {"distance": True}] if name == "jensen_shannon" else [{}]:
+            got = np.asarray(D.DISTANCES[name](P, Q, **kw))
+            want = [_reference(name, p, q, **kw) for p, q in zip(P, Q)]
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
+            assert not np.isnan(got).any()
+
+
+def test_float32_default_and_values():
+    x, y = jnp.array([0.0, 0.0]), jnp.array([3.0, 4.0])
+    assert D.euclidean(x, y).dtype == jnp.float32
+    assert float(D.euclidean(x, y)) == 5.0
+    assert float(D.manhattan(x, y)) == 7.0
+    assert float(D.chebyshev(x, y)) == 4.0
+    assert float(D.minkowski(x, y, p=math.inf)) == 4.0
+    np.testing.assert_allclose(D.minkowski(x, y, p=2), 5.0, rtol=1e-6)
+    # integer input becomes float32
+    assert D.sqeuclidean([0, 0], [3, 4]).dtype == jnp.float32
+    np.testing.assert_allclose(D.jensen_shannon([1.0, 0.0], [0.0, 1.0]), np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(D.chi_square([1.0, 0.0], [0.0, 1.0]), 1.0)
+    np.testing.assert_allclose(D.matusita([1.0, 0.0], [0.0, 1.0]), np.sqrt(2), rtol=1e-6)
+
+
+def test_float64_under_x64(x64):
+    assert D.euclidean(np.zeros(3), np.ones(3)).dtype == jnp.float64
+    assert D.pairwise("cosine", np.ones((3, 2))).dtype == jnp.float64
+
+
+def test_paired_broadcasts_leading_axes():
+    rng = _rng(3)
+    X, y = rng.standard_normal((4, 3, 5)), rng.standard_normal(5)
+    out = D.manhattan(X, y)
+    assert out.shape == (4, 3)
+    np.testing.assert_allclose(out, np.abs(X - y).sum(-1), rtol=1e-5)
+
+
+def test_minkowski_large_p_no_overflow():
+    x, y = jnp.zeros(3), jnp.array([30.0, 1.0, 2.0])
+    np.testing.assert_allclose(D.minkowski(x, y, p=200.0), 30.0, rtol=1e-5)
+
+
+def test_zero_vector_cosine_convention():
+    z, x = jnp.zeros(3), jnp.array([1.0, 2.0, 3.0])
+    assert float(D.cosine_similarity(z, x)) == 0.0
+    assert float(D.cosine_distance(z, x)) == 1.0
+    g = jax.grad(lambda a: D.cosine_distance(a, x))(z)
+    assert np.isfinite(g).all()
+
+
+def test_kl_inf_not_nan_and_gradient_finite():
+    p, q = jnp.array([0.5, 0.5, 0.0]), jnp.array([1.0, 0.0, 0.0])
+    assert float(D.kl_divergence(p, q)) == np.inf
+    assert float(D.kl_divergence(q, p)) == pytest.approx(np.log(2.0), rel=1e-6)  # 0 log 0 = 0
+    assert float(D.bhattacharyya(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]))) == np.inf
+    for f in (D.kl_divergence, D.jensen_shannon, D.bhattacharyya, D.matusita, D.chi_square):
+        for a, b in [(q, p), (p, p), (q, q)]:
+            gp, gq = jax.grad(f, argnums=(0, 1))(a, b)
+            assert np.isfinite(gp).all() and np.isfinite(gq).all(), f.__name__
+    # where the value is infinite the gradient is still not NaN
+    gp, gq = jax.grad(D.kl_divergence, argnums=(0, 1))(p, q)
+    assert not (np.isnan(gp).any() or np.isnan(gq).any())
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradients
+# ------------------------------------------------------------------------------------------------
+
+
+def test_gradients_finite_at_coincident_points():
+    rng = _rng(4)
+    x = jnp.asarray(rng.standard_normal(4), dtype=jnp.float32)
+    M, A = _psd(rng, 4)
+    for name, kw in _cases(rng, d=4) + [("mahalanobis", {"M": M}), ("mahalanobis", {"L": A})]:
+        f = functools.partial(D.DISTANCES[name], **kw)
+        gx, gy = jax.jit(jax.grad(f, argnums=(0, 1)))(x, x)
+        assert np.isfinite(gx).all() and np.isfinite(gy).all(), (name, kw)
+    # pairwise X vs X (diagonal at zero distance)
+    X = jnp.asarray(rng.standard_normal((5, 4)), dtype=jnp.float32)
+    X = X.at[1].set(X[0])  # two coincident rows off the diagonal too
+    for name in ["euclidean", "cosine", "manhattan", "minkowski", "chebyshev"]:
+        g = jax.jit(jax.grad(lambda A, name=name: D.pairwise(name, A).sum()))(X)
+        assert np.isfinite(g).all(), name
+    g = jax.jit(jax.grad(lambda A: D.pairwise("mahalanobis", A, M=M).sum()))(X)
+    assert np.isfinite(g).all()
+
+
+@pytest.mark.usefixtures("x64")
+def test_check_grads():
+    rng = _rng(5)
+    x, y = rng.standard_normal(4), rng.standard_normal(4)
+    M, A = _psd(rng, 4)
+    p, q = _probs(rng, 1, 4)[0], _probs(rng, 1, 4)[0]
+    # under jit the value checks are skipped, so finite-difference perturbations of a probability
+    # vector (no longer summing to 1) are accepted
+    check_grads(jax.jit(D.euclidean), (x, y), order=2, modes=["rev"])
+    check_grads(jax.jit(lambda a, b: D.minkowski(a, b, p=3.0)), (x, y), order=1, modes=["rev"])
+    check_grads(jax.jit(D.cosine_distance), (x, y), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda a, b: D.mahalanobis(a, b, M=M)), (x, y), order=1, modes=["rev"])
+    for f in (D.kl_divergence, D.jensen_shannon, D.bhattacharyya, D.matusita, D.chi_square):
+        check_grads(jax.jit(f), (p, q), order=1, modes=["rev"], eps=1e-6)
+    X, Y = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
+    check_grads(jax.jit(lambda a, b: D.pairwise("euclidean", a, b)), (X, Y), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda a: D.pairwise("mahalanobis", a, L=A)), (X,), order=1, modes=["rev"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Pairwise
+# ------------------------------------------------------------------------------------------------
+
+
+def _all_named(rng, d):
+    M, A = _psd(rng, d, rank=2)
+    return [
+        ("euclidean", {}),
+        ("sqeuclidean", {}),
+        ("manhattan", {}),
+        ("chebyshev", {}),
+        ("minkowski", {"p": 3.0}),
+        ("cosine", {}),
+        ("cosine_similarity", {}),
+        ("mahalanobis", {"M": M}),
+        ("mahalanobis", {"L": A}),
+        ("mahalanobis", {"L": A, "squared": True}),
+    ]
+
+
+@pytest.mark.usefixtures("x64")
+def test_pairwise_matches_double_loop():
+    rng = _rng(6)
+    X, Y = rng.standard_normal((7, 4)), rng.standard_normal((5, 4))
+    for name, kw in _all_named(rng, 4):
+        got = np.asarray(D.pairwise(name, X, Y, **kw))
+        want = np.array([[_reference(name, x, y, **kw) for y in Y] for x in X])
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=f"{name} {kw}")
+        got_same = np.asarray(D.pairwise(name, X, **kw))
+        want_same = np.array([[_reference(name, x, y, **kw) for y in X] for x in X])
+        if name != "cosine_similarity":
+            np.fill_diagonal(want_same, 0.0)
+        np.testing.assert_allclose(got_same, want_same, rtol=1e-9, atol=1e-9, err_msg=name)
+    P, Q = _probs(rng, 6, 5, zeros=True), _probs(rng, 4, 5, zeros=True)
+    for name in PROB:
+        got = np.asarray(D.pairwise(name, P, Q))
+        want = np.array([[_reference(name, p, q) for q in Q] for p in P])
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=name)
+
+    def user_fn(x, y, *, w):
+        return jnp.sum(w * jnp.abs(x - y))
+
+    got = D.pairwise(user_fn, X, Y, w=2.0)
+    np.testing.assert_allclose(got, 2.0 * sd.cdist(X, Y, "cityblock"), rtol=1e-12)
+
+
+@pytest.mark.usefixtures("x64")
+def test_pairwise_matches_sklearn():
+    rng = _rng(7)
+    X, Y = rng.standard_normal((9, 6)), rng.standard_normal((4, 6))
+    M, _ = _psd(rng, 6)
+    for ours, theirs, kw in [
+        ("euclidean", "euclidean", {}),
+        ("sqeuclidean", "sqeuclidean", {}),
+        ("manhattan", "cityblock", {}),
+        ("chebyshev", "chebyshev", {}),
+        ("minkowski", "minkowski", {"p": 3}),
+        ("cosine", "cosine", {}),
+    ]:
+        np.testing.assert_allclose(
+            D.pairwise(ours, X, Y, **kw), pairwise_distances(X, Y, metric=theirs, **kw), atol=1e-10
+        )
+        np.testing.assert_allclose(
+            D.pairwise(ours, X, **kw), pairwise_distances(X, metric=theirs, **kw), atol=1e-10
+        )
+    np.testing.assert_allclose(
+        D.pairwise("mahalanobis", X, Y, M=M),
+        pairwise_distances(X, Y, metric="mahalanobis", VI=M),
+        rtol=1e-9,
+    )
+
+
+@pytest.mark.parametrize("name", ["euclidean", "cosine", "mahalanobis", "manhattan", "chi_square"])
+def test_blocked_equals_unblocked(name):
+    rng = _rng(8)
+    X = rng.standard_normal((11, 3)).astype(np.float32)
+    Y = rng.standard_normal((6, 3)).astype(np.float32)
+    kw = {"M": _psd(rng, 3)[0]} if name == "mahalanobis" else {}
+    if name == "chi_square":
+        X, Y = _probs(rng, 11, 3).astype(np.float32), _probs(rng, 6, 3).astype(np.float32)
+    for Yarg in (None, Y):
+        full = D.pairwise(name, X, Yarg, block_size=100, **kw)
+        for bs in (1, 4):
+            np.testing.assert_allclose(
+                D.pairwise(name, X, Yarg, block_size=bs, **kw), full, rtol=1e-5, atol=1e-6
+            )
+        if Yarg is None:
+            assert np.all(np.diag(np.asarray(D.pairwise(name, X, block_size=4, **kw))) == 0.0)
+
+
+def test_blocked_by_memory_budget(monkeypatch):
+    rng = _rng(9)
+    X = rng.standard_normal((37, 8)).astype(np.float32)
+    full = D.pairwise("euclidean", X)
+    full_v = D.pairwise("manhattan", X)
+    monkeypatch.setattr(D, "BLOCK_ELEMENTS", 64)  # forces 1-row blocks (matmul) and 1-row (vmap)
+    assert D._rows_per_block(37, 37, 1, None) == 1
+    np.testing.assert_allclose(D.pairwise("euclidean", X), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(D.pairwise("manhattan", X), full_v, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["euclidean", "sqeuclidean", "cosine", "mahalanobis", "manhattan"])
+def test_diagonal_exactly_zero(name):
+    rng = _rng(10)
+    X = (100.0 * rng.standard_normal((16, 5)) + 1e3).astype(np.float32)  # cancellation-prone
+    kw = {"M": _psd(rng, 5)[0]} if name == "mahalanobis" else {}
+    Dm = np.asarray(D.pairwise(name, X, **kw))
+    assert np.all(np.diag(Dm) == 0.0)
+    assert np.all(Dm >= 0.0)
+    np.testing.assert_allclose(Dm, Dm.T, rtol=1e-5, atol=1e-3 * Dm.max())
+    # without the forced diagonal the identity would leave rounding noise there (float32, |x|~1e3)
+    if name in ("euclidean", "sqeuclidean"):
+        off = np.asarray(D.pairwise(name, X, X + 0.0, **kw))
+        assert np.all(np.isfinite(off)) and np.all(off >= 0.0)
+
+
+def test_jit_and_vmap_forms():
+    rng = _rng(11)
+    X = jnp.asarray(rng.standard_normal((6, 3)), dtype=jnp.float32)
+    M, A = (jnp.asarray(a, dtype=jnp.float32) for a in _psd(rng, 3))
+    P = jnp.asarray(_probs(rng, 6, 3), dtype=jnp.float32)
+    cases = [
+        ("euclidean", {}, X),
+        ("minkowski", {"p": 3.0}, X),
+        ("cosine", {}, X),
+        ("mahalanobis", {"M": M}, X),
+        ("mahalanobis", {"L": A}, X),
+        ("kl_divergence", {}, P),
+        ("jensen_shannon", {"distance": True}, P),
+    ]
+    for name, kw, Z in cases:
+        f = functools.partial(D.DISTANCES[name], **kw)
+        Z2 = Z[::-1]
+        eager = f(Z, Z2)
+        np.testing.assert_allclose(jax.jit(f)(Z, Z2), eager, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(jax.vmap(f)(Z, Z2), eager, rtol=1e-5, atol=1e-6)
+        pw = jax.jit(functools.partial(D.pairwise, name, **kw))(Z, Z2)
+        np.testing.assert_allclose(jnp.diag(pw), eager, rtol=1e-4, atol=1e-5)
+    # M and L as traced arguments of a jitted function (value checks skipped, shapes checked)
+    pw = jax.jit(lambda a, m: D.pairwise("mahalanobis", a, M=m))(X, M)
+    np.testing.assert_allclose(pw, D.pairwise("mahalanobis", X, L=A), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metric axioms
+# ------------------------------------------------------------------------------------------------
+
+_floats = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pts=hnp.arrays(np.float64, (3, 4), elements=_floats),
+    name=st.sampled_from(["euclidean", "manhattan", "chebyshev", "minkowski"]),
+    p=st.floats(1.0, 6.0),
+)
+def test_axioms_property(pts, name, p):
+    kw = {"p": p} if name == "minkowski" else {}
+    with jax.enable_x64(True):
+        f = functools.partial(D.DISTANCES[name], **kw)
+        x, y, z = (jnp.asarray(a) for a in pts)
+        dxy, dyx, dxz, dyz, dxx = (float(v) for v in (f(x, y), f(y, x), f(x, z), f(y, z), f(x, x)))
+    scale = 1e-9 * (1.0 + np.abs(pts).max())
+    assert dxy >= 0.0 and dxz >= 0.0 and dyz >= 0.0
+    assert dxx == 0.0
+    assert abs(dxy - dyx) <= scale
+    assert dxz <= dxy + dyz + scale
+    if np.abs(pts[0] - pts[1]).max() > 1e-100:  # squares of smaller gaps underflow
+        assert dxy > 0.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(pts=hnp.arrays(np.float64, (3, 3), elements=st.floats(0.01, 1.0)))
+def test_axioms_property_probability(pts):
+    P = pts / pts.sum(-1, keepdims=True)
+    with jax.enable_x64(True):
+        p, q, r = (jnp.asarray(a) for a in P)
+        for f in (D.matusita, functools.partial(D.jensen_shannon, distance=True)):
+            assert float(f(p, r)) <= float(f(p, q)) + float(f(q, r)) + 1e-12
+            assert abs(float(f(p, q)) - float(f(q, p))) <= 1e-12
+        for f in (D.kl_divergence, D.bhattacharyya, D.chi_square):
+            assert float(f(p, q)) >= 0.0 and abs(float(f(p, p))) <= 1e-12
+
+
+def test_check_metric_axioms_examples():
+    rng = _rng(12)
+    X = rng.standard_normal((25, 3)).astype(np.float32)
+    r = D.check_metric_axioms("euclidean", X)
+    assert r["kind"] == "metric"
+    assert all(r[a]["holds"] for a in ("non_negativity", "identity", "symmetry", "triangle"))
+
+    r = D.check_metric_axioms("sqeuclidean", X)
+    assert not r["triangle"]["holds"] and r["triangle"]["worst_violation"] > 0.1
+    assert r["triangle"]["violating_triples"] > 0
+    assert r["symmetry"]["holds"] and r["identity"]["holds"]
+    assert r["kind"] == "semimetric"
+
+    P = _probs(rng, 20, 4).astype(np.float32)
+    r = D.check_metric_axioms("kl_divergence", P)
+    assert not r["symmetry"]["holds"] and r["symmetry"]["worst_violation"] > 1e-3
+    assert r["identity"]["holds"] and r["non_negativity"]["holds"]
+    assert r["kind"] in ("divergence", "quasimetric")
+    assert D.check_metric_axioms("jensen_shannon", P, distance=True)["kind"] == "metric"
+    assert D.check_metric_axioms("matusita", P)["kind"] == "metric"
+
+    # singular M: a random rank-2 metric in 4-D; pairs differing along its null space
+    A = rng.standard_normal((2, 4))
+    M = (A.T @ A).astype(np.float32)
+    null = np.linalg.svd(A)[2][-1]
+    Xs = rng.standard_normal((12, 4))
+    Xs = np.concatenate([Xs, Xs[:6] + 3.0 * null]).astype(np.float32)
+    r = D.check_metric_axioms("mahalanobis", Xs, M=M)
+    assert r["kind"] == "pseudometric"
+    assert not r["identity"]["holds"] and r["identity"]["reflexive"]
+    assert r["identity"]["zero_distinct_pairs"] >= 6
+    assert r["identity"]["worst_violation"] == pytest.approx(3.0, rel=1e-3)
+    assert r["non_negativity"]["holds"] and r["symmetry"]["holds"] and r["triangle"]["holds"]
+    r = D.check_metric_axioms("mahalanobis", Xs, L=A.astype(np.float32))
+    assert r["kind"] == "pseudometric"
+    # a full-rank M is a metric
+    assert D.check_metric_axioms("mahalanobis", Xs, M=_psd(rng, 4)[0])["kind"] == "metric"
+
+
+def test_check_metric_axioms_callables_and_inf():
+    rng = _rng(13)
+    X = rng.standard_normal((10, 2))
+
+    def neg(x, y):
+        return -jnp.sum(jnp.abs(x - y))
+
+    r = D.check_metric_axioms(neg, X)
+    assert not r["non_negativity"]["holds"] and r["kind"] == "not a distance"
+
+    def asym(x, y):
+        return jnp.sum(jnp.abs(x - y)) + 0.5 * jnp.maximum(x[0] - y[0], 0.0)
+
+    r = D.check_metric_axioms(asym, X)
+    assert not r["symmetry"]["holds"] and r["kind"] == "quasimetric"
+    # minkowski p < 1 breaks the triangle inequality
+    assert not D.check_metric_axioms("minkowski", X, p=0.5)["triangle"]["holds"]
+    # KL with disjoint supports: inf values, no NaN, violations reported
+    P = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.2, 0.3, 0.5]])
+    r = D.check_metric_axioms("kl_divergence", P)
+    assert r["kind"] == "divergence" and not r["symmetry"]["holds"]
+    assert not np.isnan(r["triangle"]["worst_violation"])
+    assert not np.isnan(r["symmetry"]["worst_violation"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------
+
+_REAL_FNS = [D.euclidean, D.sqeuclidean, D.manhattan, D.chebyshev, D.minkowski]
+_REAL_FNS += [D.cosine_distance, D.cosine_similarity]
+_PROB_FNS = [D.kl_divergence, D.jensen_shannon, D.bhattacharyya, D.matusita, D.chi_square]
+
+
+def test_bad_input_paired():
+    x, y = np.ones((4, 3)), np.ones((4, 2))
+    M = np.eye(3)
+    for f in _REAL_FNS + [functools.partial(D.mahalanobis, M=M)]:
+        with pytest.raises(ValueError, match="x and y"):
+            f(x, y)
+        with pytest.raises(ValueError, match="x contains 3 NaN"):
+            f(np.where(np.eye(4, 3) > 0, np.nan, 1.0), np.ones((4, 3)))
+        with pytest.raises(ValueError, match="y contains"):
+            f(np.ones(3), np.array([1.0, np.inf, 0.0]))
+        with pytest.raises(ValueError, match="broadcast"):
+            f(np.ones((4, 3)), np.ones((5, 3)))
+        with pytest.raises(ValueError, match="scalar"):
+            f(1.0, 2.0)
+        with pytest.raises(ValueError, match="at least one feature"):
+            f(np.ones((2, 0)), np.ones((2, 0)))
+        with pytest.raises(ValueError, match="numeric"):
+            f(["a", "b"], ["c", "d"])
+    p = np.array([0.2, 0.8])
+    for f in _PROB_FNS:
+        with pytest.raises(ValueError, match="p must be a probability vector .non-negative"):
+            f(np.array([-0.2, 1.2]), p)
+        with pytest.raises(ValueError, match="q must be a probability vector summing to 1"):
+            f(p, np.array([0.2, 0.2]))
+        with pytest.raises(ValueError, match="p and q"):
+            f(p, np.array([0.2, 0.3, 0.5]))
+        with pytest.raises(ValueError, match="q contains"):
+            f(p, np.array([np.nan, 1.0]))
+        f(p, p + np.array([1e-5, -1e-5]))  # inside the tolerance
+    with pytest.raises(ValueError, match="distance must be a Python bool"):
+        D.jensen_shannon(p, p, distance="yes")
+    for bad_p in (0, -1.0, "two", None, True):
+        with pytest.raises(ValueError, match="p must be"):
+            D.minkowski(np.ones(2), np.zeros(2), p=bad_p)
+
+
+def test_bad_input_mahalanobis():
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match="exactly one of M= .* or L="):
+        D.mahalanobis(x, x)
+    with pytest.raises(ValueError, match="exactly one"):
+        D.mahalanobis(x, x, M=np.eye(3), L=np.eye(3))
+    with pytest.raises(ValueError, match="M must be square"):
+        D.mahalanobis(x, x, M=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="M must be .d, d. with d = 3"):
+        D.mahalanobis(x, x, M=np.eye(2))
+    with pytest.raises(ValueError, match="M must be positive semi-definite"):
+        D.mahalanobis(x, x, M=np.diag([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="M must be symmetric"):
+        D.mahalanobis(x, x, M=np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="M contains"):
+        D.mahalanobis(x, x, M=np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="L must be .k, d. with d = 3"):
+        D.mahalanobis(x, x, L=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="L must be 2-dimensional"):
+        D.mahalanobis(x, x, L=np.ones(3))
+    with pytest.raises(ValueError, match="squared must be a Python bool"):
+        D.mahalanobis(x, x, L=np.eye(3), squared="no")
+    with pytest.raises(ValueError, match="M must be positive semi-definite"):
+        D.pairwise("mahalanobis", x, M=-np.eye(3))
+
+
+def test_bad_input_pairwise():
+    X = np.ones((4, 3))
+    with pytest.raises(ValueError, match="unknown distance 'eucldean'; valid: .*euclidean"):
+        D.pairwise("eucldean", X)
+    with pytest.raises(ValueError, match="name_or_fn must be"):
+        D.pairwise(3, X)
+    with pytest.raises(ValueError, match="X must be 2-dimensional"):
+        D.pairwise("euclidean", np.ones(3))
+    with pytest.raises(ValueError, match="X and Y"):
+        D.pairwise("euclidean", X, np.ones((2, 4)))
+    with pytest.raises(ValueError, match="Y contains"):
+        D.pairwise("manhattan", X, np.full((2, 3), np.inf))
+    with pytest.raises(ValueError, match="X needs at least 1 rows"):
+        D.pairwise("euclidean", np.ones((0, 3)))
+    with pytest.raises(ValueError, match="X must be a probability vector"):
+        D.pairwise("kl_divergence", X)
+    with pytest.raises(ValueError, match="Y must be a probability vector"):
+        D.pairwise("chi_square", X / 3, X)
+    with pytest.raises(ValueError, match="unknown keyword.*'q'.*valid: \\['p'\\]"):
+        D.pairwise("minkowski", X, q=3)
+    with pytest.raises(ValueError, match="p must be"):
+        D.pairwise("minkowski", X, p=-1)
+    for bs in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="block_size"):
+            D.pairwise("euclidean", X, block_size=bs)
+
+
+def test_bad_input_check_metric_axioms():
+    X = np.ones((4, 3))
+    with pytest.raises(ValueError, match="unknown distance"):
+        D.check_metric_axioms("nope", X)
+    with pytest.raises(ValueError, match="X contains"):
+        D.check_metric_axioms("euclidean", np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="X must be 2-dimensional"):
+        D.check_metric_axioms("euclidean", np.ones(3))
+    with pytest.raises(ValueError, match="atol"):
+        D.check_metric_axioms("euclidean", X, atol=-1.0)
+    with pytest.raises(ValueError, match="identity_atol"):
+        D.check_metric_axioms("euclidean", X, identity_atol=float("nan"))
+    with pytest.raises(ValueError, match="X must be a probability vector"):
+        D.check_metric_axioms("kl_divergence", X)
+    with pytest.raises(ValueError, match="NaN"):
+        D.check_metric_axioms(lambda x, y: jnp.log(jnp.sum(x - y)), _rng(0).random((4, 3)))
+    with pytest.raises(ValueError, match="scalar"):
+        D.check_metric_axioms(lambda x, y: x - y, X)
+    with pytest.raises(ValueError, match="exactly one"):
+        D.check_metric_axioms("mahalanobis", X)
+
+
+def test_registry():
+    assert set(D.DISTANCES) >= {
+        "euclidean",
+        "sqeuclidean",
+        "manhattan",
+        "chebyshev",
+        "minkowski",
+        "cosine_distance",
+        "mahalanobis",
+        "kl_divergence",
+        "jensen_shannon",
+        "bhattacharyya",
+        "matusita",
+        "chi_square",
+    }
+    for name, f in D.DISTANCES.items():
+        assert f.__doc__ and "Reference" in f.__doc__, name
+
+
+# ------------------------------------------------------------------------------------------------
+# Benchmark smoke test
+# ------------------------------------------------------------------------------------------------
+
+
+def test_benchmark_quick(capsys):
+    from benchmarks import pairwise as bench
+
+    out = bench.main(["--quick", "--repeats", "1"])
+    text = capsys.readouterr().out
+    assert "pairwise euclidean (jit)" in text and "vs XLA matmul" in text
+    assert out["euclidean_vs_matmul"] > 0
+    assert all(v > 0 for v in out["gflops"].values())

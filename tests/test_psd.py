@@ -1,0 +1,174 @@
+"""Tests of metriclearn.psd: projection, checks, factorisation M = LᵀL, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metriclearn import psd
+
+
+def _sym(rng, d):
+    A = rng.standard_normal((d, d))
+    return 0.5 * (A + A.T)
+
+
+def _brute_projection(A, eps=0.0):
+    S = 0.5 * (A + A.T)
+    w, V = np.linalg.eigh(S)
+    return V @ np.diag(np.maximum(w, eps)) @ V.T
+
+
+@pytest.mark.usefixtures("x64")
+def test_project_psd_is_frobenius_nearest():
+    rng = np.random.default_rng(0)
+    for d in (1, 2, 5):
+        A = rng.standard_normal((d, d))  # not symmetric: the projection uses the symmetric part
+        P = np.asarray(psd.project_psd(A))
+        np.testing.assert_allclose(P, _brute_projection(A), atol=1e-12)
+        np.testing.assert_array_equal(P, P.T)
+        assert np.linalg.eigvalsh(P).min() >= -1e-12
+        assert psd.is_psd(P)
+        # no random PSD matrix is closer to A than P (Higham 1988)
+        dist = np.linalg.norm(A - P)
+        for _ in range(50):
+            B = rng.standard_normal((d, d))
+            Q = P + 0.1 * (B @ B.T) / d
+            Q = _brute_projection(Q + 0.05 * _sym(rng, d))
+            assert np.linalg.norm(A - Q) >= dist - 1e-12
+    # already PSD: unchanged
+    B = rng.standard_normal((4, 4))
+    M = B @ B.T
+    np.testing.assert_allclose(psd.project_psd(M), M, atol=1e-12)
+
+
+def test_project_psd_eps_and_float32():
+    rng = np.random.default_rng(1)
+    S = _sym(rng, 6).astype(np.float32)
+    P = psd.project_psd(S, eps=0.5)
+    assert P.dtype == jnp.float32
+    w = np.linalg.eigvalsh(np.asarray(P, dtype=np.float64))
+    assert w.min() >= 0.5 - 1e-5
+    np.testing.assert_allclose(P, _brute_projection(S.astype(np.float64), 0.5), atol=1e-5)
+    # jittable inner form agrees
+    np.testing.assert_allclose(jax.jit(psd._project_psd)(S, 0.5), P, atol=1e-6)
+
+
+def test_is_psd():
+    rng = np.random.default_rng(2)
+    B = rng.standard_normal((5, 3))
+    M = B @ B.T  # rank 3, PSD
+    assert psd.is_psd(M)
+    assert psd.is_psd(np.zeros((3, 3)))
+    assert psd.is_psd(np.eye(1))
+    assert not psd.is_psd(-np.eye(3))
+    assert not psd.is_psd(np.diag([1.0, 1.0, -0.1]))
+    assert not psd.is_psd(np.array([[1.0, 2.0], [0.0, 1.0]]))  # not symmetric
+    # relative tolerance: a tiny negative eigenvalue is accepted, at any scale
+    E = np.diag([1.0, 1.0, -1e-9])
+    assert psd.is_psd(E, tol=1e-6) and psd.is_psd(1e6 * E, tol=1e-6)
+    assert not psd.is_psd(E, tol=1e-12)
+    assert not psd.is_psd(np.diag([1.0, -1e-3]))
+    assert psd.default_tol(np.float32, 4) > psd.default_tol(np.float64, 4)
+
+
+def test_factor_full_rank_cholesky():
+    rng = np.random.default_rng(3)
+    B = rng.standard_normal((4, 4))
+    M = B @ B.T + 0.1 * np.eye(4)
+    with jax.enable_x64(True):
+        L = np.asarray(psd.factor(M))
+        assert L.shape == (4, 4)
+        np.testing.assert_allclose(L, np.triu(L), atol=0)  # Cholesky: upper-triangular L = Cᵀ
+        np.testing.assert_allclose(L.T @ L, M, atol=1e-10)
+        np.testing.assert_allclose(psd.components_to_metric(L), M, atol=1e-10)
+    L32 = psd.factor(M.astype(np.float32))
+    assert L32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(L32).T @ np.asarray(L32), M, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.usefixtures("x64")
+def test_factor_rank_deficient_and_truncated():
+    rng = np.random.default_rng(4)
+    B = rng.standard_normal((2, 5))
+    M = B.T @ B  # rank 2 in 5-D
+    L = np.asarray(psd.factor(M))
+    assert L.shape == (5, 5)
+    np.testing.assert_allclose(L.T @ L, M, atol=1e-10)
+    norms = np.linalg.norm(L, axis=1)
+    assert np.all(np.diff(norms) <= 1e-12)  # rows by decreasing eigenvalue
+    assert np.all(norms[2:] < 1e-6)
+    L2 = np.asarray(psd.factor(M, n_components=2))
+    assert L2.shape == (2, 5)
+    np.testing.assert_allclose(L2.T @ L2, M, atol=1e-10)
+    # truncation of a full-rank M = best rank-k approximation (Eckart-Young)
+    C = rng.standard_normal((5, 5))
+    F = C @ C.T
+    w, V = np.linalg.eigh(F)
+    best2 = V[:, -2:] @ np.diag(w[-2:]) @ V[:, -2:].T
+    Lk = np.asarray(psd.factor(F, n_components=2))
+    np.testing.assert_allclose(Lk.T @ Lk, best2, atol=1e-10)
+    # a PSD matrix with rounding-level negative eigenvalues is accepted
+    Mr = M + 1e-17 * _sym(rng, 5)
+    Lr = np.asarray(psd.factor(Mr))
+    np.testing.assert_allclose(Lr.T @ Lr, M, atol=1e-10)
+    # Mahalanobis through L equals the quadratic form
+    x, y = rng.standard_normal(5), rng.standard_normal(5)
+    np.testing.assert_allclose(np.sum((L @ (x - y)) ** 2), (x - y) @ M @ (x - y), rtol=1e-10)
+
+
+def test_factor_jittable_and_inner_form():
+    rng = np.random.default_rng(5)
+    B = rng.standard_normal((3, 3)).astype(np.float32)
+    M = B @ B.T
+    L = jax.jit(psd.factor)(M)  # traced: eigh path, no value checks
+    np.testing.assert_allclose(np.asarray(L).T @ np.asarray(L), M, rtol=1e-4, atol=1e-4)
+    L1 = jax.jit(psd._factor_eigh, static_argnums=1)(M, 1)
+    assert L1.shape == (1, 3)
+
+
+def test_symmetrize_and_components_to_metric():
+    A = np.array([[1.0, 2.0], [0.0, 3.0]])
+    np.testing.assert_allclose(psd.symmetrize(A), [[1.0, 1.0], [1.0, 3.0]])
+    L = np.array([[1.0, 1.0]])
+    np.testing.assert_allclose(psd.components_to_metric(L), [[1.0, 1.0], [1.0, 1.0]])
+    assert psd.is_psd(psd.components_to_metric(np.random.default_rng(0).standard_normal((2, 4))))
+
+
+def test_bad_input():
+    ok = np.eye(3)
+    for f in (psd.project_psd, psd.is_psd, psd.factor, psd.symmetrize):
+        with pytest.raises(ValueError, match="M must be square"):
+            f(np.ones((3, 2)))
+        with pytest.raises(ValueError, match="M must be 2-dimensional"):
+            f(np.ones(3))
+        with pytest.raises(ValueError, match="M contains 1 NaN"):
+            f(np.diag([1.0, np.nan, 1.0]))
+        with pytest.raises(ValueError, match="M must be at least 1x1"):
+            f(np.ones((0, 0)))
+        with pytest.raises(ValueError, match="numeric"):
+            f(np.array([["a"]]))
+    with pytest.raises(ValueError, match="M must be positive semi-definite"):
+        psd.factor(np.diag([1.0, -1.0, 2.0]))
+    with pytest.raises(ValueError, match="M must be symmetric"):
+        psd.factor(np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="n_components must be <= dimension 3"):
+        psd.factor(ok, n_components=4)
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="n_components"):
+            psd.factor(ok, n_components=bad)
+    for bad in (-1.0, float("nan"), "x", True):
+        with pytest.raises(ValueError, match="tol"):
+            psd.is_psd(ok, tol=bad)
+        with pytest.raises(ValueError, match="tol"):
+            psd.factor(ok, tol=bad)
+        with pytest.raises(ValueError, match="eps"):
+            psd.project_psd(ok, eps=bad)
+    with pytest.raises(ValueError, match="L must be 2-dimensional"):
+        psd.components_to_metric(np.ones(3))
+    with pytest.raises(ValueError, match="L contains"):
+        psd.components_to_metric(np.array([[np.inf, 1.0]]))
+    with pytest.raises(ValueError, match="L needs at least 1 rows"):
+        psd.components_to_metric(np.ones((0, 3)))
+    with pytest.raises(ValueError, match="concrete"):
+        jax.jit(psd.is_psd)(jnp.eye(2))
