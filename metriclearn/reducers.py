@@ -1,0 +1,122 @@
+"""Reductions of per-item losses (per pair, per triplet, per anchor) to a scalar.
+
+Each reducer takes the per-item losses and optional non-negative ``weights`` of the same shape (a 0/1
+mask from a miner, or multiplicities / importance weights) and returns a scalar. Items with weight 0
+do not count at all. Every reducer is jittable and NaN-safe: an empty selection gives exactly 0 with
+finite (zero) gradients.
+
+    mean(l, w)        = sum_i w_i l_i / sum_i w_i                        (0 if sum_i w_i = 0)
+    sum(l, w)         = sum_i w_i l_i
+    avg_nonzero(l, w) = sum_i w_i l_i / sum_i w_i [l_i > 0]              (0 if no l_i > 0)
+
+``avg_nonzero`` is pytorch-metric-learning's ``AvgNonZeroReducer`` (a ``ThresholdReducer`` with
+``low=0``); with integer weights it equals that reducer applied to the list in which item ``i`` is
+repeated ``w_i`` times, which is how duplicated pairs from a triplet miner are counted there.
+
+Example::
+
+    >>> import jax.numpy as jnp
+    >>> from metriclearn import reducers
+    >>> float(reducers.avg_nonzero(jnp.array([0.0, 1.0, 3.0])))
+    2.0
+    >>> float(reducers.reduce(jnp.array([1.0, 3.0]), "mean", weights=jnp.array([1.0, 0.0])))
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from metriclearn._validation import check_choice
+
+__all__ = ["REDUCERS", "avg_nonzero", "get", "mean", "reduce", "safe_divide", "sum"]
+
+
+def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den`` where ``den > 0``, else 0, with finite gradients on both branches."""
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def _weights(losses: jax.Array, weights: jax.Array | None) -> jax.Array:
+    if weights is None:
+        return jnp.ones_like(losses)
+    return jnp.broadcast_to(jnp.asarray(weights, dtype=losses.dtype), losses.shape)
+
+
+def mean(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Weighted mean ``sum(w * l) / sum(w)`` over all items; 0 when the weights sum to 0.
+
+    Args:
+      losses: per-item losses, any shape.
+      weights: optional non-negative weights (or 0/1 mask), broadcastable to ``losses``.
+
+    Returns:
+      Scalar.
+    """
+    w = _weights(losses, weights)
+    return safe_divide(jnp.sum(w * losses), jnp.sum(w))
+
+
+def sum(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Weighted sum ``sum(w * l)``.
+
+    Args:
+      losses: per-item losses, any shape.
+      weights: optional non-negative weights (or 0/1 mask), broadcastable to ``losses``.
+
+    Returns:
+      Scalar.
+    """
+    w = _weights(losses, weights)
+    return jnp.sum(w * losses)
+
+
+def avg_nonzero(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Mean over the strictly positive losses: ``sum(w * l) / sum(w * [l > 0])``; 0 if none.
+
+    As pytorch-metric-learning's ``AvgNonZeroReducer``. Losses are assumed non-negative (hinge-type);
+    weights act as multiplicities.
+
+    Args:
+      losses: per-item losses, any shape.
+      weights: optional non-negative weights (or 0/1 mask), broadcastable to ``losses``.
+
+    Returns:
+      Scalar.
+    """
+    w = _weights(losses, weights)
+    positive = (losses > 0) & (w > 0)
+    num = jnp.sum(jnp.where(positive, w * losses, 0.0))
+    den = jnp.sum(jnp.where(positive, w, 0.0))
+    return safe_divide(num, den)
+
+
+REDUCERS: dict[str, Callable[..., jax.Array]] = {
+    "mean": mean,
+    "sum": sum,
+    "avg_nonzero": avg_nonzero,
+}
+
+
+def get(name: str) -> Callable[..., jax.Array]:
+    """The reducer called ``name``; unknown names raise ``ValueError`` listing the valid ones."""
+    check_choice(name, "reduction", REDUCERS)
+    return REDUCERS[name]
+
+
+def reduce(losses: jax.Array, reduction: str, weights: jax.Array | None = None) -> jax.Array:
+    """Apply the reducer named ``reduction`` (a key of :data:`REDUCERS`) to ``losses``.
+
+    Args:
+      losses: per-item losses, any shape.
+      reduction: ``"mean"``, ``"sum"`` or ``"avg_nonzero"``.
+      weights: optional weights/mask broadcastable to ``losses``.
+
+    Returns:
+      Scalar.
+    """
+    return get(reduction)(losses, weights)

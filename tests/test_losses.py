@@ -1,0 +1,745 @@
+"""Tests for metriclearn.losses and metriclearn.reducers.
+
+Brute-force loops over pairs / triplets / anchors written here, NaN-safety at coincident and all-zero
+embeddings, one-class batches, per-tuple (vmapped) forms vs batch forms, jit, the ``build`` training
+interface, and agreement with pytorch-metric-learning (skipped when torch / PML are absent).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from metriclearn import losses, miners, reducers
+
+B, D, C = 10, 4, 3
+
+
+def _batch(seed=0, b=B, d=D, n_classes=C):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, d))
+    y = rng.integers(0, n_classes, b)
+    y[:n_classes] = np.arange(n_classes)  # every class present
+    y[n_classes : 2 * n_classes] = np.arange(n_classes)  # and with a positive
+    return x, y
+
+
+def _norm(x):
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(n > 0, x / np.where(n > 0, n, 1), 0)
+
+
+def _dist(x):
+    xn = _norm(x)
+    return np.sqrt(((xn[:, None] - xn[None]) ** 2).sum(-1))
+
+
+@functools.cache
+def _jitted(fn, static):
+    return jax.jit(functools.partial(fn, **dict(static)))
+
+
+def _j(fn, *args, **kwargs):
+    """Call ``fn`` under ``jax.jit`` (cheaper than eager dispatch in tests).
+
+    Scalar / string keyword arguments are static, array ones traced; one compile per configuration.
+    """
+    static = tuple(
+        sorted((k, v) for k, v in kwargs.items() if isinstance(v, int | float | str | bool))
+    )
+    dynamic = {k: v for k, v in kwargs.items() if k not in dict(static)}
+    return _jitted(fn, static)(*args, **dynamic)
+
+
+def _avg_nonzero(vals):
+    vals = [v for v in vals if v > 0]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def _lse(vals, add_one=False):
+    vals = list(vals) + ([0.0] if add_one else [])
+    if not vals:
+        return 0.0
+    m = max(vals)
+    return m + math.log(sum(math.exp(v - m) for v in vals))
+
+
+# ------------------------------------------------------------------------------------------------
+# reducers
+# ------------------------------------------------------------------------------------------------
+
+
+def test_reducers_values_weights_and_empty():
+    l = jnp.array([0.0, 1.0, 3.0, 2.0])
+    w = jnp.array([1.0, 2.0, 0.0, 1.0])
+    assert float(reducers.mean(l)) == pytest.approx(1.5)
+    assert float(reducers.sum(l)) == pytest.approx(6.0)
+    assert float(reducers.avg_nonzero(l)) == pytest.approx(2.0)
+    assert float(reducers.mean(l, w)) == pytest.approx((2 + 2) / 4)
+    assert float(reducers.sum(l, w)) == pytest.approx(4.0)
+    assert float(reducers.avg_nonzero(l, w)) == pytest.approx((2 + 2) / 3)
+    zero = jnp.zeros(3)
+    for name, fn in reducers.REDUCERS.items():
+        assert float(jax.jit(fn)(zero, jnp.zeros(3))) == 0.0, name
+        g = jax.grad(lambda v, f=fn: f(v, jnp.zeros(3)))(zero)
+        assert np.all(np.isfinite(np.asarray(g))), name
+        assert float(reducers.reduce(l, name, w)) == float(fn(l, w))
+    # avg_nonzero counts integer weights as multiplicities
+    assert float(
+        reducers.avg_nonzero(jnp.array([1.0, 4.0]), jnp.array([3.0, 1.0]))
+    ) == pytest.approx((1 + 1 + 1 + 4) / 4)
+    with pytest.raises(
+        ValueError, match="unknown reduction 'median'; valid: avg_nonzero, mean, sum"
+    ):
+        reducers.get("median")
+
+
+# ------------------------------------------------------------------------------------------------
+# brute force
+# ------------------------------------------------------------------------------------------------
+
+
+def test_contrastive_brute_force(x64):
+    x, y = _batch(0)
+    d = _dist(x)
+    for pm, nm, red in [(0.0, 1.0, "avg_nonzero"), (0.3, 0.9, "mean"), (0.2, 1.2, "sum")]:
+        pos, neg = [], []
+        for i, j in itertools.permutations(range(B), 2):
+            if y[i] == y[j]:
+                pos.append(max(d[i, j] - pm, 0.0))
+            else:
+                neg.append(max(nm - d[i, j], 0.0))
+        agg = {"avg_nonzero": _avg_nonzero, "mean": np.mean, "sum": np.sum}[red]
+        want = agg(pos) + agg(neg)
+        got = _j(losses.contrastive, x, y, pos_margin=pm, neg_margin=nm, reduction=red)
+        np.testing.assert_allclose(float(got), want, rtol=1e-9)
+    # squared distances, no normalization, Hadsell's squared hinge
+    xs = x * 0.3
+    d2 = ((xs[:, None] - xs[None]) ** 2).sum(-1)
+    pos = [d2[i, j] ** 2 for i, j in itertools.permutations(range(B), 2) if y[i] == y[j]]
+    neg = [
+        max(2.0 - d2[i, j], 0) ** 2 for i, j in itertools.permutations(range(B), 2) if y[i] != y[j]
+    ]
+    got = _j(
+        losses.contrastive,
+        xs,
+        y,
+        neg_margin=2.0,
+        squared=True,
+        normalize=False,
+        hinge_power=2.0,
+        reduction="mean",
+    )
+    np.testing.assert_allclose(float(got), np.mean(pos) + np.mean(neg), rtol=1e-9)
+
+
+def test_triplet_margin_brute_force(x64):
+    x, y = _batch(1)
+    d = _dist(x)
+    rng = np.random.default_rng(0)
+    weights = rng.integers(0, 3, (B, B, B)).astype(float)
+    for margin, red in [(0.05, "avg_nonzero"), (0.3, "mean"), (0.2, "sum")]:
+        vals, wvals, ws = [], [], []
+        for a, p, n in itertools.product(range(B), repeat=3):
+            if a != p and y[a] == y[p] and y[n] != y[a]:
+                v = max(d[a, p] - d[a, n] + margin, 0.0)
+                vals.append(v)
+                wvals += [v] * int(weights[a, p, n])
+        agg = {"avg_nonzero": _avg_nonzero, "mean": np.mean, "sum": np.sum}[red]
+        got = _j(losses.triplet_margin, x, y, margin=margin, reduction=red)
+        np.testing.assert_allclose(float(got), agg(vals), rtol=1e-9)
+        got_w = _j(losses.triplet_margin, x, y, margin=margin, reduction=red, triplet_mask=weights)
+        np.testing.assert_allclose(float(got_w), agg(wvals), rtol=1e-9)
+        del ws
+    # swap and smooth
+    vals = []
+    for a, p, n in itertools.product(range(B), repeat=3):
+        if a != p and y[a] == y[p] and y[n] != y[a]:
+            v = d[a, p] - min(d[a, n], d[p, n]) + 0.1
+            vals.append(math.log1p(math.exp(v)))
+    got = _j(losses.triplet_margin, x, y, margin=0.1, swap=True, smooth=True, reduction="mean")
+    np.testing.assert_allclose(float(got), np.mean(vals), rtol=1e-9)
+
+
+def test_multi_similarity_brute_force(x64):
+    x, y = _batch(2)
+    s = _norm(x) @ _norm(x).T
+    alpha, beta, base = 2.0, 10.0, 0.4
+    per = []
+    for i in range(B):
+        P = [j for j in range(B) if j != i and y[j] == y[i]]
+        N = [j for j in range(B) if y[j] != y[i]]
+        lp = math.log1p(sum(math.exp(-alpha * (s[i, j] - base)) for j in P)) / alpha
+        ln = math.log1p(sum(math.exp(beta * (s[i, j] - base)) for j in N)) / beta
+        per.append(lp + ln)
+    got = _j(losses.multi_similarity, x, y, alpha=alpha, beta=beta, base=base)
+    np.testing.assert_allclose(float(got), np.mean(per), rtol=1e-9)
+
+
+def test_lifted_structure_brute_force(x64):
+    x, y = _batch(3)
+    d = _dist(x)
+    total, count = 0.0, 0
+    for i, j in itertools.combinations(range(B), 2):
+        if y[i] != y[j]:
+            continue
+        terms = [1.0 - d[i, k] for k in range(B) if y[k] != y[i]]
+        terms += [1.0 - d[j, l] for l in range(B) if y[l] != y[j]]
+        J = _lse(terms) + d[i, j]
+        total += max(J, 0.0) ** 2
+        count += 1
+    want = total / (2 * count)  # the paper's 1/(2|P|) over unordered positive pairs
+    got = jax.jit(losses.lifted_structure)(x, y)
+    np.testing.assert_allclose(float(got), want, rtol=1e-9)
+
+
+def test_n_pairs_brute_force(x64):
+    x, y = _batch(4)
+    for normalize in (True, False):
+        xx = _norm(x) if normalize else x
+        anchors, positives = [], []
+        for c in sorted(set(y.tolist())):
+            members = [i for i in range(B) if y[i] == c]
+            if len(members) >= 2:
+                anchors.append(members[0])
+                positives.append(members[1])
+        vals = []
+        for k, a in enumerate(anchors):
+            logits = [xx[a] @ xx[p] for p in positives]
+            vals.append(_lse(logits) - logits[k])
+        got = _j(losses.n_pairs, x, y, normalize=normalize, l2_reg=0.1)
+        want = np.mean(vals) + 0.1 * np.mean((x**2).sum(1))
+        np.testing.assert_allclose(float(got), want, rtol=1e-9)
+
+
+def test_ntxent_and_two_view_brute_force(x64):
+    x, y = _batch(5)
+    t = 0.5
+    s = _norm(x) @ _norm(x).T / t
+    vals = []
+    for a, p in itertools.permutations(range(B), 2):
+        if y[a] != y[p]:
+            continue
+        negs = [s[a, n] for n in range(B) if y[n] != y[a]]
+        vals.append(-(s[a, p] - _lse([s[a, p]] + negs)))
+    got = _j(losses.ntxent, x, y, temperature=t)
+    np.testing.assert_allclose(float(got), np.mean(vals), rtol=1e-9)
+    # two views
+    rng = np.random.default_rng(1)
+    z1, z2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    S = _norm(z1) @ _norm(z2).T / t
+    row = np.mean([_lse(S[i]) - S[i, i] for i in range(5)])
+    col = np.mean([_lse(S[:, i]) - S[i, i] for i in range(5)])
+    got = _j(losses.ntxent_two_view, z1, z2, temperature=t)
+    np.testing.assert_allclose(float(got), (row + col) / 2, rtol=1e-9)
+
+
+def test_supcon_brute_force(x64):
+    x, y = _batch(6)
+    t = 0.2
+    s = _norm(x) @ _norm(x).T / t
+    per = []
+    for i in range(B):
+        P = [j for j in range(B) if j != i and y[j] == y[i]]
+        A = [j for j in range(B) if j != i]
+        if not P:
+            continue
+        den = _lse([s[i, k] for k in A])
+        per.append(-np.mean([s[i, p] - den for p in P]))
+    got = _j(losses.supcon, x, y, temperature=t)
+    np.testing.assert_allclose(float(got), _avg_nonzero(per), rtol=1e-9)
+
+
+def test_circle_brute_force(x64):
+    x, y = _batch(7)
+    s = _norm(x) @ _norm(x).T
+    m, g = 0.25, 32.0
+    per = []
+    for i in range(B):
+        P = [j for j in range(B) if j != i and y[j] == y[i]]
+        N = [j for j in range(B) if y[j] != y[i]]
+        if not P or not N:
+            per.append(0.0)
+            continue
+        lp = _lse([-g * max(1 + m - s[i, j], 0) * (s[i, j] - (1 - m)) for j in P])
+        ln = _lse([g * max(s[i, j] + m, 0) * (s[i, j] - m) for j in N])
+        per.append(math.log1p(math.exp(lp + ln)))
+    got = _j(losses.circle, x, y, m=m, gamma=g)
+    np.testing.assert_allclose(float(got), _avg_nonzero(per), rtol=1e-9)
+
+
+def test_proxy_losses_brute_force(x64):
+    x, y = _batch(8)
+    P = np.random.default_rng(9).normal(size=(C, D))
+    xn, pn = _norm(x), _norm(P)
+    # proxy-NCA
+    vals = []
+    for i in range(B):
+        logits = [-2.0 * ((xn[i] - pn[c]) ** 2).sum() for c in range(C)]
+        vals.append(_lse(logits) - logits[y[i]])
+    got = _j(losses.proxy_nca, x, y, P, softmax_scale=2.0)
+    np.testing.assert_allclose(float(got), np.mean(vals), rtol=1e-9)
+    # proxy-anchor
+    cos = xn @ pn.T
+    alpha, delta = 16.0, 0.1
+    pos_terms, neg_terms = [], []
+    for c in range(C):
+        members = [i for i in range(B) if y[i] == c]
+        others = [i for i in range(B) if y[i] != c]
+        if members:
+            pos_terms.append(
+                math.log1p(sum(math.exp(-alpha * (cos[i, c] - delta)) for i in members))
+            )
+        neg_terms.append(math.log1p(sum(math.exp(alpha * (cos[i, c] + delta)) for i in others)))
+    want = sum(pos_terms) / len(pos_terms) + sum(neg_terms) / C
+    got = _j(losses.proxy_anchor, x, y, P, alpha=alpha, margin=delta)
+    np.testing.assert_allclose(float(got), want, rtol=1e-9)
+
+
+def test_arcface_cosface_brute_force(x64):
+    x, y = _batch(9)
+    W = np.random.default_rng(10).normal(size=(C, D))
+    cos = _norm(x) @ _norm(W).T
+    s, m = 8.0, 0.5
+    arc, cosf = [], []
+    for i in range(B):
+        theta = math.acos(np.clip(cos[i, y[i]], -1, 1))
+        target = math.cos(theta + m) if theta <= math.pi - m else cos[i, y[i]] - m * math.sin(m)
+        la = [s * (target if c == y[i] else cos[i, c]) for c in range(C)]
+        arc.append(_lse(la) - la[y[i]])
+        lc = [s * (cos[i, c] - (0.3 if c == y[i] else 0.0)) for c in range(C)]
+        cosf.append(_lse(lc) - lc[y[i]])
+    got = _j(losses.arcface, x, y, W, margin=m, scale=s)
+    np.testing.assert_allclose(float(got), np.mean(arc), rtol=1e-9)
+    got = _j(losses.cosface, x, y, W, margin=0.3, scale=s)
+    np.testing.assert_allclose(float(got), np.mean(cosf), rtol=1e-9)
+    # the monotone branch (theta > pi - m) is exercised by an embedding opposite its class centre
+    xo = -W[:1] * 2.0
+    target = -1.0 - m * math.sin(m)
+    la = [s * (target if c == 0 else (_norm(xo) @ _norm(W).T)[0, c]) for c in range(C)]
+    got = _j(losses.arcface, xo, np.array([0]), W, margin=m, scale=s)
+    np.testing.assert_allclose(float(got), _lse(la) - la[0], rtol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-tuple forms agree with batch forms
+# ------------------------------------------------------------------------------------------------
+
+
+def test_contrastive_pairs_agree_with_batch(x64):
+    x, y = _batch(11)
+    idx = np.array([(i, j) for i, j in itertools.permutations(range(B), 2)])
+    same = y[idx[:, 0]] == y[idx[:, 1]]
+    kw = dict(pos_margin=0.1, neg_margin=0.8)
+    f = jax.jit(lambda a, b, s: losses.contrastive_pairs(a, b, s, **kw))
+    np.testing.assert_allclose(
+        float(f(x[idx[:, 0]], x[idx[:, 1]], same)),
+        float(_j(losses.contrastive, x, y, **kw)),
+        rtol=1e-9,
+    )
+    # padding pairs with weight 0 do not change the result
+    pad = np.concatenate([idx, idx[:5]])
+    w = np.r_[np.ones(len(idx)), np.zeros(5)]
+    got = _j(
+        losses.contrastive_pairs,
+        x[pad[:, 0]],
+        x[pad[:, 1]],
+        y[pad[:, 0]] == y[pad[:, 1]],
+        weights=w,
+        **kw,
+    )
+    np.testing.assert_allclose(float(got), float(_j(losses.contrastive, x, y, **kw)), rtol=1e-9)
+    # the single-pair form, vmapped by hand
+    per = jax.vmap(lambda a, b, s: losses.contrastive_pair(a, b, s, **kw))(
+        x[idx[:, 0]], x[idx[:, 1]], same
+    )
+    d = _dist(x)[idx[:, 0], idx[:, 1]]
+    np.testing.assert_allclose(
+        np.asarray(per), np.where(same, np.maximum(d - 0.1, 0), np.maximum(0.8 - d, 0)), atol=1e-12
+    )
+
+
+def test_triplet_triplets_agree_with_batch(x64):
+    x, y = _batch(12)
+    t = np.array(
+        [
+            (a, p, n)
+            for a, p, n in itertools.product(range(B), repeat=3)
+            if a != p and y[a] == y[p] and y[n] != y[a]
+        ]
+    )
+    for kw in [dict(margin=0.2), dict(margin=0.1, swap=True), dict(margin=0.3, squared=True)]:
+        f = jax.jit(lambda a, p, n, kw=kw: losses.triplet_margin_triplets(a, p, n, **kw))
+        np.testing.assert_allclose(
+            float(f(x[t[:, 0]], x[t[:, 1]], x[t[:, 2]])),
+            float(_j(losses.triplet_margin, x, y, **kw)),
+            rtol=1e-9,
+        )
+    # with a miner mask: the mined triplets as tuples
+    mask = np.asarray(_j(miners.semihard, x, y, margin=0.3))
+    mt = np.argwhere(mask > 0)
+    assert len(mt) > 0
+    np.testing.assert_allclose(
+        float(
+            _j(losses.triplet_margin_triplets, x[mt[:, 0]], x[mt[:, 1]], x[mt[:, 2]], margin=0.3)
+        ),
+        float(_j(losses.triplet_margin, x, y, margin=0.3, triplet_mask=mask)),
+        rtol=1e-9,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# NaN safety, degenerate batches, gradients
+# ------------------------------------------------------------------------------------------------
+
+
+# losses made only of terms that need a negative: 0 on a one-class batch
+_NEED_NEGATIVES = ("triplet_margin", "circle", "ntxent", "supcon", "n_pairs")
+_SPECS = {name: losses.build(name, n_classes=C, embedding_dim=D) for name in losses.LOSSES}
+# one jitted value-and-grad per loss, through the training interface (grads w.r.t. params and x)
+_GRAD_FNS = {
+    name: jax.jit(jax.value_and_grad(spec.apply, argnums=(0, 1))) for name, spec in _SPECS.items()
+}
+
+
+@pytest.mark.parametrize("case", ["normal", "zeros", "duplicates", "one_class", "distinct"])
+def test_finite_loss_and_grads_degenerate(case):
+    x, y = _batch(13)
+    x = x.astype(np.float32)
+    y = y.astype(np.int32)
+    key = jax.random.key(0)
+    if case == "zeros":
+        x = np.zeros_like(x)
+    elif case == "duplicates":
+        x[1] = x[0]
+        x[B // 2 :] = x[: B - B // 2]
+    elif case == "one_class":
+        y = np.zeros_like(y)
+    elif case == "distinct":
+        y = np.arange(B, dtype=np.int32)  # no positive pair, no triplet
+    for name, spec in _SPECS.items():
+        params = spec.init(key)
+        if case == "duplicates" and params:
+            params = {k: v.at[1].set(v[0]) for k, v in params.items()}
+        if case == "distinct" and losses.LOSS_KIND[name] == "proxy":
+            continue  # labels must be < n_classes for proxies
+        val, (gp, gx) = _GRAD_FNS[name](params, x, y, key)
+        assert np.isfinite(float(val)), (name, case)
+        assert np.all(np.isfinite(np.asarray(gx))), (name, case)
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(gp))
+        if case == "normal":
+            assert float(val) > 0, name
+            assert float(jnp.max(jnp.abs(gx))) > 0, name
+        if case in ("one_class", "distinct") and name in _NEED_NEGATIVES:
+            assert float(val) == 0.0, (name, case)
+        if case == "distinct" and name in ("lifted_structure", "multi_similarity"):
+            # no positives: lifted has no terms; multi-similarity keeps its negative (push) term
+            assert (float(val) == 0.0) == (name == "lifted_structure"), name
+    if case == "one_class":
+        # contrastive / multi-similarity / lifted keep their positive (pull) term, as PML does
+        d = _dist(x)
+        pos = [d[i, j] for i, j in itertools.permutations(range(B), 2)]
+        val = _GRAD_FNS["contrastive"]({}, x, y, key)[0]
+        np.testing.assert_allclose(float(val), np.mean(pos), rtol=1e-5)
+
+
+def test_empty_triplet_mask_gives_zero():
+    x, y = _batch(13)
+    val, g = jax.jit(
+        jax.value_and_grad(lambda e: losses.triplet_margin(e, y, triplet_mask=jnp.zeros((B,) * 3)))
+    )(x)
+    assert float(val) == 0.0 and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_check_grads(x64):
+    x, y = _batch(14)
+    P = np.random.default_rng(1).normal(size=(C, D))
+    for fn in (
+        lambda e: losses.contrastive(e, y, pos_margin=0.05, neg_margin=1.5, reduction="mean"),
+        lambda e: losses.multi_similarity(e, y),
+        lambda e: losses.arcface(e, y, P, scale=4.0),
+    ):
+        check_grads(jax.jit(fn), (jnp.asarray(x),), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# build: the training interface
+# ------------------------------------------------------------------------------------------------
+
+
+def test_build_init_and_miner_combinations():
+    key = jax.random.key(0)
+    for name, kind in losses.LOSS_KIND.items():
+        params = _SPECS[name].init(key)
+        if kind == "proxy":
+            assert set(params) == {"proxies" if "proxy" in name else "class_weights"}
+            assert params[next(iter(params))].shape == (C, D)
+            with pytest.raises(ValueError, match="does not take a miner"):
+                losses.build(name, miner="semihard", n_classes=C, embedding_dim=D)
+            with pytest.raises(ValueError, match="n_classes and embedding_dim"):
+                losses.build(name)
+        else:
+            assert params == {}
+        if kind == "none":
+            with pytest.raises(ValueError, match="does not take a miner"):
+                losses.build(name, miner="batch_hard")
+    x, y = _batch(15)
+    x = x.astype(np.float32)
+    y = y.astype(np.int32)
+    # direct, converted pair->triplet and triplet->pair, sampled (every miner alone is jitted in
+    # test_miners.py)
+    combos = [
+        ("triplet_margin", "semihard"),
+        ("contrastive", "batch_hard"),
+        ("triplet_margin", "pair_margin"),
+        ("triplet_margin", "distance_weighted"),
+        ("multi_similarity", "multi_similarity"),
+        ("supcon", "semihard_facenet"),
+    ]
+    for i, (loss_name, miner_name) in enumerate(combos):
+        spec = losses.build(loss_name, miner=miner_name)
+        if i < 2:  # gradients through the mining path (the miners stop gradients)
+            val, g = jax.jit(jax.value_and_grad(spec.apply, argnums=1))({}, x, y, key)
+            assert np.all(np.isfinite(np.asarray(g))), (loss_name, miner_name)
+        else:
+            val = jax.jit(spec.apply)({}, x, y, key)
+        assert np.isfinite(float(val)) and float(val) >= 0, (loss_name, miner_name)
+    # "all" means no restriction: same value as the un-mined loss (compiled above for "normal")
+    spec = losses.build("contrastive", miner="all")
+    np.testing.assert_allclose(
+        float(jax.jit(spec.apply)({}, x, y, key)),
+        float(_GRAD_FNS["contrastive"]({}, x, y, key)[0]),
+        rtol=1e-6,
+    )
+
+
+def test_build_matches_manual_mining():
+    x, y = _batch(16)
+    key = jax.random.key(1)
+    cases = [
+        (
+            losses.build(
+                "triplet_margin", miner="semihard", miner_kwargs={"margin": 0.3}, margin=0.1
+            ),
+            lambda a, b, k: losses.triplet_margin(
+                a, b, margin=0.1, triplet_mask=miners.semihard(a, b, margin=0.3)
+            ),
+        ),
+        (
+            losses.build("contrastive", miner="pair_margin", neg_margin=0.7),
+            lambda a, b, k: losses.contrastive(
+                a, b, neg_margin=0.7, pair_mask=miners.pair_margin(a, b)
+            ),
+        ),
+        (
+            losses.build("triplet_margin", miner="distance_weighted"),
+            lambda a, b, k: losses.triplet_margin(
+                a, b, triplet_mask=miners.distance_weighted(k, a, b)
+            ),
+        ),
+    ]
+    for spec, manual in cases:
+        both = jax.jit(lambda a, b, k, s=spec, f=manual: (s.apply({}, a, b, k), f(a, b, k)))
+        got, want = both(x, y, key)
+        assert float(want) > 0
+        np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+
+
+def test_build_errors():
+    with pytest.raises(ValueError, match="unknown loss 'nope'; valid: arcface, circle"):
+        losses.build("nope")
+    with pytest.raises(ValueError, match="unknown miner 'nope'; valid: all, batch_easy_hard"):
+        losses.build("contrastive", miner="nope")
+    with pytest.raises(ValueError, match="unknown keyword argument"):
+        losses.build("contrastive", margin=0.1)
+    with pytest.raises(ValueError, match="unknown keyword argument"):
+        losses.build("contrastive", miner="semihard", miner_kwargs={"epsilon": 0.1})
+    with pytest.raises(ValueError, match="miner_kwargs given without a miner"):
+        losses.build("contrastive", miner_kwargs={"margin": 0.1})
+    with pytest.raises(ValueError, match="supplied by the miner"):
+        losses.build("contrastive", pair_mask=None)
+    with pytest.raises(ValueError, match="supplied by the miner"):
+        losses.build("triplet_margin", triplet_mask=None)
+    with pytest.raises(ValueError, match="n_classes must be an integer"):
+        losses.build("arcface", n_classes=0, embedding_dim=4)
+    with pytest.raises(ValueError, match="unknown reduction"):
+        losses.build("contrastive", reduction="median").apply(
+            {}, np.ones((4, 2)), [0, 0, 1, 1], None
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# validation at the boundary
+# ------------------------------------------------------------------------------------------------
+
+
+def test_validation_errors():
+    x, y = _batch(17)
+    P = np.ones((C, D))
+    with pytest.raises(ValueError, match="embeddings must be 2-dimensional"):
+        losses.contrastive(x[0], y)
+    with pytest.raises(ValueError, match="labels has 9 entries but embeddings has 10 rows"):
+        losses.triplet_margin(x, y[:9])
+    bad = x.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        losses.multi_similarity(bad, y)
+    with pytest.raises(ValueError, match="integer class ids"):
+        losses.supcon(x, y + 0.5)
+    with pytest.raises(ValueError, match="labels is required"):
+        losses.ntxent(x, None)
+    with pytest.raises(ValueError, match="pair_mask"):
+        losses.contrastive(x, y, pair_mask=(np.ones((B, B)), np.ones((B, B + 1))))
+    with pytest.raises(ValueError, match="pair_mask must be a tuple"):
+        losses.contrastive(x, y, pair_mask=np.ones((B, B)))
+    with pytest.raises(ValueError, match="triplet_mask must have shape"):
+        losses.triplet_margin(x, y, triplet_mask=np.ones((B, B, B - 1)))
+    with pytest.raises(ValueError, match="proxies and embeddings must have the same number"):
+        losses.proxy_anchor(x, y, np.ones((C, D + 1)))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        losses.proxy_nca(x, y, P[:2])
+    with pytest.raises(ValueError, match="class_weights"):
+        losses.cosface(x, y, np.ones((C,)))
+    with pytest.raises(ValueError, match="unknown reduction"):
+        losses.circle(x, y, reduction="max")
+    with pytest.raises(ValueError, match="z1 and z2 must have the same shape"):
+        losses.ntxent_two_view(x, x[:5])
+    with pytest.raises(ValueError, match="same must have shape"):
+        losses.contrastive_pairs(x, x, np.ones(3, bool))
+    with pytest.raises(ValueError, match="anchors, positives and negatives"):
+        losses.triplet_margin_triplets(x, x, x[:3])
+    with pytest.raises(ValueError, match="n_classes must be an integer"):
+        losses.init_proxies(jax.random.key(0), 0, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# agreement with pytorch-metric-learning
+# ------------------------------------------------------------------------------------------------
+
+
+def _pml():
+    torch = pytest.importorskip("torch")
+    pml = pytest.importorskip("pytorch_metric_learning")
+    del pml
+    from pytorch_metric_learning import losses as L
+    from pytorch_metric_learning import miners as M
+
+    return torch, L, M
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pml_contrastive_triplet_multisimilarity(x64, seed):
+    torch, L, M = _pml()
+    x, y = _batch(100 + seed, b=16, d=6, n_classes=4)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    cases = [
+        (_j(losses.contrastive, x, y), L.ContrastiveLoss()(xt, yt)),
+        (
+            _j(losses.contrastive, x, y, pos_margin=0.3, neg_margin=0.9),
+            L.ContrastiveLoss(pos_margin=0.3, neg_margin=0.9)(xt, yt),
+        ),
+        (_j(losses.triplet_margin, x, y), L.TripletMarginLoss()(xt, yt)),
+        (_j(losses.triplet_margin, x, y, margin=0.3), L.TripletMarginLoss(margin=0.3)(xt, yt)),
+        (_j(losses.multi_similarity, x, y), L.MultiSimilarityLoss()(xt, yt)),
+        (
+            _j(losses.multi_similarity, x, y, alpha=1.0, beta=20.0, base=0.3),
+            L.MultiSimilarityLoss(alpha=1.0, beta=20.0, base=0.3)(xt, yt),
+        ),
+    ]
+    for ours, theirs in cases:
+        np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pml_losses_with_miners(x64, seed):
+    torch, L, M = _pml()
+    x, y = _batch(200 + seed, b=16, d=6, n_classes=4)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    for kind in ("all", "hard", "semihard"):
+        idx = M.TripletMarginMiner(margin=0.2, type_of_triplets=kind)(xt, yt)
+        mask = _j(miners.triplet_margin, x, y, margin=0.2, type_of_triplets=kind)
+        assert float(jnp.sum(mask)) == len(idx[0])
+        np.testing.assert_allclose(
+            float(_j(losses.triplet_margin, x, y, triplet_mask=mask)),
+            float(L.TripletMarginLoss()(xt, yt, idx)),
+            rtol=1e-9,
+        )
+        # contrastive with triplets: pairs repeated as often as PML repeats them
+        np.testing.assert_allclose(
+            float(_j(losses.contrastive, x, y, pair_mask=miners.triplets_to_pairs(mask))),
+            float(L.ContrastiveLoss()(xt, yt, idx)),
+            rtol=1e-9,
+        )
+    # semihard through build
+    spec = losses.build("triplet_margin", miner="semihard", miner_kwargs={"margin": 0.2})
+    idx = M.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")(xt, yt)
+    np.testing.assert_allclose(
+        float(jax.jit(spec.apply)({}, x, y, jax.random.key(0))),
+        float(L.TripletMarginLoss()(xt, yt, idx)),
+        rtol=1e-9,
+    )
+    # multi-similarity miner + loss
+    idx = M.MultiSimilarityMiner(epsilon=0.1)(xt, yt)
+    pm = _j(miners.multi_similarity, x, y, epsilon=0.1)
+    np.testing.assert_allclose(
+        float(_j(losses.multi_similarity, x, y, pair_mask=pm)),
+        float(L.MultiSimilarityLoss()(xt, yt, idx)),
+        rtol=1e-9,
+    )
+    # pair-margin miner with contrastive and (converted) triplet loss
+    idx = M.PairMarginMiner(pos_margin=0.5, neg_margin=1.2)(xt, yt)
+    pm = _j(miners.pair_margin, x, y, pos_margin=0.5, neg_margin=1.2)
+    np.testing.assert_allclose(
+        float(_j(losses.contrastive, x, y, pair_mask=pm)),
+        float(L.ContrastiveLoss()(xt, yt, idx)),
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(
+        float(_j(losses.triplet_margin, x, y, triplet_mask=miners.pairs_to_triplets(*pm))),
+        float(L.TripletMarginLoss()(xt, yt, idx)),
+        rtol=1e-9,
+    )
+    # batch-hard triplets
+    idx = M.BatchHardMiner()(xt, yt)
+    np.testing.assert_allclose(
+        float(
+            _j(losses.triplet_margin, x, y, margin=0.2, triplet_mask=_j(miners.batch_hard, x, y))
+        ),
+        float(L.TripletMarginLoss(margin=0.2)(xt, yt, idx)),
+        rtol=1e-9,
+    )
+
+
+def test_pml_other_losses(x64):
+    torch, L, M = _pml()
+    x, y = _batch(300, b=16, d=6, n_classes=4)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    W = np.random.default_rng(0).normal(size=(4, 6))
+    pa = L.ProxyAnchorLoss(4, 6)
+    pa.proxies.data = torch.tensor(W)
+    pn = L.ProxyNCALoss(4, 6)
+    pn.proxies.data = torch.tensor(W)
+    af = L.ArcFaceLoss(4, 6)
+    af.W.data = torch.tensor(W.T)
+    cf = L.CosFaceLoss(4, 6)
+    cf.W.data = torch.tensor(W.T)
+    cases = [
+        (_j(losses.lifted_structure, x, y), L.LiftedStructureLoss()(xt, yt)),
+        (_j(losses.circle, x, y), L.CircleLoss()(xt, yt)),
+        (_j(losses.ntxent, x, y), L.NTXentLoss()(xt, yt)),
+        (_j(losses.supcon, x, y), L.SupConLoss()(xt, yt)),
+        (_j(losses.n_pairs, x, y), L.NPairsLoss()(xt, yt)),
+        (_j(losses.proxy_anchor, x, y, W), pa(xt, yt)),
+        (_j(losses.proxy_nca, x, y, W), pn(xt, yt)),
+        (_j(losses.arcface, x, y, W, margin=np.radians(28.6)), af(xt, yt)),
+        (_j(losses.cosface, x, y, W), cf(xt, yt)),
+    ]
+    for i, (ours, theirs) in enumerate(cases):
+        np.testing.assert_allclose(float(ours), float(theirs.detach()), rtol=1e-9, err_msg=str(i))
