@@ -1,0 +1,185 @@
+"""Deep metric learning: one training step, metriclearn (JAX, jitted) vs pytorch-metric-learning.
+
+Same model (MLP 64 -> 256 -> 256 -> 64, ReLU), same optimizer (Adam 1e-3), same loss / miner, same
+m-per-class batches (128 = 8 classes x 16) of the standardized digits training split, on CPU. PyTorch
+runs with ``torch.set_num_threads(2)``. After one warm-up call each (reported apart: for metriclearn it
+is trace + compile), the two step functions alternate round-robin (``benchmarks/_timing.py``) and the
+median wall time per step is quoted, with the ratio PML / metriclearn.
+
+Run::
+
+    python -m benchmarks.deep            # both libraries, 3 losses, 30 alternating steps each
+    python -m benchmarks.deep --steps 60
+    python -m benchmarks.deep --quick    # metriclearn only, few steps (smoke test; no torch needed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from benchmarks import _timing  # noqa: E402
+from metriclearn import losses, models, sampling, training  # noqa: E402
+
+BATCH_SIZE = 128
+M_PER_CLASS = 16
+HIDDEN = (256, 256)
+EMBEDDING_DIM = 64
+LEARNING_RATE = 1e-3
+
+# name -> (metriclearn loss, loss kwargs, miner, miner kwargs)
+CASES = {
+    "contrastive (all pairs)": ("contrastive", {}, None, {}),
+    "triplet_margin(0.2) + semihard": (
+        "triplet_margin",
+        {"margin": 0.2},
+        "semihard",
+        {"margin": 0.2},
+    ),
+    "multi_similarity + ms miner": ("multi_similarity", {}, "multi_similarity", {"epsilon": 0.1}),
+}
+
+
+def _pml_loss_and_miner(name: str):
+    from pytorch_metric_learning import losses as pml_losses
+    from pytorch_metric_learning import miners as pml_miners
+
+    if name.startswith("contrastive"):
+        return pml_losses.ContrastiveLoss(), None
+    if name.startswith("triplet"):
+        return (
+            pml_losses.TripletMarginLoss(margin=0.2),
+            pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"),
+        )
+    return pml_losses.MultiSimilarityLoss(), pml_miners.MultiSimilarityMiner(epsilon=0.1)
+
+
+def make_batches(n_steps: int, seed: int = 0):
+    """The standardized digits training split and ``n_steps`` m-per-class index batches."""
+    X, y, _, _, _ = training.load_split("digits")
+    idx = np.asarray(
+        sampling.m_per_class_batches(
+            jax.random.key(seed), y, m=M_PER_CLASS, batch_size=BATCH_SIZE, n_batches=n_steps
+        )
+    )
+    return X, y, idx
+
+
+def metriclearn_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
+    """A zero-argument callable doing one jitted metriclearn training step on the next batch."""
+    loss, loss_kw, miner, miner_kw = CASES[case]
+    model = models.build_model("mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM)
+    spec = losses.build(loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw)
+    opt = optax.adam(LEARNING_RATE)
+    state = {"s": training.create_train_state(0, model, spec, opt, X[:1])}
+    step = training.make_train_step(model, spec, opt)
+    xs = [jax.device_put(jnp.asarray(X[b])) for b in idx]
+    ys = [jax.device_put(jnp.asarray(y[b], jnp.int32)) for b in idx]
+    counter = {"i": 0}
+
+    def run():
+        i = counter["i"] % len(xs)
+        counter["i"] += 1
+        state["s"], metrics = step(state["s"], xs[i], ys[i])
+        return metrics["loss"]
+
+    return run
+
+
+def pml_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
+    """A zero-argument callable doing one pytorch-metric-learning training step on the next batch."""
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    dims = (X.shape[1], *HIDDEN)
+    layers: list = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(dims[-1], EMBEDDING_DIM))
+    net = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    loss_fn, miner = _pml_loss_and_miner(case)
+    xs = [torch.from_numpy(np.ascontiguousarray(X[b])) for b in idx]
+    ys = [torch.from_numpy(np.asarray(y[b], np.int64)) for b in idx]
+    counter = {"i": 0}
+
+    def run():
+        i = counter["i"] % len(xs)
+        counter["i"] += 1
+        opt.zero_grad()
+        emb = net(xs[i])
+        if miner is None:
+            loss = loss_fn(emb, ys[i])
+        else:
+            loss = loss_fn(emb, ys[i], miner(emb, ys[i]))
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return run
+
+
+def run(steps: int = 30, quick: bool = False, cases: list[str] | None = None) -> list[list]:
+    """Time every case (or those named); return the table rows (also printed by ``main``)."""
+    X, y, idx = make_batches(max(steps, 8))
+    rows = []
+    for case in cases or list(CASES):
+        candidates = {"metriclearn": metriclearn_stepper(case, X, y, idx)}
+        if not quick:
+            candidates["pml"] = pml_stepper(case, X, y, idx)
+        res = _timing.alternate(candidates, repeats=steps, warmup=2)
+        ml = res["metriclearn"]
+        row = [case, 1e3 * ml["median_s"], ml["first_s"]]
+        if not quick:
+            pml = res["pml"]
+            row[1:1] = [1e3 * pml["median_s"]]
+            row += [1e3 * pml["first_s"], _timing.ratio(pml["median_s"], ml["median_s"])]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="alternating timed steps per case")
+    parser.add_argument("--quick", action="store_true", help="metriclearn only, 5 steps")
+    args = parser.parse_args(argv)
+    steps = 5 if args.quick else args.steps
+    print(_timing.machine_line())
+    if not args.quick:
+        import pytorch_metric_learning
+        import torch
+
+        print(
+            f"torch {torch.__version__} (2 threads) | pytorch-metric-learning {pytorch_metric_learning.__version__}"
+        )
+    print(
+        f"digits train split, MLP 64-256-256-64, Adam {LEARNING_RATE}, batch {BATCH_SIZE} "
+        f"({M_PER_CLASS} per class), median of {steps} alternating steps\n"
+    )
+    rows = run(steps=steps, quick=args.quick)
+    if args.quick:
+        header = ["loss / miner", "metriclearn ms/step", "metriclearn compile s"]
+    else:
+        header = [
+            "loss / miner",
+            "PML ms/step",
+            "metriclearn ms/step",
+            "metriclearn compile+1st s",
+            "PML 1st step ms",
+            "speed-up (PML / metriclearn)",
+        ]
+    print(_timing.markdown_table(header, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

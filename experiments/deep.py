@@ -1,0 +1,140 @@
+r"""Deep metric learning experiment: train an embedding network, evaluate retrieval, write the results.
+
+Run (the ANCHORS.md protocol on digits, triplet loss with semi-hard mining)::
+
+    python -m experiments.deep --dataset=digits --loss=triplet_margin --loss_kwargs='{"margin": 0.2}' \
+        --miner=semihard --miner_kwargs='{"margin": 0.2}' --model=mlp --hidden=256,256 \
+        --embedding_dim=64 --batch_size=128 --m_per_class=16 --learning_rate=1e-3 --epochs=30 \
+        --workdir=/tmp/deep_digits_triplet
+
+Expected (30 % held-out split): seed 0 gives P@1 0.976, MAP@R 0.862; over seeds 0-4 the mean is
+P@1 0.973, MAP@R 0.873 (pytorch-metric-learning on the same protocol: 0.978 / 0.880).
+
+Writes ``config.json``, ``metrics.json``, ``history.csv``, ``distance_curves.png`` (and
+``checkpoints/`` with ``--checkpoint_every``) into ``--workdir``. Unknown dataset / model / loss / miner
+/ optimizer names exit with status 1 and a message naming the flag and the valid names. The flags only
+build a config; the work is :func:`metriclearn.training.train_and_evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "dataset", "digits", "data set: iris, wine, breast_cancer, digits, mnist1d, synthetic"
+)
+flags.DEFINE_string("loss", "contrastive", "loss name (metriclearn.losses.LOSSES)")
+flags.DEFINE_string("loss_kwargs", "{}", "loss keyword arguments as JSON, e.g. '{\"margin\": 0.2}'")
+flags.DEFINE_string("miner", "none", "miner name (metriclearn.miners.MINERS) or 'none'")
+flags.DEFINE_string("miner_kwargs", "{}", "miner keyword arguments as JSON")
+flags.DEFINE_string("model", "mlp", "model name (metriclearn.models.MODELS)")
+flags.DEFINE_list("hidden", ["256", "256"], "hidden widths, comma separated")
+flags.DEFINE_integer("embedding_dim", 64, "embedding dimension")
+flags.DEFINE_boolean("normalize_embeddings", False, "L2-normalize the model's output")
+flags.DEFINE_float("dropout", 0.0, "dropout rate of the hidden layers")
+flags.DEFINE_string("initializer", "torch", "dense-layer init of mlp/resmlp: torch or lecun")
+flags.DEFINE_integer("batch_size", 128, "batch size (multiple of m_per_class)")
+flags.DEFINE_integer("m_per_class", 16, "samples per class in a batch")
+flags.DEFINE_integer("n_batches", None, "steps per epoch (default n_train // batch_size)")
+flags.DEFINE_string("optimizer", "adam", "optimizer: adam, adamw, sgd, rmsprop")
+flags.DEFINE_float("learning_rate", 1e-3, "learning rate")
+flags.DEFINE_float("weight_decay", 0.0, "weight decay")
+flags.DEFINE_integer("epochs", 30, "epochs")
+flags.DEFINE_integer("seed", 0, "PRNG seed (initialisation, sampling, stochastic miners)")
+flags.DEFINE_string("workdir", None, "output directory")
+flags.DEFINE_integer(
+    "eval_every", 5, "evaluate on the held-out split every N epochs (and at the end)"
+)
+flags.DEFINE_integer("checkpoint_every", 0, "orbax checkpoint every N epochs (0: none); resumes")
+flags.DEFINE_float("test_size", 0.3, "held-out fraction (data sets without an official test split)")
+flags.DEFINE_string("dataset_kwargs", "{}", "options of datasets.load as JSON")
+flags.DEFINE_boolean("progress", True, "show a progress bar")
+
+
+def _check_name(flag: str, value: str, valid) -> None:
+    if value not in valid:
+        raise app.UsageError(
+            f"--{flag}={value!r} is not a valid {flag}; valid: {', '.join(sorted(valid))}"
+        )
+
+
+def _json_flag(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise app.UsageError(f"--{flag} must be a JSON object, got {text!r}: {err}") from err
+    if not isinstance(value, dict):
+        raise app.UsageError(f"--{flag} must be a JSON object, got {text!r}")
+    return value
+
+
+def build_config() -> dict:
+    """The run's config from the parsed flags (names validated; raises ``app.UsageError``)."""
+    from metriclearn import datasets, losses, miners, models, training
+
+    _check_name("dataset", FLAGS.dataset, datasets.DATASETS)
+    _check_name("model", FLAGS.model, models.MODELS)
+    _check_name("loss", FLAGS.loss, losses.LOSSES)
+    _check_name("miner", FLAGS.miner, [*miners.MINERS, "none"])
+    _check_name("optimizer", FLAGS.optimizer, training.OPTIMIZERS)
+    _check_name("initializer", FLAGS.initializer, models.INITIALIZERS)
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    try:
+        hidden = [int(h) for h in FLAGS.hidden]
+    except ValueError as err:
+        raise app.UsageError(
+            f"--hidden must be comma-separated integers, got {FLAGS.hidden}"
+        ) from err
+    return {
+        "dataset": FLAGS.dataset,
+        "dataset_kwargs": _json_flag("dataset_kwargs", FLAGS.dataset_kwargs),
+        "test_size": FLAGS.test_size,
+        "model": FLAGS.model,
+        "hidden": hidden,
+        "embedding_dim": FLAGS.embedding_dim,
+        "normalize_embeddings": FLAGS.normalize_embeddings,
+        "dropout": FLAGS.dropout,
+        "initializer": FLAGS.initializer,
+        "loss": FLAGS.loss,
+        "loss_kwargs": _json_flag("loss_kwargs", FLAGS.loss_kwargs),
+        "miner": None if FLAGS.miner == "none" else FLAGS.miner,
+        "miner_kwargs": _json_flag("miner_kwargs", FLAGS.miner_kwargs),
+        "optimizer": FLAGS.optimizer,
+        "learning_rate": FLAGS.learning_rate,
+        "weight_decay": FLAGS.weight_decay,
+        "batch_size": FLAGS.batch_size,
+        "m_per_class": FLAGS.m_per_class,
+        "n_batches": FLAGS.n_batches,
+        "epochs": FLAGS.epochs,
+        "seed": FLAGS.seed,
+        "eval_every": FLAGS.eval_every,
+        "checkpoint_every": FLAGS.checkpoint_every,
+        "progress": FLAGS.progress,
+    }
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
+    config = build_config()
+    from metriclearn import training
+
+    try:
+        metrics = training.train_and_evaluate(config, FLAGS.workdir)
+    except ValueError as err:  # bad combinations (miner for a proxy loss, batch vs classes, ...)
+        raise app.UsageError(str(err)) from err
+    summary = ", ".join(
+        f"{k}={metrics[k]:.4f}"
+        for k in ("precision_at_1", "r_precision", "map_at_r", "nmi", "steady_ms_per_step")
+    )
+    print(f"{config['dataset']} / {config['loss']}: {summary} -> {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

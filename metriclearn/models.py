@@ -1,0 +1,365 @@
+"""Flax (linen) embedding networks ``f(x) -> R^d`` for deep metric learning.
+
+This is the only module of the library that imports Flax. Every model maps a batch of inputs to a batch
+of embeddings ``[batch, embedding_dim]`` through a trunk and a linear embedding head, optionally
+followed by L2 normalization (NaN-safe: a zero vector stays zero with finite gradients).
+
+* :class:`MLP` -- fully connected trunk (the ANCHORS.md protocol uses ``MLP((256, 256), 64)``).
+* :class:`ResMLP` -- residual MLP (pre-LayerNorm blocks ``x + W2 relu(W1 LN(x))``).
+* :class:`Conv1DNet` -- 1-D convolutions for sequences such as MNIST-1D (input ``[B, 40]``).
+* :class:`Conv2DNet` -- small 2-D convolutional net for images (8x8 digits, 28x28 MNIST-format);
+  takes flattened ``[B, H*W*C]`` or ``[B, H, W, C]`` inputs and an ``image_shape``.
+
+A Siamese (or triplet) network is one network applied to each element of a pair (triplet) with shared
+weights: :func:`siamese_apply` and :func:`triplet_apply` ``jax.vmap`` a model over the tuple axis.
+
+Example::
+
+    import jax, jax.numpy as jnp
+    from metriclearn import models
+    model = models.build_model("mlp", hidden=(256, 256), embedding_dim=64)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 64)))
+    emb = model.apply(params, jnp.ones((8, 64)))          # [8, 64]
+
+Reference: Bromley et al., "Signature verification using a Siamese time delay neural network",
+NIPS 1993; Hadsell, Chopra & LeCun, "Dimensionality reduction by learning an invariant mapping",
+CVPR 2006; Hoffer & Ailon, "Deep metric learning using triplet network", SIMBAD 2015.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from metriclearn._validation import check_choice
+
+__all__ = [
+    "MLP",
+    "ResMLP",
+    "Conv1DNet",
+    "Conv2DNet",
+    "MODELS",
+    "build_model",
+    "l2_normalize",
+    "INITIALIZERS",
+    "siamese_apply",
+    "triplet_apply",
+]
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "silu": nn.silu,
+}
+
+
+def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """Scale rows to unit L2 norm, NaN-safe at zero.
+
+    ``x / max(||x||, eps)``: a zero row maps to zero (not NaN) and the gradient stays finite.
+
+    Args:
+      x: ``[..., d]``.
+      axis: axis to normalize over.
+      eps: floor on the norm.
+
+    Returns:
+      Array of the shape of ``x`` with rows of norm 1 (or 0 for all-zero rows).
+    """
+    sq = jnp.sum(x * x, axis=axis, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    check_choice(name, "activation", _ACTIVATIONS)
+    return _ACTIVATIONS[name]
+
+
+INITIALIZERS = ("lecun", "torch")
+
+
+def _dense(features: int, fan_in: int, initializer: str, name: str) -> nn.Dense:
+    """``nn.Dense`` with Flax's default init (``lecun``: LeCun-normal weights, zero bias) or PyTorch's
+    ``nn.Linear`` init (``torch``: weights and bias uniform in ``+-1/sqrt(fan_in)``)."""
+    check_choice(initializer, "initializer", INITIALIZERS)
+    if initializer == "lecun":
+        return nn.Dense(features, name=name)
+    bound = 1.0 / float(max(fan_in, 1)) ** 0.5
+
+    def bias_init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_init=bias_init,
+        name=name,
+    )
+
+
+class _Head(nn.Module):
+    """Linear embedding head with optional L2 normalization."""
+
+    embedding_dim: int
+    normalize: bool = False
+    initializer: str = "lecun"
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        z = _dense(self.embedding_dim, h.shape[-1], self.initializer, "embedding")(h)
+        return l2_normalize(z) if self.normalize else z
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron embedding: ``x -> [Dense -> act -> dropout] * L -> Dense(d)``.
+
+    Args (attributes):
+      hidden: widths of the hidden layers, e.g. ``(256, 256)``.
+      embedding_dim: output dimension ``d``.
+      normalize: L2-normalize the output embeddings.
+      dropout: dropout rate after each hidden activation (active only with ``train=True``, which
+        then needs ``rngs={"dropout": key}``).
+      activation: one of ``relu, gelu, tanh, silu``.
+      initializer: ``lecun`` (Flax default: LeCun-normal weights, zero bias) or ``torch`` (PyTorch's
+        ``nn.Linear`` default: weights and bias uniform in ``+-1/sqrt(fan_in)``).
+
+    Call: ``model.apply(params, x, train=False)`` with ``x`` ``[B, n_features]`` (extra trailing axes
+    are flattened) -> ``[B, embedding_dim]``.
+    """
+
+    hidden: Sequence[int] = (256, 256)
+    embedding_dim: int = 64
+    normalize: bool = False
+    dropout: float = 0.0
+    activation: str = "relu"
+    initializer: str = "lecun"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = _activation(self.activation)
+        h = x.reshape(x.shape[0], -1)
+        for i, width in enumerate(self.hidden):
+            h = act(_dense(int(width), h.shape[-1], self.initializer, f"dense_{i}")(h))
+            if self.dropout > 0:
+                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return _Head(self.embedding_dim, self.normalize, self.initializer, name="head")(h)
+
+
+class ResMLP(nn.Module):
+    """Residual MLP: ``Dense(width)`` stem, ``n_blocks`` pre-norm residual blocks, embedding head.
+
+    Block: ``h <- h + Dense(width)(dropout(act(Dense(expansion * width)(LayerNorm(h)))))``.
+
+    Args (attributes):
+      width: residual stream width.
+      n_blocks: number of residual blocks.
+      expansion: hidden expansion factor inside a block.
+      embedding_dim, normalize, dropout, activation, initializer: as in :class:`MLP`.
+    """
+
+    width: int = 256
+    n_blocks: int = 2
+    expansion: int = 2
+    embedding_dim: int = 64
+    normalize: bool = False
+    dropout: float = 0.0
+    activation: str = "relu"
+    initializer: str = "lecun"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = _activation(self.activation)
+        init = self.initializer
+        h = x.reshape(x.shape[0], -1)
+        h = _dense(self.width, h.shape[-1], init, "stem")(h)
+        for i in range(self.n_blocks):
+            r = nn.LayerNorm(name=f"norm_{i}")(h)
+            r = act(_dense(self.expansion * self.width, self.width, init, f"up_{i}")(r))
+            if self.dropout > 0:
+                r = nn.Dropout(self.dropout, deterministic=not train)(r)
+            h = h + _dense(self.width, self.expansion * self.width, init, f"down_{i}")(r)
+        h = act(nn.LayerNorm(name="norm_out")(h))
+        return _Head(self.embedding_dim, self.normalize, init, name="head")(h)
+
+
+class Conv1DNet(nn.Module):
+    """1-D convolutional embedding net for sequences (MNIST-1D: input ``[B, 40]``).
+
+    ``[B, L]`` (or ``[B, L, C]``) -> ``len(channels)`` x [Conv1D(kernel, stride 2) -> act] ->
+    flatten -> Dense(hidden) -> act -> embedding head. The default mirrors the convolutional baseline of
+    Greydanus, "Scaling down deep learning" (MNIST-1D), 2020.
+
+    Args (attributes):
+      channels: output channels of each convolution.
+      kernel_size: convolution width.
+      hidden: width of the dense layer after the convolutions (0 for none).
+      embedding_dim, normalize, dropout, activation: as in :class:`MLP`.
+    """
+
+    channels: Sequence[int] = (32, 32, 32)
+    kernel_size: int = 5
+    hidden: int = 128
+    embedding_dim: int = 64
+    normalize: bool = False
+    dropout: float = 0.0
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = _activation(self.activation)
+        h = x[..., None] if x.ndim == 2 else x
+        for i, c in enumerate(self.channels):
+            h = act(
+                nn.Conv(
+                    int(c), (self.kernel_size,), strides=(2,), padding="SAME", name=f"conv_{i}"
+                )(h)
+            )
+        h = h.reshape(h.shape[0], -1)
+        if self.hidden:
+            h = act(nn.Dense(self.hidden, name="dense")(h))
+            if self.dropout > 0:
+                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return _Head(self.embedding_dim, self.normalize, name="head")(h)
+
+
+class Conv2DNet(nn.Module):
+    """Small 2-D convolutional embedding net for images (8x8 digits, 28x28 MNIST-format).
+
+    Input ``[B, H*W*C]`` (flattened, reshaped with ``image_shape``) or ``[B, H, W, C]``. Each stage:
+    3x3 Conv -> act -> 2x2 average pool (skipped once the map is 1 pixel wide); then global flatten,
+    Dense(hidden) -> act -> embedding head.
+
+    Args (attributes):
+      image_shape: ``(H, W, C)`` used to un-flatten 2-D inputs, e.g. ``(8, 8, 1)`` or ``(28, 28, 1)``.
+      features: output channels of each stage.
+      hidden: width of the dense layer (0 for none).
+      embedding_dim, normalize, dropout, activation: as in :class:`MLP`.
+    """
+
+    image_shape: Sequence[int] = (8, 8, 1)
+    features: Sequence[int] = (32, 64)
+    hidden: int = 128
+    embedding_dim: int = 64
+    normalize: bool = False
+    dropout: float = 0.0
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = _activation(self.activation)
+        shape = tuple(int(s) for s in self.image_shape)
+        if len(shape) == 2:
+            shape = (*shape, 1)
+        if x.ndim == 2:
+            if x.shape[1] != shape[0] * shape[1] * shape[2]:
+                raise ValueError(
+                    f"x has {x.shape[1]} features but image_shape {shape} needs "
+                    f"{shape[0] * shape[1] * shape[2]}"
+                )
+            h = x.reshape(x.shape[0], *shape)
+        elif x.ndim == 3:
+            h = x[..., None]
+        else:
+            h = x
+        for i, f in enumerate(self.features):
+            h = act(nn.Conv(int(f), (3, 3), padding="SAME", name=f"conv_{i}")(h))
+            if h.shape[1] >= 2 and h.shape[2] >= 2:
+                h = nn.avg_pool(h, (2, 2), strides=(2, 2))
+        h = h.reshape(h.shape[0], -1)
+        if self.hidden:
+            h = act(nn.Dense(self.hidden, name="dense")(h))
+            if self.dropout > 0:
+                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return _Head(self.embedding_dim, self.normalize, name="head")(h)
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "resmlp": ResMLP,
+    "conv1d": Conv1DNet,
+    "conv2d": Conv2DNet,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate a model of :data:`MODELS` by name.
+
+    Args:
+      name: one of ``mlp, resmlp, conv1d, conv2d``.
+      **kwargs: the model's attributes (``hidden``, ``embedding_dim``, ``normalize``, ...).
+
+    Returns:
+      An unbound ``flax.linen.Module``.
+
+    Raises:
+      ValueError: unknown name (the message lists the valid ones) or an attribute the model lacks.
+
+    Example::
+
+        model = build_model("conv2d", image_shape=(8, 8, 1), embedding_dim=32)
+    """
+    check_choice(name, "model", MODELS)
+    cls = MODELS[name]
+    fields = set(cls.__dataclass_fields__) - {"parent", "name"}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no option(s) {unknown}; valid: {', '.join(sorted(fields))}"
+        )
+    if "hidden" in kwargs and isinstance(kwargs["hidden"], list):
+        kwargs["hidden"] = tuple(kwargs["hidden"])
+    return cls(**kwargs)
+
+
+def _tuple_apply(model: nn.Module, params, xs: tuple[jax.Array, ...], **kwargs) -> tuple:
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"all tuple elements must have the same shape, got {[tuple(x.shape) for x in xs]}"
+        )
+    stacked = jnp.stack(xs)  # [k, B, ...]
+    out = jax.vmap(lambda x: model.apply(params, x, **kwargs))(stacked)
+    return tuple(out[i] for i in range(len(xs)))
+
+
+def siamese_apply(model: nn.Module, params, x1: jax.Array, x2: jax.Array, **kwargs) -> tuple:
+    """Siamese network: the same model (shared ``params``) applied to both elements of each pair.
+
+    Implemented as ``jax.vmap`` of ``model.apply`` over the stacked pair axis ``[2, B, ...]``.
+
+    Args:
+      model: a Flax module.
+      params: its variables.
+      x1: first elements ``[B, ...]``.
+      x2: second elements, same shape.
+      **kwargs: forwarded to ``model.apply`` (e.g. ``train=True, rngs=...``).
+
+    Returns:
+      ``(e1, e2)``, each ``[B, embedding_dim]``, equal to ``model.apply(params, x1)`` and
+      ``model.apply(params, x2)``.
+
+    Example::
+
+        e1, e2 = siamese_apply(model, params, X[idx[:, 0]], X[idx[:, 1]])
+    """
+    return _tuple_apply(model, params, (x1, x2), **kwargs)
+
+
+def triplet_apply(
+    model: nn.Module, params, anchor: jax.Array, positive: jax.Array, negative: jax.Array, **kwargs
+) -> tuple:
+    """Triplet network: one shared model applied to anchor, positive and negative (vmapped).
+
+    Args:
+      model, params: as in :func:`siamese_apply`.
+      anchor, positive, negative: ``[B, ...]`` each, same shape.
+
+    Returns:
+      ``(e_anchor, e_positive, e_negative)``, each ``[B, embedding_dim]``.
+    """
+    return _tuple_apply(model, params, (anchor, positive, negative), **kwargs)

@@ -1,0 +1,544 @@
+"""Matplotlib figures for metric learning runs (headless: figures are built without pyplot).
+
+* :func:`plot_distance_curves` -- per-epoch mean distance of similar and of dissimilar pairs with
+  +-1 std bands (the "distance curves" of the metric learning surveys), next to the training loss and
+  the held-out retrieval metrics.
+* :func:`plot_metric_curves` -- loss / metric columns of several runs per epoch (one panel per column,
+  one line per run), e.g. MAP@R of triplet loss under different miners.
+* :func:`plot_embedding_2d` and :func:`plot_embedding_before_after` -- 2-D PCA scatter of the data,
+  coloured by class, before and after a learned map.
+* :func:`plot_mahalanobis_matrix` -- heatmap of a learned Mahalanobis matrix ``M``.
+* :func:`plot_accuracy_bars` -- grouped bars (mean +- std) of accuracies across learners and data sets.
+* :func:`plot_retrieval_examples` -- query images and their nearest neighbours (correct ones framed
+  green, wrong ones red), one block of rows per metric.
+
+Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot, no global state, works on a
+headless machine with the Agg canvas), returns it, and saves it as PNG when ``path`` is given.
+
+Example::
+
+    from metriclearn import plotting
+    fig = plotting.plot_distance_curves(result.history, "curves.png")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_distance_curves",
+    "plot_metric_curves",
+    "plot_embedding_2d",
+    "plot_embedding_before_after",
+    "plot_mahalanobis_matrix",
+    "plot_accuracy_bars",
+    "plot_retrieval_examples",
+]
+
+
+def _column(history: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
+    return np.array(
+        [float(h[key]) if h.get(key) is not None else math.nan for h in history], dtype=np.float64
+    )
+
+
+def plot_distance_curves(
+    history: Sequence[Mapping[str, float]],
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Plot the distance curves of a training history (and its loss and metrics).
+
+    Left panel: mean distance of similar (same-class) pairs and of dissimilar pairs per epoch, with
+    shaded bands of +-1 standard deviation (keys ``pos_distance``, ``pos_distance_std``,
+    ``neg_distance``, ``neg_distance_std``). Right panel: the training loss per epoch and, where
+    evaluated, the held-out ``map_at_r`` and ``precision_at_1`` (right axis).
+
+    Args:
+      history: list of per-epoch dicts as in ``metriclearn.training.FitResult.history``.
+      path: where to save the PNG (None: do not save).
+      title: figure title.
+      dpi: resolution of the saved image.
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+
+    Raises:
+      ValueError: empty history or missing distance columns.
+    """
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    for key in ("epoch", "pos_distance", "neg_distance"):
+        if key not in history[0]:
+            raise ValueError(f"history rows lack the {key!r} column; got {sorted(history[0])}")
+    epoch = _column(history, "epoch")
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_d, ax_l = fig.subplots(1, 2)
+    for kind, label, color in (
+        ("pos", "similar pairs", "tab:blue"),
+        ("neg", "dissimilar pairs", "tab:red"),
+    ):
+        mean = _column(history, f"{kind}_distance")
+        std = (
+            _column(history, f"{kind}_distance_std")
+            if f"{kind}_distance_std" in history[0]
+            else np.zeros_like(mean)
+        )
+        ax_d.plot(epoch, mean, marker="o", markersize=3, color=color, label=f"{label} (mean)")
+        ax_d.fill_between(
+            epoch, mean - std, mean + std, color=color, alpha=0.2, label=f"{label} ±1 std"
+        )
+    ax_d.set_xlabel("epoch")
+    ax_d.set_ylabel("embedding distance")
+    ax_d.set_title("distance curves (training batches)")
+    ax_d.legend(loc="best", fontsize="small")
+    ax_d.grid(alpha=0.3)
+
+    loss = _column(history, "loss")
+    ax_l.plot(epoch, loss, color="black", marker="o", markersize=3, label="training loss")
+    ax_l.set_xlabel("epoch")
+    ax_l.set_ylabel("loss")
+    ax_l.grid(alpha=0.3)
+    handles, labels = ax_l.get_legend_handles_labels()
+    ax_m = ax_l.twinx()
+    for key, color in (("map_at_r", "tab:green"), ("precision_at_1", "tab:purple")):
+        if key in history[0]:
+            values = _column(history, key)
+            ok = np.isfinite(values)
+            if ok.any():
+                ax_m.plot(epoch[ok], values[ok], marker="s", markersize=3, color=color, label=key)
+    ax_m.set_ylabel("held-out metric")
+    h2, l2 = ax_m.get_legend_handles_labels()
+    ax_l.legend(handles + h2, labels + l2, loc="best", fontsize="small")
+    ax_l.set_title("loss and retrieval metrics")
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=dpi)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike | None, dpi: int) -> Figure:
+    if path is not None:
+        directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+        os.makedirs(directory, exist_ok=True)
+        fig.savefig(os.fspath(path), dpi=dpi)
+    return fig
+
+
+def plot_metric_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    keys: Sequence[str] = ("loss", "map_at_r"),
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Per-epoch curves of several runs: one panel per history column, one line per run.
+
+    Epochs where a column is NaN (metric not evaluated) are skipped; a ``<key>_std`` column, when
+    present, is drawn as a +-1 std band.
+
+    Args:
+      histories: run label -> per-epoch history (list of dicts with ``epoch`` and the ``keys``), as in
+        ``metriclearn.training.FitResult.history``.
+      keys: the columns to plot, e.g. ``("loss", "map_at_r")``.
+      path: where to save the PNG (None: do not save).
+      title: figure title.
+      dpi: resolution of the saved image.
+
+    Returns:
+      The Figure (``len(keys)`` axes, one line per run in each).
+
+    Raises:
+      ValueError: no histories, an empty history, no keys, or a history without one of the keys.
+
+    Example::
+
+        plot_metric_curves({"semi-hard": h1, "batch-hard": h2}, keys=("map_at_r",))
+    """
+    if not histories:
+        raise ValueError("histories is empty: nothing to plot")
+    keys = list(keys)
+    if not keys:
+        raise ValueError("keys is empty: give at least one history column")
+    for label, history in histories.items():
+        if not history:
+            raise ValueError(f"history {label!r} is empty")
+        missing = [k for k in ("epoch", *keys) if k not in history[0]]
+        if missing:
+            raise ValueError(
+                f"history {label!r} lacks the column(s) {missing}; got {sorted(history[0])}"
+            )
+    fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    for ax, key in zip(axes, keys, strict=True):
+        for label, history in histories.items():
+            epoch = _column(history, "epoch")
+            values = _column(history, key)
+            ok = np.isfinite(values)
+            (line,) = ax.plot(epoch[ok], values[ok], marker="o", markersize=3, label=label)
+            if f"{key}_std" in history[0]:
+                std = _column(history, f"{key}_std")[ok]
+                ax.fill_between(
+                    epoch[ok],
+                    values[ok] - std,
+                    values[ok] + std,
+                    color=line.get_color(),
+                    alpha=0.15,
+                )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi)
+
+
+def _pca_2d(X: np.ndarray) -> np.ndarray:
+    """First two principal components of ``X`` ``[n, d]`` (zero-padded when ``d < 2``)."""
+    Xc = X - X.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    Z = Xc @ vt[:2].T
+    if Z.shape[1] < 2:
+        Z = np.concatenate([Z, np.zeros((Z.shape[0], 2 - Z.shape[1]))], axis=1)
+    # fix the sign of each component so the picture does not flip between runs
+    signs = np.sign(Z[np.argmax(np.abs(Z), axis=0), [0, 1]])
+    return Z * np.where(signs == 0, 1.0, signs)
+
+
+def _check_xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise ValueError(f"{name} must be [n, d] with n >= 2, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or inf")
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"labels must have shape ({X.shape[0]},) to match {name}, got {y.shape}")
+    return X, y
+
+
+def plot_embedding_2d(
+    X,
+    y,
+    path: str | os.PathLike | None = None,
+    *,
+    ax=None,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Scatter of the first two principal components of ``X``, coloured by class.
+
+    Args:
+      X: ``[n, d]`` data or embeddings.
+      y: ``[n]`` class labels.
+      path: where to save the PNG (None: do not save; ignored when ``ax`` is given).
+      ax: draw into this Axes instead of a new figure.
+      title: axes title.
+      dpi: resolution of the saved image.
+
+    Returns:
+      The Figure holding the scatter.
+
+    Raises:
+      ValueError: bad shapes, fewer than two rows, NaN/inf.
+    """
+    X, y = _check_xy(X, y, "X")
+    Z = _pca_2d(X)
+    own = ax is None
+    if own:
+        fig = Figure(figsize=(5, 4.5), layout="constrained")
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    classes = np.unique(y)
+    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    for i, c in enumerate(classes):
+        sel = y == c
+        ax.scatter(Z[sel, 0], Z[sel, 1], s=12, alpha=0.8, color=cmap(i % cmap.N), label=str(c))
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    if title:
+        ax.set_title(title)
+    ax.legend(
+        title="class",
+        loc="best",
+        fontsize="x-small",
+        markerscale=1.5,
+        ncol=2 if len(classes) > 5 else 1,
+    )
+    ax.grid(alpha=0.3)
+    return _save(fig, path, dpi) if own else fig
+
+
+def plot_embedding_before_after(
+    X_before,
+    X_after,
+    y,
+    path: str | os.PathLike | None = None,
+    *,
+    titles: tuple[str, str] = ("before metric learning", "after metric learning"),
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Two PCA scatters side by side: the input and its image under a learned map (or network).
+
+    Args:
+      X_before: ``[n, d]`` input.
+      X_after: ``[n, k]`` the same rows after learning (e.g. ``learner.transform(X)``).
+      y: ``[n]`` class labels.
+      path: where to save the PNG (None: do not save).
+      titles: titles of the two panels.
+      title: figure title.
+      dpi: resolution of the saved image.
+
+    Returns:
+      The Figure (two axes).
+    """
+    X_before, y = _check_xy(X_before, y, "X_before")
+    X_after, _ = _check_xy(X_after, y, "X_after")
+    if X_after.shape[0] != X_before.shape[0]:
+        raise ValueError(
+            f"X_before and X_after must have the same rows, got {X_before.shape} and {X_after.shape}"
+        )
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax0, ax1 = fig.subplots(1, 2)
+    plot_embedding_2d(X_before, y, ax=ax0, title=titles[0])
+    plot_embedding_2d(X_after, y, ax=ax1, title=titles[1])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi)
+
+
+def plot_mahalanobis_matrix(
+    M,
+    path: str | os.PathLike | None = None,
+    *,
+    feature_names: Sequence[str] | None = None,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Heatmap of a Mahalanobis matrix ``M`` ``[d, d]`` (diverging colours centred at 0).
+
+    Args:
+      M: ``[d, d]`` symmetric matrix, e.g. ``learner.get_mahalanobis_matrix()``.
+      path: where to save the PNG (None: do not save).
+      feature_names: ``d`` tick labels (default: indices; ticks are omitted beyond 30 features).
+      title: axes title.
+      dpi: resolution of the saved image.
+
+    Returns:
+      The Figure (the heatmap axes and its colour bar).
+
+    Raises:
+      ValueError: ``M`` not square 2-D, NaN/inf, or ``feature_names`` of the wrong length.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"M must be a square [d, d] matrix, got shape {M.shape}")
+    if not np.all(np.isfinite(M)):
+        raise ValueError("M contains NaN or inf")
+    d = M.shape[0]
+    if feature_names is not None and len(feature_names) != d:
+        raise ValueError(f"feature_names must have {d} entries, got {len(feature_names)}")
+    vmax = float(np.max(np.abs(M))) or 1.0
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(M, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="M[i, j]")
+    if d <= 30:
+        names = list(feature_names) if feature_names is not None else [str(i) for i in range(d)]
+        ax.set_xticks(range(d), names, rotation=90 if feature_names is not None else 0, fontsize=8)
+        ax.set_yticks(range(d), names, fontsize=8)
+    ax.set_xlabel("feature j")
+    ax.set_ylabel("feature i")
+    ax.set_title(title or "learned Mahalanobis matrix M")
+    return _save(fig, path, dpi)
+
+
+def plot_accuracy_bars(
+    results: Mapping[str, Mapping[str, float | tuple[float, float]]],
+    path: str | os.PathLike | None = None,
+    *,
+    ylabel: str = "3-NN accuracy",
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Grouped bars: one group per data set, one bar per learner, error bars = std over folds.
+
+    Args:
+      results: learner -> {data set: mean or (mean, std)}; NaN / missing cells (failures) leave a gap.
+      path: where to save the PNG (None: do not save).
+      ylabel: y-axis label.
+      title: axes title.
+      ylim: y-axis range (default: from just below the lowest bar to 1).
+      dpi: resolution of the saved image.
+
+    Returns:
+      The Figure (one axes; one bar container per learner).
+
+    Raises:
+      ValueError: empty results.
+    """
+    if not results or not any(results.values()):
+        raise ValueError("results is empty: nothing to plot")
+    learners = list(results)
+    datasets: list[str] = []
+    for cells in results.values():
+        datasets += [d for d in cells if d not in datasets]
+
+    def split(v) -> tuple[float, float]:
+        if isinstance(v, tuple | list):
+            return float(v[0]), float(v[1])
+        return (math.nan if v is None else float(v)), 0.0
+
+    fig = Figure(
+        figsize=(max(6.0, 1.6 * len(datasets) + 0.25 * len(learners) * len(datasets)), 4.5),
+        layout="constrained",
+    )
+    ax = fig.subplots()
+    width = 0.8 / len(learners)
+    x = np.arange(len(datasets))
+    lows = []
+    cmap = matplotlib.colormaps["tab20"]
+    for i, learner in enumerate(learners):
+        cells = [split(results[learner].get(d, math.nan)) for d in datasets]
+        means = np.array([c[0] for c in cells])
+        stds = np.array([c[1] for c in cells])
+        lows += list((means - stds)[np.isfinite(means)])
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            np.nan_to_num(means, nan=0.0),
+            width,
+            yerr=np.where(np.isfinite(means), stds, 0.0),
+            label=learner,
+            color=cmap(i % cmap.N),
+            capsize=2,
+        )
+    ax.set_xticks(x, datasets)
+    ax.set_xlabel("data set")
+    ax.set_ylabel(ylabel)
+    if ylim is None and lows:
+        ylim = (max(0.0, math.floor(20 * min(lows)) / 20 - 0.05), 1.0)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title or f"{ylabel} by learner and data set")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path, dpi)
+
+
+def plot_retrieval_examples(
+    query_images,
+    query_labels,
+    ref_images,
+    ref_labels,
+    neighbors: Mapping[str, np.ndarray],
+    path: str | os.PathLike | None = None,
+    *,
+    image_shape: tuple[int, int] | None = None,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Queries and their nearest neighbours as images, one block of rows per metric.
+
+    Each row shows a query (first column) then its ``k`` nearest references in order; a neighbour with
+    the query's label is framed green, a wrong one red, and its label is printed above it.
+
+    Args:
+      query_images: ``[q, h*w]`` or ``[q, h, w]`` query images.
+      query_labels: ``[q]``.
+      ref_images: ``[n, h*w]`` or ``[n, h, w]`` reference images.
+      ref_labels: ``[n]``.
+      neighbors: metric label -> ``[q, k]`` indices into the references (nearest first), e.g.
+        ``{"Euclidean": idx_before, "after NCA": idx_after}``.
+      path: where to save the PNG (None: do not save).
+      image_shape: ``(h, w)`` of flattened images (default: square).
+      title: figure title.
+      dpi: resolution of the saved image.
+
+    Returns:
+      The Figure (``len(neighbors) * q`` rows of ``k + 1`` axes).
+
+    Raises:
+      ValueError: empty ``neighbors``, mismatched shapes, indices out of range, non-square flat images
+        without ``image_shape``.
+    """
+    if not neighbors:
+        raise ValueError("neighbors is empty: give at least one metric's [q, k] index array")
+    qi = np.asarray(query_images, dtype=np.float64)
+    ri = np.asarray(ref_images, dtype=np.float64)
+    ql, rl = np.asarray(query_labels), np.asarray(ref_labels)
+    if ql.shape != (qi.shape[0],) or rl.shape != (ri.shape[0],):
+        raise ValueError(
+            f"labels must match the images: query {qi.shape} / {ql.shape}, ref {ri.shape} / {rl.shape}"
+        )
+
+    def as_images(a: np.ndarray, name: str) -> np.ndarray:
+        if a.ndim == 3:
+            return a
+        if a.ndim != 2:
+            raise ValueError(f"{name} must be [n, h*w] or [n, h, w], got shape {a.shape}")
+        if image_shape is not None:
+            h, w = image_shape
+        else:
+            h = w = int(round(math.sqrt(a.shape[1])))
+        if h * w != a.shape[1]:
+            raise ValueError(
+                f"{name} rows of {a.shape[1]} values are not {h}x{w} images; pass image_shape"
+            )
+        return a.reshape(a.shape[0], h, w)
+
+    qi, ri = as_images(qi, "query_images"), as_images(ri, "ref_images")
+    idx = {}
+    for label, nb in neighbors.items():
+        nb = np.asarray(nb)
+        if nb.ndim != 2 or nb.shape[0] != qi.shape[0]:
+            raise ValueError(
+                f"neighbors[{label!r}] must be [q={qi.shape[0]}, k], got shape {nb.shape}"
+            )
+        if nb.size and (nb.min() < 0 or nb.max() >= ri.shape[0]):
+            raise ValueError(f"neighbors[{label!r}] has indices outside [0, {ri.shape[0]})")
+        idx[label] = nb.astype(int)
+    k = max(nb.shape[1] for nb in idx.values())
+    q = qi.shape[0]
+    rows = q * len(idx)
+    fig = Figure(figsize=(1.1 * (k + 1) + 1.2, 1.15 * rows + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, k + 1, squeeze=False))
+    for b, (label, nb) in enumerate(idx.items()):
+        for r in range(q):
+            row = axes[b * q + r]
+            row[0].imshow(qi[r], cmap="gray_r", interpolation="nearest")
+            row[0].set_title(f"query {ql[r]}", fontsize=8)
+            if r == 0:
+                row[0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
+            for j in range(k):
+                ax = row[j + 1]
+                if j >= nb.shape[1]:
+                    ax.axis("off")
+                    continue
+                n = nb[r, j]
+                ax.imshow(ri[n], cmap="gray_r", interpolation="nearest")
+                ok = rl[n] == ql[r]
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("tab:green" if ok else "tab:red")
+                    spine.set_linewidth(2.5)
+                ax.set_title(str(rl[n]), fontsize=8, color="tab:green" if ok else "tab:red")
+            for ax in row:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi)

@@ -1,0 +1,219 @@
+"""Batch samplers for deep metric learning: m-per-class batches, pair and triplet batches.
+
+* :func:`m_per_class_batches` -- one epoch of batches, each made of ``batch_size // m`` distinct
+  classes with ``m`` samples each (the sampler of pytorch-metric-learning's ``MPerClassSampler``):
+  every batch is guaranteed to contain positives and negatives for the batch-wise losses and miners.
+* :func:`pair_batches` / :func:`triplet_batches` -- fixed-shape index batches for Siamese / triplet
+  networks, drawn with :func:`metriclearn.constraints.pairs` and :func:`metriclearn.constraints.triplets`
+  (distinct tuples, sampled without replacement).
+
+All samplers take a PRNG ``key`` first and return ``int32`` index arrays into the training set, so the
+data can stay on device and be gathered inside a jitted step.
+
+Example::
+
+    import jax, numpy as np
+    from metriclearn import sampling
+    y = np.repeat(np.arange(10), 30)
+    idx = sampling.m_per_class_batches(jax.random.key(0), y, m=4, batch_size=32)  # [9, 32]
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metriclearn import constraints
+from metriclearn._validation import check_labels, check_positive_int
+
+__all__ = ["m_per_class_batches", "class_table", "pair_batches", "triplet_batches"]
+
+
+def _as_key(key) -> jax.Array:
+    if isinstance(key, int | np.integer):
+        return jax.random.key(int(key))
+    return key
+
+
+def class_table(labels) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class member table used by :func:`m_per_class_batches`.
+
+    Args:
+      labels: ``[n]`` class labels (any hashable dtype).
+
+    Returns:
+      ``(members, counts)``: ``members`` int32 ``[n_classes, max_count]`` holding each class's sample
+      indices (padded with 0 beyond ``counts[c]``), ``counts`` int32 ``[n_classes]``.
+    """
+    codes = check_labels(labels, min_classes=2, name="labels")
+    counts = np.bincount(codes).astype(np.int32)
+    order = np.argsort(codes, kind="stable").astype(np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    members = np.zeros((len(counts), int(counts.max())), np.int32)
+    for c, (s, k) in enumerate(zip(starts, counts)):
+        members[c, :k] = order[s : s + k]
+    return members, counts
+
+
+@partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches"))
+def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches):
+    n_classes, max_count = members.shape
+    k_cls, k_perm, k_repl = jax.random.split(key, 3)
+    # Classes: the classes_per_batch largest of n_classes uniforms = a uniform draw without replacement.
+    _, classes = jax.lax.top_k(jax.random.uniform(k_cls, (n_batches, n_classes)), classes_per_batch)
+    cnt = counts[classes][..., None]  # [nb, cpb, 1]
+    # Members without replacement: the m largest uniforms among the class's members (padding = -1).
+    u = jax.random.uniform(k_perm, (n_batches, classes_per_batch, max_count))
+    u = jnp.where(jnp.arange(max_count) < cnt, u, -1.0)
+    _, without = jax.lax.top_k(u, min(m, max_count)) if max_count >= m else (None, None)
+    # With replacement (classes with fewer than m members): uniform over the class's members.
+    with_repl = jax.random.randint(
+        k_repl, (n_batches, classes_per_batch, m), 0, jnp.maximum(cnt, 1)
+    )
+    pos = with_repl if without is None else jnp.where(cnt >= m, without, with_repl)
+    idx = members[classes[..., None], pos]  # [nb, cpb, m]
+    return idx.reshape(n_batches, classes_per_batch * m).astype(jnp.int32)
+
+
+def m_per_class_batches(
+    key, labels, *, m: int, batch_size: int, n_batches: int | None = None
+) -> jax.Array:
+    """One epoch of m-per-class batches (as pytorch-metric-learning's ``MPerClassSampler``).
+
+    Each batch draws ``batch_size // m`` distinct classes uniformly without replacement and, for each,
+    ``m`` of its samples: without replacement when the class has at least ``m`` samples, with
+    replacement otherwise. Batches are independent; an epoch has ``n_batches`` of them (default
+    ``n // batch_size``, the number of full batches that cover the training set once, like PML with
+    ``length_before_new_iter=len(dataset)``).
+
+    Args:
+      key: PRNG key (or int seed).
+      labels: ``[n]`` class labels of the training set.
+      m: samples per class in a batch.
+      batch_size: batch size; a multiple of ``m`` and at most ``m * n_classes``.
+      n_batches: batches in the epoch (default ``max(n // batch_size, 1)``).
+
+    Returns:
+      int32 ``[n_batches, batch_size]`` indices into the training set; within a batch, consecutive
+      groups of ``m`` share a class.
+
+    Raises:
+      ValueError: ``batch_size`` not a multiple of ``m``, larger than ``m * n_classes``, or labels with
+        fewer than two classes.
+
+    Example::
+
+        idx = m_per_class_batches(jax.random.key(0), y_train, m=16, batch_size=128)
+        for batch in idx: x, y = X[batch], y_train[batch]
+
+    Reference: Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020 (sampler of
+    pytorch-metric-learning).
+    """
+    m = check_positive_int(m, "m")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    members, counts = class_table(labels)
+    n_classes = len(counts)
+    if batch_size % m:
+        raise ValueError(f"batch_size must be a multiple of m, got batch_size={batch_size}, m={m}")
+    if batch_size > m * n_classes:
+        raise ValueError(
+            f"batch_size must be at most m * n_classes = {m} * {n_classes} = {m * n_classes}, "
+            f"got {batch_size}"
+        )
+    n = int(counts.sum())
+    if n_batches is None:
+        n_batches = max(n // batch_size, 1)
+    n_batches = check_positive_int(n_batches, "n_batches")
+    return _m_per_class_core(
+        _as_key(key),
+        jnp.asarray(members),
+        jnp.asarray(counts),
+        m=m,
+        classes_per_batch=batch_size // m,
+        n_batches=n_batches,
+    )
+
+
+def pair_batches(
+    key, labels, *, batch_size: int, n_batches: int, positive_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-shape batches of similar / dissimilar index pairs for a Siamese network.
+
+    Draws ``n_batches * batch_size`` distinct pairs with :func:`metriclearn.constraints.pairs`
+    (``positive_fraction`` of them similar), shuffles them and cuts them into batches.
+
+    Args:
+      key: PRNG key (or int seed).
+      labels: ``[n]`` class labels.
+      batch_size: pairs per batch.
+      n_batches: number of batches.
+      positive_fraction: share of similar pairs, in ``[0, 1]``.
+
+    Returns:
+      ``(idx, same)``: ``idx`` int32 ``[n_batches, batch_size, 2]``, ``same`` int32
+      ``[n_batches, batch_size]`` (1 similar, 0 dissimilar).
+
+    Raises:
+      ValueError: bad sizes, or fewer distinct pairs exist than requested.
+
+    Example::
+
+        idx, same = pair_batches(key, y, batch_size=64, n_batches=10)
+        e1, e2 = models.siamese_apply(model, params, X[idx[0, :, 0]], X[idx[0, :, 1]])
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    n_batches = check_positive_int(n_batches, "n_batches")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    total = batch_size * n_batches
+    n_sim = int(round(total * positive_fraction))
+    k_pairs, k_shuffle = jax.random.split(_as_key(key))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            idx, pair_y = constraints.pairs(
+                k_pairs, labels, n_similar=n_sim, n_dissimilar=total - n_sim
+            )
+        except UserWarning as err:
+            raise ValueError(
+                f"not enough distinct pairs for {n_batches} batches of {batch_size}: {err}"
+            ) from err
+    perm = np.asarray(jax.random.permutation(k_shuffle, total))
+    idx = idx[perm].reshape(n_batches, batch_size, 2)
+    same = (pair_y[perm] > 0).astype(np.int32).reshape(n_batches, batch_size)
+    return idx, same
+
+
+def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarray:
+    """Fixed-shape batches of (anchor, positive, negative) index triplets for a triplet network.
+
+    Draws ``n_batches * batch_size`` distinct triplets with :func:`metriclearn.constraints.triplets`.
+
+    Args:
+      key: PRNG key (or int seed).
+      labels: ``[n]`` class labels.
+      batch_size: triplets per batch.
+      n_batches: number of batches.
+
+    Returns:
+      int32 ``[n_batches, batch_size, 3]``; columns anchor, positive (same class), negative.
+
+    Raises:
+      ValueError: bad sizes, or fewer distinct triplets exist than requested.
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    n_batches = check_positive_int(n_batches, "n_batches")
+    total = batch_size * n_batches
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            t = constraints.triplets(_as_key(key), labels, n_triplets=total)
+        except UserWarning as err:
+            raise ValueError(
+                f"not enough distinct triplets for {n_batches} batches of {batch_size}: {err}"
+            ) from err
+    return t.reshape(n_batches, batch_size, 3)

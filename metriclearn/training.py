@@ -1,0 +1,845 @@
+"""Training loop for deep metric learning: train state, jitted step and epoch, history, checkpoints.
+
+The pieces, from small to large:
+
+* :class:`TrainState` -- ``params`` (the model's variables), ``opt_state`` (optax state over
+  ``(params, loss_params)``), ``loss_params`` (proxies / class weights of proxy losses; ``{}``
+  otherwise), ``step`` and ``key`` (raw ``uint32[2]`` PRNG key data, so it checkpoints as an array).
+* :func:`create_train_state` -- initialise a state from a model, a ``LossSpec`` and an optax optimizer.
+* :func:`make_train_step` -- a jitted ``train_step(state, x, y) -> (state, metrics)``: one optax update
+  of the model parameters *and* the loss parameters from ``grad`` of the loss on one batch.
+* :func:`make_train_epoch` -- a jitted ``train_epoch(state, X, y, batches) -> (state, metrics)`` that
+  ``lax.scan``\\ s the step over an epoch's ``[n_batches, batch_size]`` index array, gathering the rows
+  from the on-device training set inside the compiled program (no host round trip per step).
+* :func:`fit` -- the epoch loop: m-per-class batches, a tqdm progress bar, evaluation every
+  ``eval_every`` epochs with :func:`metriclearn.evaluation.retrieval_metrics`, a per-epoch
+  ``history``, a clear error on a non-finite loss, and orbax checkpoints every ``checkpoint_every``
+  epochs from which an interrupted run resumes bit-for-bit.
+* :func:`train_and_evaluate` -- ``(config, workdir)``: data, model, loss, optimizer from a config, then
+  :func:`fit`, then ``config.json``, ``metrics.json``, ``history.csv`` and ``distance_curves.png``.
+
+Distance curves. For every training batch the step also measures the Euclidean distances between the
+batch's embeddings (the forward pass that produced the loss, i.e. before that step's update, in
+training mode), over all same-class pairs ``i < j`` (``pos``) and all different-class pairs (``neg``).
+The history reports, per epoch, the mean and the standard deviation over *all pairs of all training
+batches seen in that epoch*. With ``normalize_curves=True`` (default) the embeddings are L2-normalized
+first, so the distances lie in ``[0, 2]`` -- the geometry that the cosine/normalized losses see;
+``False`` measures the raw embeddings.
+
+Example::
+
+    import jax, optax
+    from metriclearn import losses, models, training
+    model = models.build_model("mlp", hidden=(64,), embedding_dim=16)
+    spec = losses.build("contrastive")
+    result = training.fit(model, spec, optax.adam(1e-3), X_tr, y_tr, X_te, y_te,
+                          key=jax.random.key(0), epochs=5, batch_size=32, m_per_class=4)
+    result.history[-1]["map_at_r"], result.metrics["precision_at_1"]
+
+Reference: Hadsell, Chopra & LeCun, CVPR 2006 (the distance curves of similar / dissimilar pairs);
+Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020 (protocol).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metriclearn import sampling
+from metriclearn._validation import check_array, check_labels, check_positive_int, check_same_dim
+from metriclearn.distances import pairwise_euclidean
+
+__all__ = [
+    "TrainState",
+    "FitResult",
+    "OPTIMIZERS",
+    "make_optimizer",
+    "create_train_state",
+    "make_train_step",
+    "make_train_epoch",
+    "make_embed_fn",
+    "pair_distance_stats",
+    "fit",
+    "default_config",
+    "load_split",
+    "train_and_evaluate",
+    "write_history_csv",
+]
+
+METRIC_KEYS = ("precision_at_1", "r_precision", "map_at_r", "nmi")
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "loss_std",
+    "pos_distance",
+    "pos_distance_std",
+    "neg_distance",
+    "neg_distance_std",
+    *METRIC_KEYS,
+    "seconds",
+)
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to continue: a pytree (jit- and checkpoint-friendly).
+
+    Attributes:
+      params: the model's variables (``{"params": ...}``).
+      opt_state: optax state of the optimizer over ``(params, loss_params)``.
+      loss_params: learnable parameters of the loss (proxies), ``{}`` for parameter-free losses.
+      step: int32 scalar, number of updates done.
+      key: uint32 ``[2]`` raw PRNG key data (split for sampling, dropout and stochastic miners).
+    """
+
+    params: Any
+    opt_state: Any
+    loss_params: Any
+    step: jax.Array
+    key: jax.Array
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      state: final :class:`TrainState`.
+      history: one dict per epoch with the keys of ``HISTORY_COLUMNS`` (metrics NaN when not evaluated).
+      metrics: final retrieval metrics on the held-out split (``{}`` without one).
+      steady_ms_per_step: mean wall time per training step over the epochs after the first.
+      compile_seconds: trace + compile time of the epoch program (0 if nothing was trained).
+    """
+
+    state: TrainState
+    history: list[dict[str, float]]
+    metrics: dict[str, float]
+    steady_ms_per_step: float
+    compile_seconds: float
+
+
+def _raw_key(key) -> jax.Array:
+    if isinstance(key, int | np.integer):
+        return jax.random.key_data(jax.random.key(int(key)))
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key.astype(jnp.uint32)
+
+
+def _wrap(raw: jax.Array) -> jax.Array:
+    return jax.random.wrap_key_data(raw)
+
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "sgd": optax.sgd,
+    "rmsprop": optax.rmsprop,
+}
+
+
+def make_optimizer(
+    name: str = "adam", *, learning_rate: float = 1e-3, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """An optax optimizer by name (``adam, adamw, sgd, rmsprop``).
+
+    Args:
+      name: optimizer name.
+      learning_rate: step size (> 0; ``inf`` is accepted so tests can provoke divergence).
+      weight_decay: decoupled weight decay, ``adamw`` only (added as L2 to the gradient otherwise).
+
+    Returns:
+      ``optax.GradientTransformation``.
+    """
+    if name not in OPTIMIZERS:
+        valid = ", ".join(sorted(OPTIMIZERS))
+        raise ValueError(f"unknown optimizer {name!r}; valid: {valid}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if name == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay)
+    opt = OPTIMIZERS[name](learning_rate)
+    if weight_decay:
+        opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+    return opt
+
+
+def create_train_state(
+    key, model, loss_spec, optimizer: optax.GradientTransformation, sample_input
+) -> TrainState:
+    """Initialise model variables, loss parameters and optimizer state.
+
+    Args:
+      key: PRNG key (or int seed).
+      model: a Flax module (``model.init`` / ``model.apply(params, x, train=...)``).
+      loss_spec: object with ``init(key) -> loss_params`` and
+        ``apply(loss_params, embeddings, labels, key) -> scalar`` (see ``losses.build``).
+      optimizer: optax transformation, applied to the pair ``(params, loss_params)``.
+      sample_input: an input batch ``[b, ...]`` (only its shape and dtype are used).
+
+    Returns:
+      :class:`TrainState` with ``step = 0``.
+    """
+    k_model, k_loss, k_state = jax.random.split(_wrap(_raw_key(key)), 3)
+    sample = jnp.asarray(sample_input)
+    params = model.init(k_model, sample, train=False)
+    loss_params = loss_spec.init(k_loss)
+    opt_state = optimizer.init((params, loss_params))
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        loss_params=loss_params,
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.key_data(k_state),
+    )
+
+
+def pair_distance_stats(
+    embeddings: jax.Array, labels: jax.Array, *, normalize: bool = True
+) -> dict[str, jax.Array]:
+    """Sums for the distance curves: distances of same-class and different-class pairs in a batch.
+
+    Args:
+      embeddings: ``[B, d]``.
+      labels: ``[B]``.
+      normalize: L2-normalize the embeddings first (distances in ``[0, 2]``).
+
+    Returns:
+      dict of scalars ``pos_sum, pos_sqsum, pos_count, neg_sum, neg_sqsum, neg_count`` over the pairs
+      ``i < j`` (so mean = sum / count and variance = sqsum / count - mean**2).
+    """
+    e = jax.lax.stop_gradient(embeddings)
+    if normalize:
+        e = e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=-1, keepdims=True), 1e-24))
+    d = pairwise_euclidean(e)
+    n = labels.shape[0]
+    upper = jnp.triu(jnp.ones((n, n), bool), k=1)
+    same = labels[:, None] == labels[None, :]
+    pos = (upper & same).astype(d.dtype)
+    neg = (upper & ~same).astype(d.dtype)
+    return {
+        "pos_sum": jnp.sum(d * pos),
+        "pos_sqsum": jnp.sum(d * d * pos),
+        "pos_count": jnp.sum(pos),
+        "neg_sum": jnp.sum(d * neg),
+        "neg_sqsum": jnp.sum(d * d * neg),
+        "neg_count": jnp.sum(neg),
+    }
+
+
+def _step_fn(model, loss_spec, optimizer, normalize_curves: bool):
+    def step(state: TrainState, x: jax.Array, y: jax.Array):
+        key, k_loss, k_drop = jax.random.split(_wrap(state.key), 3)
+
+        def objective(trainable):
+            params, loss_params = trainable
+            emb = model.apply(params, x, train=True, rngs={"dropout": k_drop})
+            return loss_spec.apply(loss_params, emb, y, k_loss), emb
+
+        trainable = (state.params, state.loss_params)
+        (loss, emb), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+        params, loss_params = optax.apply_updates(trainable, updates)
+        finite = lambda tree: jnp.all(  # noqa: E731
+            jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)])
+        )
+        metrics = {
+            "loss": loss,
+            "embeddings_finite": jnp.all(jnp.isfinite(emb)),
+            "grads_finite": finite(grads),
+            "params_finite": finite((params, loss_params)),
+            **pair_distance_stats(emb, y, normalize=normalize_curves),
+        }
+        new_state = TrainState(
+            params, opt_state, loss_params, state.step + 1, jax.random.key_data(key)
+        )
+        return new_state, metrics
+
+    return step
+
+
+def make_train_step(model, loss_spec, optimizer, *, normalize_curves: bool = True) -> Callable:
+    """A jitted ``train_step(state, x, y) -> (state, metrics)``.
+
+    Computes ``loss = loss_spec.apply(loss_params, model.apply(params, x), y, key)``, its gradient with
+    respect to both ``params`` and ``loss_params``, and applies one optax update.
+
+    Args:
+      model, loss_spec, optimizer: as in :func:`create_train_state`.
+      normalize_curves: see :func:`pair_distance_stats`.
+
+    Returns:
+      jitted function; ``x`` ``[B, ...]``, ``y`` int ``[B]``; ``metrics`` holds ``loss`` and the sums
+      of :func:`pair_distance_stats` (scalars).
+    """
+    return jax.jit(_step_fn(model, loss_spec, optimizer, normalize_curves))
+
+
+def make_train_epoch(model, loss_spec, optimizer, *, normalize_curves: bool = True) -> Callable:
+    """A jitted ``train_epoch(state, X, y, batches) -> (state, metrics)`` scanning the step.
+
+    Args:
+      model, loss_spec, optimizer, normalize_curves: as in :func:`make_train_step`.
+
+    Returns:
+      jitted function; ``X`` ``[n, ...]`` and ``y`` ``[n]`` the training set (on device), ``batches``
+      int32 ``[n_batches, B]``; ``metrics`` are the step metrics stacked ``[n_batches]``.
+    """
+    try:
+        return _cached_epoch_program(model, loss_spec, optimizer, bool(normalize_curves))
+    except TypeError:  # an unhashable model / loss / optimizer: build a fresh program
+        return _epoch_program(model, loss_spec, optimizer, bool(normalize_curves))
+
+
+def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool) -> Callable:
+    step = _step_fn(model, loss_spec, optimizer, normalize_curves)
+
+    def epoch(state, X, y, batches):
+        def body(s, idx):
+            return step(s, X[idx], y[idx])
+
+        return jax.lax.scan(body, state, batches)
+
+    return jax.jit(epoch)
+
+
+# The same (model, loss, optimizer) objects reuse one jitted program, so repeated or resumed fits in a
+# process do not recompile.
+_cached_epoch_program = functools.lru_cache(maxsize=16)(_epoch_program)
+
+
+def make_embed_fn(model, *, chunk_size: int = 4096) -> Callable:
+    """``embed(params, X) -> [n, embedding_dim]`` in inference mode, jitted, in row chunks."""
+    apply = jax.jit(lambda p, x: model.apply(p, x, train=False))
+
+    def embed(params, X):
+        X = jnp.asarray(X)
+        parts = [apply(params, X[i : i + chunk_size]) for i in range(0, X.shape[0], chunk_size)]
+        return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    return embed
+
+
+def _epoch_summary(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
+    loss = np.asarray(metrics["loss"], np.float64)
+    out = {"loss": float(loss.mean()), "loss_std": float(loss.std())}
+    for kind in ("pos", "neg"):
+        s = float(np.sum(metrics[f"{kind}_sum"], dtype=np.float64))
+        s2 = float(np.sum(metrics[f"{kind}_sqsum"], dtype=np.float64))
+        c = float(np.sum(metrics[f"{kind}_count"], dtype=np.float64))
+        mean = s / c if c > 0 else math.nan
+        var = max(s2 / c - mean * mean, 0.0) if c > 0 else math.nan
+        out[f"{kind}_distance"] = mean
+        out[f"{kind}_distance_std"] = math.sqrt(var) if c > 0 else math.nan
+    return out
+
+
+def _raise_if_non_finite(step_metrics, step0: int, epoch: int, n_batches: int) -> None:
+    """FloatingPointError naming the first step whose loss, embeddings, gradients or update blew up."""
+    losses = np.asarray(step_metrics["loss"])
+    checks = {
+        "loss": np.isfinite(losses),
+        "embeddings": np.asarray(step_metrics["embeddings_finite"], bool),
+        "gradients": np.asarray(step_metrics["grads_finite"], bool),
+        "parameters after the update": np.asarray(step_metrics["params_finite"], bool),
+    }
+    ok = np.logical_and.reduce(list(checks.values()))
+    if ok.all():
+        return
+    b = int(np.flatnonzero(~ok)[0])
+    what = [name for name, flags in checks.items() if not flags[b]]
+    raise FloatingPointError(
+        f"non-finite {' and '.join(what)} at step {step0 + b + 1} (epoch {epoch + 1}, batch "
+        f"{b + 1} of {n_batches}; loss = {float(losses[b])!r}): lower the learning rate or check "
+        "the inputs"
+    )
+
+
+def _evaluate(embed, params, X_val, y_val) -> dict[str, float]:
+    from metriclearn import evaluation
+
+    emb = np.asarray(embed(params, X_val))
+    if not np.all(np.isfinite(emb)):
+        raise FloatingPointError("the model produced non-finite embeddings on the evaluation split")
+    res = evaluation.retrieval_metrics(emb, y_val)
+    out = {k: float(res[k]) for k in METRIC_KEYS if k in res}
+    for k, v in (res.get("recall_at_k") or {}).items():
+        out[f"recall_at_{k}"] = float(v)
+    return out
+
+
+def _checkpoint_manager(directory: str, max_to_keep: int | None):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+    )
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _json_safe(history: list[dict[str, float]]) -> list[dict[str, Any]]:
+    return [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in h.items()}
+        for h in history
+    ]
+
+
+def _from_json(history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    return [{k: (math.nan if v is None else v) for k, v in h.items()} for h in history]
+
+
+def fit(
+    model,
+    loss_spec,
+    optimizer: optax.GradientTransformation,
+    X_train,
+    y_train,
+    X_val=None,
+    y_val=None,
+    *,
+    key=0,
+    epochs: int = 30,
+    batch_size: int = 128,
+    m_per_class: int = 16,
+    n_batches: int | None = None,
+    eval_every: int = 1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    max_to_keep: int | None = 2,
+    normalize_curves: bool = True,
+    progress: bool = True,
+) -> FitResult:
+    """Train an embedding network with m-per-class batches; evaluate, record, checkpoint.
+
+    Each epoch draws ``n_batches`` m-per-class batches (:func:`metriclearn.sampling.m_per_class_batches`,
+    keyed by the state's PRNG key), runs them through the jitted scanned epoch, then appends to the
+    history the epoch's loss (mean and std over its steps), the distance curves (see the module
+    docstring) and -- every ``eval_every`` epochs and at the last one -- the retrieval metrics of the
+    held-out split (embeddings in inference mode; queries = references, self excluded).
+
+    A non-finite loss raises ``FloatingPointError`` naming the first bad step (global step number,
+    epoch and batch). With ``checkpoint_dir``, the state and history are saved with orbax every
+    ``checkpoint_every`` epochs (and at the end); if the directory already holds a checkpoint, training
+    resumes from the latest one, so an interrupted run ends with the same parameters as an
+    uninterrupted one (the sampler's and the step's randomness both come from the checkpointed key).
+
+    Args:
+      model: Flax module.
+      loss_spec: ``LossSpec`` (``init``, ``apply``) from ``metriclearn.losses.build``.
+      optimizer: optax transformation.
+      X_train: ``[n, ...]`` training inputs.
+      y_train: ``[n]`` labels.
+      X_val: ``[m, ...]`` held-out inputs, or None (no metrics).
+      y_val: ``[m]`` labels.
+      key: PRNG key or int seed.
+      epochs: total number of epochs (including those of a resumed checkpoint).
+      batch_size: batch size (multiple of ``m_per_class``, at most ``m_per_class * n_classes``).
+      m_per_class: samples per class in a batch.
+      n_batches: steps per epoch (default ``n // batch_size``).
+      eval_every: evaluate every this many epochs (and at the end).
+      checkpoint_dir: directory for orbax checkpoints (None: no checkpoints).
+      checkpoint_every: save every this many epochs (0: only at the end).
+      max_to_keep: checkpoints kept.
+      normalize_curves: distance curves on L2-normalized embeddings.
+      progress: show a tqdm progress bar over epochs.
+
+    Returns:
+      :class:`FitResult`.
+
+    Raises:
+      ValueError: bad shapes, labels, NaN inputs or batch settings.
+      FloatingPointError: the loss became NaN or infinite.
+    """
+    X_train = check_array(X_train, "X_train", min_rows=2)
+    y_codes = check_labels(y_train, X_train.shape[0], name="y_train")
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val must be given together")
+    if X_val is not None:
+        X_val = check_array(X_val, "X_val", min_rows=2)
+        if X_val.shape[1:] != X_train.shape[1:]:
+            check_same_dim(X_train, X_val, "X_train", "X_val")
+            raise ValueError(
+                f"X_train and X_val must have the same example shape, got {tuple(X_train.shape)} "
+                f"and {tuple(X_val.shape)}"
+            )
+        y_val = check_labels(y_val, X_val.shape[0], name="y_val")
+    epochs = check_positive_int(epochs, "epochs")
+    eval_every = check_positive_int(eval_every, "eval_every")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every", minimum=0)
+    # Validates batch_size / m_per_class against the classes (raises ValueError early).
+    sampling.m_per_class_batches(0, y_codes, m=m_per_class, batch_size=batch_size, n_batches=1)
+    if n_batches is None:
+        n_batches = max(X_train.shape[0] // batch_size, 1)
+    n_batches = check_positive_int(n_batches, "n_batches")
+
+    X_dev = jax.device_put(X_train)
+    y_dev = jax.device_put(jnp.asarray(y_codes))
+    state = create_train_state(key, model, loss_spec, optimizer, X_train[:1])
+    train_epoch = make_train_epoch(model, loss_spec, optimizer, normalize_curves=normalize_curves)
+    embed = make_embed_fn(model)
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    manager = None
+    if checkpoint_dir is not None:
+        import orbax.checkpoint as ocp
+
+        manager = _checkpoint_manager(os.fspath(checkpoint_dir), max_to_keep)
+        latest = manager.latest_step()
+        if latest is not None:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+            restored = manager.restore(
+                latest,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
+                ),
+            )
+            state = jax.tree.map(jnp.asarray, restored["state"])
+            state = TrainState(*state) if not isinstance(state, TrainState) else state
+            history = _from_json(restored["history"])
+            start_epoch = int(latest)
+
+    def save(epoch: int) -> None:
+        import orbax.checkpoint as ocp
+
+        manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(_json_safe(history))
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+
+    compile_seconds = 0.0
+    epoch_times: list[float] = []
+    compiled = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", leave=False)
+    metrics: dict[str, float] = {}
+    try:
+        for epoch in range(start_epoch, epochs):
+            k_epoch, k_next = jax.random.split(_wrap(state.key))
+            state = state._replace(key=jax.random.key_data(k_next))
+            batches = sampling.m_per_class_batches(
+                k_epoch, y_codes, m=m_per_class, batch_size=batch_size, n_batches=n_batches
+            )
+            if compiled is None:
+                t0 = time.perf_counter()
+                compiled = train_epoch.lower(state, X_dev, y_dev, batches).compile()
+                compile_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            step0 = int(state.step)
+            state, step_metrics = compiled(state, X_dev, y_dev, batches)
+            step_metrics = jax.device_get(step_metrics)
+            epoch_times.append(time.perf_counter() - t0)
+            _raise_if_non_finite(step_metrics, step0, epoch, n_batches)
+            row = {"epoch": epoch + 1, **_epoch_summary(step_metrics)}
+            last = epoch + 1 == epochs
+            evaluated = X_val is not None and ((epoch + 1) % eval_every == 0 or last)
+            if evaluated:
+                metrics = _evaluate(embed, state.params, X_val, y_val)
+            row.update(
+                {k: metrics.get(k, math.nan) if evaluated else math.nan for k in METRIC_KEYS}
+            )
+            row["seconds"] = epoch_times[-1]
+            history.append(row)
+            if manager is not None and (
+                last or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)
+            ):
+                save(epoch + 1)
+            if bar is not None:
+                bar.update(1)
+                post = {"loss": f"{row['loss']:.4f}"}
+                if not math.isnan(row["map_at_r"]):
+                    post["map@r"] = f"{row['map_at_r']:.3f}"
+                bar.set_postfix(post)
+    finally:
+        if bar is not None:
+            bar.close()
+        if manager is not None:
+            manager.close()
+
+    if X_val is not None and not metrics:
+        metrics = _evaluate(embed, state.params, X_val, y_val)
+    steady = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
+    ms_per_step = 1e3 * float(np.mean(steady)) / n_batches if steady else math.nan
+    return FitResult(state, history, metrics, ms_per_step, compile_seconds)
+
+
+def default_config() -> dict[str, Any]:
+    """Defaults of :func:`train_and_evaluate` (the ANCHORS.md protocol on digits).
+
+    Keys: ``dataset`` (a name of ``datasets.DATASETS``), ``dataset_kwargs``, ``test_size`` and
+    ``split_seed`` (used for data sets without an official test split), ``standardize``; ``model``
+    (a name of ``models.MODELS``), ``hidden`` (MLP widths; the dense width of the conv nets; the
+    residual width and block count of ``resmlp``), ``embedding_dim``, ``normalize_embeddings``,
+    ``dropout``, ``initializer`` (``torch``: PyTorch's ``nn.Linear`` init, as in the anchors, or
+    ``lecun``: Flax's; MLP and ResMLP), ``model_kwargs``; ``loss``, ``loss_kwargs``, ``miner``, ``miner_kwargs``;
+    ``optimizer``, ``learning_rate``, ``weight_decay``; ``batch_size``, ``m_per_class``, ``n_batches``,
+    ``epochs``, ``seed``, ``eval_every``, ``checkpoint_every`` (0: no checkpoints), ``normalize_curves``,
+    ``progress``.
+    """
+    return {
+        "dataset": "digits",
+        "dataset_kwargs": {},
+        "test_size": 0.3,
+        "split_seed": 0,
+        "standardize": True,
+        "model": "mlp",
+        "hidden": [256, 256],
+        "embedding_dim": 64,
+        "normalize_embeddings": False,
+        "dropout": 0.0,
+        "initializer": "torch",
+        "model_kwargs": {},
+        "loss": "contrastive",
+        "loss_kwargs": {},
+        "miner": None,
+        "miner_kwargs": {},
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 128,
+        "m_per_class": 16,
+        "n_batches": None,
+        "epochs": 30,
+        "seed": 0,
+        "eval_every": 5,
+        "checkpoint_every": 0,
+        "normalize_curves": True,
+        "progress": True,
+    }
+
+
+def load_split(
+    name: str,
+    *,
+    test_size: float = 0.3,
+    split_seed: int = 0,
+    standardize: bool = True,
+    **dataset_kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Train / held-out split of a named data set, as in ANCHORS.md.
+
+    Data sets with an official test split (``mnist1d``: 4,000 / 1,000) use it; the others are split
+    with scikit-learn's ``train_test_split(test_size, stratify=y, random_state=split_seed)`` (digits:
+    the 70/30, ``random_state=0`` split of the pytorch-metric-learning anchors). Features are
+    standardized with training-set statistics.
+
+    Args:
+      name: a name of ``metriclearn.datasets.DATASETS``.
+      test_size: held-out fraction for data sets without an official split.
+      split_seed: ``random_state`` of the split.
+      standardize: standardize features.
+      **dataset_kwargs: forwarded to ``datasets.load``.
+
+    Returns:
+      ``(X_train, y_train, X_test, y_test, feature_shape)``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from metriclearn import datasets
+
+    ds = datasets.load(name, **dataset_kwargs)
+    if ds.X_test is not None:
+        X_tr, y_tr, X_te, y_te = ds.X, ds.y, ds.X_test, ds.y_test
+    else:
+        X_tr, X_te, y_tr, y_te = train_test_split(
+            ds.X, ds.y, test_size=test_size, stratify=ds.y, random_state=split_seed
+        )
+    X_tr = np.asarray(X_tr, np.float32)
+    X_te = np.asarray(X_te, np.float32)
+    if standardize:
+        X_tr, X_te = datasets.standardize(X_tr, X_te)
+    return X_tr, np.asarray(y_tr), X_te, np.asarray(y_te), tuple(ds.feature_shape)
+
+
+def _model_from_config(cfg: Mapping[str, Any], feature_shape: tuple[int, ...]):
+    from metriclearn import models
+
+    name = cfg["model"]
+    hidden = tuple(int(h) for h in cfg["hidden"])
+    kw: dict[str, Any] = {
+        "embedding_dim": int(cfg["embedding_dim"]),
+        "normalize": bool(cfg["normalize_embeddings"]),
+        "dropout": float(cfg["dropout"]),
+    }
+    if name in ("mlp", "resmlp"):
+        kw["initializer"] = cfg["initializer"]
+    if name == "mlp":
+        kw["hidden"] = hidden
+    elif name == "resmlp":
+        if hidden:
+            kw["width"] = hidden[0]
+            kw["n_blocks"] = len(hidden)
+    elif name in ("conv1d", "conv2d"):
+        kw["hidden"] = hidden[-1] if hidden else 0
+        if name == "conv2d":
+            shape = tuple(feature_shape)
+            if len(shape) == 1:
+                side = int(round(math.sqrt(shape[0])))
+                if side * side != shape[0]:
+                    raise ValueError(
+                        f"model 'conv2d' needs image data; {cfg['dataset']!r} has feature shape {shape}"
+                    )
+                shape = (side, side)
+            kw["image_shape"] = shape if len(shape) == 3 else (*shape, 1)
+    kw.update(dict(cfg.get("model_kwargs") or {}))
+    return models.build_model(name, **kw)
+
+
+def write_history_csv(history: Sequence[Mapping[str, float]], path: str | os.PathLike) -> None:
+    """Write a history (list of per-epoch dicts) as CSV; NaN (not evaluated) cells are left empty."""
+    columns = list(HISTORY_COLUMNS)
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in history:
+            cells = []
+            for c in columns:
+                v = row.get(c, math.nan)
+                cells.append("" if isinstance(v, float) and math.isnan(v) else v)
+            writer.writerow(cells)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
+    """Run one experiment from a config and write its results into ``workdir``.
+
+    Loads and splits the data (:func:`load_split`), builds the model (``models.build_model``), the loss
+    (``losses.build`` with the miner) and the optimizer (:func:`make_optimizer`), trains with
+    :func:`fit` (checkpoints in ``workdir/checkpoints`` when ``checkpoint_every > 0``; an existing
+    checkpoint is resumed) and writes
+
+    * ``config.json`` -- the resolved config;
+    * ``metrics.json`` -- final ``precision_at_1, r_precision, map_at_r, nmi`` on the held-out split,
+      ``steady_ms_per_step`` (mean step time after the first epoch), ``compile_seconds``, sizes;
+    * ``history.csv`` -- per epoch ``epoch, loss, loss_std, pos_distance, pos_distance_std,
+      neg_distance, neg_distance_std`` and the metrics (empty when not evaluated), ``seconds``;
+    * ``distance_curves.png`` -- :func:`metriclearn.plotting.plot_distance_curves`.
+
+    Args:
+      config: mapping (dict or ``ml_collections.ConfigDict``) overriding :func:`default_config`.
+      workdir: output directory (created).
+
+    Returns:
+      The metrics dict written to ``metrics.json``.
+
+    Raises:
+      ValueError: unknown config keys or names (dataset, model, loss, miner, optimizer).
+
+    Example::
+
+        train_and_evaluate({"dataset": "digits", "loss": "triplet_margin", "miner": "semihard",
+                            "loss_kwargs": {"margin": 0.2}, "epochs": 30}, "/tmp/run")
+    """
+    from metriclearn import datasets, losses, plotting
+
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    cfg = default_config()
+    unknown = sorted(set(config) - set(cfg))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(cfg))}")
+    cfg.update(dict(config))
+    if cfg["dataset"] not in datasets.DATASETS:
+        raise ValueError(
+            f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(sorted(datasets.DATASETS))}"
+        )
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+
+    X_tr, y_tr, X_te, y_te, feature_shape = load_split(
+        cfg["dataset"],
+        test_size=cfg["test_size"],
+        split_seed=cfg["split_seed"],
+        standardize=cfg["standardize"],
+        **dict(cfg["dataset_kwargs"] or {}),
+    )
+    n_classes = int(len(np.unique(y_tr)))
+    model = _model_from_config(cfg, feature_shape)
+    miner = cfg["miner"] if cfg["miner"] not in (None, "", "none") else None
+    loss_spec = losses.build(
+        cfg["loss"],
+        miner=miner,
+        miner_kwargs=dict(cfg["miner_kwargs"] or {}) or None,
+        n_classes=n_classes,
+        embedding_dim=int(cfg["embedding_dim"]),
+        **dict(cfg["loss_kwargs"] or {}),
+    )
+    optimizer = make_optimizer(
+        cfg["optimizer"],
+        learning_rate=float(cfg["learning_rate"]),
+        weight_decay=cfg["weight_decay"],
+    )
+    with open(os.path.join(workdir, "config.json"), "w") as fh:
+        json.dump(_plain(cfg), fh, indent=2, sort_keys=True)
+
+    checkpoint_every = int(cfg["checkpoint_every"])
+    t0 = time.perf_counter()
+    result = fit(
+        model,
+        loss_spec,
+        optimizer,
+        X_tr,
+        y_tr,
+        X_te,
+        y_te,
+        key=int(cfg["seed"]),
+        epochs=int(cfg["epochs"]),
+        batch_size=int(cfg["batch_size"]),
+        m_per_class=int(cfg["m_per_class"]),
+        n_batches=cfg["n_batches"],
+        eval_every=int(cfg["eval_every"]),
+        checkpoint_dir=os.path.join(workdir, "checkpoints") if checkpoint_every > 0 else None,
+        checkpoint_every=checkpoint_every,
+        normalize_curves=bool(cfg["normalize_curves"]),
+        progress=bool(cfg["progress"]),
+    )
+    wall = time.perf_counter() - t0
+    out: dict[str, Any] = {k: result.metrics.get(k, math.nan) for k in METRIC_KEYS}
+    out.update(
+        {
+            "steady_ms_per_step": result.steady_ms_per_step,
+            "compile_seconds": result.compile_seconds,
+            "wall_seconds": wall,
+            "steps": int(result.state.step),
+            "epochs": int(cfg["epochs"]),
+            "n_train": int(X_tr.shape[0]),
+            "n_test": int(X_te.shape[0]),
+        }
+    )
+    with open(os.path.join(workdir, "metrics.json"), "w") as fh:
+        json.dump(_plain(out), fh, indent=2)
+    write_history_csv(result.history, os.path.join(workdir, "history.csv"))
+    plotting.plot_distance_curves(
+        result.history,
+        os.path.join(workdir, "distance_curves.png"),
+        title=f"{cfg['dataset']} / {cfg['loss']}" + (f" + {miner}" if miner else ""),
+    )
+    return out

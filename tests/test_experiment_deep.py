@@ -1,0 +1,129 @@
+"""experiments.deep: a tiny end-to-end run writes every output; bad names exit non-zero."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import app, flags
+
+from experiments import deep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--dataset=synthetic",
+    '--dataset_kwargs={"n_samples": 120, "n_features": 6, "n_classes": 4, "class_sep": 1.0}',
+    "--test_size=0.25",
+    "--hidden=16",
+    "--embedding_dim=4",
+    "--batch_size=16",
+    "--m_per_class=4",
+    "--epochs=3",
+    "--eval_every=2",
+    "--checkpoint_every=1",
+    "--noprogress",
+]
+
+
+def _parse(args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["deep", *args])
+
+
+@pytest.fixture(autouse=True)
+def _reset_flags():
+    yield
+    flags.FLAGS.unparse_flags()
+
+
+def test_smoke_run_writes_all_files(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    _parse(
+        [
+            *TINY,
+            f"--workdir={workdir}",
+            "--loss=triplet_margin",
+            "--miner=semihard",
+            '--miner_kwargs={"margin": 0.2}',
+        ]
+    )
+    deep.main(["deep"])
+    for name in ("config.json", "metrics.json", "history.csv", "distance_curves.png"):
+        assert (workdir / name).stat().st_size > 0, name
+    assert (workdir / "checkpoints").is_dir()
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    for key in (
+        "precision_at_1",
+        "r_precision",
+        "map_at_r",
+        "nmi",
+        "steady_ms_per_step",
+        "compile_seconds",
+    ):
+        assert isinstance(metrics[key], float) and metrics[key] >= 0, key
+    assert metrics["steps"] == 3 * (90 // 16)
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["loss"] == "triplet_margin" and config["miner"] == "semihard"
+    assert config["hidden"] == [16]
+    with open(workdir / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    for col in ("loss", "pos_distance", "neg_distance", "map_at_r", "precision_at_1", "nmi"):
+        assert col in rows[0]
+    assert rows[0]["map_at_r"] == "" and rows[1]["map_at_r"] != ""
+    assert float(rows[2]["map_at_r"]) == pytest.approx(metrics["map_at_r"])
+    assert (workdir / "distance_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "map_at_r=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flag,value,valid",
+    [
+        ("loss", "tripletz", "contrastive"),
+        ("miner", "hardest", "semihard"),
+        ("dataset", "cifar10", "digits"),
+        ("model", "vit", "mlp"),
+        ("optimizer", "lamb", "adam"),
+    ],
+)
+def test_unknown_names_are_usage_errors(tmp_path, flag, value, valid):
+    _parse([f"--{flag}={value}", f"--workdir={tmp_path}"])
+    with pytest.raises(app.UsageError, match=rf"--{flag}='{value}'.*valid: .*{valid}"):
+        deep.main(["deep"])
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_combination_and_missing_workdir(tmp_path):
+    _parse(["--loss=proxy_anchor", "--miner=semihard", f"--workdir={tmp_path}"])
+    with pytest.raises(app.UsageError, match="does not take a miner"):
+        deep.main(["deep"])
+    _parse(["--loss_kwargs=[1]", f"--workdir={tmp_path}"])
+    with pytest.raises(app.UsageError, match="JSON object"):
+        deep.main(["deep"])
+    _parse([])
+    with pytest.raises(app.UsageError, match="--workdir is required"):
+        deep.main(["deep"])
+
+
+def test_unknown_loss_exits_non_zero_from_the_command_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.deep", "--loss=nope", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode != 0
+    assert "--loss='nope'" in proc.stderr and "triplet_margin" in proc.stderr
+
+
+def test_benchmark_quick_mode_metriclearn_side():
+    from benchmarks import deep as bench
+
+    rows = bench.run(steps=2, quick=True, cases=["contrastive (all pairs)"])
+    assert len(rows) == 1 and rows[0][0] == "contrastive (all pairs)"
+    ms_per_step, compile_s = rows[0][1], rows[0][2]
+    assert 0 < ms_per_step < 5000 and compile_s > 0

@@ -1,0 +1,158 @@
+"""Embedding networks: shapes, normalization, registry, Siamese / triplet application."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metriclearn import models
+
+CASES = [
+    ("mlp", {"hidden": (16, 16)}, (5, 12)),
+    ("resmlp", {"width": 16, "n_blocks": 2}, (5, 12)),
+    ("conv1d", {"channels": (4, 4), "hidden": 16}, (5, 40)),
+    ("conv2d", {"image_shape": (8, 8, 1), "features": (4, 8), "hidden": 16}, (5, 64)),
+    ("conv2d", {"image_shape": (28, 28, 1), "features": (4,), "hidden": 0}, (3, 784)),
+]
+
+
+def _init(model, x):
+    return model.init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("name,kw,shape", CASES)
+def test_output_shape_and_normalization(name, kw, shape):
+    normalize = name != "resmlp"  # one unnormalized case (the manual MLP forward is another)
+    model = models.build_model(name, embedding_dim=7, normalize=normalize, **kw)
+    x = jax.random.normal(jax.random.key(1), shape)
+    params = _init(model, x)
+    emb = jax.jit(model.apply)(params, x)
+    assert emb.shape == (shape[0], 7)
+    assert emb.dtype == jnp.float32
+    norms = np.linalg.norm(np.asarray(emb), axis=1)
+    if normalize:
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    else:
+        assert not np.allclose(norms, 1.0, rtol=1e-3)
+    # rows are embedded independently: embedding one row alone gives the same vector
+    np.testing.assert_allclose(model.apply(params, x[:1]), emb[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_l2_normalize_nan_safe_at_zero():
+    z = jnp.zeros((2, 3))
+    assert np.all(np.asarray(models.l2_normalize(z)) == 0.0)
+    g = jax.grad(lambda v: jnp.sum(models.l2_normalize(v)))(z)
+    assert np.all(np.isfinite(np.asarray(g)))
+    v = jnp.array([[3.0, 4.0]])
+    np.testing.assert_allclose(models.l2_normalize(v), [[0.6, 0.8]], rtol=1e-6)
+
+
+def test_normalized_model_with_zero_embedding_has_finite_gradient():
+    model = models.MLP(hidden=(), embedding_dim=4, normalize=True)
+    x = jnp.zeros((3, 5))
+    params = _init(model, x)
+    params = jax.tree.map(jnp.zeros_like, params)  # zero weights and bias -> zero embedding
+    emb = model.apply(params, x)
+    assert np.all(np.asarray(emb) == 0.0)
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, x + 1.0) ** 2))(params)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+def test_mlp_matches_manual_forward():
+    model = models.MLP(hidden=(6,), embedding_dim=3)
+    x = jax.random.normal(jax.random.key(2), (4, 5))
+    params = _init(model, x)
+    p = params["params"]
+    h = np.maximum(np.asarray(x) @ p["dense_0"]["kernel"] + p["dense_0"]["bias"], 0.0)
+    out = h @ p["head"]["embedding"]["kernel"] + p["head"]["embedding"]["bias"]
+    np.testing.assert_allclose(model.apply(params, x), out, rtol=1e-5, atol=1e-6)
+
+
+def test_conv2d_accepts_flat_and_image_inputs():
+    model = models.Conv2DNet(image_shape=(8, 8, 1), features=(4,), hidden=8, embedding_dim=5)
+    x = jax.random.normal(jax.random.key(3), (2, 64))
+    params = _init(model, x)
+    a = model.apply(params, x)
+    b = model.apply(params, x.reshape(2, 8, 8, 1))
+    c = model.apply(params, x.reshape(2, 8, 8))
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a, c, rtol=1e-6)
+    with pytest.raises(ValueError, match="image_shape"):
+        model.init(jax.random.key(0), jnp.zeros((2, 50)))
+
+
+def test_dropout_only_in_training_mode():
+    model = models.MLP(hidden=(32,), embedding_dim=4, dropout=0.5)
+    x = jax.random.normal(jax.random.key(4), (6, 5))
+    params = _init(model, x)
+    a = model.apply(params, x)
+    b = model.apply(params, x)
+    np.testing.assert_array_equal(a, b)
+    t1 = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(1)})
+    t2 = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(t1, t2)
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="conv1d.*mlp|mlp.*resmlp"):
+        models.build_model("transformer")
+    with pytest.raises(ValueError, match="no option"):
+        models.build_model("mlp", widths=(3,))
+    with pytest.raises(ValueError, match="activation"):
+        m = models.MLP(hidden=(3,), activation="swish2")
+        m.init(jax.random.key(0), jnp.zeros((1, 2)))
+    assert set(models.MODELS) == {"mlp", "resmlp", "conv1d", "conv2d"}
+    assert models.build_model("mlp", hidden=[8, 8]).hidden == (8, 8)
+
+
+@pytest.mark.parametrize("name,kw,shape", [CASES[0], CASES[2]])
+def test_siamese_and_triplet_equal_separate_applies(name, kw, shape):
+    model = models.build_model(name, embedding_dim=6, **kw)
+    keys = jax.random.split(jax.random.key(5), 3)
+    a, p, n = (jax.random.normal(k, shape) for k in keys)
+    params = _init(model, a)
+    e1, e2 = jax.jit(lambda pr, u, v: models.siamese_apply(model, pr, u, v))(params, a, p)
+    np.testing.assert_allclose(e1, model.apply(params, a), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(e2, model.apply(params, p), rtol=1e-5, atol=1e-6)
+    ta, tp, tn = models.triplet_apply(model, params, a, p, n)
+    for got, x in ((ta, a), (tp, p), (tn, n)):
+        np.testing.assert_allclose(got, model.apply(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_siamese_gradient_flows_through_shared_weights():
+    model = models.MLP(hidden=(8,), embedding_dim=3)
+    x1 = jax.random.normal(jax.random.key(6), (4, 5))
+    x2 = jax.random.normal(jax.random.key(7), (4, 5))
+    params = _init(model, x1)
+
+    def via_siamese(pr):
+        e1, e2 = models.siamese_apply(model, pr, x1, x2)
+        return jnp.sum((e1 - e2) ** 2)
+
+    def separate(pr):
+        return jnp.sum((model.apply(pr, x1) - model.apply(pr, x2)) ** 2)
+
+    g1, g2 = jax.grad(via_siamese)(params), jax.grad(separate)(params)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_siamese_shape_mismatch():
+    model = models.MLP(hidden=(4,), embedding_dim=2)
+    params = _init(model, jnp.zeros((1, 3)))
+    with pytest.raises(ValueError, match="same shape"):
+        models.siamese_apply(model, params, jnp.zeros((4, 3)), jnp.zeros((5, 3)))
+
+
+def test_torch_initializer_bounds():
+    model = models.MLP(hidden=(50,), embedding_dim=3, initializer="torch")
+    params = _init(model, jnp.zeros((1, 16)))["params"]
+    for layer, fan_in in ((params["dense_0"], 16), (params["head"]["embedding"], 50)):
+        bound = 1.0 / np.sqrt(fan_in)
+        for w in (layer["kernel"], layer["bias"]):
+            w = np.asarray(w)
+            assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
+    default = _init(models.MLP(hidden=(50,), embedding_dim=3), jnp.zeros((1, 16)))["params"]
+    assert np.all(np.asarray(default["dense_0"]["bias"]) == 0.0)
+    with pytest.raises(ValueError, match="initializer.*lecun, torch"):
+        _init(models.MLP(hidden=(4,), initializer="xavier"), jnp.zeros((1, 2)))

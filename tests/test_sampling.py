@@ -1,0 +1,128 @@
+"""m-per-class batches, pair and triplet batches."""
+
+import jax
+import numpy as np
+import pytest
+
+from metriclearn import sampling
+
+Y = np.repeat(np.arange(6), [30, 25, 20, 16, 12, 3])  # class 5 has fewer than m=4 members
+
+
+def test_m_per_class_structure():
+    idx = np.asarray(
+        sampling.m_per_class_batches(jax.random.key(0), Y, m=4, batch_size=16, n_batches=50)
+    )
+    assert idx.shape == (50, 16) and idx.dtype == np.int32
+    assert idx.min() >= 0 and idx.max() < len(Y)
+    for batch in idx:
+        groups = Y[batch].reshape(4, 4)
+        # each group of m shares a class, the 4 classes are distinct
+        assert np.all(groups == groups[:, :1])
+        assert len(set(groups[:, 0].tolist())) == 4
+        counts = np.bincount(Y[batch], minlength=6)
+        assert set(counts.tolist()) <= {0, 4}
+        for g, c in zip(batch.reshape(4, 4), groups[:, 0]):
+            if np.sum(Y == c) >= 4:  # without replacement when the class is large enough
+                assert len(set(g.tolist())) == 4
+
+
+def test_small_class_sampled_with_replacement_within_class():
+    idx = np.asarray(
+        sampling.m_per_class_batches(jax.random.key(1), Y, m=4, batch_size=24, n_batches=20)
+    )
+    small = np.flatnonzero(Y == 5)
+    seen = idx[np.isin(idx, small)]
+    assert seen.size == 20 * 4  # all 6 classes in every batch of 24 = 6 x 4
+    assert set(seen.tolist()) == set(small.tolist())
+
+
+def test_default_epoch_length_and_determinism():
+    a = sampling.m_per_class_batches(jax.random.key(3), Y, m=4, batch_size=16)
+    b = sampling.m_per_class_batches(jax.random.key(3), Y, m=4, batch_size=16)
+    c = sampling.m_per_class_batches(jax.random.key(4), Y, m=4, batch_size=16)
+    d = sampling.m_per_class_batches(3, Y, m=4, batch_size=16)
+    assert a.shape == (len(Y) // 16, 16)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, d)
+    assert not np.array_equal(a, c)
+
+
+def test_uniform_over_classes_and_members():
+    y = np.repeat(np.arange(5), 8)
+    idx = np.asarray(
+        sampling.m_per_class_batches(jax.random.key(5), y, m=2, batch_size=4, n_batches=4000)
+    )
+    class_counts = np.bincount(y[idx].ravel(), minlength=5)
+    expected = 4000 * 4 / 5
+    assert np.all(np.abs(class_counts - expected) < 5 * np.sqrt(expected))
+    member_counts = np.bincount(idx.ravel(), minlength=40)
+    assert np.all(np.abs(member_counts - expected / 8) < 6 * np.sqrt(expected / 8))
+
+
+def test_string_labels_and_jit_free_use():
+    y = np.array(["a", "b", "c"] * 6)
+    idx = np.asarray(sampling.m_per_class_batches(0, y, m=3, batch_size=6, n_batches=2))
+    lab = y[idx]
+    assert np.all(lab[:, :3] == lab[:, :1]) and np.all(lab[:, 3:] == lab[:, 3:4])
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"m": 4, "batch_size": 18}, "multiple of m"),
+        ({"m": 4, "batch_size": 28}, "at most"),
+        ({"m": 0, "batch_size": 8}, "m must be"),
+        ({"m": 4, "batch_size": 8, "n_batches": 0}, "n_batches"),
+    ],
+)
+def test_m_per_class_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        sampling.m_per_class_batches(0, Y, **kw)
+
+
+def test_m_per_class_label_errors():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        sampling.m_per_class_batches(0, np.zeros(10), m=2, batch_size=2)
+    with pytest.raises(ValueError, match="1-dimensional"):
+        sampling.m_per_class_batches(0, np.zeros((4, 2)), m=2, batch_size=2)
+    with pytest.raises(ValueError, match="NaN"):
+        sampling.m_per_class_batches(0, np.array([0.0, 1.0, np.nan]), m=1, batch_size=2)
+
+
+def test_class_table():
+    members, counts = sampling.class_table(np.array([2, 0, 2, 1, 2]))
+    np.testing.assert_array_equal(counts, [1, 1, 3])
+    np.testing.assert_array_equal(members[2], [0, 2, 4])
+    assert members[0, 0] == 1 and members[1, 0] == 3
+
+
+def test_pair_batches():
+    idx, same = sampling.pair_batches(jax.random.key(0), Y, batch_size=10, n_batches=3)
+    assert idx.shape == (3, 10, 2) and same.shape == (3, 10)
+    np.testing.assert_array_equal(same, (Y[idx[..., 0]] == Y[idx[..., 1]]).astype(np.int32))
+    assert same.sum() == 15  # half similar
+    assert np.all(idx[..., 0] != idx[..., 1])
+    flat = {tuple(sorted(p)) for p in idx.reshape(-1, 2).tolist()}
+    assert len(flat) == 30  # distinct
+    idx2, _ = sampling.pair_batches(jax.random.key(0), Y, batch_size=10, n_batches=3)
+    np.testing.assert_array_equal(idx, idx2)
+
+
+def test_triplet_batches():
+    t = sampling.triplet_batches(jax.random.key(1), Y, batch_size=8, n_batches=2)
+    assert t.shape == (2, 8, 3)
+    a, p, n = (t[..., i] for i in range(3))
+    assert np.all(Y[a] == Y[p]) and np.all(Y[a] != Y[n]) and np.all(a != p)
+
+
+def test_pair_and_triplet_batch_errors():
+    y = np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="not enough distinct pairs"):
+        sampling.pair_batches(0, y, batch_size=10, n_batches=1)
+    with pytest.raises(ValueError, match="not enough distinct triplets"):
+        sampling.triplet_batches(0, y, batch_size=20, n_batches=1)
+    with pytest.raises(ValueError, match="positive_fraction"):
+        sampling.pair_batches(0, Y, batch_size=4, n_batches=1, positive_fraction=1.5)
+    with pytest.raises(ValueError, match="single class|at least 2 classes"):
+        sampling.triplet_batches(0, np.zeros(6), batch_size=2, n_batches=1)

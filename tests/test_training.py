@@ -1,0 +1,277 @@
+"""Training loop: learning, distance curves, non-finite losses, checkpoint resume, validation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metriclearn import datasets, evaluation, losses, models, sampling, training
+
+MODEL = models.MLP(hidden=(32,), embedding_dim=8)
+SPEC = losses.build("contrastive")
+OPT = optax.adam(3e-3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = datasets.gaussian_classes(0, n_samples=240, n_features=16, n_classes=4, class_sep=0.45)
+    X = datasets.standardize(ds.X)
+    return X[:160], ds.y[:160], X[160:], ds.y[160:]
+
+
+def _fit(data, **kw):
+    X, y, Xv, yv = data
+    args = dict(key=0, epochs=4, batch_size=16, m_per_class=4, progress=False, eval_every=2)
+    args.update(kw)
+    return training.fit(MODEL, SPEC, OPT, X, y, Xv, yv, **args)
+
+
+def test_learns_on_tiny_synthetic_set(data):
+    X, y, Xv, yv = data
+    state0 = training.create_train_state(0, MODEL, SPEC, OPT, X[:1])
+    before = evaluation.retrieval_metrics(np.asarray(MODEL.apply(state0.params, Xv)), yv, nmi=False)
+    res = _fit(data, epochs=8, eval_every=4)
+    assert res.metrics["map_at_r"] > before["map_at_r"] + 0.1
+    assert res.metrics["precision_at_1"] >= before["precision_at_1"]
+    h = res.history
+    assert [r["epoch"] for r in h] == list(range(1, 9))
+    ratio_first = h[0]["pos_distance"] / h[0]["neg_distance"]
+    ratio_last = h[-1]["pos_distance"] / h[-1]["neg_distance"]
+    assert ratio_last < 0.8 * ratio_first
+    assert h[-1]["loss"] < h[0]["loss"]
+    # metrics only on evaluation epochs (every 4th) and the last
+    evaluated = [r["epoch"] for r in h if not math.isnan(r["map_at_r"])]
+    assert evaluated == [4, 8]
+    assert h[-1]["map_at_r"] == pytest.approx(res.metrics["map_at_r"])
+    assert all(r["pos_distance_std"] >= 0 and r["neg_distance_std"] >= 0 for r in h)
+    assert int(res.state.step) == 8 * (160 // 16)
+    assert res.steady_ms_per_step > 0 and res.compile_seconds > 0
+
+
+def test_pair_distance_stats_against_loop():
+    e = jax.random.normal(jax.random.key(0), (7, 3))
+    y = jnp.array([0, 1, 0, 2, 1, 0, 2])
+    st = jax.jit(lambda a, b: training.pair_distance_stats(a, b, normalize=False))(e, y)
+    pos, neg = [], []
+    E = np.asarray(e, np.float64)
+    for i in range(7):
+        for j in range(i + 1, 7):
+            d = np.linalg.norm(E[i] - E[j])
+            (pos if y[i] == y[j] else neg).append(d)
+    assert float(st["pos_count"]) == len(pos) and float(st["neg_count"]) == len(neg)
+    np.testing.assert_allclose(float(st["pos_sum"]), sum(pos), rtol=1e-5)
+    np.testing.assert_allclose(float(st["neg_sqsum"]), sum(d * d for d in neg), rtol=1e-5)
+    stn = training.pair_distance_stats(e, y, normalize=True)
+    assert float(stn["neg_sum"]) / float(stn["neg_count"]) <= 2.0
+
+
+def test_scanned_epoch_equals_sequential_steps(data):
+    X, y, _, _ = data
+    state = training.create_train_state(1, MODEL, SPEC, OPT, X[:1])
+    batches = sampling.m_per_class_batches(jax.random.key(2), y, m=4, batch_size=16, n_batches=3)
+    epoch = training.make_train_epoch(MODEL, SPEC, OPT)
+    s_scan, m_scan = epoch(state, jnp.asarray(X), jnp.asarray(y), batches)
+    step = training.make_train_step(MODEL, SPEC, OPT)
+    s = state
+    for i, b in enumerate(np.asarray(batches)):
+        s, m = step(s, jnp.asarray(X[b]), jnp.asarray(y[b]))
+        np.testing.assert_allclose(m["loss"], m_scan["loss"][i], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(s_scan.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert int(s.step) == int(s_scan.step) == 3
+    np.testing.assert_array_equal(s.key, s_scan.key)
+
+
+def test_non_finite_loss_raises_naming_the_step(data):
+    X, y, Xv, yv = data
+    # an infinite step size makes the first update non-finite: the run stops at step 1
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite parameters .* at step 1 \(epoch 1, batch 1"
+    ):
+        training.fit(
+            MODEL,
+            SPEC,
+            optax.sgd(float("inf")),
+            X,
+            y,
+            Xv,
+            yv,
+            epochs=2,
+            batch_size=16,
+            m_per_class=4,
+            progress=False,
+        )
+    nan_spec = losses.LossSpec(
+        lambda k: {}, lambda p, e, lab, k: jnp.where(jnp.sum(e) > -1e30, jnp.nan, 0.0)
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss.* at step 1 \(epoch 1, batch 1 of 10; loss = nan",
+    ):
+        training.fit(
+            MODEL, nan_spec, OPT, X, y, epochs=1, batch_size=16, m_per_class=4, progress=False
+        )
+
+
+def test_checkpoint_resume_gives_identical_parameters(data, tmp_path):
+    straight = _fit(data, epochs=4)
+    first = _fit(data, epochs=2, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=1)
+    assert int(first.state.step) == 20
+    resumed = _fit(data, epochs=4, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=1)
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(resumed.history) == 4
+    np.testing.assert_array_equal(
+        [r["loss"] for r in straight.history], [r["loss"] for r in resumed.history]
+    )
+    assert resumed.metrics["map_at_r"] == straight.metrics["map_at_r"]
+
+
+def test_proxy_loss_parameters_are_trained(data):
+    X, y, _, _ = data
+    spec = losses.build("proxy_anchor", n_classes=4, embedding_dim=8)
+    res = training.fit(
+        MODEL, spec, OPT, X, y, key=3, epochs=1, batch_size=16, m_per_class=4, progress=False
+    )
+    init = training.create_train_state(3, MODEL, spec, OPT, X[:1])
+    assert res.state.loss_params["proxies"].shape == (4, 8)
+    assert not np.allclose(res.state.loss_params["proxies"], init.loss_params["proxies"])
+
+
+def test_fit_validation(data):
+    X, y, Xv, yv = data
+    kw = dict(epochs=1, batch_size=16, m_per_class=4, progress=False)
+    with pytest.raises(ValueError, match="y_train has 159 labels"):
+        training.fit(MODEL, SPEC, OPT, X, y[:-1], **kw)
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X_train contains 1 NaN"):
+        training.fit(MODEL, SPEC, OPT, Xn, y, **kw)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        training.fit(MODEL, SPEC, OPT, X, np.zeros(len(y)), **kw)
+    with pytest.raises(ValueError, match="multiple of m"):
+        training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=18, m_per_class=4)
+    with pytest.raises(ValueError, match="together"):
+        training.fit(MODEL, SPEC, OPT, X, y, Xv, None, **kw)
+    with pytest.raises(ValueError, match="same number of features"):
+        training.fit(MODEL, SPEC, OPT, X, y, Xv[:, :3], yv, **kw)
+    with pytest.raises(ValueError, match="epochs"):
+        training.fit(MODEL, SPEC, OPT, X, y, epochs=0, batch_size=16, m_per_class=4)
+
+
+def test_make_optimizer_and_config_errors(tmp_path):
+    assert isinstance(
+        training.make_optimizer("adamw", learning_rate=1e-3), optax.GradientTransformation
+    )
+    with pytest.raises(ValueError, match="adam, adamw, rmsprop, sgd"):
+        training.make_optimizer("lbfgs2")
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.make_optimizer("adam", learning_rate=0.0)
+    with pytest.raises(ValueError, match="unknown config key"):
+        training.train_and_evaluate({"epoch": 3}, tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'.*digits"):
+        training.train_and_evaluate({"dataset": "cifar"}, tmp_path)
+
+
+def test_load_split_matches_anchor_protocol():
+    from sklearn.model_selection import train_test_split
+
+    X, y, Xt, yt, shape = training.load_split("digits")
+    assert X.shape == (1257, 64) and Xt.shape == (540, 64) and shape == (8, 8)
+    ds = datasets.load("digits")
+    _, _, y_ref, yt_ref = train_test_split(ds.X, ds.y, test_size=0.3, stratify=ds.y, random_state=0)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(yt, yt_ref)
+    np.testing.assert_allclose(X.mean(0), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss,loss_kw,miner", [("triplet_margin", {"margin": 0.2}, "semihard")])
+def test_adam_steps_match_pytorch_metric_learning(loss, loss_kw, miner):
+    """Same weights, batches and optimizer: three steps agree with PML (test-only extras).
+
+    (Contrastive passes as well; one case keeps the suite short.)
+    """
+    torch = pytest.importorskip("torch")
+    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+    pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+
+    model = models.MLP(hidden=(16,), embedding_dim=6, initializer="torch")
+    spec = losses.build(
+        loss, miner=miner, miner_kwargs={"margin": 0.2} if miner else None, **loss_kw
+    )
+    X = np.asarray(jax.random.normal(jax.random.key(0), (40, 5)), np.float32)
+    y = np.repeat(np.arange(4), 10)
+    opt = optax.adam(1e-2)
+    state = training.create_train_state(0, model, spec, opt, X[:1])
+    p = state.params["params"]
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 6))
+    with torch.no_grad():
+        for layer, name in ((net[0], p["dense_0"]), (net[2], p["head"]["embedding"])):
+            layer.weight.copy_(torch.from_numpy(np.asarray(name["kernel"]).T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.asarray(name["bias"]).copy()))
+    t_opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    if miner:
+        t_loss, t_miner = (
+            pml_losses.TripletMarginLoss(margin=0.2),
+            pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"),
+        )
+    else:
+        t_loss, t_miner = pml_losses.ContrastiveLoss(), None
+    step = training.make_train_step(model, spec, opt)
+    batches = np.asarray(sampling.m_per_class_batches(1, y, m=4, batch_size=16, n_batches=3))
+    for b in batches:
+        state, m = step(state, jnp.asarray(X[b]), jnp.asarray(y[b]))
+        t_opt.zero_grad()
+        e = net(torch.from_numpy(X[b]))
+        yb = torch.from_numpy(y[b])
+        t = t_loss(e, yb) if t_miner is None else t_loss(e, yb, t_miner(e, yb))
+        t.backward()
+        t_opt.step()
+        np.testing.assert_allclose(float(m["loss"]), float(t.detach()), rtol=2e-4, atol=1e-6)
+    p = state.params["params"]
+    np.testing.assert_allclose(
+        np.asarray(p["dense_0"]["kernel"]).T, net[0].weight.detach().numpy(), rtol=1e-3, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(p["head"]["embedding"]["kernel"]).T,
+        net[2].weight.detach().numpy(),
+        rtol=1e-3,
+        atol=1e-5,
+    )
+
+
+# ANCHORS.md (pytorch-metric-learning 2.9.0, seed 0): (P@1, MAP@R) after the 30-epoch protocol.
+ANCHORS = {
+    ("digits", "contrastive"): (0.969, 0.871),
+    ("digits", "triplet_margin"): (0.969, 0.879),
+    ("mnist1d", "contrastive"): (0.566, 0.311),
+    ("mnist1d", "triplet_margin"): (0.504, 0.241),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset,loss", list(ANCHORS))
+def test_quality_against_pytorch_metric_learning_anchors(dataset, loss, tmp_path):
+    """ANCHORS.md protocol (MLP 256-256-64, batch 128 = 8 x 16, Adam 1e-3, 30 epochs).
+
+    MNIST-1D: seed 0 must reach the anchors. Digits (540 test points, one query = 0.0019 P@1): PML's own
+    runs of this protocol spread by ~0.01 over seeds, so the mean over seeds 0-4 must come within
+    0.005 of the seed-0 anchor (the step-by-step agreement with PML is tested above).
+    """
+    seeds = [0] if dataset == "mnist1d" else [0, 1, 2, 3, 4]
+    extra = {"loss_kwargs": {"margin": 0.2}, "miner": "semihard", "miner_kwargs": {"margin": 0.2}}
+    results = []
+    for seed in seeds:
+        cfg = {"dataset": dataset, "loss": loss, "seed": seed, "eval_every": 30, "progress": False}
+        if loss == "triplet_margin":
+            cfg.update(extra)
+        results.append(training.train_and_evaluate(cfg, tmp_path / f"{seed}"))
+    p1 = float(np.mean([r["precision_at_1"] for r in results]))
+    map_r = float(np.mean([r["map_at_r"] for r in results]))
+    anchor_p1, anchor_map = ANCHORS[(dataset, loss)]
+    slack = 0.0 if dataset == "mnist1d" else 0.005
+    assert p1 >= anchor_p1 - slack, (p1, anchor_p1)
+    assert map_r >= anchor_map - slack, (map_r, anchor_map)
