@@ -1,0 +1,322 @@
+"""Regularizers ``R(M)`` of a Mahalanobis matrix for  ``min_M loss(M) + lam * R(M)``.
+
+Every regularizer is a pure, differentiable JAX function ``reg(M, **kw) -> scalar`` of a ``[d, d]``
+matrix (jittable; keyword arguments carry data such as a prior or a graph). They are collected in the
+plain dict :data:`REGULARIZERS`; :func:`get_regularizer` resolves a name with a ``ValueError`` listing the
+valid ones.
+
+=============== ============================================ ========================================
+name            value                                        effect
+=============== ============================================ ========================================
+``frobenius``   ``||M||_F^2``                                 small entries (ridge)
+``trace``       ``tr(M)`` (nuclear norm on the PSD cone)       low rank
+``logdet``      ``tr(M M0^-1) - logdet(M M0^-1) - d``          stay close to a prior ``M0`` (ITML)
+``l1``          ``sum_ij |M_ij|``                              sparse entries (SDML-style)
+``l21``         ``sum_i ||M_i,:||_2``                          whole rows/columns zero (feature selection)
+``laplacian``   ``1/2 sum_ij W_ij d_M(x_i, x_j)^2``            neighbours in ``X`` stay close
+=============== ============================================ ========================================
+
+The L1 term is non-differentiable at zero (the JAX gradient gives the subgradient ``sign(M)``); for exact
+sparsity use the soft-thresholding prox :func:`soft_threshold` (the solver's ``l1_prox`` option).
+
+Example::
+
+    from metriclearn import regularizers as R
+    R.logdet_divergence(M, jnp.eye(d))          # 0 at M = I
+    R.REGULARIZERS["trace"](M)
+
+References: Davis et al., "Information-theoretic metric learning", ICML 2007 (LogDet);
+Ying, Huang & Campbell, "Sparse metric learning via smooth optimization", NIPS 2009 (L2,1);
+Hoi, Liu & Chang, "Semi-supervised distance metric learning for collaborative image retrieval", CVPR 2008
+(Laplacian regularization).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metriclearn._validation import check_array, check_positive_int, is_traced
+from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
+
+__all__ = [
+    "frobenius",
+    "trace",
+    "logdet_divergence",
+    "l1",
+    "l21",
+    "laplacian",
+    "knn_affinity",
+    "soft_threshold",
+    "REGULARIZERS",
+    "get_regularizer",
+    "prior_matrix",
+    "PRIORS",
+]
+
+
+def frobenius(M: jax.Array) -> jax.Array:
+    """Squared Frobenius norm ``||M||_F^2 = sum_ij M_ij^2``.
+
+    Args:
+      M: ``[d, d]``.
+
+    Returns:
+      scalar.
+    """
+    return jnp.sum(M * M)
+
+
+def trace(M: jax.Array) -> jax.Array:
+    """Trace ``tr(M)``; equals the nuclear norm ``sum_i |lambda_i|`` when ``M`` is PSD (low-rank prior).
+
+    Args:
+      M: ``[d, d]``.
+
+    Returns:
+      scalar.
+    """
+    return jnp.trace(M)
+
+
+def _check_prior(M0, d: int | None = None, name: str = "M0") -> jax.Array:
+    """Validate a positive-definite prior at the boundary (skipped for traced values)."""
+    if is_traced(M0):
+        return M0
+    M0 = check_array(M0, name, ndim=2)
+    if M0.shape[0] != M0.shape[1] or (d is not None and M0.shape[0] != d):
+        want = f"[{d}, {d}]" if d is not None else "square"
+        raise ValueError(f"{name} must be {want}, got shape {tuple(M0.shape)}")
+    A = np.asarray(M0, dtype=np.float64)
+    scale = max(float(np.max(np.abs(A))), np.finfo(np.float64).tiny)
+    if np.max(np.abs(A - A.T)) > 1e-6 * scale:
+        raise ValueError(f"{name} must be symmetric (a positive-definite prior)")
+    wmin = float(np.linalg.eigvalsh(0.5 * (A + A.T))[0])
+    if wmin <= 1e-12 * scale:
+        raise ValueError(
+            f"{name} must be positive definite for the LogDet divergence: smallest eigenvalue "
+            f"{wmin:.3g} (shape {tuple(M0.shape)})"
+        )
+    return M0
+
+
+def logdet_divergence(M: jax.Array, M0: jax.Array) -> jax.Array:
+    """LogDet (Burg) divergence ``D_ld(M, M0) = tr(M M0^-1) - logdet(M M0^-1) - d``.
+
+    Zero iff ``M = M0``, convex in ``M``, ``+inf`` when ``M`` is not positive definite (the value is
+    ``inf``, never NaN, and the gradient there is zero, so a line search simply rejects the point). The
+    prior must be positive definite; a concrete non-PD ``M0`` raises ``ValueError``.
+
+    Args:
+      M: ``[d, d]`` symmetric.
+      M0: ``[d, d]`` symmetric positive definite prior.
+
+    Returns:
+      scalar (``>= 0``, ``inf`` outside the PD cone).
+
+    Example::
+
+        logdet_divergence(2.0 * jnp.eye(3), jnp.eye(3))   # 3 * (2 - log 2 - 1)
+
+    Reference: Davis et al., ICML 2007, eq. (2); Kulis, Sustik & Dhillon, JMLR 2009.
+    """
+    M0 = _check_prior(M0, M.shape[-1])
+    d = M.shape[-1]
+    M = 0.5 * (M + M.T)
+    sign, _ = jax.lax.stop_gradient(jnp.linalg.slogdet(M))
+    pd = sign > 0
+    # Cholesky of a PD matrix also fails (NaN) when the sign test was fooled by rounding: guard both
+    M_safe = jnp.where(pd, M, jnp.eye(d, dtype=M.dtype))
+    C = jnp.linalg.cholesky(M_safe)
+    ok = pd & jnp.all(jnp.isfinite(C))
+    C = jnp.where(ok, C, jnp.eye(d, dtype=M.dtype))
+    logdet_M = 2.0 * jnp.sum(jnp.log(jnp.diagonal(C)))
+    C0 = jnp.linalg.cholesky(0.5 * (M0 + M0.T))
+    logdet_M0 = 2.0 * jnp.sum(jnp.log(jnp.diagonal(C0)))
+    tr = jnp.trace(jax.scipy.linalg.cho_solve((C0, True), M_safe))
+    value = tr - logdet_M + logdet_M0 - d
+    return jnp.where(ok, value, jnp.inf)
+
+
+def l1(M: jax.Array, *, offdiagonal: bool = False) -> jax.Array:
+    """Entrywise L1 norm ``sum_ij |M_ij|`` (``offdiagonal=True``: ``i != j`` only, as graphical lasso).
+
+    Args:
+      M: ``[d, d]``.
+      offdiagonal: exclude the diagonal.
+
+    Returns:
+      scalar.
+    """
+    A = jnp.abs(M)
+    if offdiagonal:
+        A = A * (1.0 - jnp.eye(M.shape[0], dtype=M.dtype))
+    return jnp.sum(A)
+
+
+def l21(M: jax.Array) -> jax.Array:
+    """Mixed L2,1 norm ``sum_i ||M_i,:||_2`` (row norms; zero rows drop features).
+
+    Uses a safe square root, so the gradient stays finite at zero rows.
+
+    Args:
+      M: ``[d, d]``.
+
+    Returns:
+      scalar.
+
+    Reference: Ying, Huang & Campbell, NIPS 2009.
+    """
+    return jnp.sum(safe_sqrt(jnp.sum(M * M, axis=1)))
+
+
+def laplacian(M: jax.Array, X: jax.Array, W: jax.Array) -> jax.Array:
+    """Graph-Laplacian smoothness ``1/2 sum_ij W_ij d_M(x_i, x_j)^2 = tr(M X^T Lap X)``.
+
+    ``Lap = D - W_sym`` with ``W_sym = (W + W^T) / 2`` and ``D = diag(W_sym 1)``. Points connected in the
+    graph ``W`` (labelled or not, e.g. a k-NN graph from :func:`knn_affinity`) are kept close under
+    ``M``: the semi-supervised term of Hoi et al. (CVPR 2008). Cost ``O(n^2 d + n d^2)``, no
+    ``n x n x d`` tensor.
+
+    Args:
+      M: ``[d, d]``.
+      X: ``[n, d]`` points (labelled and unlabelled).
+      W: ``[n, n]`` non-negative affinities.
+
+    Returns:
+      scalar.
+    """
+    Ws = 0.5 * (W + W.T)
+    deg = jnp.sum(Ws, axis=1)
+    LX = deg[:, None] * X - Ws @ X  # Lap @ X
+    S = X.T @ LX  # X^T Lap X, [d, d]
+    return jnp.sum(M * S.T)
+
+
+def knn_affinity(X, *, k: int = 5, sigma: float | None = None) -> jax.Array:
+    """Symmetric k-NN heat-kernel graph for :func:`laplacian`.
+
+    ``W_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` if ``j`` is among the ``k`` nearest neighbours of ``i``
+    or vice versa, else 0; ``sigma`` defaults to the median k-NN distance.
+
+    Args:
+      X: ``[n, d]``.
+      k: neighbours (``1 <= k < n``).
+      sigma: kernel width (> 0) or None.
+
+    Returns:
+      ``[n, n]`` symmetric, zero diagonal.
+    """
+    X = check_array(X, "X", ndim=2, min_rows=2)
+    n = X.shape[0]
+    k = check_positive_int(k, "k")
+    if k >= n:
+        raise ValueError(f"k must be smaller than the number of points n={n}, got k={k}")
+    d2 = pairwise_sqeuclidean(X)
+    d2_self = d2 + jnp.diag(jnp.full((n,), jnp.inf, d2.dtype))
+    neg, idx = jax.lax.top_k(-d2_self, k)
+    knn_d2 = -neg
+    if sigma is None:
+        s2 = jnp.maximum(jnp.median(knn_d2), jnp.finfo(d2.dtype).tiny)
+    else:
+        if not np.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+        s2 = jnp.asarray(sigma, d2.dtype) ** 2
+    mask = jnp.zeros((n, n), bool).at[jnp.arange(n)[:, None], idx].set(True)
+    mask = mask | mask.T
+    return jnp.where(mask, jnp.exp(-d2 / (2.0 * s2)), 0.0)
+
+
+def soft_threshold(M: jax.Array, threshold, *, offdiagonal: bool = False) -> jax.Array:
+    """Proximal operator of ``threshold * l1``: ``sign(M) max(|M| - threshold, 0)`` entrywise.
+
+    Args:
+      M: ``[d, d]``.
+      threshold: scalar ``>= 0`` (``step * weight`` inside a proximal-gradient step).
+      offdiagonal: leave the diagonal untouched (prox of the off-diagonal L1 norm).
+
+    Returns:
+      ``[d, d]``.
+    """
+    shrunk = jnp.sign(M) * jnp.maximum(jnp.abs(M) - threshold, 0.0)
+    if offdiagonal:
+        eye = jnp.eye(M.shape[0], dtype=bool)
+        shrunk = jnp.where(eye, M, shrunk)
+    return shrunk
+
+
+PRIORS = ("identity", "covariance", "random")
+
+
+def prior_matrix(prior, X, *, key=None, name: str = "prior", ridge: float = 1e-3) -> jax.Array:
+    """A positive-definite prior / initial metric ``M0 [d, d]`` (ITML, SDML, MMC).
+
+    * ``"identity"``: ``I``.
+    * ``"covariance"``: the inverse covariance of ``X``, regularized as
+      ``(Cov(X) + ridge * tr(Cov)/d * I)^-1`` so constant features (zero variance) stay finite;
+      ``I`` when every feature is constant.
+    * ``"random"``: ``Q diag(u) Q^T`` with ``Q`` a random orthogonal matrix and ``u ~ U(0.5, 1.5)``
+      (``key``; default ``jax.random.key(0)``).
+    * an array ``[d, d]``: validated symmetric positive definite (``ValueError`` otherwise).
+
+    Args:
+      prior: name or array.
+      X: ``[n, d]`` points (e.g. the points of the training pairs), used for ``"covariance"`` and ``d``.
+      key: PRNG key for ``"random"``.
+      name: argument name for messages.
+      ridge: relative ridge of the covariance prior.
+
+    Returns:
+      ``[d, d]`` symmetric positive definite matrix in ``X``'s dtype.
+    """
+    X = check_array(X, "X", ndim=2, min_rows=1)
+    d = X.shape[1]
+    if not isinstance(prior, str):
+        return _check_prior(prior, d, name).astype(X.dtype)
+    if prior not in PRIORS:
+        raise ValueError(f"unknown {name} {prior!r}; valid: {', '.join(PRIORS)} or a [d, d] array")
+    if prior == "identity":
+        return jnp.eye(d, dtype=X.dtype)
+    if prior == "random":
+        key = jax.random.key(0) if key is None else key
+        k1, k2 = jax.random.split(key)
+        Q, _ = jnp.linalg.qr(jax.random.normal(k1, (d, d), X.dtype))
+        u = jax.random.uniform(k2, (d,), X.dtype, 0.5, 1.5)
+        return 0.5 * ((Q * u) @ Q.T + ((Q * u) @ Q.T).T)
+    Xc = np.asarray(X, np.float64)
+    Xc = Xc - Xc.mean(0)
+    cov = Xc.T @ Xc / max(Xc.shape[0] - 1, 1)
+    scale = float(np.trace(cov)) / d
+    if not scale > 0:
+        return jnp.eye(d, dtype=X.dtype)
+    w, V = np.linalg.eigh(cov + ridge * scale * np.eye(d))
+    w = np.maximum(w, ridge * scale)
+    inv = (V / w) @ V.T
+    return jnp.asarray(0.5 * (inv + inv.T), X.dtype)
+
+
+REGULARIZERS: dict[str, Callable[..., jax.Array]] = {
+    "frobenius": frobenius,
+    "trace": trace,
+    "logdet": logdet_divergence,
+    "l1": l1,
+    "l21": l21,
+    "laplacian": laplacian,
+}
+
+
+def get_regularizer(name_or_fn) -> Callable[..., jax.Array]:
+    """A regularizer from :data:`REGULARIZERS` by name, or a callable passed through.
+
+    Raises:
+      ValueError: unknown name (the message lists the valid ones).
+    """
+    if callable(name_or_fn):
+        return name_or_fn
+    if name_or_fn not in REGULARIZERS:
+        valid = ", ".join(sorted(REGULARIZERS))
+        raise ValueError(f"unknown regularizer {name_or_fn!r}; valid: {valid}")
+    return REGULARIZERS[name_or_fn]

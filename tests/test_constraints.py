@@ -1,0 +1,267 @@
+"""Tests of metriclearn.constraints: samplers against brute-force enumeration, LMNN helpers."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metriclearn import constraints as C
+
+Y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])  # class 3 is a singleton
+
+
+def brute_similar(y):
+    return {(i, j) for i, j in itertools.combinations(range(len(y)), 2) if y[i] == y[j]}
+
+
+def brute_dissimilar(y):
+    return {(i, j) for i, j in itertools.combinations(range(len(y)), 2) if y[i] != y[j]}
+
+
+def as_set(rows):
+    return {tuple(sorted(map(int, r))) for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------------
+# pairs
+
+
+def test_pairs_valid_distinct_and_labelled():
+    idx, py = C.pairs(jax.random.key(0), Y, n_similar=5, n_dissimilar=7)
+    assert idx.shape == (12, 2) and idx.dtype == np.int32 and py.dtype == np.int32
+    assert np.all(py[:5] == 1) and np.all(py[5:] == -1)
+    for (i, j), s in zip(idx, py):
+        assert i != j
+        assert (Y[i] == Y[j]) == (s == 1)
+    assert len(as_set(idx)) == 12  # distinct unordered pairs
+
+
+def test_pairs_deterministic_per_key_and_int_seed():
+    a = C.pairs(jax.random.key(3), Y, n_similar=4, n_dissimilar=4)
+    b = C.pairs(jax.random.key(3), Y, n_similar=4, n_dissimilar=4)
+    c = C.pairs(3, Y, n_similar=4, n_dissimilar=4)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[0], c[0])
+    draws = {C.pairs(k, Y, n_similar=4, n_dissimilar=4)[0].tobytes() for k in range(6)}
+    assert len(draws) > 1
+
+
+def test_pairs_shortfall_returns_all_with_warning():
+    with pytest.warns(UserWarning, match="similar pairs"):
+        idx, py = C.pairs(0, Y, n_similar=100, n_dissimilar=3)
+    sim = idx[py == 1]
+    assert as_set(sim) == brute_similar(Y)
+    with pytest.warns(UserWarning, match="dissimilar pairs"):
+        idx, py = C.pairs(0, Y, n_similar=1, n_dissimilar=10_000)
+    assert as_set(idx[py == -1]) == brute_dissimilar(Y)
+
+
+def test_pairs_uniform_coverage_large():
+    y = np.random.RandomState(0).randint(0, 7, 5000)
+    idx, py = C.pairs(1, y, n_similar=3000, n_dissimilar=3000)
+    assert len(as_set(idx)) == 6000
+    assert np.all((y[idx[:, 0]] == y[idx[:, 1]]) == (py == 1))
+    # every class appears among similar pairs roughly in proportion to its number of pairs
+    counts = np.bincount(y[idx[py == 1, 0]], minlength=7)
+    assert counts.min() > 0
+
+
+def test_pairs_errors():
+    with pytest.raises(ValueError, match="single class"):
+        C.pairs(0, np.zeros(5), n_similar=1, n_dissimilar=1)
+    with pytest.raises(ValueError, match="single member"):
+        C.pairs(0, np.arange(5), n_similar=1, n_dissimilar=1)
+    # only dissimilar pairs from singletons is fine
+    idx, py = C.pairs(0, np.arange(5), n_similar=0, n_dissimilar=3)
+    assert idx.shape == (3, 2) and np.all(py == -1)
+    with pytest.raises(ValueError, match="positive"):
+        C.pairs(0, Y, n_similar=0, n_dissimilar=0)
+    with pytest.raises(ValueError, match="n_similar"):
+        C.pairs(0, Y, n_similar=-1, n_dissimilar=2)
+    with pytest.raises(ValueError, match="1-dimensional"):
+        C.pairs(0, Y[:, None], n_similar=1, n_dissimilar=1)
+    with pytest.raises(ValueError, match="key"):
+        C.pairs(None, Y, n_similar=1, n_dissimilar=1)
+    with pytest.raises(ValueError, match="NaN"):
+        C.pairs(0, np.array([0.0, np.nan, 1.0]), n_similar=1, n_dissimilar=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# triplets and quadruplets
+
+
+def brute_triplets(y):
+    n = len(y)
+    return {
+        (a, b, c)
+        for a in range(n)
+        for b in range(n)
+        for c in range(n)
+        if a != b and y[a] == y[b] and y[c] != y[a]
+    }
+
+
+def test_triplets_valid_and_distinct():
+    t = C.triplets(0, Y, n_triplets=40)
+    assert t.shape == (40, 3) and t.dtype == np.int32
+    rows = {tuple(map(int, r)) for r in t}
+    assert len(rows) == 40
+    assert rows <= brute_triplets(Y)
+
+
+def test_triplets_dense_and_shortfall():
+    total = brute_triplets(Y)
+    t = C.triplets(1, Y, n_triplets=len(total) - 3)  # dense request: enumeration path
+    assert len({tuple(map(int, r)) for r in t}) == len(total) - 3
+    with pytest.warns(UserWarning, match="triplets"):
+        t = C.triplets(1, Y, n_triplets=len(total) + 10)
+    assert {tuple(map(int, r)) for r in t} == total
+
+
+def test_triplets_errors():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        C.triplets(0, np.zeros(6), n_triplets=3)
+    with pytest.raises(ValueError, match="single member"):
+        C.triplets(0, np.arange(4), n_triplets=3)
+    with pytest.raises(ValueError, match="n_triplets"):
+        C.triplets(0, Y, n_triplets=0)
+
+
+def test_quadruplets_valid_distinct_and_shortfall():
+    q = C.quadruplets(0, Y, n_quadruplets=50)
+    assert q.shape == (50, 4) and q.dtype == np.int32
+    assert len({tuple(map(int, r)) for r in q}) == 50
+    assert np.all(Y[q[:, 0]] == Y[q[:, 1]]) and np.all(q[:, 0] != q[:, 1])
+    assert np.all(Y[q[:, 2]] != Y[q[:, 3]])
+    y = np.array([0, 0, 1])
+    total = 2 * 4  # ordered similar pairs x ordered dissimilar pairs
+    with pytest.warns(UserWarning, match="quadruplets"):
+        q = C.quadruplets(0, y, n_quadruplets=20)
+    assert len({tuple(map(int, r)) for r in q}) == total
+    with pytest.raises(ValueError):
+        C.quadruplets(0, np.zeros(4), n_quadruplets=2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# chunklets
+
+
+def test_chunklets_groups_same_class():
+    y = np.repeat(np.arange(3), [7, 5, 4])
+    ids = C.chunklets(0, y, n_chunks=4, chunk_size=3)
+    assert ids.shape == y.shape and ids.dtype == np.int32
+    assert set(np.unique(ids[ids >= 0])) == {0, 1, 2, 3}
+    for c in range(4):
+        members = np.flatnonzero(ids == c)
+        assert len(members) == 3 and len(set(y[members])) == 1
+
+
+def test_chunklets_shortfall_never_fails():
+    # iris-like: metric-learn's RCA_Supervised fails when too few chunks can be formed
+    y = np.repeat(np.arange(3), 50)
+    with pytest.warns(UserWarning, match="chunklets"):
+        ids = C.chunklets(0, y, n_chunks=100, chunk_size=2)
+    assert ids.max() == 74 and np.all(ids >= 0)
+    np.testing.assert_array_equal(np.bincount(ids), np.full(75, 2))
+    with pytest.raises(ValueError, match="chunk_size=5"):
+        C.chunklets(0, np.array([0, 0, 1, 1]), n_chunks=1, chunk_size=5)
+    with pytest.raises(ValueError, match="chunk_size"):
+        C.chunklets(0, y, n_chunks=3, chunk_size=1)
+    # a single class is fine for chunklets
+    assert C.chunklets(0, np.zeros(6), n_chunks=2, chunk_size=3).max() == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# target neighbours and impostors
+
+
+def brute_targets(X, y, k):
+    out = []
+    for i in range(len(X)):
+        cand = [j for j in range(len(X)) if j != i and y[j] == y[i]]
+        d = [np.sum((X[i] - X[j]) ** 2) for j in cand]
+        order = sorted(range(len(cand)), key=lambda t: (d[t], cand[t]))
+        out.append([cand[t] for t in order[:k]])
+    return np.array(out)
+
+
+def test_target_neighbors_brute_force():
+    rng = np.random.RandomState(0)
+    X = rng.randn(30, 4)
+    y = rng.randint(0, 3, 30)
+    got = C.target_neighbors(X, y, k=3, block_size=7)
+    assert got.shape == (30, 3) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, brute_targets(X, y, 3))
+
+
+def test_target_neighbors_errors():
+    X = np.random.RandomState(0).randn(6, 2)
+    with pytest.raises(ValueError, match="class 'b' has 2 member"):
+        C.target_neighbors(X, np.array(["a", "a", "a", "a", "b", "b"]), k=2)
+    with pytest.raises(ValueError, match="labels"):
+        C.target_neighbors(X, np.zeros(5), k=1)
+    with pytest.raises(ValueError, match="NaN"):
+        C.target_neighbors(np.full((6, 2), np.nan), np.zeros(6), k=1)
+
+
+def brute_impostors(XL, y, targets, margin):
+    out = []
+    for i in range(len(XL)):
+        thresh = max(np.sum((XL[i] - XL[j]) ** 2) for j in targets[i]) + margin
+        out.append(
+            {l for l in range(len(XL)) if y[l] != y[i] and np.sum((XL[i] - XL[l]) ** 2) < thresh}
+        )
+    return out
+
+
+def test_impostors_brute_force_and_jit():
+    rng = np.random.RandomState(1)
+    X = rng.randn(23, 3)
+    y = rng.randint(0, 3, 23)
+    targets = C.target_neighbors(X, y, k=2)
+    L = rng.randn(2, 3)
+    XL = X @ L.T
+    expect = brute_impostors(XL, y, targets, 0.5)
+    imp = C.impostors(XL, y, targets, margin=0.5, block_size=5)
+    assert imp.idx.shape == imp.valid.shape and imp.idx.shape[0] == 23
+    for i in range(23):
+        assert set(np.asarray(imp.idx[i])[np.asarray(imp.valid[i])].tolist()) == expect[i]
+        assert int(imp.n_candidates[i]) == len(expect[i])
+    mask = C.impostor_mask(XL, y, targets, margin=0.5, block_size=6)
+    for i in range(23):
+        assert set(np.flatnonzero(np.asarray(mask[i])).tolist()) == expect[i]
+    # jitted, truncated to the m nearest candidates
+    f = jax.jit(C.impostors, static_argnames=("max_impostors", "block_size"))
+    imp3 = f(jnp.asarray(XL), jnp.asarray(y), jnp.asarray(targets), margin=0.5, max_impostors=3)
+    for i in range(23):
+        d = {l: np.sum((XL[i] - XL[l]) ** 2) for l in expect[i]}
+        nearest = sorted(d, key=d.get)[:3]
+        got = np.asarray(imp3.idx[i])[np.asarray(imp3.valid[i])].tolist()
+        assert set(got) == set(nearest)
+    with pytest.raises(ValueError, match="max_impostors"):
+        jax.jit(lambda a, b, c: C.impostors(a, b, c).idx)(XL, jnp.asarray(y), targets)
+    with pytest.raises(ValueError, match="target_idx"):
+        C.impostors(XL, y, targets[:5])
+
+
+def test_check_pairs_errors():
+    P = np.zeros((4, 2, 3))
+    y = np.array([1, -1, 1, -1])
+    got, yy = C.check_pairs(P, y.astype(float))
+    assert got.shape == (4, 2, 3) and yy.dtype == np.int32
+    with pytest.raises(ValueError, match=r"\[n, 2, d\]"):
+        C.check_pairs(np.zeros((4, 3, 3)), y)
+    with pytest.raises(ValueError, match="3-dimensional"):
+        C.check_pairs(np.zeros((4, 3)), y)
+    with pytest.raises(ValueError, match="empty"):
+        C.check_pairs(np.zeros((0, 2, 3)), np.zeros(0))
+    with pytest.raises(ValueError, match="only -1"):
+        C.check_pairs(P, np.array([1, 0, 1, -1]))
+    with pytest.raises(ValueError, match="only similar"):
+        C.check_pairs(P, np.ones(4))
+    with pytest.raises(ValueError, match="shape"):
+        C.check_pairs(P, y[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        C.check_pairs(np.full((4, 2, 3), np.nan), y)

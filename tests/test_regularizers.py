@@ -1,0 +1,152 @@
+"""Tests of metriclearn.regularizers: brute-force values, gradients, priors, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from metriclearn import regularizers as R
+
+
+def spd(d, seed=0):
+    A = np.random.RandomState(seed).randn(d, d)
+    return A @ A.T / d + 0.5 * np.eye(d)
+
+
+def test_values_against_loops(x64):
+    rng = np.random.RandomState(0)
+    d = 4
+    M = rng.randn(d, d)
+    assert np.isclose(
+        R.frobenius(jnp.asarray(M)), sum(M[i, j] ** 2 for i in range(d) for j in range(d))
+    )
+    assert np.isclose(R.trace(jnp.asarray(M)), sum(M[i, i] for i in range(d)))
+    assert np.isclose(R.l1(jnp.asarray(M)), sum(abs(M[i, j]) for i in range(d) for j in range(d)))
+    off = sum(abs(M[i, j]) for i in range(d) for j in range(d) if i != j)
+    assert np.isclose(R.l1(jnp.asarray(M), offdiagonal=True), off)
+    assert np.isclose(
+        R.l21(jnp.asarray(M)), sum(np.sqrt(sum(M[i, j] ** 2 for j in range(d))) for i in range(d))
+    )
+
+
+def test_trace_is_nuclear_norm_on_psd(x64):
+    M = spd(5)
+    assert np.isclose(R.trace(jnp.asarray(M)), np.linalg.norm(M, "nuc"))
+
+
+def test_logdet_divergence_formula(x64):
+    M, M0 = spd(4, 1), spd(4, 2)
+    A = M @ np.linalg.inv(M0)
+    expect = np.trace(A) - np.log(np.linalg.det(A)) - 4
+    assert np.isclose(R.logdet_divergence(jnp.asarray(M), jnp.asarray(M0)), expect)
+    assert abs(float(R.logdet_divergence(jnp.asarray(M0), jnp.asarray(M0)))) < 1e-10
+    assert np.isclose(R.logdet_divergence(2.0 * jnp.eye(3), jnp.eye(3)), 3 * (2 - np.log(2) - 1))
+    jitted = jax.jit(R.logdet_divergence)(jnp.asarray(M), jnp.asarray(M0))
+    assert np.isclose(jitted, expect)
+
+
+def test_logdet_outside_domain_is_inf_not_nan(x64):
+    bad = jnp.diag(jnp.array([1.0, -1.0, 2.0]))
+    val = R.logdet_divergence(bad, jnp.eye(3))
+    assert np.isinf(val) and val > 0
+    g = jax.grad(R.logdet_divergence)(bad, jnp.eye(3))
+    assert np.all(np.isfinite(g))
+    sing = jnp.diag(jnp.array([1.0, 0.0, 2.0]))
+    assert np.isinf(R.logdet_divergence(sing, jnp.eye(3)))
+    with pytest.raises(ValueError, match="positive definite"):
+        R.logdet_divergence(jnp.eye(3), jnp.diag(jnp.array([1.0, 0.0, 1.0])))
+    with pytest.raises(ValueError, match="symmetric"):
+        R.logdet_divergence(jnp.eye(2), jnp.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"\[3, 3\]"):
+        R.logdet_divergence(jnp.eye(3), jnp.eye(2))
+
+
+def test_laplacian_against_double_loop(x64):
+    rng = np.random.RandomState(3)
+    n, d = 7, 3
+    X = rng.randn(n, d)
+    W = np.abs(rng.randn(n, n))  # not symmetric: the term uses its symmetric part
+    M = spd(d, 4)
+    loop = 0.5 * sum(
+        W[i, j] * (X[i] - X[j]) @ M @ (X[i] - X[j]) for i in range(n) for j in range(n)
+    )
+    assert np.isclose(R.laplacian(jnp.asarray(M), jnp.asarray(X), jnp.asarray(W)), loop)
+
+
+def test_knn_affinity():
+    X = np.random.RandomState(0).randn(12, 2)
+    W = np.asarray(R.knn_affinity(X, k=3))
+    assert np.allclose(W, W.T) and np.all(np.diag(W) == 0) and np.all(W >= 0)
+    d2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    for i in range(12):
+        nn = np.argsort(d2[i])[:3]
+        assert np.all(W[i, nn] > 0)
+    with pytest.raises(ValueError, match="k must be smaller"):
+        R.knn_affinity(X, k=12)
+    with pytest.raises(ValueError, match="sigma"):
+        R.knn_affinity(X, k=2, sigma=-1.0)
+
+
+def test_gradients(x64):
+    rng = np.random.RandomState(5)
+    d = 3
+    M = jnp.asarray(spd(d, 6) + 0.1 * rng.randn(d, d))  # generic (no zero entries)
+    M0 = jnp.asarray(spd(d, 7))
+    X = jnp.asarray(rng.randn(6, d))
+    W = jnp.asarray(np.abs(rng.randn(6, 6)))
+    for f in (R.frobenius, R.trace, R.l1, R.l21):
+        check_grads(f, (M,), order=1, modes=("rev",))
+    Ms = 0.5 * (M + M.T)
+    check_grads(lambda A: R.logdet_divergence(A, M0), (Ms,), order=1, modes=("rev",))
+    check_grads(lambda A: R.laplacian(A, X, W), (M,), order=1, modes=("rev",))
+    # logdet gradient = M0^-1 - M^-1 (symmetric M)
+    g = jax.grad(lambda A: R.logdet_divergence(A, M0))(Ms)
+    np.testing.assert_allclose(g, np.linalg.inv(M0) - np.linalg.inv(Ms), atol=1e-8)
+    # l21 safe at a zero row
+    Z = M.at[0].set(0.0)
+    assert np.all(np.isfinite(jax.grad(R.l21)(Z)))
+
+
+def test_soft_threshold():
+    M = jnp.array([[1.0, -0.3], [0.05, -2.0]])
+    np.testing.assert_allclose(R.soft_threshold(M, 0.1), [[0.9, -0.2], [0.0, -1.9]], atol=1e-6)
+    np.testing.assert_allclose(
+        R.soft_threshold(M, 0.1, offdiagonal=True), [[1.0, -0.2], [0.0, -2.0]], atol=1e-6
+    )
+
+
+def test_registry():
+    assert set(R.REGULARIZERS) == {"frobenius", "trace", "logdet", "l1", "l21", "laplacian"}
+    assert R.get_regularizer("trace") is R.trace
+    assert R.get_regularizer(R.l1) is R.l1
+    with pytest.raises(ValueError, match="valid: frobenius, l1, l21, laplacian, logdet, trace"):
+        R.get_regularizer("nuclear")
+    for name, f in R.REGULARIZERS.items():
+        if name in ("logdet", "laplacian"):
+            continue
+        assert jnp.isfinite(jax.jit(f)(jnp.eye(3)))
+
+
+def test_prior_matrix():
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 4)
+    X[:, 2] = 3.0  # constant feature (as digits' pixels)
+    assert np.allclose(R.prior_matrix("identity", X), np.eye(4))
+    C = np.asarray(R.prior_matrix("covariance", X))
+    w = np.linalg.eigvalsh(C)
+    assert np.all(np.isfinite(C)) and w.min() > 0
+    R1 = np.asarray(R.prior_matrix("random", X, key=jax.random.key(1)))
+    R2 = np.asarray(R.prior_matrix("random", X, key=jax.random.key(1)))
+    np.testing.assert_array_equal(R1, R2)
+    assert np.linalg.eigvalsh(R1).min() >= 0.49
+    np.testing.assert_allclose(R.prior_matrix(2 * np.eye(4), X), 2 * np.eye(4))
+    with pytest.raises(ValueError, match="positive definite"):
+        R.prior_matrix(-np.eye(4), X)
+    with pytest.raises(ValueError, match=r"\[4, 4\]"):
+        R.prior_matrix(np.eye(3), X)
+    with pytest.raises(ValueError, match="unknown prior"):
+        R.prior_matrix("lda", X)
+    with pytest.raises(ValueError, match="NaN"):
+        R.prior_matrix(np.full((4, 4), np.nan), X)

@@ -1,0 +1,209 @@
+"""Tests of metriclearn.solver: known optima, PSD iterates, history, losses vs loops, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+from metriclearn import psd, solver
+
+A3 = np.array([[2.0, 0.5, 0.0], [0.5, -1.0, 0.3], [0.0, 0.3, 0.5]])
+
+
+def sq_dist(M, A):
+    return jnp.sum((M - A) ** 2)
+
+
+def test_nearest_psd_is_the_optimum(x64):
+    A = jnp.asarray(A3)
+    res = solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), tol=1e-12, max_iter=200)
+    np.testing.assert_allclose(res.M, psd.project_psd(A), atol=1e-8)
+    assert bool(res.converged) and res.M.dtype == jnp.float64
+    assert psd.is_psd(res.M)
+    h = res.history
+    assert set(h) == {"objective", "grad_norm", "step", "step_size"}
+    assert len(h["objective"]) == int(res.n_iter)
+    assert np.all(np.diff(np.asarray(h["objective"])) <= 1e-12)  # monotone with line search
+
+
+def pair_problem(M, S, D, u, l):
+    return solver.pair_hinge_loss(M, S, D, u=u, l=l) + 0.1 * jnp.sum(M * M)
+
+
+def test_pair_hinge_problem_matches_grid_search(x64):
+    """2-D pair-hinge + Frobenius problem: solver objective <= brute-force grid minimum."""
+    rng = np.random.RandomState(0)
+    S = jnp.asarray(rng.randn(6, 2) * np.array([2.0, 0.3]))
+    D = jnp.asarray(rng.randn(6, 2) * np.array([0.3, 2.0]))
+    args = (S, D, 1.0, 3.0)
+    res = solver.projected_gradient(pair_problem, jnp.eye(2), args=args, tol=1e-10, max_iter=400)
+    f_solver = float(pair_problem(res.M, *args))
+    # brute force over a grid of PSD 2x2 matrices [[a, b], [b, c]] (vectorised NumPy loop)
+    grid = np.linspace(-2.0, 4.0, 121)
+    a, b, c = (g.ravel() for g in np.meshgrid(grid, grid, grid, indexing="ij"))
+    ok = (a >= 0) & (c >= 0) & (a * c >= b * b)
+    a, b, c = a[ok], b[ok], c[ok]
+    S_, D_ = np.asarray(S), np.asarray(D)
+    d2s = (
+        a[:, None] * S_[:, 0] ** 2
+        + 2 * b[:, None] * S_[:, 0] * S_[:, 1]
+        + c[:, None] * S_[:, 1] ** 2
+    )
+    d2d = (
+        a[:, None] * D_[:, 0] ** 2
+        + 2 * b[:, None] * D_[:, 0] * D_[:, 1]
+        + c[:, None] * D_[:, 1] ** 2
+    )
+    hinge = np.concatenate([np.maximum(d2s - 1.0, 0), np.maximum(3.0 - d2d, 0)], axis=1).mean(1)
+    values = hinge + 0.1 * (a**2 + 2 * b**2 + c**2)
+    best = values.min()
+    # the grid point nearest the solver's answer scores the same as the solver up to grid resolution
+    assert f_solver <= best + 1e-6
+    assert best - f_solver < 0.05
+    assert f_solver < float(pair_problem(jnp.eye(2), *args))
+    assert np.linalg.eigvalsh(np.asarray(res.M)).min() >= -1e-10
+
+
+def test_iterates_psd_and_eigenvalue_floor():
+    A = jnp.asarray(A3, jnp.float32)
+    res = solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), min_eigenvalue=0.2)
+    w = np.linalg.eigvalsh(np.asarray(res.M))
+    assert w.min() >= 0.2 - 1e-5
+    assert res.M.dtype == jnp.float32
+
+
+def test_optax_optimizer_and_factored_mode():
+    A = jnp.asarray(A3, jnp.float32)
+    target = np.asarray(psd.project_psd(A))
+    res = solver.projected_gradient(
+        sq_dist, jnp.eye(3), args=(A,), optimizer=optax.sgd(0.25), max_iter=300, tol=1e-9
+    )
+    np.testing.assert_allclose(res.M, target, atol=1e-3)
+    assert np.all(np.isnan(np.asarray(res.history["step_size"])))
+
+    def fact(L, A):
+        return jnp.sum((L.T @ L - A) ** 2)
+
+    res = solver.factored_gradient(fact, jnp.eye(3), args=(A,), max_iter=500, tol=1e-9)
+    np.testing.assert_allclose(res.M.T @ res.M, target, atol=1e-3)
+    assert np.all(np.diff(np.asarray(res.history["objective"])) <= 1e-5)
+    # low rank: k=1 factor gives the best rank-one approximation of the PSD part
+    res1 = solver.factored_gradient(fact, jnp.ones((1, 3)), args=(A,), max_iter=500, tol=1e-9)
+    w, V = np.linalg.eigh(target)
+    np.testing.assert_allclose(res1.M.T @ res1.M, w[-1] * np.outer(V[:, -1], V[:, -1]), atol=1e-3)
+
+
+def test_l1_prox_closed_form(x64):
+    A = jnp.array([[3.0, 0.4, -0.05], [0.4, 2.0, 0.2], [-0.05, 0.2, 2.5]])
+    res = solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), l1_prox=0.2, tol=1e-12)
+    # min ||M - A||^2 + 0.2 |M|_offdiag: off-diagonals soft-thresholded by 0.1, diagonal kept
+    expect = np.asarray(A)
+    off = ~np.eye(3, dtype=bool)
+    expect = np.where(off, np.sign(expect) * np.maximum(np.abs(expect) - 0.1, 0.0), expect)
+    np.testing.assert_allclose(res.M, expect, atol=1e-8)
+    assert abs(float(res.M[0, 2])) < 1e-12  # exact sparsity up to the eigh reconstruction
+
+
+def test_regularizer_by_name_and_under_jit(x64):
+    A = jnp.asarray(A3)
+    res = solver.projected_gradient(
+        sq_dist, jnp.eye(3), args=(A,), regularizer="trace", lam=1.0, tol=1e-12
+    )
+    # min ||M - A||^2 + tr(M) over PSD = project_psd(A - I / 2)
+    np.testing.assert_allclose(res.M, psd.project_psd(A - 0.5 * jnp.eye(3)), atol=1e-8)
+    prior = jnp.asarray(np.diag([1.0, 2.0, 3.0]))
+    res = solver.projected_gradient(
+        lambda M: 0.0 * jnp.sum(M),
+        jnp.eye(3),
+        regularizer="logdet",
+        regularizer_kwargs={"M0": prior},
+        lam=1.0,
+        min_eigenvalue=1e-3,
+        tol=1e-12,
+    )
+    np.testing.assert_allclose(res.M, prior, atol=1e-6)
+
+    @jax.jit
+    def inside(M0, A):
+        r = solver.projected_gradient(sq_dist, M0, args=(A,), max_iter=50, tol=1e-12)
+        return r.M, r.history["objective"]
+
+    M, hist = inside(jnp.eye(3), A)
+    np.testing.assert_allclose(M, psd.project_psd(A), atol=1e-8)
+    assert hist.shape == (50,) and np.isnan(np.asarray(hist)[-1])
+
+
+def test_nonfinite_objective_stops_unconverged():
+    res = solver.projected_gradient(lambda M: jnp.log(-jnp.trace(M)), jnp.eye(2))
+    assert int(res.n_iter) == 0 and not bool(res.converged)
+
+
+def test_solver_errors():
+    A = jnp.asarray(A3)
+    with pytest.raises(ValueError, match="square"):
+        solver.projected_gradient(sq_dist, jnp.ones((2, 3)), args=(A,))
+    with pytest.raises(ValueError, match="NaN"):
+        solver.projected_gradient(sq_dist, jnp.full((3, 3), jnp.nan), args=(A,))
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), regularizer="nuclear")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), optimizer="adam")
+    with pytest.raises(ValueError, match="lam"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), lam=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), max_iter=0)
+    with pytest.raises(ValueError, match="l1_prox"):
+        solver.projected_gradient(
+            sq_dist, jnp.eye(3), args=(A,), optimizer=optax.sgd(0.1), l1_prox=0.1
+        )
+    with pytest.raises(ValueError, match="args"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), args=[A])
+    with pytest.raises(ValueError, match="objective"):
+        solver.projected_gradient("loss", jnp.eye(3))
+    with pytest.raises(ValueError, match="L0"):
+        solver.factored_gradient(sq_dist, jnp.ones(3))
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-tuple losses
+
+
+def test_losses_against_loops_and_jit(x64):
+    rng = np.random.RandomState(1)
+    d = 3
+    M = rng.randn(d, d)
+    M = M @ M.T
+    S, D = rng.randn(4, d), rng.randn(5, d)
+    u, l = 2.0, 4.0
+    loop = [max(v @ M @ v - u, 0.0) for v in S] + [max(l - v @ M @ v, 0.0) for v in D]
+    got = jax.jit(lambda *a: solver.pair_hinge_loss(*a, u=u, l=l))(M, S, D)
+    assert np.isclose(got, np.mean(loop))
+    ab, ac = rng.randn(6, d), rng.randn(6, d)
+    gaps = [a @ M @ a - c @ M @ c for a, c in zip(ab, ac)]
+    assert np.isclose(
+        jax.jit(lambda *a: solver.triplet_hinge_loss(*a, margin=1.0))(M, ab, ac),
+        np.mean([max(1.0 + g, 0.0) for g in gaps]),
+    )
+    assert np.isclose(
+        jax.jit(lambda *a: solver.triplet_logistic_loss(*a, margin=0.5))(M, ab, ac),
+        np.mean([np.log1p(np.exp(0.5 + g)) for g in gaps]),
+    )
+    # finite for huge gaps
+    assert np.isfinite(solver.triplet_logistic_loss(jnp.asarray(M) * 1e6, ab, ac))
+
+
+def test_loss_gradients(x64):
+    rng = np.random.RandomState(2)
+    d = 3
+    M = jnp.asarray(rng.randn(d, d))
+    S, D = jnp.asarray(rng.randn(4, d)), jnp.asarray(rng.randn(5, d))
+    ab, ac = jnp.asarray(rng.randn(6, d)), jnp.asarray(rng.randn(6, d))
+    check_grads(
+        lambda A: solver.pair_hinge_loss(A, S, D, u=1.0, l=2.0), (M,), order=1, modes=("rev",)
+    )
+    check_grads(
+        lambda A: solver.triplet_hinge_loss(A, ab, ac, margin=0.3), (M,), order=1, modes=("rev",)
+    )
+    check_grads(lambda A: solver.triplet_logistic_loss(A, ab, ac), (M,), order=2, modes=("rev",))

@@ -1,0 +1,214 @@
+"""Tests of the pure pair learners ITML, SDML and MMC (metriclearn.convex.{itml,sdml,mmc})."""
+
+import jax
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from metriclearn import constraints
+from metriclearn.convex.itml import fit_itml, itml_bounds
+from metriclearn.convex.mmc import fit_mmc
+from metriclearn.convex.sdml import fit_sdml
+
+FITS = {"itml": fit_itml, "sdml": fit_sdml, "mmc": fit_mmc}
+
+# SDML's documented warning when balance_param is reduced to keep the problem bounded
+pytestmark = pytest.mark.filterwarnings("ignore:SDML. prior:UserWarning")
+
+
+def make_pairs(seed=0, n=90, d=5, n_pairs=60):
+    """3 classes separated along 2 informative axes, 3 noisy axes with large variance."""
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 3, n)
+    centers = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    X = np.concatenate([centers[y] + 0.3 * rng.randn(n, 2), 2.0 * rng.randn(n, d - 2)], axis=1)
+    idx, py = constraints.pairs(jax.random.key(seed), y, n_similar=n_pairs, n_dissimilar=n_pairs)
+    return X[idx].astype(np.float32), py
+
+
+def pair_auc(M, P, py):
+    V = P[:, 0] - P[:, 1]
+    d2 = np.einsum("nd,de,ne->n", V, np.asarray(M, np.float64), V)
+    return roc_auc_score(py == 1, -d2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_pairs()
+
+
+@pytest.mark.parametrize("name", ["itml", "sdml", "mmc", "mmc_diag"])
+def test_learned_metric_separates_pairs(data, name):
+    P, py = data
+    Ptest, pytest_ = make_pairs(seed=1)
+    if name == "mmc_diag":
+        res = fit_mmc(P, py, diagonal=True)
+        M = np.asarray(res.M)
+        assert np.all(M[~np.eye(5, dtype=bool)] == 0) and np.all(np.diag(M) >= 0)
+    else:
+        res = FITS[name](P, py)
+        M = np.asarray(res.M)
+    assert M.shape == (5, 5) and np.all(np.isfinite(M))
+    assert np.allclose(M, M.T, atol=1e-5 * np.abs(M).max())
+    assert np.linalg.eigvalsh(M.astype(np.float64)).min() >= -1e-5 * np.abs(M).max()
+    assert res.n_iter >= 1 and isinstance(res.converged, bool)
+    base = pair_auc(np.eye(5), Ptest, pytest_)
+    assert pair_auc(M, Ptest, pytest_) > base + 0.05  # held-out pairs, clearly better than identity
+
+
+def itml_loop(V, s, u, l, gamma, sweeps):
+    """The ITML reference algorithm, a plain Python loop over constraints."""
+    A = np.eye(V.shape[1])
+    lam = np.zeros(len(V))
+    xi = np.where(s > 0, u, l).astype(float)
+    gp = gamma / (gamma + 1.0)
+    for _ in range(sweeps):
+        for i in range(len(V)):
+            v = V[i]
+            p = v @ A @ v
+            if s[i] > 0:
+                alpha = min(lam[i], gp * (1 / p - 1 / xi[i]))
+                beta = alpha / (1 - alpha * p)
+                xi[i] = 1 / (1 / xi[i] + alpha / gamma)
+            else:
+                alpha = min(lam[i], gp * (1 / xi[i] - 1 / p))
+                beta = -alpha / (1 + alpha * p)
+                xi[i] = 1 / (1 / xi[i] - alpha / gamma)
+            lam[i] -= alpha
+            A = A + beta * np.outer(A @ v, A @ v)
+    return A
+
+
+def test_itml_matches_reference_loop(x64):
+    P, py = make_pairs(n_pairs=15)
+    P = P.astype(np.float64)
+    u, l = itml_bounds(P)
+    res = fit_itml(P, py, max_iter=4, tol=0.0, bounds=(u, l), gamma=2.0)
+    expect = itml_loop(P[:, 0] - P[:, 1], py, u, l, 2.0, 4)
+    np.testing.assert_allclose(res.M, expect, rtol=1e-8, atol=1e-10)
+    assert res.n_iter == 4 and not res.converged
+
+
+def test_itml_default_bounds_are_percentiles(x64):
+    P, py = make_pairs(n_pairs=30)
+    P = P.astype(np.float64)
+    pts = np.unique(P.reshape(-1, 5), axis=0)
+    sq = ((pts[:, None] - pts[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(itml_bounds(P), np.percentile(sq, (5, 95)))
+
+
+def test_itml_satisfies_feasible_bounds(x64):
+    """Feasible constraints (a metric stretching axis 0 and shrinking 1, 2 exists): nearly all hold."""
+    rng = np.random.RandomState(0)
+    n = 40
+    base = rng.randn(2 * n, 3)
+    sim = base[:n] + np.c_[0.05 * rng.randn(n), 2 * rng.randn(n, 2)]
+    dis = base[n:] + np.c_[3.0 * np.sign(rng.randn(n)), 2 * rng.randn(n, 2)]
+    P = np.concatenate([np.stack([base[:n], sim], 1), np.stack([base[n:], dis], 1)])
+    py = np.r_[np.ones(n), -np.ones(n)].astype(int)
+    u, l = 1.0, 4.0
+    res = fit_itml(P, py, gamma=1e6, bounds=(u, l), max_iter=2000, tol=1e-6)
+    V = P[:, 0] - P[:, 1]
+    d2 = np.einsum("nd,de,ne->n", V, np.asarray(res.M), V)
+    assert np.mean(d2[py == 1] <= 1.05 * u) >= 0.95
+    assert np.mean(d2[py == -1] >= 0.95 * l) >= 0.95
+    # the identity violates most of them
+    d2_id = np.sum(V * V, axis=1)
+    assert np.mean(d2_id[py == 1] <= 1.05 * u) < 0.5
+
+
+def test_sdml_on_standardized_digits_is_finite():
+    X, y = load_digits(return_X_y=True)
+    X = (
+        StandardScaler().fit_transform(X[:300]).astype(np.float32)
+    )  # constant pixels -> zero columns
+    idx, py = constraints.pairs(jax.random.key(0), y[:300], n_similar=200, n_dissimilar=200)
+    with pytest.warns(UserWarning, match="balance_param"):
+        res = fit_sdml(X[idx], py)
+    M = np.asarray(res.M, np.float64)
+    assert np.all(np.isfinite(M))
+    assert np.linalg.eigvalsh(M).min() > 0
+    assert pair_auc(M, X[idx], py) > pair_auc(np.eye(64), X[idx], py)
+
+
+def test_sdml_sparsity_param_sparsifies(data):
+    P, py = data
+    dense = np.asarray(fit_sdml(P, py, sparsity_param=0.0).M)
+    sparse = np.asarray(fit_sdml(P, py, sparsity_param=0.5).M)
+    off = ~np.eye(5, dtype=bool)
+    assert np.sum(np.abs(sparse[off]) < 1e-6) > np.sum(np.abs(dense[off]) < 1e-6)
+
+
+def test_mmc_full_scale_and_diag_weights(data):
+    P, py = data
+    M = np.asarray(fit_mmc(P, py).M, np.float64)
+    V = P[:, 0] - P[:, 1]
+    sim = np.einsum("nd,de,ne->n", V[py == 1], M, V[py == 1]).sum()
+    assert np.isclose(sim, 1.0, rtol=1e-3)  # Xing et al.'s constraint, active at the optimum
+    w = np.diag(np.asarray(fit_mmc(P, py, diagonal=True).M))
+    assert w[:2].min() > w[2:].max()  # informative axes weigh more than the noisy ones
+
+
+@pytest.mark.parametrize("name", ["itml", "sdml", "mmc"])
+def test_degenerate_pairs_never_nan(data, name):
+    P, py = data
+    P = P.copy()
+    P[:4, 1] = P[:4, 0]  # similar pairs with x = x'
+    P[-4:, 1] = P[-4:, 0]  # dissimilar pairs with x = x'
+    M = np.asarray(FITS[name](P, py).M)
+    assert np.all(np.isfinite(M))
+
+
+@pytest.mark.parametrize("name", ["itml", "sdml", "mmc"])
+def test_bad_input(data, name):
+    fit = FITS[name]
+    P, py = data
+    with pytest.raises(ValueError, match=r"\[n, 2, d\]"):
+        fit(np.concatenate([P, P[:, :1]], axis=1), py)
+    with pytest.raises(ValueError, match="only -1"):
+        fit(P, np.where(py > 0, 1, 0))
+    with pytest.raises(ValueError, match="only similar"):
+        fit(P[py == 1], py[py == 1])
+    with pytest.raises(ValueError, match="only dissimilar"):
+        fit(P[py == -1], py[py == -1])
+    bad = P.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fit(bad, py)
+    with pytest.raises(ValueError, match="empty"):
+        fit(P[:0], py[:0])
+    with pytest.raises(ValueError, match="shape"):
+        fit(P, py[:-1])
+    prior_kw = "init" if name == "mmc" else "prior"
+    with pytest.raises(ValueError, match="positive definite"):
+        fit(P, py, **{prior_kw: -np.eye(5)})
+    with pytest.raises(ValueError, match="unknown"):
+        fit(P, py, **{prior_kw: "lda"})
+
+
+def test_mmc_all_dissimilar_degenerate_raises(data):
+    P, py = data
+    P = P.copy()
+    P[py == -1, 1] = P[py == -1, 0]
+    with pytest.raises(ValueError, match="degenerate"):
+        fit_mmc(P, py)
+
+
+def test_itml_bad_bounds_and_gamma(data):
+    P, py = data
+    with pytest.raises(ValueError, match="bounds"):
+        fit_itml(P, py, bounds=(1.0, -1.0))
+    with pytest.raises(ValueError, match="gamma"):
+        fit_itml(P, py, gamma=0.0)
+
+
+def test_priors_and_determinism(data):
+    P, py = data
+    for prior in ("covariance", "random"):
+        M = np.asarray(fit_itml(P, py, prior=prior, key=jax.random.key(0)).M)
+        assert np.all(np.isfinite(M))
+    a = fit_itml(P, py, prior="random", key=jax.random.key(3)).M
+    b = fit_itml(P, py, prior="random", key=jax.random.key(3)).M
+    np.testing.assert_array_equal(a, b)
