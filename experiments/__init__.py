@@ -1,0 +1,1 @@
+"""Entry points of metriclearn: absl-flag scripts and the ``reproduce`` main job."""

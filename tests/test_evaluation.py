@@ -1,0 +1,420 @@
+"""Tests of metriclearn.evaluation: k-NN, retrieval (P@1, R-precision, MAP@R, Recall@K, NMI), pairs."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+from sklearn.neighbors import KNeighborsClassifier
+
+from metriclearn import datasets, evaluation
+
+# ----------------------------------------------------------------------------------------------- k-NN
+
+
+def brute_knn_predict(train_X, train_y, test_X, k, metric="euclidean"):
+    """Loop reference: stable sort by distance (lower index first), vote, smallest label on ties."""
+    D = cdist(np.asarray(test_X, np.float64), np.asarray(train_X, np.float64), metric=metric)
+    classes = np.unique(train_y)
+    out = []
+    for row in D:
+        nn = np.argsort(row, kind="stable")[:k]
+        votes = [np.sum(train_y[nn] == c) for c in classes]
+        out.append(classes[int(np.argmax(votes))])
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize(
+    "metric,scipy_name",
+    [("euclidean", "euclidean"), ("manhattan", "cityblock"), ("chebyshev", "chebyshev")],
+)
+def test_knn_ties_duplicates_against_sklearn_and_loop(metric, scipy_name):
+    """Integer grids: many duplicated points, distance ties and class-vote ties."""
+    rng = np.random.default_rng(0)
+    n_checked = n_compared = 0
+    n_dup = n_vote_ties = 0
+    for _ in range(4):
+        n = int(rng.integers(20, 60))
+        Xtr = rng.integers(0, 6, size=(n, 3)).astype(np.float32)
+        Xtr[-8:] = Xtr[:8]  # exact duplicates (with their own labels)
+        ytr = rng.integers(0, 4, size=n)
+        Xte = np.concatenate([rng.integers(0, 6, size=(26, 3)), Xtr[:4]]).astype(np.float32)
+        n_dup += n - len(np.unique(Xtr, axis=0))
+        D_sorted = np.sort(cdist(Xte, Xtr, metric=scipy_name), axis=1)
+        for k in (1, 2, 3, 4, 6):
+            ours = evaluation.knn_predict(Xtr, ytr, Xte, k=k, metric=metric)
+            # the loop reference (stable by index) must agree everywhere
+            np.testing.assert_array_equal(ours, brute_knn_predict(Xtr, ytr, Xte, k, scipy_name))
+            # scikit-learn agrees wherever the k-th neighbour is not tied with the (k+1)-th
+            sk = (
+                KNeighborsClassifier(k, algorithm="brute", metric=metric).fit(Xtr, ytr).predict(Xte)
+            )
+            clear = D_sorted[:, k - 1] < D_sorted[:, k]
+            np.testing.assert_array_equal(ours[clear], sk[clear])
+            n_checked += clear.sum()
+            n_compared += len(clear)
+            if k in (2, 4):
+                nn = np.argsort(cdist(Xte, Xtr, metric=scipy_name), axis=1, kind="stable")[:, :k]
+                counts = np.stack([np.sum(ytr[nn] == c, axis=1) for c in range(4)], axis=1)
+                n_vote_ties += int(np.sum(np.sum(counts == counts.max(1, keepdims=True), 1) > 1))
+    # the comparison was not vacuous: many clear cases, duplicated points and class-vote ties
+    assert n_checked > 100 and n_dup > 10 and n_vote_ties > 10, (n_checked, n_compared)
+
+
+def test_knn_class_tie_goes_to_smallest_label():
+    train_X = np.array([[0.0], [1.0], [-1.0], [5.0]])
+    train_y = np.array([7, 2, 7, 2])
+    # k=2 at 0.6: neighbours 1.0 (label 2) and 0.0 (label 7): tie -> 2
+    assert evaluation.knn_predict(train_X, train_y, np.array([[0.6]]), k=2).tolist() == [2]
+    sk = KNeighborsClassifier(2, algorithm="brute").fit(train_X, train_y).predict([[0.6]])
+    assert sk.tolist() == [2]
+    # string labels come back as strings
+    pred = evaluation.knn_predict(train_X, np.array(["b", "a", "b", "a"]), [[-0.9]], k=1)
+    assert pred.tolist() == ["b"]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_accuracy_matches_sklearn_on_digits(k):
+    ds = datasets.load("digits")
+    X_tr, X_te = datasets.standardize(ds.X[:1200], ds.X[1200:])
+    ours = evaluation.knn_accuracy(X_tr, ds.y[:1200], X_te, ds.y[1200:], k=k)
+    sk = KNeighborsClassifier(k, algorithm="brute").fit(X_tr, ds.y[:1200]).score(X_te, ds.y[1200:])
+    assert ours == pytest.approx(sk, abs=1e-12)
+    chunked = evaluation.knn_accuracy(X_tr, ds.y[:1200], X_te, ds.y[1200:], k=k, chunk_size=37)
+    assert chunked == ours
+
+
+def test_knn_other_metrics_against_sklearn():
+    ds = datasets.load("wine")
+    X = datasets.standardize(ds.X)
+    tr, te = slice(0, None, 2), slice(1, None, 2)
+    cases = [
+        ("minkowski", {"p": 3.0}, dict(metric="minkowski", p=3)),
+        ("cosine", None, dict(metric="cosine")),
+    ]
+    M = np.linalg.inv(np.cov(X[tr].T))
+    for metric, kw, sk_kw in cases:
+        ours = evaluation.knn_predict(X[tr], ds.y[tr], X[te], metric=metric, metric_kwargs=kw)
+        sk = KNeighborsClassifier(3, algorithm="brute", **sk_kw).fit(X[tr], ds.y[tr]).predict(X[te])
+        np.testing.assert_array_equal(ours, sk)
+    ours = evaluation.knn_predict(X[tr], ds.y[tr], X[te], metric=M)
+    sk = KNeighborsClassifier(
+        3, algorithm="brute", metric="mahalanobis", metric_params={"VI": M}
+    ).fit(X[tr], ds.y[tr])
+    np.testing.assert_array_equal(ours, sk.predict(X[te]))
+
+    def paired_l1(x, y):
+        return jnp.abs(x - y).sum(-1)
+
+    ours = evaluation.knn_predict(X[tr], ds.y[tr], X[te], metric=paired_l1)
+    np.testing.assert_array_equal(ours, brute_knn_predict(X[tr], ds.y[tr], X[te], 3, "cityblock"))
+
+
+def test_knn_bad_input():
+    X, y = np.random.default_rng(0).normal(size=(6, 2)), np.array([0, 1] * 3)
+    with pytest.raises(ValueError, match="k=7 is larger than the number of training samples"):
+        evaluation.knn_accuracy(X, y, X, y, k=7)
+    with pytest.raises(ValueError, match="k must be"):
+        evaluation.knn_accuracy(X, y, X, y, k=0)
+    with pytest.raises(
+        ValueError, match="train_X and test_X must have the same number of features"
+    ):
+        evaluation.knn_accuracy(X, y, X[:, :1], y)
+    with pytest.raises(ValueError, match="test_X contains 2 NaN"):
+        evaluation.knn_accuracy(X, y, np.where(np.eye(6, 2) > 0, np.nan, X), y)
+    with pytest.raises(ValueError, match="train_y has 5 labels"):
+        evaluation.knn_accuracy(X, y[:5], X, y)
+    with pytest.raises(ValueError, match="test_y must be 1-D"):
+        evaluation.knn_accuracy(X, y, X, y[:5])
+    with pytest.raises(ValueError, match="train_X needs at least 1 rows"):
+        evaluation.knn_accuracy(np.zeros((0, 2)), np.zeros(0), X, y)
+    with pytest.raises(ValueError, match="unknown distance 'nope'"):
+        evaluation.knn_accuracy(X, y, X, y, metric="nope")
+    with pytest.raises(ValueError, match="similarity"):
+        evaluation.knn_accuracy(X, y, X, y, metric="cosine_similarity")
+    with pytest.raises(ValueError, match="square"):
+        evaluation.knn_accuracy(X, y, X, y, metric=np.ones((2, 3)))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        evaluation.knn_accuracy(X, y, X, y, metric=-np.eye(2))
+    with pytest.raises(ValueError, match="metric must be"):
+        evaluation.knn_accuracy(X, y, X, y, metric=3)
+    with pytest.raises(ValueError, match="p must be"):
+        evaluation.knn_accuracy(X, y, X, y, metric="minkowski", metric_kwargs={"p": -1.0})
+
+
+# ------------------------------------------------------------------------------------------ retrieval
+
+
+def brute_retrieval(Q, q_labels, R=None, r_labels=None, k_values=(1, 2, 4, 8), metric="euclidean"):
+    """Loop reference of the Musgrave et al. definitions (float64, stable order, lone queries skipped)."""
+    self_ref = R is None
+    R, r_labels = (Q, q_labels) if self_ref else (R, r_labels)
+    D = cdist(np.asarray(Q, np.float64), np.asarray(R, np.float64), metric=metric)
+    p1, rp, ap, rec, used = [], [], [], {k: [] for k in k_values}, 0
+    for i in range(len(Q)):
+        order = [j for j in np.argsort(D[i], kind="stable") if not (self_ref and j == i)]
+        rel = [r_labels[j] == q_labels[i] for j in order]
+        n_rel = sum(rel)
+        if n_rel == 0:
+            continue
+        used += 1
+        p1.append(float(rel[0]))
+        rp.append(sum(rel[:n_rel]) / n_rel)
+        hits, total = 0, 0.0
+        for pos in range(n_rel):
+            if rel[pos]:
+                hits += 1
+                total += hits / (pos + 1)
+        ap.append(total / n_rel)
+        for k in k_values:
+            rec[k].append(float(any(rel[:k])))
+    return {
+        "precision_at_1": np.mean(p1),
+        "r_precision": np.mean(rp),
+        "map_at_r": np.mean(ap),
+        "recall_at_k": {k: np.mean(v) for k, v in rec.items()},
+        "n_queries": used,
+    }
+
+
+def assert_metrics_close(ours, ref, tol=1e-9):
+    for key in ("precision_at_1", "r_precision", "map_at_r"):
+        assert ours[key] == pytest.approx(ref[key], abs=tol), key
+    for k, v in ref["recall_at_k"].items():
+        assert ours["recall_at_k"][k] == pytest.approx(v, abs=tol), k
+    assert ours["n_queries"] == ref["n_queries"]
+
+
+def _blobs(seed, n, d, sizes_p, sep=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(sizes_p), size=n, p=sizes_p)
+    means = sep * rng.normal(size=(len(sizes_p), d))
+    return means[y] + rng.normal(size=(n, d)), y
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_retrieval_against_loop_self_and_separate(x64, metric):
+    X, y = _blobs(0, 240, 6, [0.4, 0.3, 0.2, 0.1])
+    y = y.copy()
+    y[0] = 99  # a lone query: no other member of its class
+    ours = evaluation.retrieval_metrics(X, y, metric=metric, nmi=False)
+    ref = brute_retrieval(X, y, metric=metric)
+    assert ref["n_queries"] == 239
+    assert_metrics_close(ours, ref)
+    # separate reference set (a query label absent from the references is skipped)
+    ours = evaluation.retrieval_metrics(
+        X[:90], y[:90], X[90:], y[90:], metric=metric, nmi=False, k_values=(1, 3)
+    )
+    assert_metrics_close(ours, brute_retrieval(X[:90], y[:90], X[90:], y[90:], (1, 3), metric))
+
+
+def test_retrieval_hand_example():
+    # 1-D points; labels a a b a b: hand-computed metrics (query = reference set)
+    X = np.array([[0.0], [1.0], [2.0], [3.5], [5.0]])
+    y = np.array(["a", "a", "b", "a", "b"])
+    m = evaluation.retrieval_metrics(X, y, k_values=(1, 2), nmi=False)
+    # nearest lists (self excluded): 0:[1,2,3,4] 1:[0,2,3,4] 2:[1,3,0,4] 3:[2,4,1,0] 4:[3,2,1,0]
+    # R: a -> 2, b -> 1. P@1: 0:a✓ 1:a✓ 2:a✗ 3:b✗ 4:a✗ = 2/5
+    assert m["precision_at_1"] == pytest.approx(2 / 5)
+    # R-prec: 0: [1,2]->1/2; 1: [0,2]->1/2; 2: [1]->0; 3: [2,4]->0; 4: [3]->0
+    assert m["r_precision"] == pytest.approx((0.5 + 0.5) / 5)
+    # AP@R: 0: rel at 1 -> (1/1)/2; 1: same; others 0
+    assert m["map_at_r"] == pytest.approx((0.5 + 0.5) / 5)
+    # Recall@2: 0 ✓ 1 ✓ 2: [1,3] ✗ 3: [2,4] ✗ 4: [3,2] ✓
+    assert m["recall_at_k"] == {1: pytest.approx(0.4), 2: pytest.approx(0.6)}
+
+
+def test_retrieval_chunked_equals_unchunked():
+    """5,000 float32 embeddings: odd block sizes give exactly the unchunked numbers."""
+    X, y = _blobs(1, 5000, 16, [0.02] * 50, sep=0.8)
+    X = X.astype(np.float32)
+    full = evaluation.retrieval_metrics(X, y, nmi=False, chunk_size=5000, ref_chunk_size=5000)
+    chunked = evaluation.retrieval_metrics(X, y, nmi=False, chunk_size=317, ref_chunk_size=701)
+    for key in ("precision_at_1", "r_precision", "map_at_r", "recall_at_k", "n_queries"):
+        assert chunked[key] == full[key], key
+    assert 0.05 < full["map_at_r"] < 0.9  # a non-trivial setting
+
+
+def test_retrieval_chunked_float64_against_loop(x64):
+    X, y = _blobs(2, 300, 5, [0.5, 0.3, 0.2])
+    ours = evaluation.retrieval_metrics(X, y, nmi=False, chunk_size=70, ref_chunk_size=130)
+    assert_metrics_close(ours, brute_retrieval(X, y))
+    ours = evaluation.retrieval_metrics(
+        X[:50], y[:50], X[50:], y[50:], nmi=False, chunk_size=20, ref_chunk_size=100
+    )
+    assert_metrics_close(ours, brute_retrieval(X[:50], y[:50], X[50:], y[50:]))
+
+
+def test_retrieval_against_pytorch_metric_learning():
+    pytest.importorskip("torch")
+    pml = pytest.importorskip("pytorch_metric_learning")
+    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    del pml
+    X, y = _blobs(3, 240, 8, [0.35, 0.3, 0.2, 0.15], sep=0.7)
+    y = y.copy()
+    y[5] = 7  # lone query label
+    X32 = X.astype(np.float32)
+    include = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+    for dist, metric in (
+        (LpDistance(normalize_embeddings=False), "euclidean"),
+        (CosineSimilarity(), "cosine"),
+    ):
+        calc = AccuracyCalculator(include=include, k="max_bin_count", knn_func=CustomKNN(dist))
+        ref = calc.get_accuracy(X32, y)  # reference = query, self excluded
+        ours = evaluation.retrieval_metrics(X32, y, metric=metric, nmi=False)
+        assert ours["precision_at_1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
+        assert ours["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-6)
+        assert ours["map_at_r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
+        ref = calc.get_accuracy(X32[:90], y[:90], X32[90:], y[90:])
+        ours = evaluation.retrieval_metrics(
+            X32[:90], y[:90], X32[90:], y[90:], metric=metric, nmi=False
+        )
+        assert ours["precision_at_1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
+        assert ours["map_at_r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
+
+
+def test_nmi_matches_sklearn_kmeans():
+    X, y = _blobs(4, 150, 5, [0.25] * 4, sep=1.5)
+    m = evaluation.retrieval_metrics(X, y, seed=3, kmeans_n_init=2)
+    X32 = X.astype(np.float32).astype(np.float64)  # the embeddings as evaluated (float32)
+    clusters = KMeans(4, n_init=2, random_state=3).fit_predict(X32)
+    assert m["nmi"] == pytest.approx(normalized_mutual_info_score(y, clusters), abs=1e-12)
+    assert 0.2 < m["nmi"] < 1.0
+    well = datasets.gaussian_classes(0, n_samples=90, n_features=4, n_classes=3, class_sep=30.0)
+    m = evaluation.retrieval_metrics(well.X, well.y, kmeans_n_init=1)
+    assert m["nmi"] == pytest.approx(1.0) and m["precision_at_1"] == 1.0
+
+
+def test_retrieval_bad_input():
+    X, y = np.random.default_rng(0).normal(size=(10, 3)), np.array([0, 1] * 5)
+    with pytest.raises(ValueError, match="embeddings contains 3 NaN"):
+        evaluation.retrieval_metrics(np.where(np.eye(10, 3) > 0, np.nan, X), y)
+    with pytest.raises(ValueError, match="embeddings contains 3 NaN"):
+        evaluation.retrieval_metrics(np.where(np.eye(10, 3) > 0, np.inf, X), y)
+    with pytest.raises(ValueError, match="labels must be 1-D with one label per row"):
+        evaluation.retrieval_metrics(X, y[:9])
+    with pytest.raises(ValueError, match="embeddings must be 2-dimensional"):
+        evaluation.retrieval_metrics(X[0], y)
+    with pytest.raises(ValueError, match="embeddings needs at least 1 rows"):
+        evaluation.retrieval_metrics(np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(ValueError, match="same number of features"):
+        evaluation.retrieval_metrics(X, y, X[:, :2], y)
+    with pytest.raises(ValueError, match="ref_labels is required"):
+        evaluation.retrieval_metrics(X, y, X)
+    with pytest.raises(ValueError, match="ref_labels given without ref_embeddings"):
+        evaluation.retrieval_metrics(X, y, ref_labels=y)
+    with pytest.raises(ValueError, match="ref_labels must be 1-D with one label per row"):
+        evaluation.retrieval_metrics(X, y, X, y[:3])
+    with pytest.raises(ValueError, match="no query has a reference with the same label"):
+        evaluation.retrieval_metrics(X, np.arange(10))
+    with pytest.raises(ValueError, match="at least 2 classes for nmi"):
+        evaluation.retrieval_metrics(X, np.zeros(10))
+    single = evaluation.retrieval_metrics(X, np.zeros(10), nmi=False)  # fine without NMI
+    assert single["precision_at_1"] == 1.0 and single["map_at_r"] == 1.0
+    with pytest.raises(
+        ValueError, match="k_values asks for 10 neighbours but the reference set has only 9"
+    ):
+        evaluation.retrieval_metrics(X, y, k_values=(1, 10), nmi=False)
+    with pytest.raises(ValueError, match="k_values"):
+        evaluation.retrieval_metrics(X, y, k_values=(0,))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        evaluation.retrieval_metrics(X[:1], y[:1], k_values=(), nmi=False)
+    with pytest.raises(ValueError, match="chunk_size"):
+        evaluation.retrieval_metrics(X, y, chunk_size=0)
+    with pytest.raises(ValueError, match="unknown distance"):
+        evaluation.retrieval_metrics(X, y, metric="nope")
+
+
+# ---------------------------------------------------------------------------------------- verification
+
+
+def _pairs(seed=0, n=300, rounding=1):
+    rng = np.random.default_rng(seed)
+    same = rng.random(n) < 0.4
+    dist = np.round(rng.normal(size=n) + 1.5 - 1.2 * same, rounding)  # ties from rounding
+    return dist, same
+
+
+def test_roc_curve_matches_sklearn():
+    dist, same = _pairs()
+    fpr, tpr, thr = evaluation.roc_curve(dist, same)
+    f2, t2, th2 = sk_roc_curve(same, -dist, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], -th2[1:])
+    assert thr[0] == -np.inf
+    score = -dist
+    f3, t3, th3 = evaluation.roc_curve(score, same, higher_is_similar=True)
+    np.testing.assert_allclose(f3, f2)
+    np.testing.assert_allclose(th3, th2)
+
+
+def _brute_eer(fpr, tpr):
+    """EER as commonly computed in face verification: root of 1 - x - interp(fpr, tpr)(x)."""
+    from scipy.interpolate import interp1d
+    from scipy.optimize import brentq
+
+    return brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0, xtol=1e-14)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_verification_metrics_against_sklearn_and_loops(seed):
+    dist, same = _pairs(seed)
+    m = evaluation.verification_metrics(dist, same)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(same, -dist), abs=1e-12)
+    f, t, _ = sk_roc_curve(same, -dist, drop_intermediate=False)
+    assert m["eer"] == pytest.approx(_brute_eer(f, t), abs=1e-9)
+    # best accuracy: loop over every candidate threshold
+    cands = np.concatenate([[-np.inf], np.unique(dist)])
+    accs = [np.mean((dist <= c) == same) for c in cands]
+    assert m["best_accuracy"] == pytest.approx(max(accs), abs=1e-12)
+    assert evaluation.accuracy_at_threshold(dist, same, m["best_threshold"]) == pytest.approx(
+        m["best_accuracy"]
+    )
+    # the EER threshold's own error rates straddle the EER
+    fa = np.mean(dist[~same] <= m["eer_threshold"])
+    fr = np.mean(dist[same] > m["eer_threshold"])
+    assert min(fa, fr) - 1e-12 <= m["eer"] <= max(fa, fr) + 1e-12
+    # similarities give the same numbers
+    ms = evaluation.verification_metrics(-dist, same, higher_is_similar=True)
+    for key in ("roc_auc", "eer", "best_accuracy"):
+        assert ms[key] == pytest.approx(m[key], abs=1e-12)
+    assert ms["best_threshold"] == pytest.approx(-m["best_threshold"])
+
+
+def test_verification_separable_and_calibration():
+    m = evaluation.verification_metrics([0.1, 0.2, 0.8, 0.9], [True, True, False, False])
+    assert (m["roc_auc"], m["eer"], m["best_accuracy"]) == (1.0, 0.0, 1.0)
+    assert 0.2 <= m["best_threshold"] < 0.8
+    # calibrate on one set, apply to another
+    d_cal, s_cal = _pairs(5)
+    d_new, s_new = _pairs(6)
+    thr = evaluation.verification_metrics(d_cal, s_cal)["best_threshold"]
+    acc = evaluation.accuracy_at_threshold(d_new, s_new, thr)
+    assert acc == pytest.approx(np.mean((d_new <= thr) == s_new))
+    assert 0.6 < acc < 1.0
+    assert evaluation.accuracy_at_threshold([0.3, 0.9], [1, 0], 0.5, higher_is_similar=True) == 0.0
+
+
+def test_verification_bad_input():
+    with pytest.raises(ValueError, match="both same"):
+        evaluation.verification_metrics([0.1, 0.2], [True, True])
+    with pytest.raises(ValueError, match="same must be 1-D with one entry per pair"):
+        evaluation.verification_metrics([0.1, 0.2, 0.3], [True, False])
+    with pytest.raises(ValueError, match="distances_or_scores contains 1 NaN"):
+        evaluation.verification_metrics([0.1, np.nan], [True, False])
+    with pytest.raises(ValueError, match="boolean"):
+        evaluation.roc_curve([0.1, 0.2, 0.3], [0, 1, 2])
+    with pytest.raises(ValueError, match="distances_or_scores must be 1-dimensional"):
+        evaluation.roc_curve(np.zeros((2, 2)), [True, False])
+    with pytest.raises(ValueError, match="distances_or_scores needs at least 1 rows"):
+        evaluation.verification_metrics([], [])
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        evaluation.accuracy_at_threshold([0.1], [True], float("nan"))
+    with pytest.raises(ValueError, match="same must be 1-D"):
+        evaluation.accuracy_at_threshold([0.1, 0.2], [True], 0.5)
