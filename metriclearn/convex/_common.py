@@ -1,0 +1,385 @@
+"""Shared pieces of the supervised convex learners: the fit result, input checks and initialisation.
+
+Every supervised learner in :mod:`metriclearn.convex` returns a :class:`FitResult` holding the
+learned linear map ``L`` (``[k, d]``, so that ``M = L^T L``), and starts iterative optimisation from
+:func:`init_components`, which follows scikit-learn's ``NeighborhoodComponentsAnalysis`` rules.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metriclearn._validation import check_array, check_choice, check_labels, check_positive_int
+
+INITS = ("auto", "pca", "lda", "identity", "random")
+
+
+class FitResult(NamedTuple):
+    """Outcome of a supervised fit.
+
+    Attributes:
+      components: ``[k, d]`` linear map ``L``; the learned metric is ``M = L^T L``.
+      n_iter: number of optimiser iterations run (0 for closed-form learners).
+      converged: whether the stopping criterion was met (True for closed-form learners).
+      objective: final objective value (learner specific; NaN-free by construction).
+    """
+
+    components: jax.Array
+    n_iter: int
+    converged: bool
+    objective: float
+
+
+def check_Xy(
+    X,
+    y,
+    *,
+    min_per_class: int = 1,
+    min_classes: int = 2,
+    name_X: str = "X",
+    name_y: str = "y",
+) -> tuple[jax.Array, np.ndarray, int]:
+    """Validate a labelled data set at a public boundary.
+
+    Args:
+      X: ``[n, d]`` finite features.
+      y: ``[n]`` labels of any hashable dtype.
+      min_per_class: every class must have at least this many samples (e.g. ``n_neighbors + 1``).
+      min_classes: minimum number of distinct classes.
+      name_X, name_y: argument names used in error messages.
+
+    Returns:
+      ``(X, codes, n_classes)``: ``X`` as a floating ``jax.Array``, ``codes`` an ``int32`` NumPy
+      array of class indices ``0..C-1`` and ``C``.
+
+    Raises:
+      ValueError: wrong ranks, NaN/inf, ``len(y) != len(X)``, too few classes or samples per class.
+    """
+    X = check_array(X, name_X, ndim=2, min_rows=2)
+    if X.shape[1] < 1:
+        raise ValueError(f"{name_X} must have at least one feature, got shape {tuple(X.shape)}")
+    codes = check_labels(y, X.shape[0], name=name_y, min_classes=min_classes)
+    counts = np.bincount(codes)
+    n_classes = int(counts.shape[0])
+    if min_per_class > 1 and counts.min() < min_per_class:
+        worst = int(np.argmin(counts))
+        raise ValueError(
+            f"every class in {name_y} needs at least {min_per_class} samples, but class index "
+            f"{worst} has {int(counts[worst])} (class sizes: {counts.tolist()[:10]})"
+        )
+    return X, codes, n_classes
+
+
+def check_n_components(n_components, n_features: int) -> int:
+    """Return ``n_components`` (``None`` -> ``n_features``), or raise unless ``1 <= k <= d``."""
+    if n_components is None:
+        return int(n_features)
+    k = check_positive_int(n_components, "n_components")
+    if k > n_features:
+        raise ValueError(
+            f"n_components={k} is larger than the number of features d={n_features}; "
+            f"choose 1 <= n_components <= {n_features}"
+        )
+    return k
+
+
+def resolve_init(init, *, n_components: int, n_features: int, n_samples: int, n_classes: int):
+    """Resolve ``init="auto"`` with scikit-learn's NCA rule; return the name or the array unchanged.
+
+    ``auto`` picks ``"lda"`` when ``k <= min(d, C - 1)``, else ``"pca"`` when ``k < min(d, n)``,
+    else ``"identity"``.
+    """
+    if not isinstance(init, str):
+        return init
+    check_choice(init, "init", INITS)
+    if init != "auto":
+        return init
+    if n_components <= min(n_features, n_classes - 1):
+        return "lda"
+    if n_components < min(n_features, n_samples):
+        return "pca"
+    return "identity"
+
+
+def generalized_eigh(A: jax.Array, B: jax.Array, *, rtol: float | None = None):
+    """Solve ``A v = mu B v`` for symmetric ``A`` and PSD, possibly singular ``B``; stable.
+
+    ``B`` is regularised by flooring its eigenvalues at ``rtol * max(eig(B))`` (equivalently
+    solving with ``B + floor`` on its null space), then ``A`` is whitened by ``B^{-1/2}`` and the
+    ordinary symmetric problem is solved. The result is always real and finite, also when ``B``
+    is rank deficient (constant features), where ``scipy.linalg.eigh(A, B)`` fails.
+
+    Args:
+      A: ``[d, d]`` symmetric.
+      B: ``[d, d]`` symmetric PSD.
+      rtol: relative eigenvalue floor; default ``sqrt(eps)`` of the dtype (1e-8 in float64 is too
+        small to be meaningful in float32, hence dtype dependent).
+
+    Returns:
+      ``(mu [d], V [d, d])`` with eigenvalues descending and columns ``V[:, i]`` normalised so that
+      ``V^T B_reg V = I``.
+    """
+    dtype = A.dtype
+    if rtol is None:
+        rtol = float(np.sqrt(np.finfo(dtype).eps)) * 10.0
+    A = 0.5 * (A + A.T)
+    B = 0.5 * (B + B.T)
+    lam, U = jnp.linalg.eigh(B)
+    top = jnp.maximum(lam[-1], jnp.finfo(dtype).tiny)
+    lam = jnp.maximum(lam, rtol * top)
+    W = U / jnp.sqrt(lam)[None, :]
+    C = W.T @ A @ W
+    C = 0.5 * (C + C.T)
+    mu, Q = jnp.linalg.eigh(C)
+    order = jnp.argsort(-mu)
+    return mu[order], (W @ Q)[:, order]
+
+
+def _lda_components(X: jax.Array, codes: np.ndarray, n_classes: int, k: int) -> jax.Array:
+    """LDA directions ``[k, d]`` whitening the within-class covariance (scikit-learn's scaling)."""
+    n = X.shape[0]
+    onehot = jax.nn.one_hot(jnp.asarray(codes), n_classes, dtype=X.dtype)
+    counts = onehot.sum(0)
+    means = (onehot.T @ X) / counts[:, None]
+    Xw = X - onehot @ means
+    Sw = Xw.T @ Xw / max(n - n_classes, 1)
+    centred = means - X.mean(0)
+    Sb = (centred * (counts / n)[:, None]).T @ centred
+    _, V = generalized_eigh(Sb, Sw)
+    return V[:, :k].T
+
+
+def _pca_components(X: jax.Array, k: int) -> jax.Array:
+    """Top ``k`` principal directions (unit rows), as scikit-learn's ``PCA.components_``."""
+    Xc = X - X.mean(0)
+    _, _, Vt = jnp.linalg.svd(Xc, full_matrices=False)
+    if Vt.shape[0] < k:  # fewer samples than components: complete with an orthonormal basis
+        _, _, Vfull = jnp.linalg.svd(Xc, full_matrices=True)
+        Vt = Vfull
+    return Vt[:k]
+
+
+def init_components(
+    X,
+    y,
+    *,
+    n_components: int | None = None,
+    init="auto",
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """Initial linear map ``L0 [k, d]`` for the iterative supervised learners.
+
+    The rules follow scikit-learn's ``NeighborhoodComponentsAnalysis``:
+
+    * ``"auto"``: ``"lda"`` if ``k <= min(d, C - 1)``, else ``"pca"`` if ``k < min(d, n)``, else
+      ``"identity"``.
+    * ``"pca"``: the top ``k`` principal directions (unit rows).
+    * ``"lda"``: the top ``k`` generalised eigenvectors of (between, within)-class scatter,
+      normalised to whiten the within-class covariance; needs ``k <= min(d, C - 1)``. A singular
+      within-class covariance (constant features) is regularised, never NaN.
+    * ``"identity"``: ``eye(k, d)``.
+    * ``"random"``: standard normal entries drawn with ``key``.
+    * an array ``[k, d]``: used as given (validated).
+
+    Args:
+      X: ``[n, d]`` features.
+      y: ``[n]`` labels (only used by ``"lda"`` and ``"auto"``; may be real-valued targets for
+        ``"pca"``, ``"identity"``, ``"random"``, or an array init).
+      n_components: ``k``; ``None`` means ``d``. ``k > d`` raises ``ValueError``.
+      init: one of ``"auto"``, ``"pca"``, ``"lda"``, ``"identity"``, ``"random"`` or an array.
+      key: PRNG key for ``"random"``; default ``jax.random.key(0)``.
+
+    Returns:
+      ``[k, d]`` array in ``X``'s dtype.
+
+    Example:
+      >>> L0 = init_components(X, y, n_components=2, init="pca")   # doctest: +SKIP
+
+    Reference: Goldberger et al., "Neighbourhood Components Analysis", NIPS 2004; scikit-learn's NCA.
+    """
+    X = check_array(X, "X", ndim=2, min_rows=1)
+    n, d = X.shape
+    if not isinstance(init, str):
+        L0 = check_array(init, "init", ndim=2, dtype=X.dtype)
+        if L0.shape[1] != d:
+            raise ValueError(
+                f"init has {L0.shape[1]} columns but X has d={d} features "
+                f"(init shape {tuple(L0.shape)}, X shape {tuple(X.shape)})"
+            )
+        if n_components is not None and L0.shape[0] != n_components:
+            raise ValueError(
+                f"init has {L0.shape[0]} rows but n_components={n_components} "
+                f"(init shape {tuple(L0.shape)})"
+            )
+        check_n_components(L0.shape[0], d)
+        return L0
+    k = check_n_components(n_components, d)
+    check_choice(init, "init", INITS)
+    needs_labels = init in ("auto", "lda")
+    if needs_labels:
+        codes = check_labels(y, n, name="y", min_classes=1)
+        n_classes = int(codes.max()) + 1
+    else:
+        codes, n_classes = None, 0
+    init = resolve_init(init, n_components=k, n_features=d, n_samples=n, n_classes=n_classes)
+    if init == "identity":
+        return jnp.eye(k, d, dtype=X.dtype)
+    if init == "random":
+        key = jax.random.key(0) if key is None else key
+        return jax.random.normal(key, (k, d), dtype=X.dtype)
+    if init == "pca":
+        return _pca_components(X, k)
+    # lda
+    if k > min(d, n_classes - 1):
+        raise ValueError(
+            f'init="lda" needs n_components <= min(d, n_classes - 1) = {min(d, n_classes - 1)}, '
+            f"got n_components={k}; use init='pca' or 'auto'"
+        )
+    return _lda_components(X, codes, n_classes, k)
+
+
+def bucket_size(n: int, *, minimum: int = 64) -> int:
+    """Bucketed row count for ``n`` samples: the next of ``64, 80, 96, 112, 128, 160, 192, ...``.
+
+    Four buckets per octave (``p, 1.25p, 1.5p, 1.75p`` for powers of two ``p >= minimum``) keep
+    the padding overhead under 25 % while cross-validation folds of similar size share one compiled
+    program instead of recompiling for every ``n``. Buckets of 2048 rows or more are multiples of
+    512 (see :func:`row_block`).
+    """
+    p = max(int(minimum), 4)
+    while True:
+        for m in (4, 5, 6, 7):
+            size = p * m // 4
+            if size >= n:
+                return size
+        p *= 2
+
+
+def row_block(size: int) -> int:
+    """Row-block length for chunked ``[block, size]`` pairwise computations (divides ``size``)."""
+    return size if size <= 2048 else 512
+
+
+def pad_rows(X: jax.Array, size: int, fill=0) -> tuple[jax.Array, jax.Array]:
+    """Pad ``X [n, ...]`` with ``fill`` to ``[size, ...]``; return it and the validity mask ``[size]``."""
+    n = X.shape[0]
+    pad = [(0, size - n)] + [(0, 0)] * (X.ndim - 1)
+    mask = jnp.arange(size) < n
+    return jnp.pad(X, pad, constant_values=fill), mask
+
+
+def map_row_blocks(fn, block: int, *arrays):
+    """``fn`` applied to row blocks of ``arrays`` (same first axis), outputs concatenated.
+
+    A single block calls ``fn`` directly; several blocks run under ``lax.map`` with
+    ``jax.checkpoint`` so reverse-mode autodiff keeps only one ``[block, n]`` tile alive: memory is
+    ``O(block * n)`` instead of ``O(n^2)``.
+    """
+    size = arrays[0].shape[0]
+    if size <= block:
+        return fn(*arrays)
+    n_blocks = size // block
+    split = [a.reshape((n_blocks, block) + a.shape[1:]) for a in arrays]
+    out = jax.lax.map(lambda args: jax.checkpoint(fn)(*args), tuple(split))
+    return jax.tree_util.tree_map(lambda o: o.reshape((size,) + o.shape[2:]), out)
+
+
+def lbfgs_tolerances(tol: float | None) -> tuple[float, float]:
+    """``(ftol, gtol)`` from a user ``tol``, as ``scipy.optimize.minimize(method="L-BFGS-B")``.
+
+    A number sets both (scikit-learn's NCA); ``None`` keeps scipy's defaults ``ftol = 2.2e-9``,
+    ``gtol = 1e-5`` (metric-learn's NCA and MLKR, which run closer to convergence).
+    """
+    if tol is None:
+        return 2.220446049250313e-09, 1e-5
+    if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0 or None, got {tol!r}")
+    return float(tol), float(tol)
+
+
+class LBFGSResult(NamedTuple):
+    """Outcome of :func:`lbfgs_minimize` (all JAX scalars/arrays, usable inside ``jit``)."""
+
+    params: jax.Array
+    value: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+
+
+def lbfgs_minimize(
+    fun,
+    x0,
+    *,
+    max_iter,
+    ftol,
+    gtol,
+    memory_size: int = 10,
+    max_linesearch_steps: int = 25,
+    initial_step: str = "one",
+) -> LBFGSResult:
+    """Minimise a smooth scalar ``fun(params)`` with L-BFGS (optax) in a ``lax.while_loop``.
+
+    The one L-BFGS loop of the convex learners (NCA, MLKR, ...). Stopping rule as scipy's
+    ``L-BFGS-B``: stop when the relative decrease
+    ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`` or the largest gradient entry
+    ``<= gtol``, or after ``max_iter`` iterations (see :func:`lbfgs_tolerances`). A step that makes the objective non-finite or
+    larger is rejected and the loop stops at the best point found, so the result is never NaN.
+
+    Args:
+      fun: ``params -> scalar``, traceable (close over the data inside the caller's ``jit``).
+      x0: initial parameters (any pytree of floating arrays).
+      max_iter: iteration budget (may be traced).
+      ftol: relative-decrease tolerance (may be traced).
+      gtol: gradient (max-abs) tolerance (may be traced).
+      memory_size: number of curvature pairs kept.
+      max_linesearch_steps: zoom line-search budget per iteration.
+      initial_step: line-search starting step, ``"one"`` (the quasi-Newton step, as scipy) or
+        ``"keep"`` (the last accepted step); optax's ``initial_guess_strategy``.
+
+    Returns:
+      :class:`LBFGSResult` ``(params, value, n_iter, converged)``.
+
+    Reference: Liu & Nocedal, "On the limited memory BFGS method for large scale optimization",
+    Mathematical Programming 45 (1989); optax.lbfgs.
+    """
+    opt = optax.lbfgs(
+        memory_size=memory_size,
+        linesearch=optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=max_linesearch_steps, initial_guess_strategy=initial_step
+        ),
+    )
+    value_and_grad = optax.value_and_grad_from_state(fun)
+    f0, g0 = jax.value_and_grad(fun)(x0)
+    state0 = opt.init(x0)
+
+    def grad_max(g):
+        leaves = jax.tree_util.tree_leaves(g)
+        return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+
+    def cond(carry):
+        _, _, _, _, it, done, _ = carry
+        return (it < max_iter) & ~done
+
+    def body(carry):
+        x, state, f, g, it, _, _ = carry
+        updates, new_state = opt.update(g, state, x, value=f, grad=g, value_fn=fun)
+        x_new = optax.apply_updates(x, updates)
+        f_new, g_new = value_and_grad(x_new, state=new_state)
+        ok = jnp.isfinite(f_new) & (f_new <= f) & jnp.isfinite(grad_max(g_new))
+        rel = (f - f_new) / jnp.maximum(jnp.maximum(jnp.abs(f), jnp.abs(f_new)), 1.0)
+        small = ok & ((rel <= ftol) | (grad_max(g_new) <= gtol))
+        pick = lambda a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(ok, u, v), a, b)  # noqa: E731
+        x_out = pick(x_new, x)
+        f_out = jnp.where(ok, f_new, f)
+        g_out = pick(g_new, g)
+        return x_out, new_state, f_out, g_out, it + 1, small | ~ok, small
+
+    start_done = grad_max(g0) <= gtol
+    carry = (x0, state0, f0, g0, jnp.asarray(0), start_done, start_done)
+    x, _, f, _, it, _, converged = jax.lax.while_loop(cond, body, carry)
+    return LBFGSResult(x, f, it, converged)

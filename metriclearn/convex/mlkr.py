@@ -1,0 +1,156 @@
+"""Metric Learning for Kernel Regression (MLKR): learn ``L`` minimising leave-one-out regression error.
+
+With a Gaussian kernel in the learned space, ``k_ij = exp(-||L x_i - L x_j||^2)``, each target is
+predicted from the others by Nadaraya-Watson kernel regression
+
+.. math::  \\hat y_i = \\frac{\\sum_{j \\ne i} k_{ij} y_j}{\\sum_{j \\ne i} k_{ij}},
+           \\qquad f(L) = \\sum_i (y_i - \\hat y_i)^2 .
+
+The weights are a softmax over ``-||L x_i - L x_j||^2`` (computed in log space, so far-apart points
+never underflow to 0/0), in row blocks with the matmul identity (``O(block * n)`` memory); the
+gradient comes from autodiff and L-BFGS optimises it in one jitted loop (shared with NCA). Rows are
+padded to buckets with a validity mask so cross-validation does not recompile for every ``n``.
+
+Reference: K. Q. Weinberger, G. Tesauro, "Metric Learning for Kernel Regression", AISTATS 2007.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metriclearn._validation import check_array
+from metriclearn.convex._common import (
+    FitResult,
+    bucket_size,
+    check_n_components,
+    init_components,
+    lbfgs_minimize,
+    lbfgs_tolerances,
+    map_row_blocks,
+    pad_rows,
+    row_block,
+)
+
+__all__ = ["fit_mlkr", "mlkr_objective"]
+
+
+def _mlkr_loss(L, X, t, valid, block: int):
+    """``sum_i (t_i - hat t_i)^2`` over valid rows of padded ``X [N, d]``, targets ``t [N]``."""
+    Z = X @ L.T
+    sq = jnp.sum(Z * Z, axis=1)
+    n = Z.shape[0]
+    cols = jnp.arange(n)
+
+    def rows(Zb, sqb, tb, vb, idx):
+        d2 = jnp.maximum(sqb[:, None] + sq[None, :] - 2.0 * (Zb @ Z.T), 0.0)
+        allowed = valid[None, :] & (idx[:, None] != cols[None, :])
+        logits = jnp.where(allowed, -d2, -jnp.inf)
+        w = jax.nn.softmax(logits, axis=1)
+        w = jnp.where(allowed, w, 0.0)
+        r = tb - w @ t
+        return jnp.where(vb, r * r, 0.0)
+
+    return jnp.sum(map_row_blocks(rows, block, Z, sq, t, valid, cols))
+
+
+_mlkr_loss_jit = jax.jit(_mlkr_loss, static_argnames=("block",))
+
+
+@functools.partial(jax.jit, static_argnames=("block",))
+def _mlkr_solve(L0, X, t, valid, max_iter, ftol, gtol, *, block: int):
+    fun = functools.partial(_mlkr_loss, X=X, t=t, valid=valid, block=block)
+    # "keep" (last accepted step) rather than scipy's unit step: on these non-convex losses the path
+    # differs; measured on the ANCHORS.md protocol, iris 3-NN 0.967 with "keep" vs 0.953 with "one".
+    return lbfgs_minimize(fun, L0, max_iter=max_iter, ftol=ftol, gtol=gtol, initial_step="keep")
+
+
+def _check_Xt(X, y):
+    X = check_array(X, "X", ndim=2, min_rows=2)
+    if X.shape[1] < 1:
+        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
+    t = check_array(y, "y", ndim=1, dtype=X.dtype)
+    if t.shape[0] != X.shape[0]:
+        raise ValueError(f"y has {t.shape[0]} targets but X has {X.shape[0]} samples")
+    if float(np.ptp(np.asarray(t))) == 0.0:
+        raise ValueError("y is constant (a single target value): MLKR has nothing to learn")
+    return X, t
+
+
+def _prepare(X, t):
+    size = bucket_size(X.shape[0])
+    Xp, valid = pad_rows(X, size)
+    tp, _ = pad_rows(t, size)
+    return Xp, tp, valid, row_block(size)
+
+
+def mlkr_objective(L, X, y) -> jax.Array:
+    """MLKR's leave-one-out squared error of ``L [k, d]`` on ``X [n, d]``, targets ``y [n]``."""
+    X, t = _check_Xt(X, y)
+    L = jnp.asarray(L, X.dtype)
+    if L.ndim != 2 or L.shape[1] != X.shape[1]:
+        raise ValueError(f"L must be [k, {X.shape[1]}], got shape {tuple(L.shape)}")
+    Xp, tp, valid, block = _prepare(X, t)
+    return _mlkr_loss_jit(L, Xp, tp, valid, block=block)
+
+
+def fit_mlkr(
+    X,
+    y,
+    *,
+    n_components: int | None = None,
+    init="auto",
+    max_iter: int = 100,
+    tol: float | None = 1e-5,
+    key: jax.Array | None = None,
+) -> FitResult:
+    """Fit MLKR: the linear map ``L [k, d]`` minimising kernel regression's leave-one-out error.
+
+    Args:
+      X: ``[n, d]`` features (finite).
+      y: ``[n]`` real-valued targets (finite, not all equal). Class labels work too (as numbers).
+      n_components: ``k`` (default ``d``); ``k > d`` raises ``ValueError``.
+      init: ``"auto"`` (``"pca"`` if ``k < min(d, n)`` else ``"identity"``; no LDA for regression),
+        ``"pca"``, ``"identity"``, ``"random"`` or an array ``[k, d]``.
+      max_iter: L-BFGS iterations.
+      tol: relative-decrease and gradient tolerance (scipy's L-BFGS-B ``tol`` semantics; ``None``
+        keeps scipy's defaults ``ftol=2.2e-9, gtol=1e-5`` and runs closer to convergence).
+      key: PRNG key for ``init="random"``.
+
+    Returns:
+      :class:`FitResult` with ``components [k, d]``, ``n_iter``, ``converged`` and
+      ``objective = sum_i (y_i - hat y_i)^2``.
+
+    Example:
+      >>> from sklearn.datasets import load_diabetes
+      >>> X, y = load_diabetes(return_X_y=True)
+      >>> fit_mlkr(X, y, n_components=3).components.shape
+      (3, 10)
+
+    Reference: Weinberger & Tesauro, "Metric Learning for Kernel Regression", AISTATS 2007.
+    """
+    X, t = _check_Xt(X, y)
+    k = check_n_components(n_components, X.shape[1])
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    ftol, gtol = lbfgs_tolerances(tol)
+    if isinstance(init, str) and init == "lda":
+        raise ValueError("init='lda' needs class labels; MLKR takes real targets: use 'pca'")
+    if isinstance(init, str) and init == "auto":
+        init = "pca" if k < min(X.shape[1], X.shape[0]) else "identity"
+    L0 = init_components(X, None, n_components=n_components, init=init, key=key)
+    Xp, tp, valid, block = _prepare(X, t)
+    res = _mlkr_solve(
+        L0,
+        Xp,
+        tp,
+        valid,
+        jnp.asarray(max_iter),
+        jnp.asarray(ftol, X.dtype),
+        jnp.asarray(gtol, X.dtype),
+        block=block,
+    )
+    return FitResult(res.params, int(res.n_iter), bool(res.converged), float(res.value))
