@@ -317,7 +317,7 @@ class LMNN(_TransformerBase):
       max_iter: iteration budget.
       tol: stopping tolerance.
       learn_rate: step size for the gradient-descent solver (``None``: solver default).
-      regularization: pull/push weight ``mu`` in ``(1 - mu) * pull + mu * push``.
+      regularization: weight of the pull term, as in metric-learn: ``regularization * pull + (1 - regularization) * push`` (``1 - mu`` in Weinberger & Saul's notation; equal at the default 0.5).
       solver: optimiser of :func:`metriclearn.convex.lmnn.fit_lmnn`.
       random_state: seed for ``init="random"``.
     """
