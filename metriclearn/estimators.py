@@ -753,8 +753,10 @@ class _BaseMMC(MahalanobisMixin, BaseEstimator):
         res = _convex("mmc").fit_mmc(
             P,
             py,
+            solver=self.solver,
             diagonal=self.diagonal,
             max_iter=self.max_iter,
+            max_proj=self.max_proj,
             tol=self.tol,
             diagonal_c=self.diagonal_c,
             key=key,
@@ -768,6 +770,10 @@ class MMC(_PairsMixin, _BaseMMC):
 
     Args:
       max_iter, tol: solver budget and tolerance.
+      solver: ``"projection"`` (the published iteration, stops early like metric-learn's MMC) or
+        ``"optimal"`` (the exact optimum, faster, often near rank one); see
+        :func:`metriclearn.convex.mmc.fit_mmc`.
+      max_proj: budget of alternating projections per step (``"projection"`` solver).
       diagonal: learn a diagonal ``M``.
       diagonal_c: weight of the dissimilarity term in the diagonal problem.
       preprocessor, random_state: as :class:`ITML`.
@@ -777,12 +783,16 @@ class MMC(_PairsMixin, _BaseMMC):
         self,
         max_iter=100,
         tol=1e-3,
+        solver="projection",
+        max_proj=10000,
         diagonal=False,
         diagonal_c=1.0,
         preprocessor=None,
         random_state=None,
     ):
         self.max_iter = max_iter
+        self.solver = solver
+        self.max_proj = max_proj
         self.tol = tol
         self.diagonal = diagonal
         self.diagonal_c = diagonal_c
@@ -797,12 +807,16 @@ class MMC_Supervised(_SupervisedWeak, _BaseMMC):
         self,
         max_iter=100,
         tol=1e-3,
+        solver="projection",
+        max_proj=10000,
         diagonal=False,
         diagonal_c=1.0,
         n_constraints=None,
         random_state=None,
     ):
         self.max_iter = max_iter
+        self.solver = solver
+        self.max_proj = max_proj
         self.tol = tol
         self.diagonal = diagonal
         self.diagonal_c = diagonal_c
