@@ -19,6 +19,7 @@ build a config; the work is :func:`metriclearn.training.train_and_evaluate`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
 from absl import app, flags
@@ -54,6 +55,9 @@ flags.DEFINE_integer("checkpoint_every", 0, "orbax checkpoint every N epochs (0:
 flags.DEFINE_float("test_size", 0.3, "held-out fraction (data sets without an official test split)")
 flags.DEFINE_string("dataset_kwargs", "{}", "options of datasets.load as JSON")
 flags.DEFINE_boolean("progress", True, "show a progress bar")
+flags.DEFINE_integer(
+    "devices", 1, "data-parallel devices (batch sharded; on CPU: simulated devices)"
+)
 
 
 def _check_name(flag: str, value: str, valid) -> None:
@@ -116,12 +120,18 @@ def build_config() -> dict:
         "eval_every": FLAGS.eval_every,
         "checkpoint_every": FLAGS.checkpoint_every,
         "progress": FLAGS.progress,
+        "devices": FLAGS.devices,
     }
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {list(argv[1:])}")
+    # Simulated CPU devices must be requested before JAX initialises its backend.
+    if FLAGS.devices > 1 and "device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={FLAGS.devices}"
+        )
     config = build_config()
     from metriclearn import training
 

@@ -418,6 +418,7 @@ def fit(
     max_to_keep: int | None = 2,
     normalize_curves: bool = True,
     progress: bool = True,
+    mesh=None,
 ) -> FitResult:
     """Train an embedding network with m-per-class batches; evaluate, record, checkpoint.
 
@@ -485,7 +486,16 @@ def fit(
     X_dev = jax.device_put(X_train)
     y_dev = jax.device_put(jnp.asarray(y_codes))
     state = create_train_state(key, model, loss_spec, optimizer, X_train[:1])
-    train_epoch = make_train_epoch(model, loss_spec, optimizer, normalize_curves=normalize_curves)
+    if mesh is None:
+        train_epoch = make_train_epoch(
+            model, loss_spec, optimizer, normalize_curves=normalize_curves
+        )
+    else:  # data parallel: batch sharded over the mesh, state replicated (metriclearn.parallel)
+        from metriclearn import parallel
+
+        train_epoch = parallel.make_sharded_train_epoch(
+            model, loss_spec, optimizer, mesh, normalize_curves=normalize_curves
+        )
     embed = make_embed_fn(model)
 
     history: list[dict[str, float]] = []
@@ -622,6 +632,7 @@ def default_config() -> dict[str, Any]:
         "checkpoint_every": 0,
         "normalize_curves": True,
         "progress": True,
+        "devices": 1,
     }
 
 
@@ -758,7 +769,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         train_and_evaluate({"dataset": "digits", "loss": "triplet_margin", "miner": "semihard",
                             "loss_kwargs": {"margin": 0.2}, "epochs": 30}, "/tmp/run")
     """
-    from metriclearn import datasets, losses, plotting
+    from metriclearn import datasets, losses, parallel, plotting
 
     if hasattr(config, "to_dict"):
         config = config.to_dict()
@@ -820,6 +831,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         checkpoint_every=checkpoint_every,
         normalize_curves=bool(cfg["normalize_curves"]),
         progress=bool(cfg["progress"]),
+        mesh=parallel.mesh_from_config(cfg),
     )
     wall = time.perf_counter() - t0
     out: dict[str, Any] = {k: result.metrics.get(k, math.nan) for k in METRIC_KEYS}

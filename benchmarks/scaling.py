@@ -1,0 +1,223 @@
+"""Data-parallel scaling over 1, 2, 4, 8 (simulated) devices: deep train step, pairwise, evaluation.
+
+Run::
+
+    python -m benchmarks.scaling                       # 1,2,4,8 simulated CPU devices
+    python -m benchmarks.scaling --quick               # small shapes, 3 repeats (smoke test)
+    python -m benchmarks.scaling --devices 1,2 --json /tmp/scaling.json
+
+The device count of the CPU backend is fixed when jax starts (``XLA_FLAGS=
+--xla_force_host_platform_device_count=N``), so each device count runs in its own subprocess
+(``--worker N``), which prints one JSON line; the parent prints a Markdown table and the ratio of each
+throughput to the 1-device run.
+
+What is measured, per device count ``N`` (mesh of ``N`` devices, :mod:`metriclearn.parallel`):
+
+* ``train step``: one data-parallel step (``parallel.make_sharded_train_step``) of the ANCHORS.md MLP
+  (64 -> 256 -> 256 -> 64) with the contrastive loss over all pairs of a 128 batch (the batch sharded,
+  parameters replicated): ms per step.
+* ``pairwise``: ``distances.pairwise_sqeuclidean(X, Y)`` with ``X`` rows sharded and ``Y`` replicated,
+  ``[n, 64] x [n, 64]``: GFLOP/s-equivalent (``2 n^2 d`` per call).
+* ``retrieval``: ``parallel.sharded_retrieval_metrics`` (exact chunked k-NN, query blocks sharded) of
+  ``[n_eval, 64]`` embeddings in 100 classes, NMI off: seconds per call.
+
+Simulated devices share the machine's cores: on a 2-core CPU, going from 1 to 2 devices can use the
+second core (up to ~2x for work that XLA runs single-threaded), but 4 or 8 simulated devices cannot be
+faster than 2 -- the table shows that the same program runs unchanged on 1..8 devices and how the
+partitioning and collective overhead grows. Real speed-ups need real devices (GPUs/TPUs or hosts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", default="1,2,4,8", help="comma list of device counts")
+    parser.add_argument(
+        "--batch", type=int, default=128, help="train batch (multiple of each count)"
+    )
+    parser.add_argument("--n-pairwise", type=int, default=4096, help="rows of X and Y (pairwise)")
+    parser.add_argument("--n-eval", type=int, default=10000, help="embeddings for retrieval")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions")
+    parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (smoke test)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per device count")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n_pairwise, args.n_eval, args.repeats = 1024, 4000, 3
+    return args
+
+
+def _worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure everything on a mesh of ``args.worker`` devices (this process's device count)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from benchmarks._timing import alternate
+    from metriclearn import distances, losses, models, parallel, training
+
+    n_dev = args.worker
+    mesh = parallel.make_mesh(n_dev)
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"devices": n_dev, "jax_devices": len(jax.devices())}
+
+    # deep train step
+    x = rng.normal(size=(args.batch, 64)).astype(np.float32)
+    y = np.repeat(np.arange(args.batch // 16), 16).astype(np.int32)
+    model = models.build_model("mlp", hidden=(256, 256), embedding_dim=64)
+    spec = losses.build("contrastive")
+    opt = optax.adam(1e-3)
+    state = parallel.replicate(training.create_train_state(0, model, spec, opt, x[:1]), mesh)
+    step = parallel.make_sharded_train_step(model, spec, opt, mesh)
+    xs, ys = parallel.shard_batch((x, y), mesh)
+    holder = {"state": state}
+
+    def train_step():
+        holder["state"], metrics = step(holder["state"], xs, ys)
+        return metrics["loss"]
+
+    # pairwise: X sharded by rows, Y replicated
+    n, d = args.n_pairwise, 64
+    X = parallel.shard_batch(rng.normal(size=(n, d)).astype(np.float32), mesh)
+    Y = parallel.replicate(jnp.asarray(rng.normal(size=(n, d)).astype(np.float32)), mesh)
+    data, rep = parallel.data_sharding(mesh), parallel.replicated_sharding(mesh)
+    pw = jax.jit(distances.pairwise_sqeuclidean, in_shardings=(data, rep), out_shardings=data)
+
+    t = alternate(
+        {"train": train_step, "pairwise": lambda: pw(X, Y)}, repeats=args.repeats, warmup=1
+    )
+    out["train_ms_per_step"] = 1e3 * t["train"]["median_s"]
+    out["train_first_s"] = t["train"]["first_s"]
+    out["pairwise_gflops"] = 2.0 * n * n * d / t["pairwise"]["median_s"] / 1e9
+    out["pairwise_first_s"] = t["pairwise"]["first_s"]
+
+    # retrieval over n_eval embeddings (one call is long: time two calls after a warm-up)
+    E = rng.normal(size=(args.n_eval, 64)).astype(np.float32)
+    labels = rng.integers(0, 100, size=args.n_eval)
+    E += 2.0 * rng.normal(size=(100, 64)).astype(np.float32)[labels]
+    t0 = time.perf_counter()
+    m = parallel.sharded_retrieval_metrics(E, labels, k_values=(1,), nmi=False, mesh=mesh)
+    out["retrieval_first_s"] = time.perf_counter() - t0
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        parallel.sharded_retrieval_metrics(E, labels, k_values=(1,), nmi=False, mesh=mesh)
+        times.append(time.perf_counter() - t0)
+    out["retrieval_s"] = min(times)
+    out["retrieval_map_at_r"] = m["map_at_r"]
+    return out
+
+
+def _run_one(n_dev: int, args: argparse.Namespace) -> dict[str, Any]:
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_FLAG)]
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": " ".join([*flags, f"{DEVICE_FLAG}={n_dev}"]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.scaling",
+        "--worker",
+        str(n_dev),
+        "--batch",
+        str(args.batch),
+    ]
+    cmd += ["--n-pairwise", str(args.n_pairwise), "--n-eval", str(args.n_eval)]
+    cmd += ["--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker with {n_dev} devices failed:\n{proc.stderr[-3000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+    return json.loads(line)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the workers, print the table, return (and optionally write) the results."""
+    args = _parse(argv)
+    if args.worker is not None:
+        print(json.dumps(_worker(args)), flush=True)
+        return {}
+    from benchmarks._timing import machine_line, markdown_table
+
+    counts = [int(c) for c in args.devices.split(",") if c.strip()]
+    bad = [c for c in counts if c < 1 or args.batch % c]
+    if bad:
+        raise SystemExit(
+            f"--batch {args.batch} must be a multiple of every device count; bad: {bad}"
+        )
+    results = []
+    for c in counts:
+        results.append(_run_one(c, args))
+        print(f"  done: {c} device(s)", file=sys.stderr, flush=True)
+    base = results[0]
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r["devices"],
+                r["train_ms_per_step"],
+                base["train_ms_per_step"] / r["train_ms_per_step"],
+                r["pairwise_gflops"],
+                r["pairwise_gflops"] / base["pairwise_gflops"],
+                r["retrieval_s"],
+                base["retrieval_s"] / r["retrieval_s"],
+                r["train_first_s"],
+            ]
+        )
+    print(f"# data-parallel scaling over simulated CPU devices ({os.cpu_count()} cores)")
+    print(machine_line())
+    print(
+        f"train: MLP 64-256-256-64, contrastive all pairs, batch {args.batch}; pairwise: "
+        f"[{args.n_pairwise}, 64]^2 sqeuclidean; retrieval: [{args.n_eval}, 64], 100 classes; "
+        f"medians of {args.repeats} (retrieval: best of 2)\n"
+    )
+    print(
+        markdown_table(
+            [
+                "devices",
+                "train ms/step",
+                "train speed vs 1",
+                "pairwise GFLOP/s",
+                "pairwise vs 1",
+                "retrieval s",
+                "retrieval speed vs 1",
+                "train compile s",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nSimulated devices share the machine's {os.cpu_count()} cores: beyond that many devices, "
+        "the ratios measure partitioning/collective overhead, not real multi-device hardware."
+    )
+    last = results[-1]
+    summary = {
+        "train_speed_max_vs_1": base["train_ms_per_step"] / last["train_ms_per_step"],
+        "pairwise_speed_max_vs_1": last["pairwise_gflops"] / base["pairwise_gflops"],
+        "retrieval_speed_max_vs_1": base["retrieval_s"] / last["retrieval_s"],
+    }
+    report = {"args": vars(args), "results": results, "summary": summary, "max_devices": counts[-1]}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,865 @@
+r"""Multi-device and multi-host data parallelism with JAX's own machinery (``jax.sharding``).
+
+Nothing here is a home-made distributed runtime: a 1-D :class:`jax.sharding.Mesh` names the devices
+(``"data"`` axis), :class:`jax.sharding.NamedSharding` says how each array is laid out, ``jax.jit``
+compiles the *global* program once and XLA's SPMD partitioner inserts the collectives, and
+``jax.distributed.initialize()`` joins several hosts into one device list. The same code runs on one
+device, on 8 simulated CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), on
+several GPUs/TPUs and on several hosts.
+
+* Deep training (:func:`make_sharded_train_step`, :func:`make_sharded_train_epoch`): the batch is
+  sharded over the ``data`` axis (device ``i`` holds rows ``i*B/n : (i+1)*B/n``), the parameters,
+  optimizer state and PRNG key are replicated. The step is :mod:`metriclearn.training`'s own step,
+  jitted with these shardings: the loss is the loss of the *global* batch, so in-batch mining sees
+  every pair and triplet of the concatenated batch (negatives come from all devices, as large-batch
+  contrastive training requires); XLA all-gathers the embeddings and labels for the ``[B, B]``
+  distance matrix and all-reduces the gradients. Loss and gradients equal the single-device step on the concatenated
+  batch up to float summation order. :func:`all_gather_batch` is the explicit form for
+  ``jax.shard_map`` code.
+* Convex fitting (:func:`shard_constraints`, :func:`sharded_objective`,
+  :func:`sharded_projected_gradient`): the pairs / triplets are sharded, ``M`` is replicated; the
+  per-tuple terms of :func:`metriclearn.solver.projected_gradient` run vmapped on each device's
+  tuples and the mean is one all-reduce.
+* Evaluation (:func:`sharded_knn_predict`, :func:`sharded_knn_accuracy`,
+  :func:`sharded_retrieval_metrics`): exact chunked k-NN as in :mod:`metriclearn.evaluation` (its
+  block top-k merge is reused), with each query block sharded across devices and the reference blocks
+  replicated.
+* Multi-host (:func:`initialize_distributed`, :func:`host_local_to_global`): each process feeds its
+  own rows; the global batch is their concatenation in process order.
+
+Example::
+
+    import jax, optax
+    from metriclearn import losses, models, parallel, training
+    mesh = parallel.make_mesh()                        # all devices on a "data" axis
+    model = models.build_model("mlp", hidden=(64,), embedding_dim=16)
+    spec = losses.build("triplet_margin", miner="semihard")
+    opt = optax.adam(1e-3)
+    state = parallel.replicate(training.create_train_state(0, model, spec, opt, X[:1]), mesh)
+    step = parallel.make_sharded_train_step(model, spec, opt, mesh)
+    state, metrics = step(state, X[:128], y[:128])     # batch 128 split over the devices
+
+Reference: Xu et al., "GSPMD: General and Scalable Parallelization for ML Computation Graphs", 2021;
+Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR), ICML
+2020 (negatives gathered across devices for large-batch contrastive training).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from metriclearn._validation import check_array, check_labels, check_positive_int, check_same_dim
+
+__all__ = [
+    "DATA_AXIS",
+    "make_mesh",
+    "data_sharding",
+    "replicated_sharding",
+    "shard_batch",
+    "replicate",
+    "all_gather_batch",
+    "make_sharded_train_step",
+    "make_sharded_train_epoch",
+    "mesh_from_config",
+    "train_and_evaluate",
+    "shard_constraints",
+    "sharded_objective",
+    "sharded_projected_gradient",
+    "sharded_knn_predict",
+    "sharded_knn_accuracy",
+    "sharded_retrieval_metrics",
+    "initialize_distributed",
+    "host_local_to_global",
+]
+
+DATA_AXIS = "data"
+
+
+# --------------------------------------------------------------------------------------------------
+# Mesh and shardings
+# --------------------------------------------------------------------------------------------------
+
+
+def make_mesh(n_devices: int | None = None, axis_name: str = DATA_AXIS) -> Mesh:
+    """A 1-D device mesh for data parallelism.
+
+    Args:
+      n_devices: number of devices (default: all of ``jax.devices()``, i.e. every device of every
+        process after :func:`initialize_distributed`); the first ``n_devices`` are used.
+      axis_name: name of the mesh axis.
+
+    Returns:
+      ``jax.sharding.Mesh`` of shape ``(n_devices,)``.
+
+    Raises:
+      ValueError: ``n_devices`` not a positive int or more than the devices available.
+
+    Example::
+
+        mesh = make_mesh(4)        # Mesh('data': 4)
+    """
+    devices = jax.devices()
+    if n_devices is None:
+        n_devices = len(devices)
+    n_devices = check_positive_int(n_devices, "n_devices")
+    if n_devices > len(devices):
+        raise ValueError(
+            f"n_devices={n_devices} but only {len(devices)} device(s) are available "
+            f"({jax.default_backend()}); on CPU set XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{n_devices} before importing jax"
+        )
+    if not isinstance(axis_name, str) or not axis_name:
+        raise ValueError(f"axis_name must be a non-empty string, got {axis_name!r}")
+    return Mesh(np.asarray(devices[:n_devices]), (axis_name,))
+
+
+def _axis(mesh: Mesh) -> str:
+    if not isinstance(mesh, Mesh):
+        raise ValueError(
+            f"mesh must be a jax.sharding.Mesh (see make_mesh), got {type(mesh).__name__}"
+        )
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"expected a 1-D data mesh, got axes {mesh.axis_names}")
+    return mesh.axis_names[0]
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh's data axis, other axes whole."""
+    return NamedSharding(mesh, P(_axis(mesh)))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """The whole array on every device of the mesh."""
+    _axis(mesh)
+    return NamedSharding(mesh, P())
+
+
+def _check_divisible(n_rows: int, mesh: Mesh, name: str) -> None:
+    n_dev = mesh.devices.size
+    if n_rows % n_dev:
+        raise ValueError(
+            f"{name} has {n_rows} rows, not divisible by the {n_dev} devices of the mesh; use a batch "
+            f"size that is a multiple of {n_dev}"
+        )
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Place a batch (array or pytree of arrays with the same leading size) sharded over the mesh.
+
+    Args:
+      batch: array ``[B, ...]`` or pytree of such arrays (host NumPy or JAX arrays).
+      mesh: a 1-D mesh (:func:`make_mesh`).
+
+    Returns:
+      the same pytree of ``jax.Array`` with :func:`data_sharding`: device ``i`` holds rows
+      ``i * B / n`` to ``(i + 1) * B / n``.
+
+    Raises:
+      ValueError: ``B`` not divisible by the number of devices (both numbers named), or leaves with
+        different leading sizes.
+    """
+    sharding = data_sharding(mesh)
+    leaves = jax.tree.leaves(batch)
+    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else -1 for leaf in leaves}
+    if not leaves or len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            f"batch must be arrays with one common leading (batch) size, got leading sizes {sorted(sizes)}"
+        )
+    _check_divisible(sizes.pop(), mesh, "batch")
+    return jax.device_put(batch, sharding)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place a pytree (parameters, train state, ``M``) whole on every device of the mesh."""
+    return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def all_gather_batch(tree: Any, axis_name: str = DATA_AXIS) -> Any:
+    """Inside ``jax.shard_map``: concatenate every device's rows into the global batch.
+
+    ``[B/n, ...]`` per device -> ``[B, ...]`` on every device, ordered by device index (tiled
+    ``jax.lax.all_gather``). Use it before in-batch mining so that positives and negatives come from
+    the whole global batch, as large-batch contrastive training requires. (The jit-based steps of this
+    module need no explicit call: XLA inserts the same all-gather.)
+
+    Args:
+      tree: array or pytree of per-device arrays ``[B/n, ...]``.
+      axis_name: the mesh axis the batch is split over.
+
+    Returns:
+      the pytree with global ``[B, ...]`` arrays.
+    """
+    return jax.tree.map(lambda x: jax.lax.all_gather(x, axis_name, tiled=True), tree)
+
+
+# --------------------------------------------------------------------------------------------------
+# Deep metric learning: data-parallel train step / epoch
+# --------------------------------------------------------------------------------------------------
+
+
+class _ShardedProgram:
+    """A jitted program plus a check of the batch size (``__call__`` and ``lower`` like ``jax.jit``)."""
+
+    def __init__(self, jitted, mesh: Mesh, batch_rows: Callable, put: Callable):
+        self._jitted = jitted
+        self._mesh = mesh
+        self._batch_rows = batch_rows
+        self._put = put
+
+    def _prepare(self, args):
+        _check_divisible(self._batch_rows(*args), self._mesh, "batch")
+        return self._put(*args)
+
+    def __call__(self, *args):
+        return self._jitted(*self._prepare(args))
+
+    def lower(self, *args):
+        return _Lowered(self._jitted.lower(*self._prepare(args)), self._put)
+
+
+class _Lowered:
+    """``lower(...)`` result whose ``compile()`` keeps placing the arguments (e.g. restored state)."""
+
+    def __init__(self, lowered, put: Callable):
+        self._lowered = lowered
+        self._put = put
+
+    def compile(self):
+        compiled = self._lowered.compile()
+        put = self._put
+        return lambda *args: compiled(*put(*args))
+
+    def as_text(self) -> str:
+        return self._lowered.as_text()
+
+
+def make_sharded_train_step(
+    model, loss_spec, optimizer, mesh: Mesh, *, normalize_curves: bool = True
+) -> Callable:
+    """Data-parallel ``train_step(state, x, y) -> (state, metrics)`` over ``mesh``.
+
+    The step is :func:`metriclearn.training.make_train_step`'s step (same loss, miner, optax update,
+    metrics), jitted with ``x``, ``y`` sharded over the data axis and the state replicated. The
+    program is the global one: the loss is computed on the concatenated global batch
+    ``x = [x_dev0; x_dev1; ...]``, so in-batch mining draws positives and negatives from all devices
+    (XLA all-gathers the embeddings and labels for the ``[B, B]`` distance matrix and all-reduces the
+    gradients).
+    Loss, gradients and the updated state equal the single-device step on the same ``[B, ...]`` batch
+    up to float summation order.
+
+    Args:
+      model, loss_spec, optimizer: as in :func:`metriclearn.training.create_train_state`.
+      mesh: 1-D mesh (:func:`make_mesh`).
+      normalize_curves: see :func:`metriclearn.training.pair_distance_stats`.
+
+    Returns:
+      ``train_step(state, x [B, ...], y [B])``; ``B`` must be a multiple of the device count
+      (``ValueError`` naming both otherwise). Host arrays are sharded on the way in; the returned
+      state is replicated.
+    """
+    from metriclearn import training
+
+    data, rep = data_sharding(mesh), replicated_sharding(mesh)
+    step = training._step_fn(model, loss_spec, optimizer, bool(normalize_curves))
+    jitted = jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep))
+
+    def put(state, x, y):
+        return jax.device_put(state, rep), jax.device_put(x, data), jax.device_put(y, data)
+
+    return _ShardedProgram(jitted, mesh, lambda state, x, y: int(np.shape(x)[0]), put)
+
+
+def make_sharded_train_epoch(
+    model, loss_spec, optimizer, mesh: Mesh, *, normalize_curves: bool = True
+) -> Callable:
+    """Data-parallel ``train_epoch(state, X, y, batches) -> (state, metrics)`` (drop-in for
+    :func:`metriclearn.training.make_train_epoch`).
+
+    The training set ``X``, ``y`` and the index array ``batches [n_batches, B]`` are replicated; each
+    scanned step gathers its batch ``X[batches[t]]`` and constrains it to the data sharding, so device
+    ``i`` works on rows ``i*B/n : (i+1)*B/n`` of every batch, then runs the global step of
+    :func:`make_sharded_train_step` (mining over the whole batch). Same results as the single-device
+    epoch up to float summation order.
+
+    Args:
+      model, loss_spec, optimizer, mesh, normalize_curves: as :func:`make_sharded_train_step`.
+
+    Returns:
+      jitted-like callable (with ``.lower``); ``B`` must be a multiple of the device count.
+    """
+    from metriclearn import training
+
+    data, rep = data_sharding(mesh), replicated_sharding(mesh)
+    step = training._step_fn(model, loss_spec, optimizer, bool(normalize_curves))
+
+    def epoch(state, X, y, batches):
+        def body(s, idx):
+            xb = jax.lax.with_sharding_constraint(X[idx], data)
+            yb = jax.lax.with_sharding_constraint(y[idx], data)
+            return step(s, xb, yb)
+
+        return jax.lax.scan(body, state, batches)
+
+    jitted = jax.jit(epoch, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep))
+
+    def put(*args):
+        return jax.device_put(args, rep)
+
+    return _ShardedProgram(jitted, mesh, lambda s, X, y, b: int(np.shape(b)[1]), put)
+
+
+def mesh_from_config(config: Mapping[str, Any]) -> Mesh | None:
+    """The mesh of ``config["devices"]`` (``None`` for 1 device or no key: plain single-device run)."""
+    n = config.get("devices", 1)
+    n = check_positive_int(1 if n is None else n, "devices")
+    return make_mesh(n) if n > 1 else None
+
+
+def train_and_evaluate(config: Mapping[str, Any], workdir) -> dict[str, Any]:
+    """:func:`metriclearn.training.train_and_evaluate` with ``config["devices"]`` data parallelism.
+
+    ``devices`` (default 1) is the number of devices of the data mesh; the batch size must be a
+    multiple of it. With ``devices > 1`` training uses :func:`make_sharded_train_epoch` (needs
+    ``training.fit(..., mesh=...)``); the results equal the single-device run up to float summation
+    order.
+
+    Raises:
+      ValueError: ``devices`` larger than the available devices, or ``batch_size`` not a multiple of it.
+    """
+    from metriclearn import training
+
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    config = dict(config)
+    mesh = mesh_from_config(config)
+    if mesh is not None:
+        batch = int(config.get("batch_size", training.default_config()["batch_size"]))
+        _check_divisible(batch, mesh, "batch_size")
+    if "devices" in training.default_config():
+        return training.train_and_evaluate(config, workdir)
+    config.pop("devices", None)
+    if mesh is None:
+        return training.train_and_evaluate(config, workdir)
+    raise ValueError(
+        "devices > 1 needs metriclearn.training to accept the 'devices' config key "
+        "(training.fit(..., mesh=parallel.mesh_from_config(cfg)))"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Convex metric learning: constraint-parallel objectives
+# --------------------------------------------------------------------------------------------------
+
+
+def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Shard per-tuple arrays (pair / triplet differences, signs, ...) over the mesh, padding if needed.
+
+    The ``n`` tuples are zero-padded to a multiple of the device count and a weight vector marks the
+    real ones, so a weighted mean over the padded set equals the mean over the ``n`` tuples.
+
+    Args:
+      *arrays: arrays ``[n, ...]`` with a common leading size ``n >= 1``.
+      mesh: 1-D mesh.
+
+    Returns:
+      ``(weights [n_pad], (array_1 [n_pad, ...], ...))`` sharded over the data axis; ``weights`` is 1
+      for real tuples, 0 for padding.
+
+    Raises:
+      ValueError: no arrays, an empty constraint set, different leading sizes, or NaN/inf.
+    """
+    if not arrays:
+        raise ValueError("shard_constraints needs at least one array of tuples")
+    checked = [check_array(a, f"arrays[{i}]", min_rows=1) for i, a in enumerate(arrays)]
+    sizes = [int(a.shape[0]) for a in checked]
+    if len(set(sizes)) != 1:
+        raise ValueError(f"constraint arrays must have the same number of rows, got {sizes}")
+    n = sizes[0]
+    n_dev = mesh.devices.size
+    n_pad = -(-n // n_dev) * n_dev
+    padded = tuple(
+        np.pad(np.asarray(a), [(0, n_pad - n)] + [(0, 0)] * (a.ndim - 1)) for a in checked
+    )
+    dtype = np.result_type(*[a.dtype for a in padded], np.float32)
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.float32
+    weights = (np.arange(n_pad) < n).astype(dtype)
+    sharding = data_sharding(mesh)
+    return jax.device_put(weights, sharding), tuple(jax.device_put(padded, sharding))
+
+
+def sharded_objective(
+    per_tuple: Callable[..., jax.Array], *, reduction: str = "mean"
+) -> Callable[..., jax.Array]:
+    """Build ``objective(M, weights, *arrays)`` from the loss of one tuple, vmapped over the tuples.
+
+    ``objective = sum_i w_i f(M, a_i, b_i, ...) / sum_i w_i`` (``reduction="mean"``) or
+    ``sum_i w_i f(...)`` (``"sum"``). With the outputs of :func:`shard_constraints` the vmapped terms
+    run on the device holding their tuples and the sum is an all-reduce; ``M`` is replicated.
+
+    Args:
+      per_tuple: ``f(M [d, d], *rows) -> scalar`` for one pair / triplet (e.g. a hinge of
+        :func:`metriclearn.solver.squared_mahalanobis`).
+      reduction: ``"mean"`` or ``"sum"``.
+
+    Returns:
+      ``objective(M, weights [n], *arrays [n, ...]) -> scalar`` for
+      :func:`metriclearn.solver.projected_gradient` (``args=(weights, *arrays)``).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown reduction {reduction!r}; valid: mean, sum")
+    if not callable(per_tuple):
+        raise ValueError(f"per_tuple must be callable f(M, *rows) -> scalar, got {per_tuple!r}")
+    return functools.partial(_weighted_objective, per_tuple, reduction == "mean")
+
+
+def _weighted_objective(per_tuple, mean: bool, M, weights, *arrays):
+    in_axes = (None,) + (0,) * len(arrays)
+    per = jax.vmap(per_tuple, in_axes=in_axes)(M, *arrays)
+    total = jnp.sum(weights * per)
+    return total / jnp.sum(weights) if mean else total
+
+
+def sharded_projected_gradient(
+    per_tuple: Callable[..., jax.Array],
+    M0,
+    tuples: Sequence[Any],
+    *,
+    mesh: Mesh,
+    reduction: str = "mean",
+    **solver_kwargs: Any,
+):
+    """:func:`metriclearn.solver.projected_gradient` with the tuples sharded and ``M`` replicated.
+
+    Minimises ``mean_i f(M, tuples[0][i], tuples[1][i], ...) + lam R(M)`` over the PSD cone; the result
+    equals the single-device fit of the same objective within float tolerance.
+
+    Args:
+      per_tuple: loss of one tuple ``f(M, *rows) -> scalar``.
+      M0: ``[d, d]`` start.
+      tuples: sequence of arrays ``[n, ...]`` (e.g. ``(d_ab, d_ac)`` differences of triplets).
+      mesh: 1-D mesh.
+      reduction: ``"mean"`` or ``"sum"`` over the tuples.
+      **solver_kwargs: forwarded to ``projected_gradient`` (``regularizer``, ``lam``, ``max_iter``, ...).
+
+    Returns:
+      ``SolverResult`` (``M`` replicated over the mesh).
+
+    Example::
+
+        hinge = lambda M, ab, ac: jnp.maximum(1 + ab @ M @ ab - ac @ M @ ac, 0)
+        res = sharded_projected_gradient(hinge, jnp.eye(d), (d_ab, d_ac), mesh=make_mesh())
+    """
+    from metriclearn import solver
+
+    if "args" in solver_kwargs:
+        raise ValueError("pass the per-tuple arrays as tuples=..., not args=...")
+    if isinstance(tuples, np.ndarray | jax.Array) or not isinstance(tuples, Sequence):
+        raise ValueError("tuples must be a sequence of arrays [n, ...], e.g. (d_ab, d_ac)")
+    weights, arrays = shard_constraints(*tuples, mesh=mesh)
+    objective = sharded_objective(per_tuple, reduction=reduction)
+    M0 = replicate(jnp.asarray(check_array(M0, "M0", ndim=2)), mesh)
+    return solver.projected_gradient(objective, M0, args=(weights, *arrays), **solver_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation at scale: query blocks sharded over devices, references replicated
+# --------------------------------------------------------------------------------------------------
+
+
+def _eval_mesh(mesh: Mesh | None) -> Mesh:
+    return make_mesh() if mesh is None else mesh
+
+
+def _build_sharded_block_topk(mesh: Mesh, dist, static_kw, k: int, exclude_self: bool) -> Callable:
+    """evaluation's block top-k merge run by ``shard_map`` on each device's query rows.
+
+    (Under plain ``jit`` with sharded queries XLA's partitioner would all-gather the candidates and
+    run ``top_k`` replicated on every device; ``shard_map`` keeps each device on its own rows.)
+    """
+    from metriclearn import evaluation
+
+    axis = _axis(mesh)
+    local = functools.partial(
+        evaluation._block_topk, dist=dist, static_kw=static_kw, k=k, exclude_self=exclude_self
+    )
+    return jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P(axis), P(axis), P(), P(), P(), P()),
+            out_specs=(P(axis), P(axis)),
+            check_vma=False,  # evaluation's scan carry starts device-invariant
+        )
+    )
+
+
+_cached_sharded_block_topk = functools.lru_cache(maxsize=32)(_build_sharded_block_topk)
+
+
+def _sharded_block_topk(mesh: Mesh, dist, static_kw, k: int, exclude_self: bool) -> Callable:
+    try:  # one compiled program per (mesh, metric, k) across calls
+        return _cached_sharded_block_topk(mesh, dist, static_kw, k, exclude_self)
+    except TypeError:  # unhashable metric options
+        return _build_sharded_block_topk(mesh, dist, static_kw, k, exclude_self)
+
+
+def _sharded_chunked_topk(
+    Q, R, *, k, metric, metric_kwargs, exclude_self, chunk_size, ref_chunk_size, per_block, mesh
+):
+    """:func:`metriclearn.evaluation._chunked_topk` with each query block sharded across the mesh.
+
+    A step processes ``n_devices * chunk_size`` queries: device ``i`` ranks its ``chunk_size`` rows
+    against every (replicated) reference block with evaluation's exact top-k merge
+    (``evaluation._block_topk``). ``per_block(start, stop, idx)`` as in evaluation.
+    """
+    from metriclearn import distances, evaluation
+
+    dist, static_kw, array_kw = evaluation._resolve_metric(metric, metric_kwargs)
+    n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
+    if dist is not None and (array_kw or dist not in evaluation._PLAIN_NAMES):
+        distances.pairwise(dist, Q[:2], R[:2], **dict(static_kw), **array_kw)
+    n_dev = mesh.devices.size
+    if chunk_size is None:
+        chunk_size = max(1, min(-(-n // n_dev), 1024))
+    per_dev = evaluation._round_up(
+        min(-(-n // n_dev), check_positive_int(chunk_size, "chunk_size")), 32
+    )
+    bq = per_dev * n_dev
+    if ref_chunk_size is None:
+        ref_chunk_size = max(4096, evaluation._DEFAULT_BLOCK_ELEMENTS // per_dev)
+    br = evaluation._round_up(min(m, check_positive_int(ref_chunk_size, "ref_chunk_size")), 128)
+    n_rb = -(-m // br)
+    pad = n_rb * br - m
+    rep, data = replicated_sharding(mesh), data_sharding(mesh)
+    refs = jax.device_put(np.pad(np.asarray(R), ((0, pad), (0, 0))).reshape(n_rb, br, d), rep)
+    ref_idx = jax.device_put(np.arange(n_rb * br, dtype=np.int32).reshape(n_rb, br), rep)
+    ref_valid = jax.device_put((np.arange(n_rb * br) < m).reshape(n_rb, br), rep)
+    array_kw = jax.device_put(array_kw, rep)
+    block_topk = _sharded_block_topk(mesh, dist, static_kw, int(k), bool(exclude_self))
+    Q_np = np.asarray(Q)
+    for start in range(0, n, bq):
+        stop = min(start + bq, n)
+        q = Q_np[start:stop]
+        if q.shape[0] < bq:
+            q = np.pad(q, ((0, bq - (stop - start)), (0, 0)))
+        q_idx = np.arange(start, start + bq, dtype=np.int32)
+        v, idx = block_topk(
+            jax.device_put(q, data), jax.device_put(q_idx, data), refs, ref_idx, ref_valid, array_kw
+        )
+        if not np.all(np.isfinite(np.asarray(v)[: stop - start])):
+            raise ValueError(f"metric {metric!r} produced NaN or infinite distances")
+        per_block(start, stop, idx)
+
+
+def sharded_knn_predict(
+    train_X,
+    train_y,
+    test_X,
+    *,
+    k: int = 3,
+    metric: Any = "euclidean",
+    metric_kwargs: dict | None = None,
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+) -> np.ndarray:
+    """:func:`metriclearn.evaluation.knn_predict` with the test rows sharded over ``mesh`` devices.
+
+    Same neighbours, tie rules and result as the unsharded function; the training set is replicated on
+    every device and each device ranks its share of every block of test rows.
+
+    Args:
+      train_X: ``[n, d]``; train_y: ``[n]``; test_X: ``[m, d]``.
+      k, metric, metric_kwargs: as :func:`metriclearn.evaluation.knn_predict`.
+      chunk_size: test rows per device per block (default: bounded memory, ~16M distances per device).
+      mesh: 1-D mesh (default: all devices).
+
+    Returns:
+      ``np.ndarray [m]`` predicted labels.
+    """
+    from metriclearn import evaluation
+
+    mesh = _eval_mesh(mesh)
+    train_X = check_array(train_X, "train_X", ndim=2, min_rows=1)
+    test_X = check_array(test_X, "test_X", ndim=2, min_rows=1)
+    check_same_dim(train_X, test_X, "train_X", "test_X")
+    codes = check_labels(train_y, train_X.shape[0], name="train_y", min_classes=1)
+    classes = np.unique(np.asarray(train_y))
+    k = check_positive_int(k, "k")
+    if k > train_X.shape[0]:
+        raise ValueError(
+            f"k={k} is larger than the number of training samples ({train_X.shape[0]})"
+        )
+    n_test = test_X.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, evaluation._DEFAULT_BLOCK_ELEMENTS // train_X.shape[0] // 4)
+    codes_j = replicate(
+        jnp.asarray(np.pad(codes, (0, evaluation._round_up(len(codes), 128) - len(codes)))), mesh
+    )
+    pred = np.empty(n_test, dtype=np.int64)
+
+    def vote(start, stop, idx):
+        pred[start:stop] = np.asarray(evaluation._vote(idx, codes_j, n_classes=len(classes)))[
+            : stop - start
+        ]
+
+    _sharded_chunked_topk(
+        test_X,
+        train_X,
+        k=k,
+        metric=metric,
+        metric_kwargs=metric_kwargs,
+        exclude_self=False,
+        chunk_size=chunk_size,
+        ref_chunk_size=train_X.shape[0],
+        per_block=vote,
+        mesh=mesh,
+    )
+    return classes[pred]
+
+
+def sharded_knn_accuracy(
+    train_X,
+    train_y,
+    test_X,
+    test_y,
+    *,
+    k: int = 3,
+    metric: Any = "euclidean",
+    metric_kwargs: dict | None = None,
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+) -> float:
+    """:func:`metriclearn.evaluation.knn_accuracy` with test rows sharded (see :func:`sharded_knn_predict`).
+
+    Returns:
+      Python float in ``[0, 1]``, equal to the unsharded accuracy.
+    """
+    n_test = np.shape(test_X)[0] if np.ndim(test_X) else 0
+    test_y = np.asarray(test_y)
+    if test_y.ndim != 1 or test_y.shape[0] != n_test:
+        raise ValueError(
+            f"test_y must be 1-D with one label per row of test_X ({n_test}), got shape {test_y.shape}"
+        )
+    pred = sharded_knn_predict(
+        train_X,
+        train_y,
+        test_X,
+        k=k,
+        metric=metric,
+        metric_kwargs=metric_kwargs,
+        chunk_size=chunk_size,
+        mesh=mesh,
+    )
+    return float(np.mean(pred == test_y))
+
+
+def sharded_retrieval_metrics(
+    embeddings,
+    labels,
+    ref_embeddings=None,
+    ref_labels=None,
+    *,
+    k_values: Sequence[int] = (1, 2, 4, 8),
+    metric: Any = "euclidean",
+    metric_kwargs: dict | None = None,
+    nmi: bool = True,
+    seed=0,
+    kmeans_n_init: int = 3,
+    chunk_size: int | None = None,
+    ref_chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+) -> dict[str, Any]:
+    """:func:`metriclearn.evaluation.retrieval_metrics` with query blocks sharded over ``mesh``.
+
+    Same definitions and results (P@1, R-precision, MAP@R, Recall@K, NMI, ``n_queries``); memory per
+    device is bounded by ``chunk_size x (ref_chunk_size + K)`` distances (never ``n x n``), the
+    references are replicated.
+
+    Args:
+      embeddings, labels, ref_embeddings, ref_labels, k_values, metric, metric_kwargs, nmi, seed,
+        kmeans_n_init, ref_chunk_size: as :func:`metriclearn.evaluation.retrieval_metrics`.
+      chunk_size: query rows per device per block (default ``min(1024, n / n_devices)``).
+      mesh: 1-D mesh (default: all devices).
+
+    Returns:
+      dict as :func:`metriclearn.evaluation.retrieval_metrics`.
+    """
+    from metriclearn import evaluation
+    from metriclearn.datasets import _seed_from
+
+    mesh = _eval_mesh(mesh)
+    Q = check_array(embeddings, "embeddings", ndim=2, min_rows=1)
+    q_labels = np.asarray(labels)
+    if q_labels.ndim != 1 or q_labels.shape[0] != Q.shape[0]:
+        raise ValueError(
+            f"labels must be 1-D with one label per row of embeddings ({Q.shape[0]}), got shape "
+            f"{q_labels.shape}"
+        )
+    check_labels(q_labels, Q.shape[0], name="labels", min_classes=1)
+    self_ref = ref_embeddings is None
+    if self_ref:
+        if ref_labels is not None:
+            raise ValueError("ref_labels given without ref_embeddings")
+        R, r_labels = Q, q_labels
+    else:
+        R = check_array(ref_embeddings, "ref_embeddings", ndim=2, min_rows=1)
+        check_same_dim(Q, R, "embeddings", "ref_embeddings")
+        if ref_labels is None:
+            raise ValueError("ref_labels is required with ref_embeddings")
+        r_labels = np.asarray(ref_labels)
+        if r_labels.ndim != 1 or r_labels.shape[0] != R.shape[0]:
+            raise ValueError(
+                f"ref_labels must be 1-D with one label per row of ref_embeddings ({R.shape[0]}), "
+                f"got shape {r_labels.shape}"
+            )
+        check_labels(r_labels, R.shape[0], name="ref_labels", min_classes=1)
+    k_values = tuple(check_positive_int(kk, "k_values") for kk in k_values)
+    classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
+    q_codes = codes[: len(q_labels)].astype(np.int32)
+    r_codes = codes[len(q_labels) :].astype(np.int32)
+    r_counts = np.bincount(r_codes, minlength=len(classes))[q_codes] - (1 if self_ref else 0)
+    n_avail = (Q.shape[0] - 1) if self_ref else R.shape[0]
+    if n_avail < 1:
+        raise ValueError("embeddings needs at least 2 rows when it is its own reference set")
+    valid = r_counts > 0
+    if not valid.any():
+        raise ValueError(
+            "no query has a reference with the same label; R-precision and MAP@R need R >= 1"
+        )
+    K = max([int(r_counts.max()), *k_values])
+    if K > n_avail:
+        raise ValueError(
+            f"k_values asks for {max(k_values)} neighbours but the reference set has only {n_avail}"
+        )
+    if nmi and len(np.unique(q_codes)) < 2:
+        raise ValueError("labels must contain at least 2 classes for nmi (or pass nmi=False)")
+
+    sums = np.zeros(3 + len(k_values))
+    rep, data = replicated_sharding(mesh), data_sharding(mesh)
+    rc_j = jax.device_put(r_codes, rep)
+
+    def accumulate(start, stop, idx):
+        bq, n_rows = idx.shape[0], stop - start
+        sl_codes = jax.device_put(np.pad(q_codes[start:stop], (0, bq - n_rows)), data)
+        sl_counts = jax.device_put(np.pad(r_counts[start:stop], (0, bq - n_rows)), data)
+        p1, rp, ap, recall = evaluation._retrieval_block(
+            idx, sl_codes, rc_j, sl_counts, k_values=k_values
+        )
+        w = valid[start:stop]
+        for j, col in enumerate((p1, rp, ap, *recall)):
+            sums[j] += float(np.sum(np.asarray(col, dtype=np.float64)[:n_rows][w]))
+
+    _sharded_chunked_topk(
+        Q,
+        R,
+        k=K,
+        metric=metric,
+        metric_kwargs=metric_kwargs,
+        exclude_self=self_ref,
+        chunk_size=chunk_size,
+        ref_chunk_size=ref_chunk_size,
+        per_block=accumulate,
+        mesh=mesh,
+    )
+    n_q = int(valid.sum())
+    out: dict[str, Any] = {
+        "precision_at_1": sums[0] / n_q,
+        "r_precision": sums[1] / n_q,
+        "map_at_r": sums[2] / n_q,
+        "recall_at_k": {kk: float(sums[3 + j] / n_q) for j, kk in enumerate(k_values)},
+        "n_queries": n_q,
+    }
+    if nmi:
+        kmeans_n_init = check_positive_int(kmeans_n_init, "kmeans_n_init")
+        out["nmi"] = evaluation._kmeans_nmi(
+            np.asarray(Q), q_codes, _seed_from(seed, "seed"), kmeans_n_init
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-host
+# --------------------------------------------------------------------------------------------------
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Join this process to a multi-host run: a thin wrapper over ``jax.distributed.initialize``.
+
+    Call it once per process, before any other JAX call. Afterwards ``jax.devices()`` lists the
+    devices of every process and :func:`make_mesh` spans them all; each process feeds its own rows
+    with :func:`host_local_to_global`. On managed clusters (SLURM, Cloud TPU, Open MPI) all three
+    arguments may be omitted: JAX detects them. Calling it again in an initialised process is a
+    no-op.
+
+    Args:
+      coordinator_address: ``"host:port"`` of process 0 (e.g. ``"127.0.0.1:12355"``).
+      num_processes: total number of processes.
+      process_id: this process's index in ``[0, num_processes)``.
+      **kwargs: forwarded (``local_device_ids``, ``initialization_timeout``, ...).
+
+    Raises:
+      ValueError: ``process_id`` outside ``[0, num_processes)``.
+    """
+    if num_processes is not None:
+        num_processes = check_positive_int(num_processes, "num_processes")
+        if process_id is not None and not 0 <= int(process_id) < num_processes:
+            raise ValueError(
+                f"process_id={process_id} must be in [0, num_processes={num_processes})"
+            )
+    if jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
+    )
+
+
+def host_local_to_global(local_batch: Any, mesh: Mesh) -> Any:
+    """Assemble the global batch from every process's local rows (``jax.make_array_from_process_local_data``).
+
+    Each process passes its own ``[B_local, ...]`` rows (all processes the same ``B_local``); the
+    result is a global ``[B_local * num_processes, ...]`` array sharded over the mesh's data axis, whose
+    rows are the processes' local batches concatenated in process-index order (for a mesh over
+    ``jax.devices()``, which lists devices by process). In a single process it equals
+    :func:`shard_batch`.
+
+    Args:
+      local_batch: array or pytree of host arrays ``[B_local, ...]``.
+      mesh: 1-D mesh spanning the devices of all processes.
+
+    Returns:
+      pytree of global ``jax.Array`` with :func:`data_sharding`.
+
+    Raises:
+      ValueError: ``B_local`` not divisible by this process's devices in the mesh.
+    """
+    sharding = data_sharding(mesh)
+    n_local = sum(1 for dv in mesh.devices.flat if dv.process_index == jax.process_index())
+
+    def one(x):
+        x = np.asarray(x)
+        if x.ndim == 0 or x.shape[0] % max(n_local, 1):
+            raise ValueError(
+                f"local batch has {x.shape[0] if x.ndim else 0} rows, not divisible by the {n_local} "
+                "local devices of the mesh"
+            )
+        global_shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
+        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+    return jax.tree.map(one, local_batch)
