@@ -284,6 +284,66 @@ def _triplet_term(dap, dan, margin, smooth):
     return jax.nn.softplus(v) if smooth else jax.nn.relu(v)
 
 
+def _reduce_active_hinge(num, count, total, reduction):
+    """Finish a hinge-triplet reduction from ``num = sum w [v]_+``, ``count = sum_{v > 0} w``, ``total``."""
+    if reduction == "sum":
+        return num
+    return _reducers.safe_divide(num, count if reduction == "avg_nonzero" else total)
+
+
+def _hinge_triplets_masked(d, w, margin, reduction):
+    """``reduce_{a,p,n} w [d_ap - d_an + margin]_+`` with a ``[B, B, B]`` weight tensor ``w``.
+
+    Same value and gradients as building the ``[B, B, B]`` hinge and calling the reducer, but the
+    gradient with respect to ``d`` is taken through the identity (the active set
+    ``A = w [v > 0]`` carries no gradient; ``[.]_+`` has derivative 0 at 0, as ``jax.nn.relu``)::
+
+        sum_{a,p,n} A (d_ap - d_an + margin) = sum_{a,p} d_ap sum_n A - sum_{a,n} d_an sum_p A + ...
+
+    so the backward pass works on ``[B, B]`` matrices. The value is the direct sum, and gradients with
+    respect to ``w`` (if it is differentiated) are kept.
+    """
+    ds = jax.lax.stop_gradient(d)
+    v = ds[:, :, None] - ds[:, None, :] + margin
+    act = v > 0
+    if reduction == "avg_nonzero":
+        act = act & (w > 0)
+    aw = jnp.where(act, w, 0.0)
+    value = jnp.sum(aw * v)  # differentiable in w only
+    a_sg = jax.lax.stop_gradient(aw)
+    lin = jnp.sum(d * (jnp.sum(a_sg, axis=2) - jnp.sum(a_sg, axis=1)))
+    num = value + (lin - jax.lax.stop_gradient(lin))
+    return _reduce_active_hinge(num, jnp.sum(aw), jnp.sum(w), reduction)
+
+
+def _hinge_triplets_counted(d, lab, margin, reduction, miner_type=None, miner_margin=0.0):
+    """The hinge triplet loss over valid (optionally mined) triplets in ``O(B^2 log B)``.
+
+    The active triplets (valid, mined by :func:`metriclearn.miners.triplet_margin` of type
+    ``miner_type`` on the same distances, hinge ``> 0``) are only counted per pair
+    (``P[a,p] = sum_n A``, ``N[a,n] = sum_p A``, by bisection on sorted rows), and the loss is the
+    linear form ``sum d_ap P - sum d_an N + margin sum P``: equal in value (up to rounding) and gradient
+    to the ``[B, B, B]`` formula.
+    """
+    pc, nc = _miners._triplet_margin_counts(
+        d, lab, margin=miner_margin, type_of_triplets=miner_type, loss_margin=margin
+    )
+    count = jnp.sum(pc)
+    num = jnp.sum(d * (pc - nc)) + margin * count
+    if reduction != "mean":
+        return _reduce_active_hinge(num, count, None, reduction)
+    if miner_type is None:
+        pos, neg = label_masks(lab)
+        total = jnp.sum(jnp.sum(pos, axis=1) * jnp.sum(neg, axis=1)).astype(d.dtype)
+    else:
+        total = jnp.sum(
+            _miners._triplet_margin_counts(
+                d, lab, margin=miner_margin, type_of_triplets=miner_type
+            )[0]
+        )
+    return _reduce_active_hinge(num, count, total, reduction)
+
+
 def triplet_margin(
     embeddings: jax.Array,
     labels: jax.Array,
@@ -300,6 +360,12 @@ def triplet_margin(
 
     Without ``triplet_mask`` every valid triplet (``y_a = y_p``, ``a != p``, ``y_n != y_a``) counts,
     as PML's ``TripletMarginLoss(triplets_per_anchor="all")``; the mask's values weight the triplets.
+
+    Computation (hinge, no ``swap``): the active set ``A = w [v > 0]`` carries no gradient, so the loss
+    is the linear form ``sum_{a,p} d_ap sum_n A - sum_{a,n} d_an sum_p A + margin sum A`` and the
+    backward pass works on ``[B, B]`` matrices; without a mask only these per-pair counts are computed
+    (a fused boolean ``[B, B, B]`` reduction, no float ``[B, B, B]`` array). Values and gradients equal
+    the direct ``[B, B, B]`` formula (up to rounding). ``smooth`` / ``swap`` use the direct formula.
 
     Args:
       embeddings: ``[B, d]``.
@@ -321,6 +387,12 @@ def triplet_margin(
     triplet_mask = _check_triplet_mask(triplet_mask, emb.shape[0])
     red = _reducers.get(reduction)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
+    if not (swap or smooth):
+        if triplet_mask is None:
+            return _hinge_triplets_counted(d, lab, margin, reduction)
+        pos, neg = label_masks(lab)
+        w = jnp.where(pos[:, :, None] & neg[:, None, :], triplet_mask.astype(d.dtype), 0.0)
+        return _hinge_triplets_masked(d, w, margin, reduction)
     dap = d[:, :, None]
     dan = d[:, None, :]
     if swap:
@@ -971,6 +1043,62 @@ def _check_kwargs(fn: Callable, kwargs: dict, what: str, exclude: tuple[str, ...
         )
 
 
+# triplet miners whose mined triplets are margin conditions on d(a,n) - d(a,p): they can be counted per
+# pair by bisection (metriclearn.miners._triplet_margin_counts) instead of materialized as [B, B, B]
+_COUNTED_MINERS = {"semihard": "semihard", "hard": "hard", "triplet_margin": None}
+
+
+def _keyword_defaults(fn: Callable) -> dict:
+    return {
+        n: p.default
+        for n, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _counted_apply(name, loss_fn, kind, miner, miner_kwargs, loss_kwargs):
+    """An ``apply`` that never builds the ``[B, B, B]`` mask of a margin-type triplet miner, or None.
+
+    * triplet_margin (hinge, no swap) with the miner on the same distances: the loss from per-pair
+      counts of the active mined triplets (:func:`_hinge_triplets_counted`), ``O(B^2 log B)``;
+    * pair losses: the miner's pair multiplicities (``triplets_to_pairs`` of its mask) counted
+      directly.
+
+    Both equal the mask-based computation (same comparisons, exact integer counts).
+    """
+    mk = {**_keyword_defaults(_miners.MINERS[miner]), **miner_kwargs}
+    m_type = _COUNTED_MINERS[miner] or mk["type_of_triplets"]
+    check_choice(m_type, "type_of_triplets", _miners._TRIPLET_TYPES)
+    m_margin, m_norm, m_sq = mk["margin"], mk["normalize"], mk["squared"]
+    lk = {**_keyword_defaults(loss_fn), **loss_kwargs}
+
+    if kind == "triplet":
+        if lk["swap"] or lk["smooth"] or (lk["normalize"], lk["squared"]) != (m_norm, m_sq):
+            return None
+
+        def apply_counted_triplets(params, embeddings, labels, key):
+            del params, key
+            emb, lab = check_embeddings_labels(embeddings, labels)
+            _reducers.get(lk["reduction"])
+            d = distance_matrix(emb, normalize=m_norm, squared=m_sq)
+            return _hinge_triplets_counted(
+                d, lab, lk["margin"], lk["reduction"], miner_type=m_type, miner_margin=m_margin
+            )
+
+        return apply_counted_triplets
+
+    def apply_counted_pairs(params, embeddings, labels, key):
+        del params, key
+        emb, lab = check_embeddings_labels(embeddings, labels)
+        dm = distance_matrix(jax.lax.stop_gradient(emb), normalize=m_norm, squared=m_sq)
+        pair_mask = _miners._triplet_margin_counts(
+            dm, lab, margin=m_margin, type_of_triplets=m_type
+        )
+        return loss_fn(embeddings, labels, pair_mask=pair_mask, **loss_kwargs)
+
+    return apply_counted_pairs
+
+
 def build(
     name: str,
     *,
@@ -987,6 +1115,11 @@ def build(
     :func:`metriclearn.miners.triplets_to_pairs` (multiplicities, as PML); triplet_margin takes triplet
     miners directly and pair miners through :func:`metriclearn.miners.pairs_to_triplets`; ``"all"``
     means all valid pairs / triplets. n_pairs and the proxy losses take no miner.
+
+    The margin-type triplet miners (``semihard``, ``hard``, ``triplet_margin``) are never materialized
+    as ``[B, B, B]`` masks here: triplet_margin (hinge, no swap, same distance options as the miner)
+    gets per-pair counts of the mined active triplets, pair losses the miner's pair multiplicities,
+    both counted directly (same comparisons, same values and gradients as mining then reducing).
 
     Args:
       name: loss name.
@@ -1060,6 +1193,11 @@ def build(
             return loss_fn(embeddings, labels, **loss_kwargs)
 
         return LossSpec(init_empty, apply_plain)
+
+    if miner in _COUNTED_MINERS:
+        counted = _counted_apply(name, loss_fn, kind, miner, miner_kwargs, loss_kwargs)
+        if counted is not None:
+            return LossSpec(init_empty, counted)
 
     mine_fn = _miners.MINERS[miner]
     out_kind = _miners.MINER_OUTPUT[miner]

@@ -235,15 +235,65 @@ def triplet_margin(
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     m = d[:, None, :] - d[:, :, None]  # [a, p, n] = d(a,n) - d(a,p)
-    if type_of_triplets == "easy":
-        cond = m > margin
-    else:
-        cond = m <= margin
-        if type_of_triplets == "hard":
-            cond = cond & (m <= 0)
-        elif type_of_triplets == "semihard":
-            cond = cond & (m > 0)
+    cond = _margin_condition(m, type_of_triplets, margin)
     return (cond & _triplet_valid(lab)).astype(emb.dtype)
+
+
+def _margin_condition(m: jax.Array, kind: str | None, margin: float) -> jax.Array:
+    """Which triplets a :func:`triplet_margin` miner of type ``kind`` keeps, from ``m = d(a,n) - d(a,p)``.
+
+    ``kind=None`` keeps every triplet.
+    """
+    if kind is None:
+        return jnp.ones(m.shape, bool)
+    if kind == "easy":
+        return m > margin
+    cond = m <= margin
+    if kind == "hard":
+        cond = cond & (m <= 0)
+    elif kind == "semihard":
+        cond = cond & (m > 0)
+    return cond
+
+
+def _triplet_margin_counts(
+    d: jax.Array,
+    labels: jax.Array,
+    *,
+    margin: float,
+    type_of_triplets: str | None,
+    loss_margin: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Pair multiplicities of the :func:`triplet_margin` miner without materializing its mask.
+
+    With ``T`` the miner's triplet mask on the distance matrix ``d`` (and, if ``loss_margin`` is given,
+    only the triplets with a positive hinge ``(d(a,p) - d(a,n)) + loss_margin > 0``) this returns
+    ``(sum_n T[a, p, n], sum_p T[a, p, n])``, i.e. :func:`triplets_to_pairs` of that mask, exactly
+    (integer counts, the same floating-point comparisons). The ``[B, B, B]`` condition is a boolean
+    expression of ``[B, B]`` operands that XLA fuses into the two reductions, so no ``[B, B, B]``
+    float array is stored.
+
+    Args:
+      d: ``[B, B]`` distances (gradient is stopped here).
+      labels: ``[B]`` int class ids.
+      margin: miner margin.
+      type_of_triplets: ``"all"``, ``"hard"``, ``"semihard"``, ``"easy"``, or None for every valid
+        triplet (no miner condition).
+      loss_margin: if given, keep only triplets active in the triplet-margin hinge with this margin.
+
+    Returns:
+      ``(pos_counts [B, B], neg_counts [B, B])`` in ``d.dtype``.
+    """
+    d = jax.lax.stop_gradient(d)
+    pos, neg = label_masks(labels)
+    dap = d[:, :, None]
+    dan = d[:, None, :]
+    m = dan - dap  # [a, p, n], as in triplet_margin
+    keep = pos[:, :, None] & neg[:, None, :] & _margin_condition(m, type_of_triplets, margin)
+    if loss_margin is not None:
+        keep = keep & ((dap - dan) + loss_margin > 0)
+    keep = keep.astype(d.dtype)
+    return jnp.sum(keep, axis=2), jnp.sum(keep, axis=1)
 
 
 def hard(

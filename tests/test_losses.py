@@ -396,6 +396,158 @@ def test_triplet_triplets_agree_with_batch(x64):
 
 
 # ------------------------------------------------------------------------------------------------
+# fast triplet paths (linear form / per-pair counts) vs the straightforward [B, B, B] formula
+# ------------------------------------------------------------------------------------------------
+
+
+def _triplet_b3(e, y, margin, reduction, mask=None, normalize=True, squared=False):
+    """The direct formula: [B, B, B] hinge, valid (and mined) weights, reducer."""
+    d = miners.distance_matrix(e, normalize=normalize, squared=squared)
+    pos, neg = miners.label_masks(jnp.asarray(y))
+    w = (pos[:, :, None] & neg[:, None, :]).astype(d.dtype)
+    if mask is not None:
+        w = w * mask
+    return reducers.get(reduction)(jax.nn.relu(d[:, :, None] - d[:, None, :] + margin), w)
+
+
+def _assert_pairs_close(pairs, rtol=1e-9):
+    """``pairs``: list of ((value, grads), (value, grads)) to compare."""
+    for (vf, gf), (vg, gg) in pairs:
+        np.testing.assert_allclose(float(vf), float(vg), rtol=rtol, atol=1e-12)
+        for a, b in zip(jax.tree_util.tree_leaves(gf), jax.tree_util.tree_leaves(gg)):
+            scale = float(jnp.max(jnp.abs(b))) + 1e-30
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=rtol * scale)
+
+
+def _assert_same_value_and_grad(f, g, *args, rtol=1e-9, argnums=0):
+    both = jax.jit(
+        lambda *a: (jax.value_and_grad(f, argnums)(*a), jax.value_and_grad(g, argnums)(*a))
+    )
+    _assert_pairs_close([both(*args)], rtol=rtol)
+
+
+_REDUCTIONS = ("avg_nonzero", "mean", "sum")
+
+
+@jax.jit
+def _fast_vs_b3(x, y, w, margin):
+    """(fast, direct) value-and-grad pairs: no mask (counts), mask (linear form, grads w.r.t. it too)."""
+    out = []
+    for r in _REDUCTIONS:
+        out.append(
+            tuple(
+                jax.value_and_grad(f)(x, margin)
+                for f in (
+                    lambda e, m, r=r: losses.triplet_margin(e, y, margin=m, reduction=r),
+                    lambda e, m, r=r: _triplet_b3(e, y, m, r),
+                )
+            )
+        )
+        out.append(
+            tuple(
+                jax.value_and_grad(f, (0, 1))(x, w, margin)
+                for f in (
+                    lambda e, t, m, r=r: losses.triplet_margin(
+                        e, y, margin=m, reduction=r, triplet_mask=t
+                    ),
+                    lambda e, t, m, r=r: _triplet_b3(e, y, m, r, mask=t),
+                )
+            )
+        )
+        # squared / unnormalized distances take the same paths
+        out.append(
+            tuple(
+                jax.value_and_grad(f)(x * 0.3, margin)
+                for f in (
+                    lambda e, m, r=r: losses.triplet_margin(
+                        e, y, margin=m, squared=True, normalize=False, reduction=r
+                    ),
+                    lambda e, m, r=r: _triplet_b3(e, y, m, r, normalize=False, squared=True),
+                )
+            )
+        )
+    return out
+
+
+def test_fast_triplet_paths_match_b3_formula(x64):
+    x, y = _batch(20, b=14, n_classes=3)
+    x[1] = x[0]  # coincident embeddings: ties in the hinge and the miner
+    x[5] = 2.0 * x[2]  # same direction: distance 0 after normalizing
+    rng = np.random.default_rng(3)
+    weights = rng.integers(0, 3, (14,) * 3).astype(float)
+    for margin, w in [(0.0, weights), (0.2, weights), (0.7, weights * rng.uniform(size=(14,) * 3))]:
+        _assert_pairs_close(_fast_vs_b3(x, y, w, margin))
+
+
+@pytest.mark.parametrize(
+    "miner,miner_kwargs",
+    [
+        ("semihard", {"margin": 0.3}),
+        ("hard", {}),
+        ("triplet_margin", {"type_of_triplets": "all", "margin": 0.1}),
+        ("triplet_margin", {"type_of_triplets": "easy", "margin": 0.1}),
+        ("semihard", {"margin": 0.4, "squared": True}),  # miner / loss distances differ
+    ],
+)
+def test_build_counted_miners_match_mask_path(x64, miner, miner_kwargs):
+    x, y = _batch(21, b=14, n_classes=3)
+    x[1] = x[0]
+    key = jax.random.key(0)
+    mine = miners.MINERS[miner]
+
+    @jax.jit
+    def pairs(e):
+        out = []
+        for r in ("avg_nonzero", "mean"):
+            spec = losses.build(
+                "triplet_margin", miner=miner, miner_kwargs=miner_kwargs, margin=0.2, reduction=r
+            )
+            out.append(
+                (
+                    jax.value_and_grad(lambda v, s=spec: s.apply({}, v, y, key))(e),
+                    jax.value_and_grad(
+                        lambda v, r=r: _triplet_b3(v, y, 0.2, r, mask=mine(v, y, **miner_kwargs))
+                    )(e),
+                )
+            )
+        # pair losses get the miner's pair multiplicities (triplets_to_pairs of its mask)
+        for name in ("contrastive", "multi_similarity"):
+            spec = losses.build(name, miner=miner, miner_kwargs=miner_kwargs)
+            out.append(
+                (
+                    jax.value_and_grad(lambda v, s=spec: s.apply({}, v, y, key))(e),
+                    jax.value_and_grad(
+                        lambda v, n=name: losses.LOSSES[n](
+                            v, y, pair_mask=miners.triplets_to_pairs(mine(v, y, **miner_kwargs))
+                        )
+                    )(e),
+                )
+            )
+        return out
+
+    _assert_pairs_close(pairs(x))
+
+
+def test_fast_triplet_float32_batch_128():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(128, 16)).astype(np.float32)
+    y = np.repeat(np.arange(8), 16).astype(np.int32)
+    spec = losses.build(
+        "triplet_margin", miner="semihard", miner_kwargs={"margin": 0.2}, margin=0.2
+    )
+    _assert_same_value_and_grad(
+        lambda e: spec.apply({}, e, y, None),
+        lambda e: _triplet_b3(e, y, 0.2, "avg_nonzero", mask=miners.semihard(e, y, margin=0.2)),
+        x,
+        rtol=1e-4,
+    )
+    with pytest.raises(ValueError, match="type_of_triplets"):
+        losses.build(
+            "triplet_margin", miner="triplet_margin", miner_kwargs={"type_of_triplets": "x"}
+        )
+
+
+# ------------------------------------------------------------------------------------------------
 # NaN safety, degenerate batches, gradients
 # ------------------------------------------------------------------------------------------------
 

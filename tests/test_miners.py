@@ -219,6 +219,28 @@ def test_converters():
     np.testing.assert_array_equal(np.asarray(nw), tm.sum(1))
 
 
+def test_triplet_margin_counts_equal_triplets_to_pairs():
+    x, y = _random_batch(5, b=13, d=3)
+    x[1] = x[0]  # ties
+    x = np.round(x, 1)
+    d = miners.distance_matrix(jnp.asarray(x))
+    yy = jnp.asarray(y, jnp.int32)
+    counts = jax.jit(miners._triplet_margin_counts, static_argnames=("type_of_triplets",))
+    for kind in ("all", "hard", "semihard", "easy", None):
+        for margin, loss_margin in [(0.0, None), (0.3, 0.1)]:
+            if kind is None:
+                mask = miners.all_triplets(x, y)
+            else:
+                mask = miners.triplet_margin(x, y, margin=margin, type_of_triplets=kind)
+            if loss_margin is not None:
+                mask = mask * ((d[:, :, None] - d[:, None, :]) + loss_margin > 0)
+            want = miners.triplets_to_pairs(mask)
+            got = counts(d, yy, margin=margin, type_of_triplets=kind, loss_margin=loss_margin)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=str(kind))
+            assert float(jnp.sum(got[0])) == float(jnp.sum(mask))
+
+
 _JITTED = {name: jax.jit(fn) for name, fn in miners.MINERS.items()}
 
 
