@@ -353,7 +353,6 @@ def lbfgs_minimize(
             max_linesearch_steps=max_linesearch_steps, initial_guess_strategy=initial_step
         ),
     )
-    value_and_grad = optax.value_and_grad_from_state(fun)
     f0, g0 = jax.value_and_grad(fun)(x0)
     state0 = opt.init(x0)
 
@@ -369,7 +368,12 @@ def lbfgs_minimize(
         x, state, f, g, it, _, _ = carry
         updates, new_state = opt.update(g, state, x, value=f, grad=g, value_fn=fun)
         x_new = optax.apply_updates(x, updates)
-        f_new, g_new = value_and_grad(x_new, state=new_state)
+        # The zoom line search stores the value and gradient at the accepted point in the state.
+        # Read them directly rather than via optax.value_and_grad_from_state, whose fallback
+        # re-evaluation (taken only for a non-finite value, which would recur anyway) would be one
+        # more copy of the objective in the compiled loop.
+        f_new = optax.tree.get(new_state, "value")
+        g_new = optax.tree.get(new_state, "grad")
         ok = jnp.isfinite(f_new) & (f_new <= f) & jnp.isfinite(grad_max(g_new))
         rel = (f - f_new) / jnp.maximum(jnp.maximum(jnp.abs(f), jnp.abs(f_new)), 1.0)
         small = ok & ((rel <= ftol) | (grad_max(g_new) <= gtol))
@@ -383,3 +387,90 @@ def lbfgs_minimize(
     carry = (x0, state0, f0, g0, jnp.asarray(0), start_done, start_done)
     x, _, f, _, it, _, converged = jax.lax.while_loop(cond, body, carry)
     return LBFGSResult(x, f, it, converged)
+
+
+def softmax_row_block(size: int, *, max_block: int = 8192, target: int = 1024) -> int:
+    """Row-block length for :func:`neighbour_softmax_value_and_grad` on ``size`` padded rows.
+
+    Up to ``max_block`` rows the whole ``[size, size]`` problem is one block (a few ``size^2``
+    arrays: 256 MB each in float32 at 8192). Beyond, the largest divisor of ``size`` that is at
+    most ``target`` (buckets of 2048 rows or more are multiples of 512, so at least 512).
+    """
+    if size <= max_block:
+        return size
+    for b in range(min(target, size), 0, -1):
+        if size % b == 0:
+            return b
+    return 1
+
+
+def neighbour_softmax_value_and_grad(Z, valid, row_fn, row_data, col_data, *, block: int):
+    """Loss and gradient of a leave-one-out softmax-over-neighbours objective, through matmuls.
+
+    Every valid row ``i`` of ``Z [N, k]`` gets neighbour weights
+
+    .. math::  P_{ij} = \\frac{\\exp(-D_{ij})}{\\sum_{l \\ne i, l\\ \\mathrm{valid}} \\exp(-D_{il})},
+               \\qquad D_{ij} = \\|z_i - z_j\\|^2,
+
+    (``P_ii = 0``, ``P_ij = 0`` for padded ``j``) and the loss is ``sum_i loss_i`` where
+    ``row_fn(P_B, row_data_B, col_data) -> (loss_B [b], G_B [b, N])`` returns, for a block ``B``
+    of rows, their loss terms and ``G_ij = d loss / d D_ij``. The chain rule through
+    ``D_ij = |z_i|^2 + |z_j|^2 - 2 z_i . z_j`` is then closed form,
+
+    .. math::  \\nabla_Z = 2\\,(\\mathrm{diag}(G 1 + G^T 1) - G - G^T)\\, Z,
+
+    i.e. two ``[N, N] @ [N, k]`` matmuls: no ``N x N x k`` tensor and no autodiff through the
+    masked softmax. With ``block < N`` the rows are processed by ``lax.scan`` in blocks of
+    ``block`` (``O(block * N)`` memory), accumulating ``G^T 1`` and ``G^T Z``.
+
+    Args:
+      Z: ``[N, k]`` embedded (padded) rows.
+      valid: ``[N]`` bool, False for padding rows.
+      row_fn: ``(P [b, N], row_data_B, col_data) -> (loss [b], G [b, N])``; rows of padding are
+        masked afterwards, so it need not care about them.
+      row_data: pytree of ``[N, ...]`` arrays split into row blocks.
+      col_data: pytree passed whole to every block.
+      block: rows per block (divides ``N``).
+
+    Returns:
+      ``(loss, grad_Z [N, k])``.
+    """
+    n = Z.shape[0]
+    sq = jnp.sum(Z * Z, axis=1)
+    cols = jnp.arange(n)
+
+    def one(Zb, sqb, vb, idx, rb, rows_part=True):
+        d2 = jnp.maximum(sqb[:, None] + sq[None, :] - 2.0 * (Zb @ Z.T), 0.0)
+        allowed = valid[None, :] & (idx[:, None] != cols[None, :]) & vb[:, None]
+        logits = jnp.where(allowed, -d2, -jnp.inf)
+        top = jnp.max(logits, axis=1, keepdims=True)
+        top = jnp.where(jnp.isfinite(top), top, 0.0)
+        e = jnp.where(allowed, jnp.exp(logits - top), 0.0)
+        s = jnp.sum(e, axis=1, keepdims=True)
+        P = e / jnp.where(s > 0, s, 1.0)
+        loss_b, G = row_fn(P, rb, col_data)
+        G = jnp.where(allowed, G, 0.0)
+        loss_b = jnp.where(vb, loss_b, 0.0)
+        if not rows_part:
+            return loss_b, None, G
+        return loss_b, jnp.sum(G, axis=1)[:, None] * Zb - G @ Z, G
+
+    if block >= n:
+        loss_rows, _, G = one(Z, sq, valid, cols, row_data, rows_part=False)
+        Gs = G + G.T  # one [N, N] @ [N, k] matmul instead of two
+        grad = 2.0 * (jnp.sum(Gs, axis=1)[:, None] * Z - Gs @ Z)
+        return jnp.sum(loss_rows), grad
+    n_blocks = n // block
+    split = lambda a: a.reshape((n_blocks, block) + a.shape[1:])  # noqa: E731
+    xs = (split(Z), split(sq), split(valid), split(cols), jax.tree_util.tree_map(split, row_data))
+
+    def step(carry, args):
+        col_sum, col_mat = carry
+        Zb = args[0]
+        loss_b, rows_part, G = one(*args)
+        return (col_sum + jnp.sum(G, axis=0), col_mat + G.T @ Zb), (jnp.sum(loss_b), rows_part)
+
+    init = (jnp.zeros((n,), Z.dtype), jnp.zeros_like(Z))
+    (col_sum, col_mat), (losses, rows_part) = jax.lax.scan(step, init, xs)
+    grad = 2.0 * (rows_part.reshape(Z.shape) + col_sum[:, None] * Z - col_mat)
+    return jnp.sum(losses), grad

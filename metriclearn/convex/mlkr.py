@@ -6,10 +6,14 @@ predicted from the others by Nadaraya-Watson kernel regression
 .. math::  \\hat y_i = \\frac{\\sum_{j \\ne i} k_{ij} y_j}{\\sum_{j \\ne i} k_{ij}},
            \\qquad f(L) = \\sum_i (y_i - \\hat y_i)^2 .
 
-The weights are a softmax over ``-||L x_i - L x_j||^2`` (computed in log space, so far-apart points
-never underflow to 0/0), in row blocks with the matmul identity (``O(block * n)`` memory); the
-gradient comes from autodiff and L-BFGS optimises it in one jitted loop (shared with NCA). Rows are
-padded to buckets with a validity mask so cross-validation does not recompile for every ``n``.
+The weights are a softmax over ``-||L x_i - L x_j||^2`` (shifted by the row maximum, so far-apart
+points never underflow to 0/0). With ``G_ij = 2 r_i w_ij (y_j - hat y_i)``, ``r_i = y_i - hat y_i``
+(the derivative of ``r_i^2`` with respect to ``||L x_i - L x_j||^2``), the gradient is closed form,
+``2 ((diag((G + G^T) 1) - G - G^T) Z)^T X`` with ``Z = X L^T``: matmuls on ``[n, n]`` matrices only,
+in one block up to 8192 padded rows and in row blocks beyond (see
+:func:`metriclearn.convex._common.neighbour_softmax_value_and_grad`). L-BFGS optimises it in one
+jitted loop (shared with NCA). Rows are padded to buckets with a validity mask so cross-validation
+does not recompile for every ``n``.
 
 Reference: K. Q. Weinberger, G. Tesauro, "Metric Learning for Kernel Regression", AISTATS 2007.
 """
@@ -30,31 +34,50 @@ from metriclearn.convex._common import (
     init_components,
     lbfgs_minimize,
     lbfgs_tolerances,
-    map_row_blocks,
+    neighbour_softmax_value_and_grad,
     pad_rows,
-    row_block,
+    softmax_row_block,
 )
 
 __all__ = ["fit_mlkr", "mlkr_objective"]
 
 
-def _mlkr_loss(L, X, t, valid, block: int):
-    """``sum_i (t_i - hat t_i)^2`` over valid rows of padded ``X [N, d]``, targets ``t [N]``."""
+def _mlkr_rows(W, tb, t):
+    """Rows' squared residuals ``r_i^2`` and ``d r_i^2 / dD_ij = 2 r_i W_ij (t_j - hat t_i)``."""
+    t_hat = W @ t
+    r = tb - t_hat
+    return r * r, (2.0 * r)[:, None] * W * (t[None, :] - t_hat[:, None])
+
+
+def _mlkr_value_and_grad(L, X, t, valid, block: int):
+    """``(sum_i r_i^2, d/dL, d/dX)`` on padded ``X [N, d]`` in closed form (matmuls only)."""
     Z = X @ L.T
-    sq = jnp.sum(Z * Z, axis=1)
-    n = Z.shape[0]
-    cols = jnp.arange(n)
+    f, gZ = neighbour_softmax_value_and_grad(Z, valid, _mlkr_rows, t, t, block=block)
+    return f, gZ.T @ X, gZ @ L
 
-    def rows(Zb, sqb, tb, vb, idx):
-        d2 = jnp.maximum(sqb[:, None] + sq[None, :] - 2.0 * (Zb @ Z.T), 0.0)
-        allowed = valid[None, :] & (idx[:, None] != cols[None, :])
-        logits = jnp.where(allowed, -d2, -jnp.inf)
-        w = jax.nn.softmax(logits, axis=1)
-        w = jnp.where(allowed, w, 0.0)
-        r = tb - w @ t
-        return jnp.where(vb, r * r, 0.0)
 
-    return jnp.sum(map_row_blocks(rows, block, Z, sq, t, valid, cols))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _mlkr_loss(L, X, t, valid, block: int):
+    """``sum_i (t_i - hat t_i)^2`` over valid rows of padded ``X [N, d]``, targets ``t [N]``.
+
+    Differentiable in ``L`` and ``X`` with the closed-form gradient of
+    :func:`metriclearn.convex._common.neighbour_softmax_value_and_grad` (``t`` is data: its
+    cotangent is not propagated).
+    """
+    return _mlkr_value_and_grad(L, X, t, valid, block)[0]
+
+
+def _mlkr_loss_fwd(L, X, t, valid, block):
+    f, gL, gX = _mlkr_value_and_grad(L, X, t, valid, block)
+    return f, (gL, gX, t)
+
+
+def _mlkr_loss_bwd(block, res, ct):
+    gL, gX, t = res
+    return ct * gL, ct * gX, jnp.zeros_like(t), None
+
+
+_mlkr_loss.defvjp(_mlkr_loss_fwd, _mlkr_loss_bwd)
 
 
 _mlkr_loss_jit = jax.jit(_mlkr_loss, static_argnames=("block",))
@@ -84,7 +107,7 @@ def _prepare(X, t):
     size = bucket_size(X.shape[0])
     Xp, valid = pad_rows(X, size)
     tp, _ = pad_rows(t, size)
-    return Xp, tp, valid, row_block(size)
+    return Xp, tp, valid, softmax_row_block(size)
 
 
 def mlkr_objective(L, X, y) -> jax.Array:

@@ -5,11 +5,19 @@ Each point ``i`` picks a neighbour ``j != i`` with probability
 .. math::  p_{ij} = \\frac{\\exp(-\\|L x_i - L x_j\\|^2)}{\\sum_{l \\ne i} \\exp(-\\|L x_i - L x_l\\|^2)},
 
 and NCA minimises ``f(L) = -sum_i p_i`` with ``p_i = sum_{j: y_j = y_i} p_ij`` (the scikit-learn
-formulation, not divided by ``n``). The pairwise terms are written with the matmul identity in row
-blocks (``O(block * n)`` memory, never an ``n x n x d`` tensor); autodiff gives the gradient
-through matmuls; L-BFGS (:func:`metriclearn.convex._common.lbfgs_minimize`) optimises it in one
-jitted loop. Rows are padded to buckets with a validity mask so cross-validation folds of similar
-size reuse one compiled program.
+formulation, not divided by ``n``). With ``W_ij = p_ij ([y_i = y_j] - p_i)`` (the derivative of
+``-p_i`` with respect to ``||L x_i - L x_j||^2``) the gradient is closed form,
+
+.. math::  \\nabla_L f = 2\\,\\big((\\mathrm{diag}((W + W^T) 1) - W - W^T) Z\\big)^T X,
+           \\qquad Z = X L^T,
+
+so one evaluation costs two or three ``[n, n] x [n, k]`` matmuls plus a few elementwise passes over
+``[n, n]`` (no ``n x n x d`` tensor, no autodiff through the masked softmax; see
+:func:`metriclearn.convex._common.neighbour_softmax_value_and_grad`). Up to 8192 (padded) rows the
+problem is one block; beyond, rows are processed in blocks of at most 1024 (``O(1024 n)`` memory).
+L-BFGS (:func:`metriclearn.convex._common.lbfgs_minimize`) optimises it in one jitted loop. Rows are
+padded to buckets with a validity mask so cross-validation folds of similar size reuse one compiled
+program.
 
 Reference: J. Goldberger, S. Roweis, G. Hinton, R. Salakhutdinov, "Neighbourhood Components
 Analysis", NIPS 2004.
@@ -30,32 +38,50 @@ from metriclearn.convex._common import (
     init_components,
     lbfgs_minimize,
     lbfgs_tolerances,
-    map_row_blocks,
+    neighbour_softmax_value_and_grad,
     pad_rows,
-    row_block,
+    softmax_row_block,
 )
 
 __all__ = ["fit_nca", "nca_objective"]
 
 
-def _nca_loss(L, X, codes, valid, block: int):
-    """``-sum_i p_i`` over valid rows of padded ``X [N, d]`` (invalid rows/columns masked)."""
+def _nca_rows(P, cb, codes):
+    """Rows' loss ``-p_i`` and ``d(-p_i)/dD_ij = P_ij (same_ij - p_i)`` (see module docstring)."""
+    same = cb[:, None] == codes[None, :]
+    p_i = jnp.sum(jnp.where(same, P, 0.0), axis=1)
+    return -p_i, P * (same.astype(P.dtype) - p_i[:, None])
+
+
+def _nca_value_and_grad(L, X, codes, valid, block: int):
+    """``(-sum_i p_i, d/dL, d/dX)`` on padded ``X [N, d]`` in closed form (matmuls only)."""
     Z = X @ L.T
-    sq = jnp.sum(Z * Z, axis=1)
-    n = Z.shape[0]
-    cols = jnp.arange(n)
+    f, gZ = neighbour_softmax_value_and_grad(Z, valid, _nca_rows, codes, codes, block=block)
+    return f, gZ.T @ X, gZ @ L
 
-    def rows(Zb, sqb, cb, vb, idx):
-        d2 = jnp.maximum(sqb[:, None] + sq[None, :] - 2.0 * (Zb @ Z.T), 0.0)
-        allowed = valid[None, :] & (idx[:, None] != cols[None, :])
-        logits = jnp.where(allowed, -d2, -jnp.inf)
-        log_p = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
-        same = allowed & (cb[:, None] == codes[None, :])
-        p_i = jnp.sum(jnp.where(same, jnp.exp(jnp.where(same, log_p, 0.0)), 0.0), axis=1)
-        return jnp.where(vb, p_i, 0.0)
 
-    p = map_row_blocks(rows, block, Z, sq, codes, valid, cols)
-    return -jnp.sum(p)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _nca_loss(L, X, codes, valid, block: int):
+    """``-sum_i p_i`` over valid rows of padded ``X [N, d]`` (invalid rows/columns masked).
+
+    Differentiable in ``L`` and ``X`` with the closed-form gradient of
+    :func:`metriclearn.convex._common.neighbour_softmax_value_and_grad` (one pass computes value
+    and gradient, so ``jax.value_and_grad`` costs about one evaluation).
+    """
+    return _nca_value_and_grad(L, X, codes, valid, block)[0]
+
+
+def _nca_loss_fwd(L, X, codes, valid, block):
+    f, gL, gX = _nca_value_and_grad(L, X, codes, valid, block)
+    return f, (gL, gX)
+
+
+def _nca_loss_bwd(block, res, ct):
+    gL, gX = res
+    return ct * gL, ct * gX, None, None
+
+
+_nca_loss.defvjp(_nca_loss_fwd, _nca_loss_bwd)
 
 
 _nca_loss_jit = jax.jit(_nca_loss, static_argnames=("block",))
@@ -71,7 +97,7 @@ def _prepare(X, codes):
     size = bucket_size(X.shape[0])
     Xp, valid = pad_rows(X, size)
     cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)
-    return Xp, cp, valid, row_block(size)
+    return Xp, cp, valid, softmax_row_block(size)
 
 
 def nca_objective(L, X, y) -> jax.Array:
