@@ -27,20 +27,16 @@ TINY = [
 ]
 
 
-def _parse(args):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["deep", *args])
-
-
-@pytest.fixture(autouse=True)
-def _reset_flags():
-    yield
-    flags.FLAGS.unparse_flags()
+def _parse(args) -> flags.FlagValues:
+    """Parse ``args`` into a fresh FlagValues (isolated from other entry points' flags)."""
+    fv = deep.define_flags(flags.FlagValues())
+    fv(["deep", *args])
+    return fv
 
 
 def test_smoke_run_writes_all_files(tmp_path, capsys):
     workdir = tmp_path / "run"
-    _parse(
+    fv = _parse(
         [
             *TINY,
             f"--workdir={workdir}",
@@ -49,7 +45,7 @@ def test_smoke_run_writes_all_files(tmp_path, capsys):
             '--miner_kwargs={"margin": 0.2}',
         ]
     )
-    deep.main(["deep"])
+    deep.run(fv)
     for name in ("config.json", "metrics.json", "history.csv", "distance_curves.png"):
         assert (workdir / name).stat().st_size > 0, name
     assert (workdir / "checkpoints").is_dir()
@@ -89,22 +85,22 @@ def test_smoke_run_writes_all_files(tmp_path, capsys):
     ],
 )
 def test_unknown_names_are_usage_errors(tmp_path, flag, value, valid):
-    _parse([f"--{flag}={value}", f"--workdir={tmp_path}"])
+    fv = _parse([f"--{flag}={value}", f"--workdir={tmp_path}"])
     with pytest.raises(app.UsageError, match=rf"--{flag}='{value}'.*valid: .*{valid}"):
-        deep.main(["deep"])
+        deep.run(fv)
     assert not os.listdir(tmp_path)
 
 
 def test_bad_combination_and_missing_workdir(tmp_path):
-    _parse(["--loss=proxy_anchor", "--miner=semihard", f"--workdir={tmp_path}"])
+    fv = _parse(["--loss=proxy_anchor", "--miner=semihard", f"--workdir={tmp_path}"])
     with pytest.raises(app.UsageError, match="does not take a miner"):
-        deep.main(["deep"])
-    _parse(["--loss_kwargs=[1]", f"--workdir={tmp_path}"])
+        deep.run(fv)
+    fv = _parse(["--loss_kwargs=[1]", f"--workdir={tmp_path}"])
     with pytest.raises(app.UsageError, match="JSON object"):
-        deep.main(["deep"])
-    _parse([])
+        deep.run(fv)
+    fv = _parse([])
     with pytest.raises(app.UsageError, match="--workdir is required"):
-        deep.main(["deep"])
+        deep.run(fv)
 
 
 def test_unknown_loss_exits_non_zero_from_the_command_line(tmp_path):
