@@ -126,6 +126,17 @@ def plot_distance_curves(
     return fig
 
 
+_LABELS = {
+    "loss": "training loss",
+    "map_at_r": "MAP@R (held-out)",
+    "precision_at_1": "P@1 (held-out)",
+    "r_precision": "R-precision (held-out)",
+    "nmi": "NMI (held-out)",
+    "pos_distance": "similar-pair distance",
+    "neg_distance": "dissimilar-pair distance",
+}
+
+
 def _save(fig: Figure, path: str | os.PathLike | None, dpi: int) -> Figure:
     if path is not None:
         directory = os.path.dirname(os.path.abspath(os.fspath(path)))
@@ -196,8 +207,8 @@ def plot_metric_curves(
                     alpha=0.15,
                 )
         ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.set_title(key.replace("_", " "))
+        ax.set_ylabel(_LABELS.get(key, key))
+        ax.set_title(_LABELS.get(key, key.replace("_", " ")))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     if title:

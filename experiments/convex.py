@@ -1,0 +1,445 @@
+r"""Convex (Mahalanobis) metric learning experiment: cross-validated 3-NN accuracy of one learner.
+
+Run (the ANCHORS.md protocol: NCA on iris)::
+
+    python -m experiments.convex --algorithm=nca --dataset=iris --workdir=/tmp/convex_iris_nca
+
+Expected (seed 0): 3-NN accuracy about 0.96-0.97 after NCA (Euclidean 3-NN: 0.947); fit well under a
+second per fold after the first (compiling) one.
+
+Protocol: features standardized with ``StandardScaler`` fitted on the whole set; 5-fold
+``StratifiedKFold(shuffle=True, random_state=seed)``; on each fold the learner is fitted on the training
+rows (its defaults, ``random_state=seed`` where it takes one, overridden by the hyperparameter flags) and
+``KNeighborsClassifier(k)`` is fitted and scored on the transformed rows.
+
+Writes into ``--workdir``:
+
+* ``config.json`` -- the resolved settings (flags and the learner's hyperparameters);
+* ``metrics.json`` -- mean / std / per-fold test accuracy, the Euclidean k-NN baseline on the same
+  folds, mean / std / per-fold fit seconds (the first fold includes JAX compilation);
+* ``mahalanobis.png`` -- heatmap of the learned matrix ``M = L^T L`` (learner of the first fold);
+* ``embedding.png`` -- 2-D PCA scatter of the standardized data before and after the learned map.
+
+An unknown ``--algorithm`` / ``--dataset`` or an out-of-range integer exits with status 1 and a message
+naming the flag and the valid values. The flags only build a config; the work is :func:`run`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+# short name -> (estimator class name in metriclearn, its neighbourhood-size argument or None)
+LEARNERS: dict[str, tuple[str, str | None]] = {
+    "euclidean": ("", None),
+    "covariance": ("Covariance", None),
+    "nca": ("NCA", None),
+    "lmnn": ("LMNN", "n_neighbors"),
+    "lfda": ("LFDA", "k"),
+    "mlkr": ("MLKR", None),
+    "itml": ("ITML_Supervised", None),
+    "sdml": ("SDML_Supervised", None),
+    "rca": ("RCA_Supervised", None),
+    "mmc": ("MMC_Supervised", None),
+    "lsml": ("LSML_Supervised", None),
+    "scml": ("SCML_Supervised", None),
+}
+DATASET_NAMES = ("iris", "wine", "breast_cancer", "digits", "mnist1d", "synthetic")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Define this entry point's absl flags (called when run as a script, so importing
+    :mod:`experiments.convex` from another entry point, e.g. ``reproduce``, defines no flags)."""
+    flags.DEFINE_enum(
+        "algorithm",
+        "nca",
+        list(LEARNERS),
+        "convex learner (euclidean = no learning, the 3-NN baseline)",
+    )
+    flags.DEFINE_enum("dataset", "iris", list(DATASET_NAMES), "data set (metriclearn.datasets)")
+    flags.DEFINE_string("workdir", None, "output directory (required)")
+    flags.DEFINE_integer(
+        "n_components",
+        None,
+        "output dimension of the learned map (default: the learner's)",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer(
+        "k", 3, "neighbours of the k-NN classifier that scores the metric", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "n_neighbors",
+        None,
+        "neighbourhood size of the learner (LMNN n_neighbors, LFDA k; default: the learner's)",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer(
+        "max_iter",
+        None,
+        "iteration cap of iterative learners (default: the learner's)",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer("seed", 0, "random_state of the folds and of the learner", lower_bound=0)
+    flags.DEFINE_integer("n_folds", 5, "folds of StratifiedKFold", lower_bound=2)
+    flags.DEFINE_integer(
+        "max_samples",
+        None,
+        "stratified subsample of at most this many rows before the protocol (default: all)",
+        lower_bound=10,
+    )
+    flags.DEFINE_string(
+        "learner_kwargs",
+        "{}",
+        "further hyperparameters of the learner as JSON, e.g. '{\"gamma\": 0.5}'",
+    )
+    flags.DEFINE_boolean("figures", True, "write mahalanobis.png and embedding.png")
+
+
+def make_learner(
+    algorithm: str,
+    *,
+    seed: int = 0,
+    n_components: int | None = None,
+    n_neighbors: int | None = None,
+    max_iter: int | None = None,
+    **kwargs: Any,
+):
+    """An unfitted metriclearn estimator for a short ``algorithm`` name (``None`` for ``euclidean``).
+
+    ``random_state=seed`` is set where the estimator takes one; ``n_components``, ``n_neighbors`` (the
+    learner's neighbourhood argument: LMNN ``n_neighbors``, LFDA ``k``) and ``max_iter`` are set only
+    when given and accepted; ``kwargs`` are passed as they are.
+
+    Raises:
+      ValueError: unknown algorithm, or a hyperparameter the learner does not take.
+    """
+    import metriclearn
+
+    if algorithm not in LEARNERS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; valid: {', '.join(LEARNERS)}")
+    cls_name, nbr_arg = LEARNERS[algorithm]
+    if not cls_name:
+        if n_components is not None or n_neighbors is not None or max_iter is not None or kwargs:
+            raise ValueError("algorithm 'euclidean' takes no hyperparameters")
+        return None
+    cls = getattr(metriclearn, cls_name)
+    valid = set(cls().get_params())
+    params: dict[str, Any] = {}
+    if "random_state" in valid:
+        params["random_state"] = seed
+    for name, value in (("n_components", n_components), ("max_iter", max_iter)):
+        if value is not None:
+            if name not in valid:
+                raise ValueError(
+                    f"{cls_name} takes no {name}; its hyperparameters: {sorted(valid)}"
+                )
+            params[name] = value
+    if n_neighbors is not None:
+        if nbr_arg is None:
+            raise ValueError(
+                f"{cls_name} has no neighbourhood size; n_neighbors applies to lmnn, lfda"
+            )
+        params[nbr_arg] = n_neighbors
+    bad = sorted(set(kwargs) - valid)
+    if bad:
+        raise ValueError(f"{cls_name} takes no {bad}; its hyperparameters: {sorted(valid)}")
+    params.update(kwargs)
+    return cls(**params)
+
+
+def load_standardized(
+    dataset: str, *, max_samples: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of a named data set, optionally stratified-subsampled, standardized on the whole set.
+
+    MNIST-1D pools its official train and test splits. Constant features stay 0 after scaling.
+    """
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from metriclearn import datasets
+
+    ds = datasets.load(dataset)
+    X, y = np.asarray(ds.X), np.asarray(ds.y)
+    if ds.X_test is not None:
+        X, y = np.concatenate([X, ds.X_test]), np.concatenate([y, ds.y_test])
+    if max_samples is not None and max_samples < X.shape[0]:
+        X, _, y, _ = train_test_split(X, y, train_size=max_samples, stratify=y, random_state=seed)
+    X = StandardScaler().fit_transform(np.asarray(X, np.float64))
+    return X, y
+
+
+def cross_validate(
+    X: np.ndarray,
+    y: np.ndarray,
+    algorithm: str,
+    *,
+    k: int = 3,
+    n_folds: int = 5,
+    seed: int = 0,
+    return_learners: bool = False,
+    **learner_kwargs: Any,
+) -> dict[str, Any]:
+    """k-NN accuracy after a learner on each fold of ``StratifiedKFold(n_folds, shuffle, seed)``.
+
+    Args:
+      X: ``[n, d]`` (already standardized, as in the ANCHORS protocol).
+      y: ``[n]`` class labels.
+      algorithm: a key of :data:`LEARNERS`.
+      k: neighbours of ``KNeighborsClassifier``.
+      n_folds: number of folds.
+      seed: ``random_state`` of the folds and of the learner.
+      return_learners: also return the fitted learners (key ``"learners"``).
+      **learner_kwargs: forwarded to :func:`make_learner`.
+
+    Returns:
+      dict with ``accuracy`` / ``fit_seconds`` (per-fold lists), ``accuracy_mean``, ``accuracy_std``,
+      ``fit_seconds_mean``, ``fit_seconds_std``, ``euclidean_accuracy_mean`` (the same folds without
+      learning), ``failed`` (None, or the error message when the learner raised or produced
+      non-finite output; then the accuracies are NaN) and ``warnings`` (the distinct warning
+      messages the learner emitted, captured rather than printed).
+    """
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    accs, base, times, learners = [], [], [], []
+    failed = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for train, test in folds.split(X, y):
+            knn = KNeighborsClassifier(n_neighbors=k).fit(X[train], y[train])
+            base.append(float(knn.score(X[test], y[test])))
+            learner = make_learner(algorithm, seed=seed, **learner_kwargs)
+            if learner is None:
+                accs.append(base[-1])
+                times.append(0.0)
+                continue
+            if failed is not None:
+                continue
+            try:
+                t0 = time.perf_counter()
+                learner.fit(X[train], y[train])
+                times.append(time.perf_counter() - t0)
+                Z_tr, Z_te = learner.transform(X[train]), learner.transform(X[test])
+                if not (np.all(np.isfinite(Z_tr)) and np.all(np.isfinite(Z_te))):
+                    raise FloatingPointError("non-finite transformed data")
+            except (ImportError, NameError, SyntaxError):  # broken code, not a failing learner
+                raise
+            except Exception as err:  # a learner failing on a data set is a table entry
+                failed = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+                continue
+            learners.append(learner)
+            knn = KNeighborsClassifier(n_neighbors=k).fit(Z_tr, y[train])
+            accs.append(float(knn.score(Z_te, y[test])))
+    messages = sorted({str(w.message).splitlines()[0][:200] for w in caught})
+    if failed is not None:
+        accs = [math.nan] * n_folds
+    out: dict[str, Any] = {
+        "accuracy": accs,
+        "accuracy_mean": float(np.mean(accs)),
+        "accuracy_std": float(np.std(accs)),
+        "fit_seconds": times,
+        "fit_seconds_mean": float(np.mean(times)) if times else math.nan,
+        "fit_seconds_std": float(np.std(times)) if times else math.nan,
+        "euclidean_accuracy": base,
+        "euclidean_accuracy_mean": float(np.mean(base)),
+        "failed": failed,
+        "warnings": messages,
+    }
+    if return_learners:
+        out["learners"] = learners
+    return out
+
+
+def default_config() -> dict[str, Any]:
+    """Defaults of :func:`run` (the ANCHORS.md protocol with NCA on iris)."""
+    return {
+        "algorithm": "nca",
+        "dataset": "iris",
+        "n_components": None,
+        "k": 3,
+        "n_neighbors": None,
+        "max_iter": None,
+        "seed": 0,
+        "n_folds": 5,
+        "max_samples": None,
+        "learner_kwargs": {},
+        "figures": True,
+    }
+
+
+def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
+    """Run the cross-validated protocol for one learner and data set; write results to ``workdir``.
+
+    Args:
+      config: overrides of :func:`default_config`.
+      workdir: output directory (created).
+
+    Returns:
+      The metrics written to ``metrics.json``.
+
+    Raises:
+      ValueError: unknown config keys, algorithm, data set or hyperparameter.
+    """
+    cfg = default_config()
+    unknown = sorted(set(config) - set(cfg))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(cfg))}")
+    cfg.update(dict(config))
+    if cfg["dataset"] not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(DATASET_NAMES)}")
+    learner_kwargs = {
+        "n_components": cfg["n_components"],
+        "n_neighbors": cfg["n_neighbors"],
+        "max_iter": cfg["max_iter"],
+        **dict(cfg["learner_kwargs"] or {}),
+    }
+    learner_kwargs = {k: v for k, v in learner_kwargs.items() if v is not None}
+    template = make_learner(cfg["algorithm"], seed=cfg["seed"], **learner_kwargs)  # validates early
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    X, y = load_standardized(cfg["dataset"], max_samples=cfg["max_samples"], seed=cfg["seed"])
+    resolved = dict(cfg)
+    resolved["learner"] = type(template).__name__ if template is not None else "Euclidean"
+    resolved["learner_params"] = (
+        {k: _plain(v) for k, v in template.get_params().items()} if template is not None else {}
+    )
+    resolved["n_samples"], resolved["n_features"] = (int(s) for s in X.shape)
+    with open(os.path.join(workdir, "config.json"), "w") as fh:
+        json.dump(_plain(resolved), fh, indent=2, sort_keys=True)
+
+    res = cross_validate(
+        X,
+        y,
+        cfg["algorithm"],
+        k=cfg["k"],
+        n_folds=cfg["n_folds"],
+        seed=cfg["seed"],
+        return_learners=True,
+        **learner_kwargs,
+    )
+    learners = res.pop("learners")
+    metrics = {
+        "algorithm": cfg["algorithm"],
+        "dataset": cfg["dataset"],
+        **res,
+        "n_samples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+    }
+    with open(os.path.join(workdir, "metrics.json"), "w") as fh:
+        json.dump(_plain(metrics), fh, indent=2)
+    if cfg["figures"] and learners:
+        from metriclearn import plotting
+
+        name = f"{resolved['learner']} on {cfg['dataset']}"
+        plotting.plot_mahalanobis_matrix(
+            learners[0].get_mahalanobis_matrix(),
+            os.path.join(workdir, "mahalanobis.png"),
+            title=f"learned M = LᵀL: {name} (fold 1)",
+        )
+        plotting.plot_embedding_before_after(
+            X,
+            learners[0].transform(X),
+            y,
+            os.path.join(workdir, "embedding.png"),
+            titles=("standardized input (PCA)", f"after {resolved['learner']} (PCA)"),
+        )
+    return metrics
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def build_config() -> dict[str, Any]:
+    """The run's config from the parsed flags (raises ``app.UsageError`` naming a bad flag)."""
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required (the directory the results are written to)")
+    try:
+        extra = json.loads(FLAGS.learner_kwargs)
+    except json.JSONDecodeError as err:
+        raise app.UsageError(
+            f"--learner_kwargs must be a JSON object, got {FLAGS.learner_kwargs!r}: {err}"
+        ) from err
+    if not isinstance(extra, dict):
+        raise app.UsageError(
+            f"--learner_kwargs must be a JSON object, got {FLAGS.learner_kwargs!r}"
+        )
+    return {
+        "algorithm": FLAGS.algorithm,
+        "dataset": FLAGS.dataset,
+        "n_components": FLAGS.n_components,
+        "k": FLAGS.k,
+        "n_neighbors": FLAGS.n_neighbors,
+        "max_iter": FLAGS.max_iter,
+        "seed": FLAGS.seed,
+        "n_folds": FLAGS.n_folds,
+        "max_samples": FLAGS.max_samples,
+        "learner_kwargs": extra,
+        "figures": FLAGS.figures,
+    }
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = build_config()
+    try:
+        make_learner(
+            config["algorithm"],
+            **{
+                k: config[k]
+                for k in ("n_components", "n_neighbors", "max_iter")
+                if config[k] is not None
+            },
+            **config["learner_kwargs"],
+        )
+    except ValueError as err:
+        raise app.UsageError(f"--algorithm={config['algorithm']}: {err}") from err
+    metrics = run(config, FLAGS.workdir)
+    if metrics["failed"]:
+        print(f"{config['algorithm']} failed on {config['dataset']}: {metrics['failed']}")
+        raise SystemExit(2)
+    print(
+        f"{config['dataset']} / {config['algorithm']}: {config['k']}-NN accuracy "
+        f"{metrics['accuracy_mean']:.3f} ± {metrics['accuracy_std']:.3f} "
+        f"(Euclidean {metrics['euclidean_accuracy_mean']:.3f}), fit "
+        f"{metrics['fit_seconds_mean']:.3f} s/fold -> {FLAGS.workdir}"
+    )
+
+
+def _print_help_and_exit() -> None:
+    """``--help``/``-h``: print the docstring and the flags, exit 0 (absl's ``--help`` exits 1)."""
+    print((__doc__ or "").strip())
+    print()
+    print(FLAGS.main_module_help())
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    define_flags()
+    if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
+        _print_help_and_exit()
+    app.run(main)

@@ -1,0 +1,168 @@
+"""Tests of metriclearn.plotting: each figure is built headless, has the expected axes and artists,
+saves a PNG, and rejects bad input with a ValueError."""
+
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from metriclearn import plotting
+
+
+def _history(n=4, pos0=1.0, neg0=1.0, with_metrics=True):
+    rows = []
+    for e in range(1, n + 1):
+        row = {
+            "epoch": e,
+            "loss": 1.0 / e,
+            "pos_distance": pos0 - 0.1 * e,
+            "pos_distance_std": 0.05,
+            "neg_distance": neg0 + 0.1 * e,
+            "neg_distance_std": 0.05,
+        }
+        if with_metrics:
+            row["map_at_r"] = 0.5 + 0.05 * e if e % 2 == 0 else math.nan
+            row["precision_at_1"] = 0.9
+        rows.append(row)
+    return rows
+
+
+def _is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_headless_backend_not_pyplot():
+    # the module builds Figures directly; importing it must not switch to an interactive backend
+    assert matplotlib.get_backend().lower() in ("agg", "module://matplotlib_inline.backend_inline")
+
+
+def test_distance_curves_two_bands_and_lines(tmp_path):
+    path = tmp_path / "curves.png"
+    fig = plotting.plot_distance_curves(_history(), path, title="t")
+    assert isinstance(fig, Figure) and _is_png(path)
+    ax_d = fig.axes[0]
+    assert len(ax_d.lines) == 2  # similar and dissimilar means
+    assert len(ax_d.collections) == 2  # their bands
+    assert ax_d.get_xlabel() == "epoch" and ax_d.get_ylabel()
+    np.testing.assert_allclose(ax_d.lines[0].get_ydata(), [0.9, 0.8, 0.7, 0.6])
+
+
+def test_metric_curves_one_line_per_run_skipping_nan(tmp_path):
+    path = tmp_path / "m.png"
+    hists = {"all": _history(), "semi-hard": _history(), "batch-hard": _history()}
+    fig = plotting.plot_metric_curves(hists, ("loss", "map_at_r"), path)
+    assert _is_png(path)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.lines) == 3
+        assert ax.get_legend() is not None and ax.get_xlabel() == "epoch"
+    assert fig.axes[1].get_ylabel() == "MAP@R (held-out)"
+    # map_at_r is evaluated at even epochs only: NaN epochs are skipped
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_xdata(), [2, 4])
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == list(hists)
+
+
+def test_metric_curves_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_metric_curves({})
+    with pytest.raises(ValueError, match="lacks"):
+        plotting.plot_metric_curves({"a": _history(with_metrics=False)}, ("map_at_r",))
+    with pytest.raises(ValueError, match="keys"):
+        plotting.plot_metric_curves({"a": _history()}, ())
+
+
+def test_embedding_scatter_before_after(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 5))
+    y = np.repeat([0, 1, 2], 10)
+    path = tmp_path / "e.png"
+    fig = plotting.plot_embedding_before_after(X, X[:, :3] * 2.0, y, path)
+    assert _is_png(path)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.collections) == 3  # one scatter per class
+        assert ax.get_xlabel() == "PC 1" and ax.get_ylabel() == "PC 2"
+        offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+        assert offsets.shape == (30, 2)
+    # the scatter is the PCA projection: its total variance equals that of the top-2 components
+    Xc = X - X.mean(0)
+    s = np.linalg.svd(Xc, compute_uv=False)
+    pts = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
+    np.testing.assert_allclose((pts**2).sum(), (s[:2] ** 2).sum(), rtol=1e-6)
+    # one-dimensional input is padded, not an error
+    fig1 = plotting.plot_embedding_2d(X[:, :1], y)
+    assert len(fig1.axes) == 1
+
+
+def test_embedding_bad_input():
+    X = np.zeros((5, 2))
+    with pytest.raises(ValueError, match="labels"):
+        plotting.plot_embedding_2d(X, np.zeros(4))
+    with pytest.raises(ValueError, match="NaN"):
+        plotting.plot_embedding_2d(np.full((5, 2), np.nan), np.zeros(5))
+    with pytest.raises(ValueError, match="same rows|labels"):
+        plotting.plot_embedding_before_after(X, np.zeros((4, 2)), np.zeros(5))
+
+
+def test_mahalanobis_heatmap(tmp_path):
+    M = np.array([[2.0, -1.0], [-1.0, 3.0]])
+    path = tmp_path / "M.png"
+    fig = plotting.plot_mahalanobis_matrix(M, path, feature_names=["a", "b"])
+    assert _is_png(path)
+    assert len(fig.axes) == 2  # heatmap + colour bar
+    img = fig.axes[0].images[0]
+    np.testing.assert_allclose(img.get_array(), M)
+    assert img.get_clim() == (-3.0, 3.0)  # symmetric colour scale
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError, match="square"):
+        plotting.plot_mahalanobis_matrix(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        plotting.plot_mahalanobis_matrix(np.full((2, 2), np.inf))
+    with pytest.raises(ValueError, match="feature_names"):
+        plotting.plot_mahalanobis_matrix(M, feature_names=["a"])
+
+
+def test_accuracy_bars(tmp_path):
+    results = {
+        "Euclidean": {"iris": (0.95, 0.02), "wine": (0.96, 0.01)},
+        "NCA": {"iris": (0.97, 0.01), "wine": 0.98},
+        "SDML": {"iris": math.nan},  # failure: a gap
+    }
+    path = tmp_path / "bars.png"
+    fig = plotting.plot_accuracy_bars(results, path)
+    assert _is_png(path)
+    (ax,) = fig.axes
+    assert len(ax.containers) >= 3
+    heights = [p.get_height() for p in ax.patches]
+    assert len(heights) == 6  # 3 learners x 2 data sets
+    assert heights[:2] == [0.95, 0.96] and heights[4:] == [0.0, 0.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["iris", "wine"]
+    assert ax.get_ylabel() == "3-NN accuracy"
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_accuracy_bars({})
+
+
+def test_retrieval_examples(tmp_path):
+    rng = np.random.default_rng(1)
+    refs = rng.random((20, 64))
+    ref_y = np.arange(20) % 4
+    queries, q_y = refs[:3], ref_y[:3]
+    nb = {"before": np.array([[4, 1, 8], [5, 2, 9], [6, 3, 10]]), "after": np.zeros((3, 3), int)}
+    path = tmp_path / "r.png"
+    fig = plotting.plot_retrieval_examples(queries, q_y, refs, ref_y, nb, path)
+    assert _is_png(path)
+    assert len(fig.axes) == 2 * 3 * 4  # 2 metrics x 3 queries rows, query + 3 neighbours
+    # colour-coded titles: neighbour 4 of query 0 has label 0 == query label -> green; 1 -> red
+    assert fig.axes[1].title.get_color() == "tab:green"
+    assert fig.axes[2].title.get_color() == "tab:red"
+    with pytest.raises(ValueError, match="outside"):
+        plotting.plot_retrieval_examples(queries, q_y, refs, ref_y, {"x": np.full((3, 2), 99)})
+    with pytest.raises(ValueError, match="image_shape"):
+        plotting.plot_retrieval_examples(
+            queries[:, :10], q_y, refs[:, :10], ref_y, {"x": nb["before"]}
+        )
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_retrieval_examples(queries, q_y, refs, ref_y, {})
