@@ -371,14 +371,17 @@ def _settings_for(learner: str, dataset: str, args) -> dict[str, Any]:
         kw["max_iter"] = args.synthetic_max_iter
         if learner == "LMNN":
             kw["min_iter"] = 0  # metric-learn only; dropped for metriclearn below
-    if args.quick and kind == ITERATIVE:
+    # metric-learn 0.7.0's SDML_Supervised takes no max_iter, and its SCML requires output_iter <= max_iter.
+    if args.quick and kind == ITERATIVE and learner != "SDML_Supervised":
         kw["max_iter"] = min(kw.get("max_iter", 20), 20)
+        if learner == "SCML_Supervised":
+            kw["output_iter"] = kw["max_iter"]
     return kw
 
 
 def _split_kwargs(learner: str, kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Hyperparameters for (metriclearn, metric-learn): drop names one side does not know."""
-    ours = {k: v for k, v in kw.items() if k != "min_iter"}
+    ours = {k: v for k, v in kw.items() if k not in ("min_iter", "output_iter")}
     return ours, kw
 
 

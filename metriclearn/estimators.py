@@ -588,6 +588,15 @@ class _SupervisedWeak(_TransformerBase):
         return self
 
 
+class _SupervisedPairs(_SupervisedWeak):
+    """``fit(X, y)`` of the pair learners: similar/dissimilar pairs from labels, then the pair fit."""
+
+    def fit(self, X, y):
+        """Fit on ``X [n, d]`` and class labels ``y [n]``."""
+        X, codes = self._labels(X, y)
+        return self._fit_from_pairs(X, codes)
+
+
 # ----------------------------------------------------------------------------------------------------
 # ITML
 
@@ -640,7 +649,7 @@ class ITML(_PairsMixin, _BaseITML):
         self.random_state = random_state
 
 
-class ITML_Supervised(_SupervisedWeak, _BaseITML):
+class ITML_Supervised(_SupervisedPairs, _BaseITML):
     """ITML on pairs built from labels (``n_constraints`` similar + as many dissimilar pairs).
 
     Args: as :class:`ITML`, plus ``n_constraints`` (default ``20 * n_classes**2``).
@@ -663,11 +672,6 @@ class ITML_Supervised(_SupervisedWeak, _BaseITML):
         self.prior = prior
         self.bounds = bounds
         self.random_state = random_state
-
-    def fit(self, X, y):
-        """Fit on ``X [n, d]`` and class labels ``y [n]``."""
-        X, codes = self._labels(X, y)
-        return self._fit_from_pairs(X, codes)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -718,7 +722,7 @@ class SDML(_PairsMixin, _BaseSDML):
         self.random_state = random_state
 
 
-class SDML_Supervised(_SupervisedWeak, _BaseSDML):
+class SDML_Supervised(_SupervisedPairs, _BaseSDML):
     """SDML on pairs built from labels. Args: as :class:`SDML`, plus ``n_constraints``."""
 
     def __init__(
@@ -736,11 +740,6 @@ class SDML_Supervised(_SupervisedWeak, _BaseSDML):
         self.max_iter = max_iter
         self.n_constraints = n_constraints
         self.random_state = random_state
-
-    def fit(self, X, y):
-        """Fit on ``X [n, d]`` and class labels ``y [n]``."""
-        X, codes = self._labels(X, y)
-        return self._fit_from_pairs(X, codes)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -800,7 +799,7 @@ class MMC(_PairsMixin, _BaseMMC):
         self.random_state = random_state
 
 
-class MMC_Supervised(_SupervisedWeak, _BaseMMC):
+class MMC_Supervised(_SupervisedPairs, _BaseMMC):
     """MMC on pairs built from labels. Args: as :class:`MMC`, plus ``n_constraints``."""
 
     def __init__(
@@ -822,11 +821,6 @@ class MMC_Supervised(_SupervisedWeak, _BaseMMC):
         self.diagonal_c = diagonal_c
         self.n_constraints = n_constraints
         self.random_state = random_state
-
-    def fit(self, X, y):
-        """Fit on ``X [n, d]`` and class labels ``y [n]``."""
-        X, codes = self._labels(X, y)
-        return self._fit_from_pairs(X, codes)
 
 
 # ----------------------------------------------------------------------------------------------------
