@@ -117,7 +117,17 @@ def plot_distance_curves(
                 ax_m.plot(epoch[ok], values[ok], marker="s", markersize=3, color=color, label=key)
     ax_m.set_ylabel("held-out metric")
     h2, l2 = ax_m.get_legend_handles_labels()
-    ax_l.legend(handles + h2, labels + l2, loc="best", fontsize="small")
+    # On the twin (top-most) axes and below the plot: the rising metrics and falling loss cross the
+    # whole panel, so no inside position stays clear of them.
+    ax_m.legend(
+        handles + h2,
+        labels + l2,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=3,
+        fontsize="small",
+        frameon=False,
+    )
     ax_l.set_title("loss and retrieval metrics")
     if title:
         fig.suptitle(title)
