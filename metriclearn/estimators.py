@@ -1093,7 +1093,7 @@ _GENERIC_LOSSES = {
 }
 
 
-class MetricLearner(MahalanobisMixin, BaseEstimator):
+class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
     """``min_{M >= 0} loss(M; tuples) + lam * R(M)``: the survey's formulation, pick the pieces.
 
     Solved by :func:`metriclearn.solver.projected_gradient` (gradient step, PSD projection).
@@ -1119,6 +1119,9 @@ class MetricLearner(MahalanobisMixin, BaseEstimator):
     Reference: Bellet, Habrard & Sebban, "A Survey on Metric Learning for Feature Vectors and
     Structured Data", 2013 (the general formulation, Section 3).
     """
+
+    _tuple_size = 3  # triplet losses use the ordered-tuple predict/score
+    _tuple_name = "triplets"
 
     def __init__(
         self,
@@ -1180,4 +1183,33 @@ class MetricLearner(MahalanobisMixin, BaseEstimator):
         self.n_iter_ = int(res.n_iter)
         self.converged_ = bool(res.converged)
         self._set_components(_components_from_result(res, "MetricLearner"), d)
+        if size == 2:  # pair losses classify pairs: threshold of best training accuracy
+            dist = self.pair_distance(np.asarray(T))
+            self.threshold_ = _best_threshold(dist, py, "accuracy", None, 1.0)
         return self
+
+    def _is_pair_loss(self) -> bool:
+        check_choice(self.loss, "loss", _GENERIC_LOSSES)
+        return _GENERIC_LOSSES[self.loss][0] == 2
+
+    def decision_function(self, tuples) -> np.ndarray:
+        """Pairs: ``-distance``; triplets: ``d(a, c) - d(a, b)`` (positive: constraint holds)."""
+        if self._is_pair_loss():
+            return self.pair_score(tuples)
+        return _OrderedTuplesMixin.decision_function(self, tuples)
+
+    def predict(self, tuples) -> np.ndarray:
+        """Pairs: ``+1`` when ``distance <= threshold_``; triplets: ``+1`` when ``d(a, b) < d(a, c)``."""
+        if self._is_pair_loss():
+            check_is_fitted(self, "threshold_")
+            return np.where(self.pair_distance(tuples) <= self.threshold_, 1, -1)
+        return _OrderedTuplesMixin.predict(self, tuples)
+
+    def score(self, tuples, y=None) -> float:
+        """Pairs: ROC AUC against ``y`` in ``{-1, +1}``; triplets: accuracy of :meth:`predict`."""
+        if self._is_pair_loss():
+            from metriclearn import constraints
+
+            P, py = constraints.check_pairs(self._tuples(tuples, 2, "pairs"), y)
+            return float(roc_auc_score(py, self.pair_score(np.asarray(P))))
+        return _OrderedTuplesMixin.score(self, tuples, y)

@@ -458,6 +458,11 @@ def test_metric_learner_improves_constraints(loss):
 
         base = roc_auc_score(py, -np.linalg.norm(X[idx[:, 0]] - X[idx[:, 1]], axis=1))
         assert roc_auc_score(py, est.pair_score(idx)) > base
+        assert est.score(idx, py) == pytest.approx(roc_auc_score(py, est.pair_score(idx)))
+        pred = est.predict(idx)
+        assert set(np.unique(pred)) <= {-1, 1}
+        assert np.array_equal(pred, np.where(est.pair_distance(idx) <= est.threshold_, 1, -1))
+        assert np.mean(pred == py) > 0.5
         with pytest.raises(ValueError, match="only"):
             ml.MetricLearner(loss=loss, preprocessor=X).fit(idx, np.ones(len(idx)))
         return
@@ -474,6 +479,8 @@ def test_metric_learner_improves_constraints(loss):
         )
 
     assert satisfied(est.components_) > satisfied(np.eye(4))
+    assert est.score(t) == pytest.approx(satisfied(est.components_), abs=1e-6)
+    assert set(np.unique(est.predict(t))) <= {-1, 1}
     assert np.all(np.isfinite(est.components_)) and est.n_features_in_ == 4
 
 
