@@ -474,3 +474,24 @@ def neighbour_softmax_value_and_grad(Z, valid, row_fn, row_data, col_data, *, bl
     (col_sum, col_mat), (losses, rows_part) = jax.lax.scan(step, init, xs)
     grad = 2.0 * (rows_part.reshape(Z.shape) + col_sum[:, None] * Z - col_mat)
     return jnp.sum(losses), grad
+
+
+def check_components(L, X: jax.Array) -> jax.Array:
+    """``L`` as an array of ``X``'s dtype; ``ValueError`` unless it is ``[k, d]`` with ``d = X.shape[1]``."""
+    L = jnp.asarray(L, X.dtype)
+    if L.ndim != 2 or L.shape[1] != X.shape[1]:
+        raise ValueError(f"L must be [k, {X.shape[1]}], got shape {tuple(L.shape)}")
+    return L
+
+
+def pad_for_softmax(X: jax.Array, targets, *, fill=0):
+    """Pad ``X [n, d]`` and per-row ``targets [n]`` to the size bucket of ``n`` (NCA, MLKR).
+
+    Returns:
+      ``(X_padded, targets_padded, valid, block)``: padded rows have ``valid = False`` and target
+      ``fill``; ``block`` is :func:`softmax_row_block` of the padded size.
+    """
+    size = bucket_size(X.shape[0])
+    Xp, valid = pad_rows(X, size)
+    tp, _ = pad_rows(jnp.asarray(targets), size, fill=fill)
+    return Xp, tp, valid, softmax_row_block(size)

@@ -29,14 +29,13 @@ import numpy as np
 from metriclearn._validation import check_array
 from metriclearn.convex._common import (
     FitResult,
-    bucket_size,
+    check_components,
     check_n_components,
     init_components,
     lbfgs_minimize,
     lbfgs_tolerances,
     neighbour_softmax_value_and_grad,
-    pad_rows,
-    softmax_row_block,
+    pad_for_softmax,
 )
 
 __all__ = ["fit_mlkr", "mlkr_objective"]
@@ -103,20 +102,11 @@ def _check_Xt(X, y):
     return X, t
 
 
-def _prepare(X, t):
-    size = bucket_size(X.shape[0])
-    Xp, valid = pad_rows(X, size)
-    tp, _ = pad_rows(t, size)
-    return Xp, tp, valid, softmax_row_block(size)
-
-
 def mlkr_objective(L, X, y) -> jax.Array:
     """MLKR's leave-one-out squared error of ``L [k, d]`` on ``X [n, d]``, targets ``y [n]``."""
     X, t = _check_Xt(X, y)
-    L = jnp.asarray(L, X.dtype)
-    if L.ndim != 2 or L.shape[1] != X.shape[1]:
-        raise ValueError(f"L must be [k, {X.shape[1]}], got shape {tuple(L.shape)}")
-    Xp, tp, valid, block = _prepare(X, t)
+    L = check_components(L, X)
+    Xp, tp, valid, block = pad_for_softmax(X, t)
     return _mlkr_loss_jit(L, Xp, tp, valid, block=block)
 
 
@@ -165,7 +155,7 @@ def fit_mlkr(
     if isinstance(init, str) and init == "auto":
         init = "pca" if k < min(X.shape[1], X.shape[0]) else "identity"
     L0 = init_components(X, None, n_components=n_components, init=init, key=key)
-    Xp, tp, valid, block = _prepare(X, t)
+    Xp, tp, valid, block = pad_for_softmax(X, t)
     res = _mlkr_solve(
         L0,
         Xp,

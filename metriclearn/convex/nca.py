@@ -32,15 +32,14 @@ import jax.numpy as jnp
 
 from metriclearn.convex._common import (
     FitResult,
-    bucket_size,
+    check_components,
     check_n_components,
     check_Xy,
     init_components,
     lbfgs_minimize,
     lbfgs_tolerances,
     neighbour_softmax_value_and_grad,
-    pad_rows,
-    softmax_row_block,
+    pad_for_softmax,
 )
 
 __all__ = ["fit_nca", "nca_objective"]
@@ -93,13 +92,6 @@ def _nca_solve(L0, X, codes, valid, max_iter, ftol, gtol, *, block: int):
     return lbfgs_minimize(fun, L0, max_iter=max_iter, ftol=ftol, gtol=gtol)
 
 
-def _prepare(X, codes):
-    size = bucket_size(X.shape[0])
-    Xp, valid = pad_rows(X, size)
-    cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)
-    return Xp, cp, valid, softmax_row_block(size)
-
-
 def nca_objective(L, X, y) -> jax.Array:
     """The NCA loss ``-sum_i p_i`` of ``L [k, d]`` on ``X [n, d]``, labels ``y [n]`` (validated).
 
@@ -107,10 +99,8 @@ def nca_objective(L, X, y) -> jax.Array:
       >>> nca_objective(jnp.eye(4), X, y)   # doctest: +SKIP
     """
     X, codes, _ = check_Xy(X, y, min_per_class=1)
-    L = jnp.asarray(L, X.dtype)
-    if L.ndim != 2 or L.shape[1] != X.shape[1]:
-        raise ValueError(f"L must be [k, {X.shape[1]}], got shape {tuple(L.shape)}")
-    Xp, cp, valid, block = _prepare(X, codes)
+    L = check_components(L, X)
+    Xp, cp, valid, block = pad_for_softmax(X, codes, fill=-1)
     return _nca_loss_jit(L, Xp, cp, valid, block=block)
 
 
@@ -156,7 +146,7 @@ def fit_nca(
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     ftol, gtol = lbfgs_tolerances(tol)
     L0 = init_components(X, codes, n_components=n_components, init=init, key=key)
-    Xp, cp, valid, block = _prepare(X, codes)
+    Xp, cp, valid, block = pad_for_softmax(X, codes, fill=-1)
     res = _nca_solve(
         L0,
         Xp,
