@@ -697,31 +697,12 @@ def sharded_retrieval_metrics(
     from metriclearn.datasets import _seed_from
 
     mesh = _eval_mesh(mesh)
-    Q = check_array(embeddings, "embeddings", ndim=2, min_rows=1)
-    q_labels = np.asarray(labels)
-    if q_labels.ndim != 1 or q_labels.shape[0] != Q.shape[0]:
-        raise ValueError(
-            f"labels must be 1-D with one label per row of embeddings ({Q.shape[0]}), got shape "
-            f"{q_labels.shape}"
-        )
-    check_labels(q_labels, Q.shape[0], name="labels", min_classes=1)
-    self_ref = ref_embeddings is None
+    Q, q_labels, R, r_labels = evaluation._check_retrieval_inputs(
+        embeddings, labels, ref_embeddings, ref_labels
+    )
+    self_ref = R is None
     if self_ref:
-        if ref_labels is not None:
-            raise ValueError("ref_labels given without ref_embeddings")
-        R, r_labels = Q, q_labels
-    else:
-        R = check_array(ref_embeddings, "ref_embeddings", ndim=2, min_rows=1)
-        check_same_dim(Q, R, "embeddings", "ref_embeddings")
-        if ref_labels is None:
-            raise ValueError("ref_labels is required with ref_embeddings")
-        r_labels = np.asarray(ref_labels)
-        if r_labels.ndim != 1 or r_labels.shape[0] != R.shape[0]:
-            raise ValueError(
-                f"ref_labels must be 1-D with one label per row of ref_embeddings ({R.shape[0]}), "
-                f"got shape {r_labels.shape}"
-            )
-        check_labels(r_labels, R.shape[0], name="ref_labels", min_classes=1)
+        R = Q
     k_values = tuple(check_positive_int(kk, "k_values") for kk in k_values)
     classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
     q_codes = codes[: len(q_labels)].astype(np.int32)
