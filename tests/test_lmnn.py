@@ -186,10 +186,10 @@ def test_float64_path(x64):
 def test_cross_validation_folds_share_one_compilation():
     X, y = noisy_dims(n_per_class=40)
     fit_lmnn(X[:97], y[:97], max_iter=3)
-    before = lmnn._fit_core._cache_size()
+    before = lmnn._full_round._cache_size()
     fit_lmnn(X[:101], y[:101], max_iter=3)
     fit_lmnn(X[:104], y[:104], max_iter=3)
-    assert lmnn._fit_core._cache_size() == before
+    assert lmnn._full_round._cache_size() == before
 
 
 def test_bad_inputs():
@@ -226,3 +226,92 @@ def test_bad_inputs():
         fit_lmnn(X, y, tol=float("nan"))
     with pytest.raises(ValueError, match="max_iter"):
         fit_lmnn(X, y, max_iter=0)
+    with pytest.raises(ValueError, match="unknown impostors"):
+        fit_lmnn(X, y, impostors="some")
+
+
+# ----------------------------------------------------------------------------------------------------
+# active set
+
+
+def test_nearest_masked_matches_argsort():
+    rng = np.random.default_rng(0)
+    d = rng.random((6, 256)).astype(np.float32)
+    mask = rng.random((6, 256)) < 0.3
+    mask[5] = False
+    mask[5, :3] = True  # a row with fewer candidates than asked for
+    idx, ok = jax.jit(lmnn._nearest_masked, static_argnums=2)(d, mask, 8)
+    idx, ok = np.asarray(idx), np.asarray(ok)
+    for i in range(6):
+        want = [j for j in np.argsort(d[i]) if mask[i, j]][:8]
+        assert list(idx[i][ok[i]]) == want
+    assert ok[5].sum() == 3
+
+
+def test_candidate_objective_with_all_candidates_equals_full_objective(x64):
+    X, y, L = tiny_problem(n=24, d=4)
+    L = np.random.default_rng(1).normal(size=(3, 4))
+    targets = target_neighbors(X, y, k=2)
+    n = len(X)
+    # every differently labelled point as a candidate, padded to a fixed width with masked entries
+    width = max(int(np.sum(y != y[i])) for i in range(n))
+    cand = np.zeros((n, width), np.int32)
+    ok = np.zeros((n, width), bool)
+    for i in range(n):
+        others = np.flatnonzero(y != y[i])
+        cand[i, : len(others)] = others
+        ok[i, : len(others)] = True
+    valid = jnp.ones(n, bool)
+    reg = jnp.asarray(0.3)
+    args = (jnp.asarray(X), valid, jnp.asarray(targets), jnp.asarray(cand), jnp.asarray(ok), reg)
+    value, grad = lmnn._candidate_terms(jnp.asarray(L), *args, 8)
+    want_value, want_grad = jax.value_and_grad(lmnn_loss)(L, X, y, targets, regularization=0.3)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-8, atol=1e-12)
+    # through the custom VJP used by the solver
+    fun = lmnn._candidate_objective(*args, 8)
+    np.testing.assert_allclose(np.asarray(jax.grad(fun)(jnp.asarray(L))), want_grad, rtol=1e-8)
+    # fewer candidates give a lower bound
+    lower = lmnn._candidate_terms(jnp.asarray(L), *args[:3], args[3][:, :3], args[4][:, :3], reg, 8)
+    assert float(lower[0]) <= float(value) + 1e-12
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "gd"])
+def test_active_set_reaches_the_full_objective_optimum(solver):
+    X, y = noisy_dims(n_per_class=60)
+    kw = dict(init="identity", max_iter=400, solver=solver)
+    full = fit_lmnn(X, y, impostors="all", **kw)
+    active = fit_lmnn(X, y, impostors="active_set", **kw)
+    assert active.converged
+    targets = target_neighbors(X, y, k=3)
+    # the reported objective is the exact one, not the restricted one
+    np.testing.assert_allclose(
+        active.objective, float(lmnn_loss(active.components, X, y, targets)), rtol=1e-5
+    )
+    np.testing.assert_allclose(active.objective, full.objective, rtol=2e-2)
+    L = np.asarray(active.components)
+    assert knn_acc(X @ L.T, y, X @ L.T, y) >= 0.95
+
+
+def test_active_set_with_many_impostors_falls_back_to_full_rounds(monkeypatch):
+    # overlapping classes: most points have far more than 16 active impostors at the start
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 40)
+    X = rng.normal(size=(160, 5)) + 0.3 * y[:, None]
+    monkeypatch.setattr(lmnn, "_MAX_CANDIDATES", 16)
+    targets = target_neighbors(X, y, k=3)
+    Z = X
+    d = ((Z[:, None] - Z[None]) ** 2).sum(-1)
+    radius = np.take_along_axis(d, targets, 1).max(1) + 1
+    assert ((d < radius[:, None]) & (y[:, None] != y[None])).sum(1).max() > 16
+    calls = []
+    real = lmnn._full_round
+    monkeypatch.setattr(lmnn, "_full_round", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = fit_lmnn(X, y, init="identity", impostors="active_set", max_iter=60)
+    assert calls, "expected at least one round on the full objective"
+    assert np.all(np.isfinite(res.components))
+    np.testing.assert_allclose(
+        res.objective, float(lmnn_loss(res.components, X, y, targets)), rtol=1e-5
+    )
+    start = float(lmnn_loss(np.eye(5), X, y, targets))
+    assert res.objective < start
