@@ -113,6 +113,25 @@ def _pair_weights(labels: jax.Array, pair_mask, dtype) -> tuple[jax.Array, jax.A
     return pos_w, neg_w
 
 
+def _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction: str) -> jax.Array:
+    """``R(pos_l, pos_w) + R(neg_l, neg_w)`` for the reducer ``R`` named ``reduction``.
+
+    Same values and gradients as calling :mod:`metriclearn.reducers` twice, but the numerators and
+    denominators of both terms come out of one stacked reduction (one kernel instead of four).
+    """
+    check_choice(reduction, "reduction", _reducers.REDUCERS)
+    lo = jnp.stack([pos_l, neg_l])
+    w = jnp.broadcast_to(jnp.stack([pos_w, neg_w]).astype(lo.dtype), lo.shape)
+    if reduction == "avg_nonzero":
+        w = jnp.where((lo > 0) & (w > 0), w, 0.0)
+    num = w * lo
+    if reduction == "sum":
+        return jnp.sum(num)
+    axes = tuple(range(2, lo.ndim + 1))
+    tot = jnp.sum(jnp.stack([num, w]), axis=axes)  # [numerator / denominator, pos / neg]
+    return jnp.sum(_reducers.safe_divide(tot[0], tot[1]))
+
+
 def _check_pair_mask(pair_mask, b: int):
     if pair_mask is None:
         return None
@@ -208,11 +227,11 @@ def contrastive(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
-    red = _reducers.get(reduction)
+    _reducers.get(reduction)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos_w, neg_w = _pair_weights(lab, pair_mask, d.dtype)
     pos_l, neg_l = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
-    return red(pos_l, pos_w) + red(neg_l, neg_w)
+    return _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction)
 
 
 def contrastive_pair(

@@ -7,7 +7,8 @@ The pieces, from small to large:
   otherwise), ``step`` and ``key`` (raw ``uint32[2]`` PRNG key data, so it checkpoints as an array).
 * :func:`create_train_state` -- initialise a state from a model, a ``LossSpec`` and an optax optimizer.
 * :func:`make_train_step` -- a jitted ``train_step(state, x, y) -> (state, metrics)``: one optax update
-  of the model parameters *and* the loss parameters from ``grad`` of the loss on one batch.
+  of the model parameters *and* the loss parameters from ``grad`` of the loss on one batch
+  (``donate=True`` updates the state in place; :func:`fit` does so).
 * :func:`make_train_epoch` -- a jitted ``train_epoch(state, X, y, batches) -> (state, metrics)`` that
   ``lax.scan``\\ s the step over an epoch's ``[n_batches, batch_size]`` index array, gathering the rows
   from the on-device training set inside the compiled program (no host round trip per step).
@@ -58,7 +59,7 @@ import optax
 
 from metriclearn import sampling
 from metriclearn._validation import check_array, check_labels, check_positive_int, check_same_dim
-from metriclearn.distances import pairwise_euclidean
+from metriclearn.miners import distance_matrix
 
 __all__ = [
     "TrainState",
@@ -218,23 +219,33 @@ def pair_distance_stats(
       dict of scalars ``pos_sum, pos_sqsum, pos_count, neg_sum, neg_sqsum, neg_count`` over the pairs
       ``i < j`` (so mean = sum / count and variance = sqsum / count - mean**2).
     """
-    e = jax.lax.stop_gradient(embeddings)
-    if normalize:
-        e = e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=-1, keepdims=True), 1e-24))
-    d = pairwise_euclidean(e)
+    # The same kernel (miners.distance_matrix) as the distance-based losses: inside a train step XLA
+    # merges this forward computation with the loss's, so the curves cost no second distance matrix.
+    d = distance_matrix(jax.lax.stop_gradient(embeddings), normalize=normalize)
     n = labels.shape[0]
-    upper = jnp.triu(jnp.ones((n, n), bool), k=1)
+    upper = jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
     same = labels[:, None] == labels[None, :]
-    pos = (upper & same).astype(d.dtype)
-    neg = (upper & ~same).astype(d.dtype)
+    pos = upper & same
+    neg = upper & ~same
+    zero = jnp.zeros((), d.dtype)
+    dp, dn = jnp.where(pos, d, zero), jnp.where(neg, d, zero)
     return {
-        "pos_sum": jnp.sum(d * pos),
-        "pos_sqsum": jnp.sum(d * d * pos),
-        "pos_count": jnp.sum(pos),
-        "neg_sum": jnp.sum(d * neg),
-        "neg_sqsum": jnp.sum(d * d * neg),
-        "neg_count": jnp.sum(neg),
+        "pos_sum": jnp.sum(dp),
+        "pos_sqsum": jnp.sum(dp * dp),
+        "pos_count": jnp.sum(pos, dtype=d.dtype),
+        "neg_sum": jnp.sum(dn),
+        "neg_sqsum": jnp.sum(dn * dn),
+        "neg_count": jnp.sum(neg, dtype=d.dtype),
     }
+
+
+def _all_finite(tree) -> jax.Array:
+    """Scalar bool: every entry of every leaf is finite.
+
+    ``sum(0 * leaf)`` is 0 when all entries are finite and NaN otherwise (no overflow, so exact): one
+    scalar reduction per leaf that XLA fuses with the leaf's producer, no boolean arrays.
+    """
+    return jnp.isfinite(sum(jnp.sum(leaf * 0, dtype=jnp.float32) for leaf in jax.tree.leaves(tree)))
 
 
 def _step_fn(model, loss_spec, optimizer, normalize_curves: bool):
@@ -250,14 +261,11 @@ def _step_fn(model, loss_spec, optimizer, normalize_curves: bool):
         (loss, emb), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
         updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
         params, loss_params = optax.apply_updates(trainable, updates)
-        finite = lambda tree: jnp.all(  # noqa: E731
-            jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)])
-        )
         metrics = {
             "loss": loss,
             "embeddings_finite": jnp.all(jnp.isfinite(emb)),
-            "grads_finite": finite(grads),
-            "params_finite": finite((params, loss_params)),
+            "grads_finite": _all_finite(grads),
+            "params_finite": _all_finite((params, loss_params)),
             **pair_distance_stats(emb, y, normalize=normalize_curves),
         }
         new_state = TrainState(
@@ -268,7 +276,9 @@ def _step_fn(model, loss_spec, optimizer, normalize_curves: bool):
     return step
 
 
-def make_train_step(model, loss_spec, optimizer, *, normalize_curves: bool = True) -> Callable:
+def make_train_step(
+    model, loss_spec, optimizer, *, normalize_curves: bool = True, donate: bool = False
+) -> Callable:
     """A jitted ``train_step(state, x, y) -> (state, metrics)``.
 
     Computes ``loss = loss_spec.apply(loss_params, model.apply(params, x), y, key)``, its gradient with
@@ -277,31 +287,40 @@ def make_train_step(model, loss_spec, optimizer, *, normalize_curves: bool = Tru
     Args:
       model, loss_spec, optimizer: as in :func:`create_train_state`.
       normalize_curves: see :func:`pair_distance_stats`.
+      donate: donate the input state's buffers to the output state (``jax.jit(donate_argnums=0)``):
+        the update is written in place instead of into fresh buffers, which saves a copy of the
+        parameters and optimizer state per step. The state passed in must not be used afterwards
+        (write ``state, metrics = step(state, x, y)``).
 
     Returns:
       jitted function; ``x`` ``[B, ...]``, ``y`` int ``[B]``; ``metrics`` holds ``loss`` and the sums
       of :func:`pair_distance_stats` (scalars).
     """
-    return jax.jit(_step_fn(model, loss_spec, optimizer, normalize_curves))
+    step = _step_fn(model, loss_spec, optimizer, normalize_curves)
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
-def make_train_epoch(model, loss_spec, optimizer, *, normalize_curves: bool = True) -> Callable:
+def make_train_epoch(
+    model, loss_spec, optimizer, *, normalize_curves: bool = True, donate: bool = False
+) -> Callable:
     """A jitted ``train_epoch(state, X, y, batches) -> (state, metrics)`` scanning the step.
 
     Args:
-      model, loss_spec, optimizer, normalize_curves: as in :func:`make_train_step`.
+      model, loss_spec, optimizer, normalize_curves, donate: as in :func:`make_train_step` (with
+        ``donate`` only the state is donated, never the training set).
 
     Returns:
       jitted function; ``X`` ``[n, ...]`` and ``y`` ``[n]`` the training set (on device), ``batches``
       int32 ``[n_batches, B]``; ``metrics`` are the step metrics stacked ``[n_batches]``.
     """
+    args = (model, loss_spec, optimizer, bool(normalize_curves), bool(donate))
     try:
-        return _cached_epoch_program(model, loss_spec, optimizer, bool(normalize_curves))
+        return _cached_epoch_program(*args)
     except TypeError:  # an unhashable model / loss / optimizer: build a fresh program
-        return _epoch_program(model, loss_spec, optimizer, bool(normalize_curves))
+        return _epoch_program(*args)
 
 
-def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool) -> Callable:
+def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool, donate: bool) -> Callable:
     step = _step_fn(model, loss_spec, optimizer, normalize_curves)
 
     def epoch(state, X, y, batches):
@@ -310,7 +329,7 @@ def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool) -> Calla
 
         return jax.lax.scan(body, state, batches)
 
-    return jax.jit(epoch)
+    return jax.jit(epoch, donate_argnums=(0,) if donate else ())
 
 
 # The same (model, loss, optimizer) objects reuse one jitted program, so repeated or resumed fits in a
@@ -487,8 +506,9 @@ def fit(
     y_dev = jax.device_put(jnp.asarray(y_codes))
     state = create_train_state(key, model, loss_spec, optimizer, X_train[:1])
     if mesh is None:
+        # fit owns its state: donating it lets each epoch update the parameters in place
         train_epoch = make_train_epoch(
-            model, loss_spec, optimizer, normalize_curves=normalize_curves
+            model, loss_spec, optimizer, normalize_curves=normalize_curves, donate=True
         )
     else:  # data parallel: batch sharded over the mesh, state replicated (metriclearn.parallel)
         from metriclearn import parallel
