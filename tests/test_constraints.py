@@ -1,6 +1,7 @@
 """Tests of metriclearn.constraints: samplers against brute-force enumeration, LMNN helpers."""
 
 import itertools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -265,3 +266,92 @@ def test_check_pairs_errors():
         C.check_pairs(P, y[:3])
     with pytest.raises(ValueError, match="NaN"):
         C.check_pairs(np.full((4, 2, 3), np.nan), y)
+
+
+# ---------------------------------------------------------------------------------------------------
+# k-NN triplets (SCML_Supervised)
+
+
+def brute_knn_triplets(X, y, k_genuine, k_impostor):
+    """Loop over anchors: nearest same-class points x nearest other-class points, ties to lower index."""
+    rows = []
+    for a in range(len(X)):
+        d = {j: float(np.sum((X[a] - X[j]) ** 2)) for j in range(len(X))}
+        same = sorted((j for j in d if j != a and y[j] == y[a]), key=lambda j: (d[j], j))
+        other = sorted((j for j in d if y[j] != y[a]), key=lambda j: (d[j], j))
+        for b in same[:k_genuine]:
+            for c in other[:k_impostor]:
+                rows.append((a, b, c))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _knn_data(seed=0, n=30, d=4):
+    rng = np.random.RandomState(seed)
+    y = np.repeat(np.arange(3), n // 3)
+    rng.shuffle(y)
+    return rng.randn(n, d) * [1.0, 3.0, 0.5, 2.0][:d] + 5.0, y
+
+
+@pytest.mark.parametrize("use_x64", [False, True])
+def test_knn_triplets_brute_force(use_x64):
+    X, y = _knn_data()
+    with jax.enable_x64(use_x64):
+        got = C.knn_triplets(X, y, k_genuine=3, k_impostor=4, block_size=7)
+        again = C.knn_triplets(X, y, k_genuine=3, k_impostor=4, block_size=1)
+    assert got.shape == (30 * 3 * 4, 3) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, brute_knn_triplets(X, y, 3, 4))
+    np.testing.assert_array_equal(again, got)
+    a, b, c = got.T
+    assert np.all(a != b) and np.all(y[a] == y[b]) and np.all(y[a] != y[c])
+
+
+def test_knn_triplets_defaults_and_exact_ties():
+    # symmetric integer grid (mean exactly 0): many exactly equal distances, broken by lower index
+    g = np.array([(i, j) for i in range(-2, 3) for j in range(-2, 3)], np.float32)
+    X = np.concatenate([g, g])  # every point duplicated: distance-0 neighbours
+    y = (np.arange(len(X)) % 2).astype(np.int64)
+    got = C.knn_triplets(X, y)  # metric-learn's defaults k_genuine=3, k_impostor=10
+    assert got.shape == (50 * 3 * 10, 3)
+    np.testing.assert_array_equal(got, brute_knn_triplets(X, y, 3, 10))
+
+
+def test_knn_triplets_shortfalls_warn_and_return_what_exists():
+    X = np.random.RandomState(2).randn(len(Y), 3)
+    # class 1 has 2 members, class 3 one: fewer genuine neighbours; the singleton anchors nothing
+    with pytest.warns(UserWarning, match=r"k_genuine=2.*but only"):
+        got = C.knn_triplets(X, Y, k_genuine=2, k_impostor=3)
+    np.testing.assert_array_equal(got, brute_knn_triplets(X, Y, 2, 3))
+    assert len(got) == (3 * 2 + 2 * 1 + 4 * 2 + 1 * 0) * 3
+    assert 9 not in got[:, 0] and 9 not in got[:, 1] and 9 in got[:, 2]
+    # class 2 (4 members) sees only 6 other-class points, fewer than k_impostor = 7
+    with pytest.warns(UserWarning, match=r"\[2\] have < k_impostor=7"):
+        got = C.knn_triplets(X, Y, k_genuine=1, k_impostor=7)
+    np.testing.assert_array_equal(got, brute_knn_triplets(X, Y, 1, 7))
+    assert len(got) == 3 * 7 + 2 * 7 + 4 * 6 + 1 * 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no shortfall, no warning
+        C.knn_triplets(X[:9], Y[:9], k_genuine=1, k_impostor=4)
+
+
+def test_knn_triplets_errors():
+    X, y = _knn_data()
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        C.knn_triplets(X, np.zeros(30))
+    with pytest.raises(ValueError, match="single member"):
+        C.knn_triplets(X[:3], np.arange(3))
+    Xn = X.copy()
+    Xn[4, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        C.knn_triplets(Xn, y)
+    Xn[4, 1] = -np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        C.knn_triplets(Xn, y)
+    with pytest.raises(ValueError, match="2-dimensional"):
+        C.knn_triplets(X[:, 0], y)
+    with pytest.raises(ValueError, match="at least one feature"):
+        C.knn_triplets(X[:, :0], y)
+    with pytest.raises(ValueError, match="29 labels but X has 30"):
+        C.knn_triplets(X, y[:-1])
+    for name, bad in (("k_genuine", 0), ("k_impostor", -1), ("k_genuine", 2.5), ("block_size", 0)):
+        with pytest.raises(ValueError, match=name):
+            C.knn_triplets(X, y, **{name: bad})

@@ -117,7 +117,7 @@ def fit_mlkr(
     n_components: int | None = None,
     init="auto",
     max_iter: int = 100,
-    tol: float | None = 1e-5,
+    tol: float | None = None,
     key: jax.Array | None = None,
 ) -> FitResult:
     """Fit MLKR: the linear map ``L [k, d]`` minimising kernel regression's leave-one-out error.
@@ -129,8 +129,8 @@ def fit_mlkr(
       init: ``"auto"`` (``"pca"`` if ``k < min(d, n)`` else ``"identity"``; no LDA for regression),
         ``"pca"``, ``"identity"``, ``"random"`` or an array ``[k, d]``.
       max_iter: L-BFGS iterations.
-      tol: relative-decrease and gradient tolerance (scipy's L-BFGS-B ``tol`` semantics; ``None``
-        keeps scipy's defaults ``ftol=2.2e-9, gtol=1e-5`` and runs closer to convergence).
+      tol: relative-decrease and gradient tolerance (scipy's L-BFGS-B ``tol`` semantics); ``None``
+        (default, as metric-learn) keeps scipy's ``ftol=2.2e-9, gtol=1e-5``.
       key: PRNG key for ``init="random"``.
 
     Returns:

@@ -29,9 +29,13 @@ AdaGrad norm ``H_t = sqrt(sum_s g_s^2)`` the closed-form non-negative L1 step is
 
 The whole loop is a ``lax.scan`` over minibatches (the per-triplet rows ``delta_t`` vmapped); every
 ``output_iter`` steps the full objective is evaluated and the best ``w`` so far is kept and returned.
-The rows are materialised once (``[m, K]``, as metric-learn) when ``m K <= 2^25``, otherwise recomputed
-per minibatch and, for the objective, in row blocks (memory ``O(4096 K)``). Minibatch indices are drawn
-on the host from ``key`` (NumPy generator seeded by the key), so results are reproducible.
+The rows are materialised once (``[m, K]``, as metric-learn) when ``m K <= 2^25``. Otherwise the
+objective is evaluated through ``M = B^T diag(w) B`` in row blocks (``dp^T M dp - dn^T M dn``,
+``O(m d^2)`` work, memory ``O(4096 d)``) and the minibatch rows are recomputed per step; when the
+triplets are given as indices into ``X`` (as ``SCML_Supervised`` does) and ``n K <= 2^25``, the rows
+are instead gathered from the projected points ``X B^T`` (``O(K)`` per triplet) and the objective
+uses per-point ``x^T M x`` (``O(n d^2 + m d)``). Minibatch indices are drawn on the host from ``key``
+(NumPy generator seeded by the key), so results are reproducible.
 
 Bases:
 
@@ -122,6 +126,25 @@ def _check_triplets(triplets) -> jax.Array:
     return T
 
 
+def _index_triplets(triplets, X) -> np.ndarray | None:
+    """``triplets`` as int32 ``[m, 3]`` indices into ``X`` when given so (``None`` for point triplets)."""
+    t = np.asarray(triplets)
+    if t.dtype.kind not in "iu" or t.ndim != 2:  # integer *points* [m, 3, d] stay points
+        return None
+    if X is None:
+        raise ValueError(
+            f"triplets given as integer indices (shape {tuple(t.shape)}) need the data X [n, d]"
+        )
+    n = np.shape(X)[0]
+    if t.shape[1] != 3 or t.shape[0] == 0:
+        raise ValueError(f"index triplets must have shape [m, 3] with m >= 1, got {tuple(t.shape)}")
+    if t.min() < 0 or t.max() >= n:
+        raise ValueError(
+            f"index triplets must lie in [0, {n}) (the rows of X), got [{t.min()}, {t.max()}]"
+        )
+    return t.astype(np.int32)
+
+
 # ----------------------------------------------------------------------------------------------------
 # bases
 
@@ -202,17 +225,22 @@ def _kmeans(centres, X, *, n_iter: int = 30):
     return jax.lax.fori_loop(0, n_iter, step, centres)
 
 
-@partial(jax.jit, static_argnames=("n_classes", "k", "n_eig"))
-def _local_lda(centres, X, codes, *, n_classes: int, k: int, n_eig: int):
-    """``n_eig`` unit LDA directions per centre from its ``k`` nearest points of every class."""
+@partial(jax.jit, static_argnames=("n_classes", "k_max", "n_eig"))
+def _local_lda(centres, X, codes, ks, *, n_classes: int, k_max: int, n_eig: int):
+    """``n_eig`` unit LDA directions per scale and centre from its ``k`` nearest points of every class.
+
+    One ``top_k`` of size ``k_max`` serves every scale ``k`` in ``ks`` (``[S]`` ints ``<= k_max``,
+    traced): scale ``s`` keeps the first ``ks[s]`` neighbours, so all scales share one compilation.
+    Returns ``[S, nc, n_eig, d]``.
+    """
     dtype = X.dtype
     d2 = (
         jnp.sum(centres * centres, 1)[:, None] + jnp.sum(X * X, 1)[None, :] - 2.0 * centres @ X.T
     )  # [nc, n]
     same = codes[None, :] == jnp.arange(n_classes)[:, None]  # [C, n]
     masked = jnp.where(same[None, :, :], d2[:, None, :], jnp.inf)  # [nc, C, n]
-    neg, idx = jax.lax.top_k(-masked, k)  # [nc, C, k]
-    valid = jnp.isfinite(neg)
+    neg, idx = jax.lax.top_k(-masked, k_max)  # [nc, C, k_max], nearest first
+    found = jnp.isfinite(neg)
 
     def one(idx_c, valid_c):
         pts = X[idx_c]  # [C, k, d]
@@ -232,7 +260,11 @@ def _local_lda(centres, X, codes, *, n_classes: int, k: int, n_eig: int):
         norm = jnp.linalg.norm(V, axis=1, keepdims=True)
         return V / jnp.maximum(norm, jnp.finfo(dtype).tiny)
 
-    return jax.vmap(one)(idx, valid)  # [nc, n_eig, d]
+    def scale(k):
+        valid = found & (jnp.arange(k_max) < k)  # the k nearest of each class
+        return jax.vmap(one)(idx, valid)  # [nc, n_eig, d]
+
+    return jax.vmap(scale)(ks)  # [S, nc, n_eig, d]
 
 
 def lda_basis(key, X, y, *, n_basis: int | None = None) -> jax.Array:
@@ -262,15 +294,17 @@ def lda_basis(key, X, y, *, n_basis: int | None = None) -> jax.Array:
     centres = _kmeans(X[jnp.asarray(start)], X)
     counts = np.bincount(codes)
     k_first = 50 if d > 50 else 10
-    parts = []
-    for k in (k_first, 20):  # two neighbourhood scales (not a loop over constraints)
-        k = int(min(k, counts.max()))
-        parts.append(
-            _local_lda(
-                centres, X, jnp.asarray(codes), n_classes=n_classes, k=k, n_eig=n_eig
-            ).reshape(-1, d)
-        )
-    return jnp.concatenate(parts, axis=0)[:K]
+    ks = np.minimum([k_first, 20], counts.max())  # two neighbourhood scales, one compilation
+    parts = _local_lda(
+        centres,
+        X,
+        jnp.asarray(codes),
+        jnp.asarray(ks, jnp.int32),
+        n_classes=n_classes,
+        k_max=int(ks.max()),
+        n_eig=n_eig,
+    )
+    return parts.reshape(-1, d)[:K]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -286,7 +320,12 @@ _deltas = jax.vmap(_delta_one, in_axes=(0, 0, None))  # [m, d], [m, d], [K, d] -
 
 
 def _objective(w, Dp, Dn, B, beta, block: int):
-    """``beta * sum(w) + mean_t [1 + delta_t . w]_+`` over all triplets, in blocks of ``block``."""
+    """``beta * sum(w) + mean_t [1 + delta_t . w]_+`` over all triplets, in blocks of ``block``.
+
+    Uses ``delta_t . w = dp^T M dp - dn^T M dn`` with ``M = B^T diag(w) B`` (``[d, d]``): ``O(m d^2)``
+    work instead of the ``O(m K d)`` of the rows themselves (``K`` is typically ``20 d`` or more).
+    """
+    M = (B.T * w[None, :]) @ B
     m = Dp.shape[0]
     n_blocks = -(-m // block)
     pad = n_blocks * block - m
@@ -297,24 +336,53 @@ def _objective(w, Dp, Dn, B, beta, block: int):
 
     def blk(args):
         p, q, mk = args
-        slack = 1.0 + _deltas(p, q, B) @ w
+        slack = 1.0 + jnp.sum((p @ M) * p, axis=1) - jnp.sum((q @ M) * q, axis=1)
         return jnp.sum(jnp.where(mk & (slack > 0), slack, 0.0))
 
     total = jax.lax.map(blk, (P, N, mask)).sum()
     return beta * jnp.sum(w) + total / m
 
 
+def _objective_indexed(w, Xc, tidx, B, beta, block: int):
+    """:func:`_objective` for index triplets ``tidx`` ``[m, 3]`` into the (centred) points ``Xc``.
+
+    With ``q_i = x_i^T M x_i`` and ``XM = Xc M`` computed once per point,
+    ``delta_t . w = q_p - q_n - 2 (XM_a) . (x_p - x_n)``: ``O(n d^2 + m d)`` work instead of
+    ``O(m d^2)``.
+    """
+    M = (B.T * w[None, :]) @ B
+    XM = Xc @ M
+    q = jnp.sum(XM * Xc, axis=1)
+    m = tidx.shape[0]
+    n_blocks = -(-m // block)
+    pad = n_blocks * block - m
+    mask = (jnp.arange(n_blocks * block) < m).reshape(n_blocks, block)
+    T = jnp.pad(tidx, ((0, pad), (0, 0))).reshape(n_blocks, block, 3)
+
+    def blk(args):
+        t, mk = args
+        a, p, n = t[:, 0], t[:, 1], t[:, 2]
+        slack = 1.0 + q[p] - q[n] - 2.0 * jnp.sum(XM[a] * (Xc[p] - Xc[n]), axis=1)
+        return jnp.sum(jnp.where(mk & (slack > 0), slack, 0.0))
+
+    total = jax.lax.map(blk, (T, mask)).sum()
+    return beta * jnp.sum(w) + total / m
+
+
 @partial(jax.jit, static_argnames=("block", "precompute"))
-def _scml_core(idx, Dp, Dn, B, beta, gamma, *, block, precompute):
+def _scml_core(idx, Dp, Dn, B, beta, gamma, XB=None, tidx=None, Xc=None, *, block, precompute):
     """Dual averaging over the minibatch index array ``idx`` ``[n_outer, output_iter, batch]``.
 
     ``precompute``: materialise all rows ``delta_t`` (``[m, K]``) once, as metric-learn does;
-    otherwise recompute the minibatch rows at every step and the objective in row blocks
-    (memory ``O(block * K)`` instead of ``O(m * K)``).
+    otherwise the objective runs in row blocks through ``M = B^T diag(w) B`` (memory
+    ``O(block * d)`` instead of ``O(m * K)``) and the minibatch rows are either gathered from the
+    projected points ``XB = Xc B^T`` (``[n, K]``, with index triplets ``tidx`` ``[m, 3]`` into the
+    centred points ``Xc``; ``Dp``, ``Dn`` unused): ``delta_t = (XB_a - XB_p)^2 - (XB_a - XB_n)^2``,
+    or, without ``XB``, recomputed from ``Dp, Dn``.
     """
     n_outer, output_iter, batch_size = idx.shape
     K = B.shape[0]
-    dtype = Dp.dtype
+    dtype = B.dtype
     if precompute:
         D_all = _deltas(Dp, Dn, B)
 
@@ -326,12 +394,23 @@ def _scml_core(idx, Dp, Dn, B, beta, gamma, *, block, precompute):
             return beta * jnp.sum(w) + jnp.sum(jnp.maximum(slack, 0.0)) / D_all.shape[0]
 
     else:
+        if XB is not None:
 
-        def rows(ib):
-            return _deltas(Dp[ib], Dn[ib], B)
+            def rows(ib):
+                t = tidx[ib]  # [bs, 3]
+                a = XB[t[:, 0]]
+                return (a - XB[t[:, 1]]) ** 2 - (a - XB[t[:, 2]]) ** 2
 
-        def objective(w):
-            return _objective(w, Dp, Dn, B, beta, block)
+            def objective(w):
+                return _objective_indexed(w, Xc, tidx, B, beta, block)
+
+        else:
+
+            def rows(ib):
+                return _deltas(Dp[ib], Dn[ib], B)
+
+            def objective(w):
+                return _objective(w, Dp, Dn, B, beta, block)
 
     def step(carry, args):
         w, avg, ada = carry
@@ -392,7 +471,9 @@ def fit_scml(
 
     Args:
       triplets: ``[m, 3, d]`` triplets ``(anchor, positive, negative)`` meaning
-        ``d(anchor, positive) < d(anchor, negative)``.
+        ``d(anchor, positive) < d(anchor, negative)``, or integer ``[m, 3]`` row indices into ``X``
+        (e.g. from :func:`metriclearn.constraints.knn_triplets`): then only the differences are
+        materialised, and the minibatch rows are gathered from the projected points ``X B^T``.
       basis: ``"triplet_diffs"``, ``"lda"`` (needs ``X``, ``y``) or an array ``[K, d]``.
       n_basis: ``K`` for the generated bases (defaults in the module docstring); ignored for an array.
       beta: L1 weight (``>= 0``); larger gives sparser ``w``.
@@ -402,7 +483,7 @@ def fit_scml(
       output_iter: steps between full-objective evaluations (capped at ``max_iter``).
       batch_size: triplets per minibatch (drawn with replacement).
       key: PRNG key or int seed (basis construction and minibatches); ``None`` means ``key(0)``.
-      X: ``[n, d]`` data for ``basis="lda"``.
+      X: ``[n, d]`` data for ``basis="lda"`` and for index triplets.
       y: ``[n]`` labels for ``basis="lda"``.
 
     Returns:
@@ -411,7 +492,8 @@ def fit_scml(
     Raises:
       ValueError: wrong shapes (``triplets`` not ``[m, 3, d]``, basis not ``[K, d]``), NaN/inf, an
         empty triplet set, unknown basis name, ``"lda"`` without ``X``/``y``, bad hyperparameters,
-        degenerate triplets with ``"triplet_diffs"``.
+        degenerate triplets with ``"triplet_diffs"``, index triplets without ``X`` or outside its
+        rows.
 
     Example:
       >>> res = fit_scml(X[trip], key=jax.random.key(0), max_iter=2000)   # trip: [m, 3] indices
@@ -419,7 +501,12 @@ def fit_scml(
 
     Reference: Shi, Bellet & Sha, "Sparse Compositional Metric Learning", AAAI 2014.
     """
-    T = _check_triplets(triplets)
+    tidx = _index_triplets(triplets, X)
+    if tidx is None:
+        T = _check_triplets(triplets)
+    else:  # index triplets into X: only the differences Dp, Dn are materialised
+        Xi = check_array(X, "X", ndim=2, min_rows=1)
+        T = jax.ShapeDtypeStruct((len(tidx), 3, Xi.shape[1]), Xi.dtype)
     m, _, d = T.shape
     max_iter = check_positive_int(max_iter, "max_iter")
     output_iter = check_positive_int(output_iter, "output_iter")
@@ -442,7 +529,8 @@ def fit_scml(
                 f"unknown basis {basis!r}; valid: {', '.join(BASES)} or an array [K, d]"
             )
         if basis == "triplet_diffs":
-            B = triplet_diff_basis(k_basis, T, n_basis=n_basis)
+            Tp = T if tidx is None else Xi[jnp.asarray(tidx)]
+            B = triplet_diff_basis(k_basis, Tp, n_basis=n_basis)
         else:
             if X is None or y is None:
                 raise ValueError('basis="lda" needs the data X [n, d] and labels y [n]')
@@ -462,8 +550,21 @@ def fit_scml(
             )
     B = jnp.asarray(B, T.dtype)
 
-    Dp = T[:, 0] - T[:, 1]
-    Dn = T[:, 0] - T[:, 2]
+    K = B.shape[0]
+    precompute = m * K <= _PRECOMPUTE_MAX
+    XB = tj = Xc = Dp = Dn = None
+    if tidx is not None:
+        tj = jnp.asarray(tidx)
+        if not precompute and Xi.shape[0] * K <= _PRECOMPUTE_MAX:
+            # rows gathered from the projected points: O(K) per triplet and step instead of O(K d)
+            Xc = Xi - jnp.mean(Xi, axis=0)
+            XB = Xc @ B.T
+        else:
+            Dp = Xi[tj[:, 0]] - Xi[tj[:, 1]]
+            Dn = Xi[tj[:, 0]] - Xi[tj[:, 2]]
+    else:
+        Dp = T[:, 0] - T[:, 1]
+        Dn = T[:, 0] - T[:, 2]
     n_outer = max_iter // output_iter
     block = int(min(m, 4096))
     idx = _host_rng(k_opt).integers(0, m, size=(n_outer, output_iter, batch_size), dtype=np.int32)
@@ -474,8 +575,11 @@ def fit_scml(
         B,
         jnp.asarray(beta, T.dtype),
         jnp.asarray(gamma, T.dtype),
+        XB,
+        tj if XB is not None else None,
+        Xc,
         block=block,
-        precompute=m * B.shape[0] <= _PRECOMPUTE_MAX,
+        precompute=precompute,
     )
     if not bool(jnp.any(w > 0)):
         warnings.warn(
