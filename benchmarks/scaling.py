@@ -5,6 +5,7 @@ Run::
     python -m benchmarks.scaling                       # 1,2,4,8 simulated CPU devices
     python -m benchmarks.scaling --quick               # small shapes, 3 repeats (smoke test)
     python -m benchmarks.scaling --devices 1,2 --json /tmp/scaling.json
+    python -m benchmarks.scaling --eval-scale 20000,100000 --eval-classes 10,100,1000
 
 The device count of the CPU backend is fixed when jax starts (``XLA_FLAGS=
 --xla_force_host_platform_device_count=N``), so each device count runs in its own subprocess
@@ -20,6 +21,12 @@ What is measured, per device count ``N`` (mesh of ``N`` devices, :mod:`metriclea
   ``[n, 64] x [n, 64]``: GFLOP/s-equivalent (``2 n^2 d`` per call).
 * ``retrieval``: ``parallel.sharded_retrieval_metrics`` (exact chunked k-NN, query blocks sharded) of
   ``[n_eval, 64]`` embeddings in 100 classes, NMI off: seconds per call.
+
+``--eval-scale N1,N2,...`` measures instead, on one device, exact retrieval at scale
+(``evaluation.retrieval_metrics`` of ``[N, 64]`` float32 embeddings in ``C`` classes, NMI off, so
+``R`` = class size ~ ``N / C`` neighbours per query) against the distance matmuls alone (the same
+``[chunk, N]`` blocks, nothing else), each ``(N, C)`` in its own process for its peak RSS: seconds
+(wall and process CPU) of a second call (the first compiles), the ratio retrieval / matmuls.
 
 Simulated devices share the machine's cores: on a 2-core CPU, going from 1 to 2 devices can use the
 second core (up to ~2x for work that XLA runs single-threaded), but 4 or 8 simulated devices cannot be
@@ -53,7 +60,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (smoke test)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per device count")
+    parser.add_argument(
+        "--eval-scale",
+        default=None,
+        help="comma list of embedding counts: time retrieval vs its matmuls instead (1 device)",
+    )
+    parser.add_argument("--eval-classes", default="10,100,1000", help="classes for --eval-scale")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--eval-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.n_pairwise, args.n_eval, args.repeats = 1024, 4000, 3
@@ -122,6 +136,92 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _eval_worker(n: int, n_classes: int) -> dict[str, Any]:
+    """Retrieval over ``[n, 64]`` embeddings in ``n_classes`` classes vs its distance matmuls alone."""
+    import resource
+
+    import jax
+    import numpy as np
+
+    from metriclearn import evaluation
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, n_classes, size=n)
+    E = rng.normal(size=(n, 64)).astype(np.float32)
+    E += rng.normal(size=(n_classes, 64)).astype(np.float32)[labels]
+    # the matmuls of the host selection: the same jitted [chunk, n] blocks, results discarded
+    bq = evaluation._round_up(min(n, max(1, evaluation._HOST_BLOCK_ELEMENTS // n)), 32)
+    block_dist = evaluation._program("dist", None, None, (), 0, True)
+    refs = jax.device_put(E)
+
+    def matmuls():
+        for start in range(0, n, bq):
+            q = E[start : start + bq]
+            q = np.pad(q, ((0, bq - q.shape[0]), (0, 0)))
+            block_dist(
+                q, np.arange(start, start + bq, dtype=np.int32), refs, {}
+            ).block_until_ready()
+
+    def retrieval():
+        return evaluation.retrieval_metrics(E, labels, k_values=(1, 8), nmi=False)
+
+    def timed(fn):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        return time.perf_counter() - wall, time.process_time() - cpu, out
+
+    out: dict[str, Any] = {"n": n, "classes": n_classes, "chunk": bq}
+    out["retrieval_first_s"] = timed(retrieval)[0]
+    matmuls()
+    out["matmul_s"], out["matmul_cpu_s"], _ = timed(matmuls)
+    out["retrieval_s"], out["retrieval_cpu_s"], m = timed(retrieval)
+    out["map_at_r"], out["r_precision"] = m["map_at_r"], m["r_precision"]
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return out
+
+
+def _eval_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one process per (n, classes), print a Markdown table, return the results."""
+    from benchmarks._timing import machine_line, markdown_table
+
+    results = []
+    for n in [int(v) for v in args.eval_scale.split(",") if v.strip()]:
+        for c in [int(v) for v in args.eval_classes.split(",") if v.strip()]:
+            cmd = [sys.executable, "-m", "benchmarks.scaling", "--eval-worker", f"{n},{c}"]
+            env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+            proc = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=args.timeout
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"eval worker {n},{c} failed:\n{proc.stderr[-3000:]}")
+            results.append(json.loads([ln for ln in proc.stdout.splitlines() if ln[:1] == "{"][-1]))
+            print(f"  done: n={n} classes={c}", file=sys.stderr, flush=True)
+    print("# exact retrieval (MAP@R, R-precision, P@1, Recall@K) vs its distance matmuls alone")
+    print(machine_line())
+    print("[n, 64] float32, R = class size; seconds of a second call; CPU = process CPU seconds\n")
+    rows = [
+        [
+            r["n"],
+            r["classes"],
+            r["n"] // r["classes"],
+            r["matmul_s"],
+            r["retrieval_s"],
+            r["retrieval_s"] / r["matmul_s"],
+            r["retrieval_cpu_s"] / r["matmul_cpu_s"],
+            r["retrieval_first_s"],
+            r["peak_rss_gb"],
+        ]
+        for r in results
+    ]
+    headers = ["n", "classes", "~R", "matmuls s", "retrieval s", "ratio (wall)", "ratio (CPU)"]
+    print(markdown_table([*headers, "first call s", "peak RSS GB"], rows))
+    report = {"args": vars(args), "eval_scale": results}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return report
+
+
 def _run_one(n_dev: int, args: argparse.Namespace) -> dict[str, Any]:
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_FLAG)]
     env = {
@@ -153,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.worker is not None:
         print(json.dumps(_worker(args)), flush=True)
         return {}
+    if args.eval_worker is not None:
+        n, n_classes = (int(v) for v in args.eval_worker.split(","))
+        print(json.dumps(_eval_worker(n, n_classes)), flush=True)
+        return {}
+    if args.eval_scale:
+        return _eval_scale(args)
     from benchmarks._timing import machine_line, markdown_table
 
     counts = [int(c) for c in args.devices.split(",") if c.strip()]

@@ -1,11 +1,16 @@
 """Evaluation: k-NN classification, retrieval metrics (P@1, R-precision, MAP@R, Recall@K, NMI) and
 pair-verification metrics (ROC AUC, EER, accuracy at a calibrated threshold).
 
-Nearest neighbours are exact and chunked: query rows are processed in blocks, and for each block the
-best ``k`` references are merged across reference blocks with ``jax.lax.top_k``, so memory stays
-bounded by ``chunk_size x (ref_chunk_size + k)`` whatever the number of embeddings (never an ``n x n``
-matrix). Ties in distance go to the reference with the lower index (``lax.top_k`` is stable), so
-results are deterministic and independent of the chunk sizes.
+Nearest neighbours are exact and chunked: query rows are processed in blocks, so memory stays bounded
+by a few ``chunk_size x m`` distance blocks whatever the number of embeddings (never an ``n x n``
+matrix). Two selections give the same neighbours. On CPU (``selection="host"``, the default there)
+each block's distances are one jitted matmul and the nearest are picked on the host by a threshold
+per query (from a sorted sample of its distances), one comparison per distance and a sort of the few
+entries below the threshold, overlapped with the next block's matmul; on GPU/TPU
+(``selection="device"``) the best ``k`` are merged across reference blocks with ``jax.lax.top_k``.
+Ties in distance go to the reference with the lower index, so results are deterministic and
+independent of the chunk sizes. With ``mesh=`` (a 1-D ``jax.sharding.Mesh``) each query block is
+sharded over the devices (:mod:`metriclearn.parallel` wraps this).
 
 Example::
 
@@ -23,16 +28,21 @@ References:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from metriclearn import distances
 from metriclearn._validation import (
     check_array,
+    check_choice,
     check_labels,
     check_positive_int,
     check_same_dim,
@@ -56,8 +66,14 @@ _DEFAULT_BLOCK_ELEMENTS = 2**24  # distances held per block (64 MB in float32)
 
 
 # --------------------------------------------------------------------------------------------------
-# Chunked exact top-k
+# Chunked exact nearest neighbours
 # --------------------------------------------------------------------------------------------------
+
+SELECTIONS = ("auto", "host", "device")
+_HOST_BLOCK_ELEMENTS = 2**25  # distances of one query block with host selection (128 MB float32)
+_SAMPLE_STRIDE = 16  # every 16th reference goes into the threshold sample
+_SAMPLE_Z = 3.0  # threshold margin in binomial standard deviations (misses are redone exactly)
+_HOST_THREADS = max(1, min(8, os.cpu_count() or 1))  # threads of the host selection
 
 
 def _resolve_metric(metric, metric_kwargs) -> tuple[Any, tuple, dict]:
@@ -109,11 +125,20 @@ def _block_distances(q, r, array_kw, dist, static_kw):
     return distances.pairwise(dist, q, r, **dict(static_kw), **array_kw)
 
 
-@functools.partial(jax.jit, static_argnames=("dist", "static_kw", "k", "exclude_self"))
-def _block_topk(q, q_idx, refs, ref_idx, ref_valid, array_kw, *, dist, static_kw, k, exclude_self):
-    """Exact top-k (smallest distances, lower index first on ties) of one query block.
+def _block_dist(q, q_idx, refs, array_kw, *, dist, static_kw, exclude_self):
+    """Distances ``[bq, m]`` of one query block to every reference; a query's own row is ``+inf``."""
+    d = _block_distances(q, refs, array_kw, dist, static_kw).astype(q.dtype)
+    if exclude_self:
+        own = q_idx[:, None] == jnp.arange(refs.shape[0], dtype=q_idx.dtype)[None, :]
+        d = jnp.where(own, jnp.inf, d)
+    return d
 
-    ``refs`` is ``[n_blocks, br, d]`` (zero-padded), ``ref_idx``/``ref_valid`` ``[n_blocks, br]``.
+
+def _block_topk(q, q_idx, refs, ref_idx, ref_valid, array_kw, *, dist, static_kw, k, exclude_self):
+    """Exact top-k (smallest distances, lower index first on ties) of one query block, on device.
+
+    ``refs`` is ``[n_blocks, br, d]`` (zero-padded), ``ref_idx``/``ref_valid`` ``[n_blocks, br]``;
+    the running best ``k`` are merged with each reference block by ``lax.top_k`` (stable).
     Returns ``(neg_dist [bq, k], idx [bq, k])``.
     """
     bq = q.shape[0]
@@ -137,71 +162,233 @@ def _block_topk(q, q_idx, refs, ref_idx, ref_valid, array_kw, *, dist, static_kw
     return v, i
 
 
+def _build_program(kind: str, mesh, dist, static_kw, k: int, exclude_self: bool):
+    """The jitted block kernel: ``"dist"`` (:func:`_block_dist`) or ``"topk"`` (:func:`_block_topk`).
+
+    With a mesh, the query block is sharded over its (single) axis and the references replicated:
+    ``"dist"`` is jitted with these shardings (XLA partitions the matmul by rows), ``"topk"`` runs by
+    ``shard_map`` so that each device merges its own rows (under plain ``jit`` XLA would all-gather the
+    candidates and run ``top_k`` replicated).
+    """
+    if kind == "dist":
+        fn = functools.partial(
+            _block_dist, dist=dist, static_kw=static_kw, exclude_self=exclude_self
+        )
+    else:
+        fn = functools.partial(
+            _block_topk, dist=dist, static_kw=static_kw, k=k, exclude_self=exclude_self
+        )
+    if mesh is None:
+        return jax.jit(fn)
+    (axis,) = mesh.axis_names
+    if kind == "dist":
+        data, rep = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+        return jax.jit(fn, in_shardings=(data, data, rep, rep), out_shardings=data)
+    return jax.jit(
+        jax.shard_map(
+            fn,
+            mesh=mesh,
+            in_specs=(P(axis), P(axis), P(), P(), P(), P()),
+            out_specs=(P(axis), P(axis)),
+            check_vma=False,  # the scan carry starts device-invariant
+        )
+    )
+
+
+_cached_program = functools.lru_cache(maxsize=64)(_build_program)
+
+
+def _program(kind: str, mesh, dist, static_kw, k: int, exclude_self: bool):
+    try:  # one compiled program per (kind, mesh, metric, k) across calls
+        return _cached_program(kind, mesh, dist, static_kw, k, exclude_self)
+    except TypeError:  # unhashable metric options: build (and compile) for this call only
+        return _build_program(kind, mesh, dist, static_kw, k, exclude_self)
+
+
 def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
 
 
-def _chunked_topk(
-    Q, R, *, k, metric, metric_kwargs, exclude_self, chunk_size, ref_chunk_size, per_block
-):
-    """Run the exact chunked top-k of every query row against ``R``; call ``per_block`` on each block.
+def _check_mesh(mesh) -> int:
+    """Number of devices of a 1-D mesh (``1`` for ``None``); ``ValueError`` otherwise."""
+    if mesh is None:
+        return 1
+    if not isinstance(mesh, Mesh):
+        raise ValueError(
+            f"mesh must be a jax.sharding.Mesh (see parallel.make_mesh) or None, got "
+            f"{type(mesh).__name__}"
+        )
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"mesh must be 1-D (one data axis), got axes {mesh.axis_names}")
+    return int(mesh.devices.size)
 
-    ``per_block(start, stop, idx)`` receives ``idx`` ``[bq_padded, k]`` (rows ``>= stop - start`` are
-    padding). Raises ``ValueError`` if the metric produced NaN among the selected neighbours.
+
+def _resolve_selection(selection: str, mesh) -> str:
+    check_choice(selection, "selection", SELECTIONS)
+    if selection != "auto":
+        return selection
+    devices = jax.devices() if mesh is None else list(mesh.devices.flat)
+    return "host" if all(dv.platform == "cpu" for dv in devices) else "device"
+
+
+def _thresholds(D: np.ndarray, k_rows: np.ndarray) -> np.ndarray:
+    """Per row of a host distance block, a distance ``hi`` with (almost surely) ``>= k`` entries below.
+
+    ``hi`` is read off a sorted strided sample (every ``_SAMPLE_STRIDE``-th column) at a rank safely
+    above ``k * sample / m`` (``_SAMPLE_Z`` binomial standard deviations), so that a little more than
+    ``k`` entries are ``<= hi``; :func:`_host_select` redoes the (rare) rows where fewer are.
+    """
+    b, m = D.shape
+    stride = max(1, min(_SAMPLE_STRIDE, m // 256))
+    S = D[:, ::stride].copy()
+    S.sort(axis=1)
+    s = S.shape[1]
+    mu = k_rows * (s / m)
+    j = np.minimum(np.minimum(k_rows, np.ceil(mu + _SAMPLE_Z * np.sqrt(mu) + 2.0)), s)
+    return np.minimum(S[np.arange(b), j.astype(np.intp) - 1], np.finfo(D.dtype).max)
+
+
+def _monotone_bits(vals: np.ndarray) -> np.ndarray:
+    """float32 -> int32 with the same order (map ``-0.0`` to ``0.0`` first: they compare equal)."""
+    bits = vals.view(np.int32)
+    return np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+
+
+def _select_rows(D, k_rows, hi, rows, offset, metric, on_row) -> None:
+    """:func:`_host_select` for the block rows ``rows`` (one thread's share)."""
+    big = np.finfo(D.dtype).max
+    for r in rows:
+        row, k = D[r], int(k_rows[r])
+        cols = np.flatnonzero(row <= hi[r])  # one comparison per distance
+        if cols.size < k:  # the sample threshold was too low: every finite entry
+            cols = np.flatnonzero(row <= big)
+            if cols.size < k:
+                raise ValueError(f"metric {metric!r} produced infinite distances")
+        vals = row[cols] + 0.0  # -0.0 -> 0.0 (on the host: XLA folds x + 0 to x)
+        if D.dtype == np.float32:  # one int64 key: (distance bits, column)
+            keys = (_monotone_bits(vals).astype(np.int64) << 32) | cols
+            keys.sort()
+            on_row(offset + r, keys[:k] & 0xFFFFFFFF)
+        else:  # cols ascending + stable sort: ties by column
+            on_row(offset + r, cols[np.argsort(vals, kind="stable")[:k]])
+
+
+def _host_select(D: np.ndarray, k_rows: np.ndarray, offset: int, metric, on_row) -> None:
+    """Exact sorted nearest neighbours of each row of a host distance block ``D [b, m]``.
+
+    Calls ``on_row(offset + i, cols)`` for each row ``i``, ``cols`` the column indices of the
+    ``k_rows[i]`` smallest entries of ``D[i]`` in increasing (distance, index) order; ``+inf`` entries
+    (excluded pairs) are never selected. The work per distance is one comparison with the row's
+    threshold (:func:`_thresholds`); only the entries below it, a little more than ``k``, are sorted.
+    A row whose threshold keeps fewer than ``k`` entries is redone with every finite entry, so the
+    result is exact whatever the sample. Large blocks are split over threads (NumPy's comparisons
+    and sorts release the GIL); ``on_row`` is called from them, for distinct rows.
+    """
+    b, m = D.shape
+    if np.isnan(D.max()):  # max propagates NaN
+        raise ValueError(f"metric {metric!r} produced NaN distances")
+    hi = _thresholds(D, k_rows)
+    n_threads = min(_HOST_THREADS, max(1, b * m // 2**20), b)
+    if n_threads == 1:
+        _select_rows(D, k_rows, hi, range(b), offset, metric, on_row)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        parts = [range(t, b, n_threads) for t in range(n_threads)]
+        args = (D, k_rows, hi)
+        for f in [pool.submit(_select_rows, *args, rows, offset, metric, on_row) for rows in parts]:
+            f.result()
+
+
+def _nearest(
+    Q,
+    R,
+    *,
+    k,
+    metric,
+    metric_kwargs,
+    exclude_self,
+    chunk_size,
+    ref_chunk_size,
+    selection,
+    mesh,
+    on_row,
+):
+    """Exact nearest neighbours of every query row in ``R``, in blocks of query rows.
+
+    Calls ``on_row(i, cols)`` for every query row ``i``: ``cols`` (``np.ndarray``, at least ``k[i]``
+    entries) lists the references nearest to query ``i`` in increasing (distance, index) order.
+    ``k`` is an int or one int per query row. ``on_row`` may be called from several threads (for
+    distinct rows).
+
+    ``selection="host"``: each query block's distances to all references are one jitted matmul
+    (``[chunk_size, m]``, sharded by query rows over ``mesh``), the selection is :func:`_host_select`
+    on the host, and the next block's matmul is dispatched before the current block is selected,
+    so the two overlap. ``selection="device"``: the running top-``k`` merge of :func:`_block_topk`
+    over reference blocks of ``ref_chunk_size`` rows (per-device rows with ``mesh``).
     """
     dist, static_kw, array_kw = _resolve_metric(metric, metric_kwargs)
+    n_dev = _check_mesh(mesh)
+    selection = _resolve_selection(selection, mesh)
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
     Q_np, R_np = np.asarray(Q), np.asarray(R)
     if dist is not None and (array_kw or dist not in _PLAIN_NAMES):
         # value checks of the distance (PSD M, probability rows, ...) need concrete arrays: run them
         # once here; names, p and other static options are checked again while tracing.
         distances.pairwise(dist, Q_np[:2], R_np[:2], **dict(static_kw), **array_kw)
+    k_rows = np.broadcast_to(np.asarray(k, dtype=np.int64), (n,))
+    K = int(k_rows.max())
+    if ref_chunk_size is not None:
+        check_positive_int(ref_chunk_size, "ref_chunk_size")
     if chunk_size is None:
-        chunk_size = max(1, min(n, 1024))
+        chunk_size = max(1, _HOST_BLOCK_ELEMENTS // m) if selection == "host" else 1024 * n_dev
     # block sizes are rounded up (rows padded and masked) so nearby sizes share one compiled shape
-    bq = _round_up(min(n, check_positive_int(chunk_size, "chunk_size")), 32)
+    bq = _round_up(min(n, check_positive_int(chunk_size, "chunk_size")), 32 * n_dev)
+    rep = None if mesh is None else NamedSharding(mesh, P())
+    data = None if mesh is None else NamedSharding(mesh, P(mesh.axis_names[0]))
+    array_kw = jax.device_put(array_kw, rep)
+
+    def query_block(start):
+        q = Q_np[start : start + bq]
+        if q.shape[0] < bq:  # pad the last block: one compiled shape
+            q = np.pad(q, ((0, bq - q.shape[0]), (0, 0)))
+        q_idx = np.arange(start, start + bq, dtype=np.int32)
+        return (q, q_idx) if mesh is None else jax.device_put((q, q_idx), data)
+
+    starts = range(0, n, bq)
+    if selection == "host":
+        refs = jax.device_put(R_np, rep)
+        block_dist = _program("dist", mesh, dist, static_kw, 0, bool(exclude_self))
+        pending = block_dist(*query_block(0), refs, array_kw)
+        for start in starts:
+            D, stop = pending, min(start + bq, n)
+            if stop < n:  # dispatch the next matmul now: it runs while this block is selected
+                pending = block_dist(*query_block(stop), refs, array_kw)
+            D = np.asarray(D)[: stop - start]
+            if D.dtype not in (np.float32, np.float64):
+                D = D.astype(np.float32)
+            _host_select(D, k_rows[start:stop], start, metric, on_row)
+        return
     if ref_chunk_size is None:
-        ref_chunk_size = max(4096, _DEFAULT_BLOCK_ELEMENTS // bq)
+        ref_chunk_size = max(4096, _DEFAULT_BLOCK_ELEMENTS // (bq // n_dev))
     br = _round_up(min(m, check_positive_int(ref_chunk_size, "ref_chunk_size")), 128)
     n_rb = -(-m // br)
-    pad = n_rb * br - m
     # padding on the host (NumPy): jnp.pad would compile once per distinct shape
-    refs = jnp.asarray(np.pad(R_np, ((0, pad), (0, 0))).reshape(n_rb, br, d))
-    ref_idx = jnp.asarray(np.arange(n_rb * br, dtype=np.int32).reshape(n_rb, br))
-    ref_valid = jnp.asarray((np.arange(n_rb * br) < m).reshape(n_rb, br))
-    for start in range(0, n, bq):
+    refs = jax.device_put(np.pad(R_np, ((0, n_rb * br - m), (0, 0))).reshape(n_rb, br, d), rep)
+    ref_idx = jax.device_put(np.arange(n_rb * br, dtype=np.int32).reshape(n_rb, br), rep)
+    ref_valid = jax.device_put((np.arange(n_rb * br) < m).reshape(n_rb, br), rep)
+    block_topk = _program("topk", mesh, dist, static_kw, K, bool(exclude_self))
+    for start in starts:
         stop = min(start + bq, n)
-        q = Q_np[start:stop]
-        if q.shape[0] < bq:  # pad the last block: one compiled shape
-            q = np.pad(q, ((0, bq - (stop - start)), (0, 0)))
-        q_idx = np.arange(start, start + bq, dtype=np.int32)
-        v, idx = _block_topk(
-            q,
-            q_idx,
-            refs,
-            ref_idx,
-            ref_valid,
-            array_kw,
-            dist=dist,
-            static_kw=static_kw,
-            k=k,
-            exclude_self=exclude_self,
-        )
+        v, idx = block_topk(*query_block(start), refs, ref_idx, ref_valid, array_kw)
         if not np.all(np.isfinite(np.asarray(v)[: stop - start])):
             raise ValueError(f"metric {metric!r} produced NaN or infinite distances")
-        per_block(start, stop, idx)
+        for r, cols in enumerate(np.asarray(idx)[: stop - start]):
+            on_row(start + r, cols)
 
 
 # --------------------------------------------------------------------------------------------------
 # k-NN classification
 # --------------------------------------------------------------------------------------------------
-
-
-@functools.partial(jax.jit, static_argnames=("n_classes",))
-def _vote(idx, codes, *, n_classes):
-    """Majority label code of each row of neighbour indices; ties -> smallest code (first max)."""
-    votes = jax.nn.one_hot(codes[idx], n_classes, dtype=jnp.int32).sum(axis=1)
-    return jnp.argmax(votes, axis=1)
 
 
 def knn_predict(
@@ -213,6 +400,8 @@ def knn_predict(
     metric: str | Callable | Any = "euclidean",
     metric_kwargs: dict | None = None,
     chunk_size: int | None = None,
+    selection: str = "auto",
+    mesh: Mesh | None = None,
 ) -> np.ndarray:
     """Predict labels of ``test_X`` by a uniform majority vote of the ``k`` nearest training rows.
 
@@ -232,7 +421,10 @@ def knn_predict(
         ``"chebyshev"``, ``"minkowski"`` with ``metric_kwargs={"p": 3}``, ``"cosine"``, ...), a paired
         distance function ``f(x [..., d], y [..., d]) -> [...]``, or a Mahalanobis matrix ``M [d, d]``.
       metric_kwargs: keyword arguments of the metric.
-      chunk_size: test rows per block (default: bounded memory, ~16M distances per block).
+      chunk_size: test rows per block (default: ~32M distances per block).
+      selection: how the nearest are picked, see :func:`retrieval_metrics`.
+      mesh: optional 1-D ``jax.sharding.Mesh``: each block of test rows is sharded over its devices
+        (see :func:`metriclearn.parallel.sharded_knn_predict`). Same result.
 
     Returns:
       ``np.ndarray [m]`` predicted labels, same dtype as ``train_y``.
@@ -251,17 +443,13 @@ def knn_predict(
         raise ValueError(
             f"k={k} is larger than the number of training samples ({train_X.shape[0]})"
         )
-    n_test = test_X.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, min(n_test, _DEFAULT_BLOCK_ELEMENTS // train_X.shape[0] // 4))
-    # padded like the reference blocks (to a multiple of 128) so nearby sizes share one compile
-    codes_j = jnp.asarray(np.pad(codes, (0, _round_up(len(codes), 128) - len(codes))))
-    pred = np.empty(n_test, dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64)
+    pred = np.empty(test_X.shape[0], dtype=np.int64)
 
-    def vote(start, stop, idx):
-        pred[start:stop] = np.asarray(_vote(idx, codes_j, n_classes=len(classes)))[: stop - start]
+    def vote(i, cols):  # majority; ties -> the smallest code (argmax takes the first maximum)
+        pred[i] = np.argmax(np.bincount(codes[cols[:k]]))
 
-    _chunked_topk(
+    _nearest(
         test_X,
         train_X,
         k=k,
@@ -270,7 +458,9 @@ def knn_predict(
         exclude_self=False,
         chunk_size=chunk_size,
         ref_chunk_size=train_X.shape[0],
-        per_block=vote,
+        selection=selection,
+        mesh=mesh,
+        on_row=vote,
     )
     return classes[pred]
 
@@ -285,6 +475,8 @@ def knn_accuracy(
     metric: str | Callable | Any = "euclidean",
     metric_kwargs: dict | None = None,
     chunk_size: int | None = None,
+    selection: str = "auto",
+    mesh: Mesh | None = None,
 ) -> float:
     """Accuracy of the ``k``-nearest-neighbour classifier (see :func:`knn_predict` for the tie rules).
 
@@ -293,7 +485,7 @@ def knn_accuracy(
 
     Args:
       train_X: ``[n, d]``; train_y: ``[n]``; test_X: ``[m, d]``; test_y: ``[m]``.
-      k, metric, metric_kwargs, chunk_size: as :func:`knn_predict`.
+      k, metric, metric_kwargs, chunk_size, selection, mesh: as :func:`knn_predict`.
 
     Returns:
       Python float in ``[0, 1]``.
@@ -320,6 +512,8 @@ def knn_accuracy(
         metric=metric,
         metric_kwargs=metric_kwargs,
         chunk_size=chunk_size,
+        selection=selection,
+        mesh=mesh,
     )
     return float(np.mean(pred == test_y))
 
@@ -329,20 +523,19 @@ def knn_accuracy(
 # --------------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("k_values",))
-def _retrieval_block(idx, q_codes, ref_codes, r_counts, *, k_values):
-    """Per-query P@1, R-precision, AP@R and hit@k for one block of neighbour indices ``[bq, K]``."""
-    match = ref_codes[idx] == q_codes[:, None]  # [bq, K]
-    K = idx.shape[1]
-    rank = jnp.arange(1, K + 1)
-    R = r_counts
-    relevant = match & (rank[None, :] <= R[:, None])
-    safe_R = jnp.maximum(R, 1).astype(jnp.result_type(float))
-    hits = jnp.cumsum(relevant, axis=1)
-    r_prec = hits[:, -1] / safe_R
-    ap_r = jnp.sum(jnp.where(relevant, hits / rank[None, :], 0.0), axis=1) / safe_R
-    recall = [jnp.any(match[:, :kk], axis=1) for kk in k_values]
-    return match[:, 0], r_prec, ap_r, recall
+def _retrieval_row(cols, q_code, R, r_codes, k_values, kmax) -> list:
+    """P@1, R-precision, AP@R and hit@k of one query from its sorted neighbours ``cols``.
+
+    ``cols`` holds at least ``max(R, kmax)`` references (``kmax = max(k_values)``); ``p_j`` (0-based) are the positions
+    of those among the first ``R`` that share the query's code: R-precision ``= #{p_j} / R`` and
+    ``AP@R = 1/R sum_j (j + 1) / (p_j + 1)``.
+    """
+    match = r_codes[cols[: max(R, kmax)]] == q_code
+    pos = np.flatnonzero(match[:R])
+    safe_R = max(R, 1)
+    ap = float(np.sum(np.arange(1, pos.size + 1) / (pos + 1.0))) / safe_R
+    first = int(np.argmax(match)) if match.any() else len(match)  # first relevant position
+    return [float(match[0]), pos.size / safe_R, ap, *[float(first < kk) for kk in k_values]]
 
 
 def _kmeans_nmi(X: np.ndarray, labels: np.ndarray, seed: int, n_init: int) -> float:
@@ -356,7 +549,7 @@ def _kmeans_nmi(X: np.ndarray, labels: np.ndarray, seed: int, n_init: int) -> fl
 
 
 def _check_retrieval_inputs(embeddings, labels, ref_embeddings, ref_labels):
-    """Validate query / reference embeddings and labels for retrieval (also used by ``parallel``).
+    """Validate query / reference embeddings and labels for retrieval.
 
     Returns:
       ``(Q, q_labels, R, r_labels)``; ``R`` is None when there is no reference set (then
@@ -403,6 +596,8 @@ def retrieval_metrics(
     kmeans_n_init: int = 3,
     chunk_size: int | None = None,
     ref_chunk_size: int | None = None,
+    selection: str = "auto",
+    mesh: Mesh | None = None,
 ) -> dict[str, Any]:
     r"""Retrieval metrics of labelled embeddings, as in "A Metric Learning Reality Check".
 
@@ -437,12 +632,20 @@ def retrieval_metrics(
       nmi: also cluster and compute ``nmi`` (needs >= 2 query labels).
       seed: int or ``jax.random`` key for k-means.
       kmeans_n_init: k-means restarts.
-      chunk_size: query rows per block (default 1024).
-      ref_chunk_size: reference rows per block (default ``max(4096, 2**24 // chunk_size)``).
-        Memory is about ``chunk_size * (ref_chunk_size + K)`` distances with ``K = max(max R,
-        max k_values)``; time grows with ``K`` (the top-K selection dominates for large classes).
-        float64 embeddings (with ``jax_enable_x64``) are exact but several times slower on CPU, where
-        XLA's fast top-k kernel is float32-only; cast to float32 for large sets.
+      chunk_size: query rows per block (default: ~32M distances per block with host selection,
+        1024 with device selection). Memory is about three ``chunk_size x m`` distance blocks.
+      ref_chunk_size: reference rows per block of the device selection (default
+        ``max(4096, 2**24 // chunk_size)``); unused by the host selection.
+      selection: how the ``K = max(max R, max k_values)`` nearest of each query are found, exactly
+        and with the same (distance, index) order either way. ``"host"``: one matmul per query block
+        on the device, then on the host a threshold per query from a sorted sample of the distances,
+        one comparison per distance, and a sort of the few entries below the threshold only (on CPU
+        about 1-3x the time of the distance matmuls alone). ``"device"``: a running
+        ``jax.lax.top_k`` merge over reference blocks (for GPU/TPU, where ``top_k`` is fast; on CPU
+        it is several times slower for large classes). ``"auto"`` (default): host on CPU devices,
+        device otherwise.
+      mesh: optional 1-D ``jax.sharding.Mesh``: each query block is sharded over its devices (the
+        references replicated); same results (see :func:`metriclearn.parallel.make_mesh`).
 
     Returns:
       dict with ``precision_at_1``, ``r_precision``, ``map_at_r`` (floats), ``recall_at_k``
@@ -487,40 +690,34 @@ def retrieval_metrics(
         if len(np.unique(q_codes)) < 2:
             raise ValueError("labels must contain at least 2 classes for nmi (or pass nmi=False)")
 
-    sums = {"p1": 0.0, "rp": 0.0, "ap": 0.0}
-    rec = np.zeros(len(k_values))
-    qc_j, rc_j, cnt_j = jnp.asarray(q_codes), jnp.asarray(r_codes), jnp.asarray(r_counts)
+    kmax = max(k_values, default=1)
+    k_rows = np.maximum(r_counts, kmax)
+    per_query = np.zeros((Q.shape[0], 3 + len(k_values)))
 
-    def accumulate(start, stop, idx):
-        bq = idx.shape[0]
-        sl_codes = jnp.pad(qc_j[start:stop], (0, bq - (stop - start)))
-        sl_counts = jnp.pad(cnt_j[start:stop], (0, bq - (stop - start)))
-        p1, rp, ap, recall = _retrieval_block(idx, sl_codes, rc_j, sl_counts, k_values=k_values)
-        w = valid[start:stop]
-        n_rows = stop - start
-        sums["p1"] += float(np.sum(np.asarray(p1)[:n_rows][w], dtype=np.float64))
-        sums["rp"] += float(np.sum(np.asarray(rp, dtype=np.float64)[:n_rows][w]))
-        sums["ap"] += float(np.sum(np.asarray(ap, dtype=np.float64)[:n_rows][w]))
-        for j, r in enumerate(recall):
-            rec[j] += float(np.sum(np.asarray(r)[:n_rows][w]))
+    def on_row(i, cols):
+        per_query[i] = _retrieval_row(cols, q_codes[i], int(r_counts[i]), r_codes, k_values, kmax)
 
-    _chunked_topk(
+    _nearest(
         Q,
         Q if self_ref else R,
-        k=K,
+        k=k_rows,
         metric=metric,
         metric_kwargs=metric_kwargs,
         exclude_self=self_ref,
         chunk_size=chunk_size,
         ref_chunk_size=ref_chunk_size,
-        per_block=accumulate,
+        selection=selection,
+        mesh=mesh,
+        on_row=on_row,
     )
+    # per-query values summed once at the end: the same numbers for every chunking
+    means = per_query[valid].sum(axis=0) / valid.sum()
     n_q = int(valid.sum())
     out: dict[str, Any] = {
-        "precision_at_1": sums["p1"] / n_q,
-        "r_precision": sums["rp"] / n_q,
-        "map_at_r": sums["ap"] / n_q,
-        "recall_at_k": {kk: float(rec[j] / n_q) for j, kk in enumerate(k_values)},
+        "precision_at_1": float(means[0]),
+        "r_precision": float(means[1]),
+        "map_at_r": float(means[2]),
+        "recall_at_k": {kk: float(means[3 + j]) for j, kk in enumerate(k_values)},
         "n_queries": n_q,
     }
     if nmi:

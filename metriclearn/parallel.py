@@ -21,9 +21,8 @@ several GPUs/TPUs and on several hosts.
   per-tuple terms of :func:`metriclearn.solver.projected_gradient` run vmapped on each device's
   tuples and the mean is one all-reduce.
 * Evaluation (:func:`sharded_knn_predict`, :func:`sharded_knn_accuracy`,
-  :func:`sharded_retrieval_metrics`): exact chunked k-NN as in :mod:`metriclearn.evaluation` (its
-  block top-k merge is reused), with each query block sharded across devices and the reference blocks
-  replicated.
+  :func:`sharded_retrieval_metrics`): :mod:`metriclearn.evaluation`'s own exact chunked k-NN called
+  with a mesh: each query block is sharded across devices, the references are replicated.
 * Multi-host (:func:`initialize_distributed`, :func:`host_local_to_global`): each process feeds its
   own rows; the global batch is their concatenation in process order.
 
@@ -56,7 +55,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from metriclearn._validation import check_array, check_labels, check_positive_int, check_same_dim
+from metriclearn._validation import check_array, check_positive_int
 
 __all__ = [
     "DATA_AXIS",
@@ -476,88 +475,16 @@ def sharded_projected_gradient(
 
 
 def _eval_mesh(mesh: Mesh | None) -> Mesh:
-    return make_mesh() if mesh is None else mesh
+    mesh = make_mesh() if mesh is None else mesh
+    _axis(mesh)
+    return mesh
 
 
-def _build_sharded_block_topk(mesh: Mesh, dist, static_kw, k: int, exclude_self: bool) -> Callable:
-    """evaluation's block top-k merge run by ``shard_map`` on each device's query rows.
-
-    (Under plain ``jit`` with sharded queries XLA's partitioner would all-gather the candidates and
-    run ``top_k`` replicated on every device; ``shard_map`` keeps each device on its own rows.)
-    """
-    from metriclearn import evaluation
-
-    axis = _axis(mesh)
-    local = functools.partial(
-        evaluation._block_topk, dist=dist, static_kw=static_kw, k=k, exclude_self=exclude_self
-    )
-    return jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(P(axis), P(axis), P(), P(), P(), P()),
-            out_specs=(P(axis), P(axis)),
-            check_vma=False,  # evaluation's scan carry starts device-invariant
-        )
-    )
-
-
-_cached_sharded_block_topk = functools.lru_cache(maxsize=32)(_build_sharded_block_topk)
-
-
-def _sharded_block_topk(mesh: Mesh, dist, static_kw, k: int, exclude_self: bool) -> Callable:
-    try:  # one compiled program per (mesh, metric, k) across calls
-        return _cached_sharded_block_topk(mesh, dist, static_kw, k, exclude_self)
-    except TypeError:  # unhashable metric options
-        return _build_sharded_block_topk(mesh, dist, static_kw, k, exclude_self)
-
-
-def _sharded_chunked_topk(
-    Q, R, *, k, metric, metric_kwargs, exclude_self, chunk_size, ref_chunk_size, per_block, mesh
-):
-    """:func:`metriclearn.evaluation._chunked_topk` with each query block sharded across the mesh.
-
-    A step processes ``n_devices * chunk_size`` queries: device ``i`` ranks its ``chunk_size`` rows
-    against every (replicated) reference block with evaluation's exact top-k merge
-    (``evaluation._block_topk``). ``per_block(start, stop, idx)`` as in evaluation.
-    """
-    from metriclearn import distances, evaluation
-
-    dist, static_kw, array_kw = evaluation._resolve_metric(metric, metric_kwargs)
-    n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
-    if dist is not None and (array_kw or dist not in evaluation._PLAIN_NAMES):
-        distances.pairwise(dist, Q[:2], R[:2], **dict(static_kw), **array_kw)
-    n_dev = mesh.devices.size
+def _per_device_chunk(chunk_size: int | None, mesh: Mesh) -> int | None:
+    """Query rows per block over the mesh from rows per device (``None``: evaluation's default)."""
     if chunk_size is None:
-        chunk_size = max(1, min(-(-n // n_dev), 1024))
-    per_dev = evaluation._round_up(
-        min(-(-n // n_dev), check_positive_int(chunk_size, "chunk_size")), 32
-    )
-    bq = per_dev * n_dev
-    if ref_chunk_size is None:
-        ref_chunk_size = max(4096, evaluation._DEFAULT_BLOCK_ELEMENTS // per_dev)
-    br = evaluation._round_up(min(m, check_positive_int(ref_chunk_size, "ref_chunk_size")), 128)
-    n_rb = -(-m // br)
-    pad = n_rb * br - m
-    rep, data = replicated_sharding(mesh), data_sharding(mesh)
-    refs = jax.device_put(np.pad(np.asarray(R), ((0, pad), (0, 0))).reshape(n_rb, br, d), rep)
-    ref_idx = jax.device_put(np.arange(n_rb * br, dtype=np.int32).reshape(n_rb, br), rep)
-    ref_valid = jax.device_put((np.arange(n_rb * br) < m).reshape(n_rb, br), rep)
-    array_kw = jax.device_put(array_kw, rep)
-    block_topk = _sharded_block_topk(mesh, dist, static_kw, int(k), bool(exclude_self))
-    Q_np = np.asarray(Q)
-    for start in range(0, n, bq):
-        stop = min(start + bq, n)
-        q = Q_np[start:stop]
-        if q.shape[0] < bq:
-            q = np.pad(q, ((0, bq - (stop - start)), (0, 0)))
-        q_idx = np.arange(start, start + bq, dtype=np.int32)
-        v, idx = block_topk(
-            jax.device_put(q, data), jax.device_put(q_idx, data), refs, ref_idx, ref_valid, array_kw
-        )
-        if not np.all(np.isfinite(np.asarray(v)[: stop - start])):
-            raise ValueError(f"metric {metric!r} produced NaN or infinite distances")
-        per_block(start, stop, idx)
+        return None
+    return check_positive_int(chunk_size, "chunk_size") * mesh.devices.size
 
 
 def sharded_knn_predict(
@@ -579,7 +506,7 @@ def sharded_knn_predict(
     Args:
       train_X: ``[n, d]``; train_y: ``[n]``; test_X: ``[m, d]``.
       k, metric, metric_kwargs: as :func:`metriclearn.evaluation.knn_predict`.
-      chunk_size: test rows per device per block (default: bounded memory, ~16M distances per device).
+      chunk_size: test rows per device per block (default: evaluation's, split over the devices).
       mesh: 1-D mesh (default: all devices).
 
     Returns:
@@ -588,42 +515,16 @@ def sharded_knn_predict(
     from metriclearn import evaluation
 
     mesh = _eval_mesh(mesh)
-    train_X = check_array(train_X, "train_X", ndim=2, min_rows=1)
-    test_X = check_array(test_X, "test_X", ndim=2, min_rows=1)
-    check_same_dim(train_X, test_X, "train_X", "test_X")
-    codes = check_labels(train_y, train_X.shape[0], name="train_y", min_classes=1)
-    classes = np.unique(np.asarray(train_y))
-    k = check_positive_int(k, "k")
-    if k > train_X.shape[0]:
-        raise ValueError(
-            f"k={k} is larger than the number of training samples ({train_X.shape[0]})"
-        )
-    n_test = test_X.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, evaluation._DEFAULT_BLOCK_ELEMENTS // train_X.shape[0] // 4)
-    codes_j = replicate(
-        jnp.asarray(np.pad(codes, (0, evaluation._round_up(len(codes), 128) - len(codes)))), mesh
-    )
-    pred = np.empty(n_test, dtype=np.int64)
-
-    def vote(start, stop, idx):
-        pred[start:stop] = np.asarray(evaluation._vote(idx, codes_j, n_classes=len(classes)))[
-            : stop - start
-        ]
-
-    _sharded_chunked_topk(
-        test_X,
+    return evaluation.knn_predict(
         train_X,
+        train_y,
+        test_X,
         k=k,
         metric=metric,
         metric_kwargs=metric_kwargs,
-        exclude_self=False,
-        chunk_size=chunk_size,
-        ref_chunk_size=train_X.shape[0],
-        per_block=vote,
+        chunk_size=_per_device_chunk(chunk_size, mesh),
         mesh=mesh,
     )
-    return classes[pred]
 
 
 def sharded_knn_accuracy(
@@ -643,23 +544,20 @@ def sharded_knn_accuracy(
     Returns:
       Python float in ``[0, 1]``, equal to the unsharded accuracy.
     """
-    n_test = np.shape(test_X)[0] if np.ndim(test_X) else 0
-    test_y = np.asarray(test_y)
-    if test_y.ndim != 1 or test_y.shape[0] != n_test:
-        raise ValueError(
-            f"test_y must be 1-D with one label per row of test_X ({n_test}), got shape {test_y.shape}"
-        )
-    pred = sharded_knn_predict(
+    from metriclearn import evaluation
+
+    mesh = _eval_mesh(mesh)
+    return evaluation.knn_accuracy(
         train_X,
         train_y,
         test_X,
+        test_y,
         k=k,
         metric=metric,
         metric_kwargs=metric_kwargs,
-        chunk_size=chunk_size,
+        chunk_size=_per_device_chunk(chunk_size, mesh),
         mesh=mesh,
     )
-    return float(np.mean(pred == test_y))
 
 
 def sharded_retrieval_metrics(
@@ -680,91 +578,38 @@ def sharded_retrieval_metrics(
 ) -> dict[str, Any]:
     """:func:`metriclearn.evaluation.retrieval_metrics` with query blocks sharded over ``mesh``.
 
-    Same definitions and results (P@1, R-precision, MAP@R, Recall@K, NMI, ``n_queries``); memory per
-    device is bounded by ``chunk_size x (ref_chunk_size + K)`` distances (never ``n x n``), the
-    references are replicated.
+    A thin wrapper of :func:`metriclearn.evaluation.retrieval_metrics` with ``mesh``: each query block
+    is sharded over the devices (its distance matmul partitioned by rows), the references are
+    replicated; same definitions and results (P@1, R-precision, MAP@R, Recall@K, NMI,
+    ``n_queries``), memory bounded by the block size (never ``n x n``).
 
     Args:
       embeddings, labels, ref_embeddings, ref_labels, k_values, metric, metric_kwargs, nmi, seed,
         kmeans_n_init, ref_chunk_size: as :func:`metriclearn.evaluation.retrieval_metrics`.
-      chunk_size: query rows per device per block (default ``min(1024, n / n_devices)``).
+      chunk_size: query rows per device per block (default: evaluation's, split over the devices).
       mesh: 1-D mesh (default: all devices).
 
     Returns:
       dict as :func:`metriclearn.evaluation.retrieval_metrics`.
     """
     from metriclearn import evaluation
-    from metriclearn.datasets import _seed_from
 
     mesh = _eval_mesh(mesh)
-    Q, q_labels, R, r_labels = evaluation._check_retrieval_inputs(
-        embeddings, labels, ref_embeddings, ref_labels
-    )
-    self_ref = R is None
-    if self_ref:
-        R = Q
-    k_values = tuple(check_positive_int(kk, "k_values") for kk in k_values)
-    classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
-    q_codes = codes[: len(q_labels)].astype(np.int32)
-    r_codes = codes[len(q_labels) :].astype(np.int32)
-    r_counts = np.bincount(r_codes, minlength=len(classes))[q_codes] - (1 if self_ref else 0)
-    n_avail = (Q.shape[0] - 1) if self_ref else R.shape[0]
-    if n_avail < 1:
-        raise ValueError("embeddings needs at least 2 rows when it is its own reference set")
-    valid = r_counts > 0
-    if not valid.any():
-        raise ValueError(
-            "no query has a reference with the same label; R-precision and MAP@R need R >= 1"
-        )
-    K = max([int(r_counts.max()), *k_values])
-    if K > n_avail:
-        raise ValueError(
-            f"k_values asks for {max(k_values)} neighbours but the reference set has only {n_avail}"
-        )
-    if nmi and len(np.unique(q_codes)) < 2:
-        raise ValueError("labels must contain at least 2 classes for nmi (or pass nmi=False)")
-
-    sums = np.zeros(3 + len(k_values))
-    rep, data = replicated_sharding(mesh), data_sharding(mesh)
-    rc_j = jax.device_put(r_codes, rep)
-
-    def accumulate(start, stop, idx):
-        bq, n_rows = idx.shape[0], stop - start
-        sl_codes = jax.device_put(np.pad(q_codes[start:stop], (0, bq - n_rows)), data)
-        sl_counts = jax.device_put(np.pad(r_counts[start:stop], (0, bq - n_rows)), data)
-        p1, rp, ap, recall = evaluation._retrieval_block(
-            idx, sl_codes, rc_j, sl_counts, k_values=k_values
-        )
-        w = valid[start:stop]
-        for j, col in enumerate((p1, rp, ap, *recall)):
-            sums[j] += float(np.sum(np.asarray(col, dtype=np.float64)[:n_rows][w]))
-
-    _sharded_chunked_topk(
-        Q,
-        R,
-        k=K,
+    return evaluation.retrieval_metrics(
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        k_values=k_values,
         metric=metric,
         metric_kwargs=metric_kwargs,
-        exclude_self=self_ref,
-        chunk_size=chunk_size,
+        nmi=nmi,
+        seed=seed,
+        kmeans_n_init=kmeans_n_init,
+        chunk_size=_per_device_chunk(chunk_size, mesh),
         ref_chunk_size=ref_chunk_size,
-        per_block=accumulate,
         mesh=mesh,
     )
-    n_q = int(valid.sum())
-    out: dict[str, Any] = {
-        "precision_at_1": sums[0] / n_q,
-        "r_precision": sums[1] / n_q,
-        "map_at_r": sums[2] / n_q,
-        "recall_at_k": {kk: float(sums[3 + j] / n_q) for j, kk in enumerate(k_values)},
-        "n_queries": n_q,
-    }
-    if nmi:
-        kmeans_n_init = check_positive_int(kmeans_n_init, "kmeans_n_init")
-        out["nmi"] = evaluation._kmeans_nmi(
-            np.asarray(Q), q_codes, _seed_from(seed, "seed"), kmeans_n_init
-        )
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -278,6 +278,87 @@ def test_retrieval_against_pytorch_metric_learning():
         assert ours["map_at_r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
 
 
+def _grid(seed, n, d, n_classes, levels=4):
+    """Integer points: float32 squared distances are exact, with many ties (order then by index)."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, levels, size=(n, d)).astype(np.float32)
+    return X, rng.integers(0, n_classes, size=n)
+
+
+@pytest.mark.parametrize("selection", ["host", "device"])
+def test_retrieval_selections_exact_with_ties_against_loop(selection):
+    """Both selections give the loop's numbers exactly when distances tie (ties go by index)."""
+    X, y = _grid(10, 400, 3, 5)
+    kv = (1, 3, 16)
+    ours = evaluation.retrieval_metrics(
+        X, y, nmi=False, k_values=kv, selection=selection, chunk_size=90
+    )
+    assert_metrics_close(ours, brute_retrieval(X, y, k_values=kv), tol=1e-12)
+    ours = evaluation.retrieval_metrics(
+        X[:150], y[:150], X[150:], y[150:], nmi=False, k_values=kv, selection=selection
+    )
+    assert_metrics_close(ours, brute_retrieval(X[:150], y[:150], X[150:], y[150:], kv), tol=1e-12)
+    nn = evaluation.knn_predict(X[:300], y[:300], X[300:], k=4, selection=selection)
+    np.testing.assert_array_equal(nn, brute_knn_predict(X[:300], y[:300], X[300:], 4))
+
+
+def test_host_selection_unlucky_sample_is_exact():
+    """References where the strided threshold sample sees only the nearest points: rows redone."""
+    rng = np.random.default_rng(11)
+    m, d = 1024, 4  # the sample takes every 4th reference
+    R = rng.normal(size=(m, d)).astype(np.float32) + 50.0
+    R[::4] = rng.normal(size=(m // 4, d)).astype(np.float32)  # sampled rows: all near the queries
+    r_lab = rng.integers(0, 3, size=m)
+    Q = rng.normal(size=(40, d)).astype(np.float32)
+    q_lab = rng.integers(0, 3, size=40)
+    threshold_rows = evaluation._thresholds(
+        np.asarray(evaluation.distances.pairwise_sqeuclidean(Q, R)), np.full(40, 400)
+    )
+    assert np.all(threshold_rows < 100.0)  # the thresholds keep < 400 entries: fallback path
+    host = evaluation.retrieval_metrics(Q, q_lab, R, r_lab, nmi=False, selection="host")
+    dev = evaluation.retrieval_metrics(Q, q_lab, R, r_lab, nmi=False, selection="device")
+    for key in ("precision_at_1", "r_precision", "map_at_r", "recall_at_k"):
+        assert host[key] == pytest.approx(dev[key], abs=1e-12), key
+
+
+def test_host_select_negative_and_signed_zero_distances():
+    X, y = _grid(12, 60, 2, 3)
+
+    def neg_dot(a, b):  # a "distance" that is negative: ordering by its signed value
+        return -(a * b).sum(-1)
+
+    ours = evaluation.knn_predict(X[:40], y[:40], X[40:], k=3, metric=neg_dot)
+    D = -(X[40:].astype(np.float64) @ X[:40].T.astype(np.float64))
+    for i, row in enumerate(D):
+        nn = np.argsort(row, kind="stable")[:3]
+        votes = np.bincount(y[:40][nn], minlength=3)
+        assert ours[i] == int(np.argmax(votes))
+
+    def signed_zero(a, b):  # every distance is +0.0 or -0.0: all tie, the lowest index wins
+        return (a - b)[..., 0] * 0.0
+
+    pred = evaluation.knn_predict(X[:40], y[:40], X[40:], k=1, metric=signed_zero)
+    assert np.all(pred == y[0])
+    for sel in ("host", "device"):
+        m = evaluation.retrieval_metrics(X, y, nmi=False, metric=signed_zero, selection=sel)
+        assert_metrics_close(m, brute_retrieval(X, y, metric=lambda a, b: 0.0), tol=1e-12)
+
+
+def test_selection_and_mesh_bad_input():
+    X, y = _grid(13, 30, 2, 3)
+    with pytest.raises(ValueError, match="unknown selection 'gpu'; valid: auto, device, host"):
+        evaluation.retrieval_metrics(X, y, nmi=False, selection="gpu")
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+        evaluation.knn_predict(X, y, X, mesh="cpu")
+
+    def nan_metric(a, b):
+        return jnp.sqrt(-1.0 - ((a - b) ** 2).sum(-1))
+
+    for sel in ("host", "device"):
+        with pytest.raises(ValueError, match="NaN"):
+            evaluation.knn_predict(X, y, X, metric=nan_metric, selection=sel)
+
+
 def test_nmi_matches_sklearn_kmeans():
     X, y = _blobs(4, 150, 5, [0.25] * 4, sep=1.5)
     m = evaluation.retrieval_metrics(X, y, seed=3, kmeans_n_init=2)
@@ -326,6 +407,8 @@ def test_retrieval_bad_input():
         evaluation.retrieval_metrics(X[:1], y[:1], k_values=(), nmi=False)
     with pytest.raises(ValueError, match="chunk_size"):
         evaluation.retrieval_metrics(X, y, chunk_size=0)
+    with pytest.raises(ValueError, match="ref_chunk_size must be an integer >= 1"):
+        evaluation.retrieval_metrics(X, y, ref_chunk_size=0, nmi=False)
     with pytest.raises(ValueError, match="unknown distance"):
         evaluation.retrieval_metrics(X, y, metric="nope")
 

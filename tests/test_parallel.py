@@ -281,6 +281,21 @@ def test_sharded_knn_equal_unsharded_parallel(mesh8):
     assert acc == evaluation.knn_accuracy(X[tr], y[tr], X[te], y[te], k=5)
 
 
+@pytest.mark.parametrize("selection", ["host", "device"])
+def test_evaluation_mesh_argument_both_selections_shard(mesh8, selection):
+    """evaluation's own functions with mesh= (what parallel's sharded_* wrap): same numbers."""
+    X, y = _data(n=204, d=4, n_classes=6, seed=8)
+    X, y = np.round(X[:203]).astype(np.float32), y[:203]  # integer points: exact ties
+    ref = evaluation.retrieval_metrics(X, y, nmi=False, k_values=(1, 5), selection=selection)
+    got = evaluation.retrieval_metrics(
+        X, y, nmi=False, k_values=(1, 5), selection=selection, mesh=mesh8, chunk_size=64
+    )
+    for k in ("precision_at_1", "r_precision", "map_at_r", "recall_at_k", "n_queries"):
+        assert got[k] == ref[k], k
+    pred = evaluation.knn_predict(X[:150], y[:150], X[150:], k=3, selection=selection, mesh=mesh8)
+    np.testing.assert_array_equal(pred, evaluation.knn_predict(X[:150], y[:150], X[150:], k=3))
+
+
 def test_sharded_evaluation_bad_input_parallel(mesh8):
     X, y = _data(n=40)
     with pytest.raises(ValueError, match="k=50"):
