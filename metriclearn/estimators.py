@@ -10,7 +10,8 @@ Three families, as in metric-learn:
 * label-supervised transformers ``fit(X, y)``: :class:`Covariance` (``y`` ignored), :class:`NCA`,
   :class:`LMNN`, :class:`LFDA`, :class:`MLKR` (real targets), :class:`RCA_Supervised` and the
   ``*_Supervised`` weak learners, which build tuples from labels with :mod:`metriclearn.constraints`
-  (default ``20 * n_classes**2`` constraints like metric-learn, seeded by ``random_state``). These pass
+  like metric-learn (random pairs and quadruplets, default ``20 * n_classes**2`` seeded by
+  ``random_state``; SCML's k-NN triplets, :func:`~metriclearn.constraints.knn_triplets`). These pass
   ``sklearn.utils.estimator_checks.check_estimator``.
 * tuple learners: pairs (:class:`ITML`, :class:`SDML`, :class:`MMC`: ``fit(pairs [n, 2, d], y in
   {-1, +1})``, ``decision_function``, ``predict`` with ``threshold_``, ``score`` = ROC AUC,
