@@ -264,10 +264,8 @@ class Covariance(_TransformerBase):
     def fit(self, X, y=None):
         """Fit on ``X [n, d]``; ``y`` is ignored."""
         X = validate_data(self, X, ensure_min_samples=2, dtype=_FLOATS)
-        from metriclearn import psd
-
-        M = _convex("covariance").fit_covariance(X)
-        self._set_components(np.asarray(psd.factor(M), np.float64), X.shape[1])
+        _, L = _convex("covariance").fit_covariance(X, return_factor=True)
+        self._set_components(np.asarray(L, np.float64), X.shape[1])
         return self
 
 

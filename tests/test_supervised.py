@@ -475,6 +475,9 @@ def test_covariance_matches_pinv_and_is_finite_on_constant_features(x64):
     M = np.asarray(covariance.fit_covariance(Xc))
     np.testing.assert_allclose(M, np.linalg.pinv(np.cov(Xc, rowvar=False)), rtol=1e-7, atol=1e-12)
     assert np.all(np.isfinite(M))
+    M2, L = covariance.fit_covariance(Xc, return_factor=True)
+    np.testing.assert_allclose(np.asarray(M2), M, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(L).T @ np.asarray(L), M, rtol=1e-7, atol=1e-12)
     with jax.enable_x64(False):
         X, _ = load_digits(return_X_y=True)
         M = np.asarray(covariance.fit_covariance(X))

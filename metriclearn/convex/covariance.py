@@ -29,10 +29,10 @@ def _inverse_covariance(X):
     keep = w > rtol * jnp.maximum(w[-1], jnp.finfo(X.dtype).tiny)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     M = (V * inv) @ V.T
-    return 0.5 * (M + M.T)
+    return 0.5 * (M + M.T), (V * jnp.sqrt(inv)).T
 
 
-def fit_covariance(X) -> jax.Array:
+def fit_covariance(X, *, return_factor: bool = False):
     """Inverse (pseudo-inverse if singular) sample covariance of ``X``, a PSD metric ``M [d, d]``.
 
     .. math::  \\Sigma = \\frac{1}{n-1} \\sum_i (x_i - \\bar x)(x_i - \\bar x)^T, \\qquad
@@ -41,9 +41,12 @@ def fit_covariance(X) -> jax.Array:
     Args:
       X: ``[n, d]`` finite features, ``n >= 2``.
 
+      return_factor: also return ``L [d, d]`` with ``L^T L = M`` (``Lambda^{-1/2} V^T`` from the same
+        eigendecomposition, so no second one is needed).
+
     Returns:
       ``M [d, d]``, symmetric PSD and finite (eigenvalues of ``Sigma`` below
-      ``10 d eps * max eig`` are treated as zero).
+      ``10 d eps * max eig`` are treated as zero); ``(M, L)`` with ``return_factor``.
 
     Example:
       >>> M = fit_covariance(np.random.default_rng(0).normal(size=(50, 3)))
@@ -55,4 +58,5 @@ def fit_covariance(X) -> jax.Array:
         raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
     if float(np.max(np.ptp(np.asarray(X), axis=0))) == 0.0:
         raise ValueError("X has zero variance in every feature: its covariance is 0")
-    return _inverse_covariance(X)
+    M, L = _inverse_covariance(X)
+    return (M, L) if return_factor else M
