@@ -412,15 +412,11 @@ def _full_round(L0, state, X, y, valid, targets, reg, max_iter, tol, *, block, s
 
     Returns ``(L, n_iter, converged, objective, state)``.
     """
-    return _minimize(
-        lambda L: _loss(L, X, y, valid, targets, reg, block),
-        L0,
-        state,
-        max_iter,
-        tol,
-        solver=solver,
-        memory_size=memory_size,
-    )
+
+    def fun(L):
+        return _loss(L, X, y, valid, targets, reg, block)
+
+    return _minimize(fun, L0, state, max_iter, tol, solver=solver, memory_size=memory_size)
 
 
 @functools.partial(jax.jit, static_argnames=("block", "solver", "memory_size"))
@@ -428,15 +424,8 @@ def _active_round(
     L0, state, X, valid, targets, cand, cand_ok, reg, max_iter, tol, *, block, solver, memory_size
 ):
     """One active-set round: minimise :func:`_candidate_terms` with the candidates held fixed."""
-    return _minimize(
-        _candidate_objective(X, valid, targets, cand, cand_ok, reg, block),
-        L0,
-        state,
-        max_iter,
-        tol,
-        solver=solver,
-        memory_size=memory_size,
-    )
+    fun = _candidate_objective(X, valid, targets, cand, cand_ok, reg, block)
+    return _minimize(fun, L0, state, max_iter, tol, solver=solver, memory_size=memory_size)
 
 
 @functools.partial(jax.jit, static_argnames=("block", "collect"))
