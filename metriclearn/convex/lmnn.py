@@ -77,12 +77,17 @@ def _bucket(n: int) -> int:
     return -(-n // unit) * unit
 
 
-def _block_rows(n_pad: int, k: int) -> int:
-    """Rows per block: a power of two dividing ``n_pad`` with ``B * k * n_pad <= _BLOCK_BUDGET``."""
+def _rows_within_budget(n_pad: int, per_row: int) -> int:
+    """Rows per block: a power of two dividing ``n_pad`` with ``B * per_row <= _BLOCK_BUDGET``."""
     b = 1
-    while n_pad % (2 * b) == 0 and 2 * b * k * n_pad <= _BLOCK_BUDGET and 2 * b <= n_pad:
+    while n_pad % (2 * b) == 0 and 2 * b * per_row <= _BLOCK_BUDGET and 2 * b <= n_pad:
         b *= 2
     return b
+
+
+def _block_rows(n_pad: int, k: int) -> int:
+    """Rows per block of the full scan (``[B, k, n_pad]`` hinges)."""
+    return _rows_within_budget(n_pad, k * n_pad)
 
 
 def _nearest_masked(d, mask, m: int):
@@ -470,14 +475,14 @@ def _fit_active_set(L0, X, y, valid, targets, reg, lr, max_iter, tol, *, solver,
     f_exact, found = _scan(L, X, y, valid, targets, reg, block=block, collect=m)
     while True:
         budget = jnp.int32(min(_ROUND_ITERS, max_iter - total))
-        most = 0 if found is None else int(jnp.max(found[2]))
-        if found is not None and m < most <= m_cap:
+        most = int(jnp.max(found[2]))
+        if m < most <= m_cap:
             # more active impostors than candidates: widen the lists before optimising on them
             m = min(_pow2_at_least(2 * most), m_cap)
             f_exact, found = _scan(L, X, y, valid, targets, reg, block=block, collect=m)
             continue
-        if found is None or most > m_cap:
-            # too many active impostors for candidate lists: a round on the full objective
+        full = most > m_cap  # too many active impostors for candidate lists: the full objective
+        if full:
             L, it, conv, f_exact, state = _full_round(
                 L,
                 state,
@@ -492,9 +497,8 @@ def _fit_active_set(L0, X, y, valid, targets, reg, lr, max_iter, tol, *, solver,
                 solver=solver,
                 memory_size=memory_size,
             )
-            covered = True
         else:
-            cblock = _candidate_block(n_pad, k + m, max(r, X.shape[1]))
+            cblock = _rows_within_budget(n_pad, (k + m) * max(r, X.shape[1]))
             L, it, conv, f_round, state = _active_round(
                 L,
                 state,
@@ -510,16 +514,16 @@ def _fit_active_set(L0, X, y, valid, targets, reg, lr, max_iter, tol, *, solver,
                 solver=solver,
                 memory_size=memory_size,
             )
-            covered = None
         total += int(it)
         conv = bool(conv)
         last = total >= max_iter or int(it) == 0
         found = None
-        if covered is None:
-            # exact objective at the new L (and fresh candidates unless this is the end)
+        if not full or not (conv or last):
+            # exact objective at the new L (a full round has it already), and fresh candidates
+            # unless the fit may end here
             collect = 0 if (conv or last) else m
             f_exact, found = _scan(L, X, y, valid, targets, reg, block=block, collect=collect)
-            covered = float(f_exact) - float(f_round) <= slack * max(abs(float(f_exact)), 1.0)
+        covered = full or float(f_exact) - float(f_round) <= slack * max(abs(float(f_exact)), 1.0)
         if conv and covered:
             converged = True
             break
@@ -528,14 +532,6 @@ def _fit_active_set(L0, X, y, valid, targets, reg, lr, max_iter, tol, *, solver,
         if found is None:
             f_exact, found = _scan(L, X, y, valid, targets, reg, block=block, collect=m)
     return L, total, converged, float(f_exact)
-
-
-def _candidate_block(n_pad: int, width: int, r: int) -> int:
-    """Rows per block of :func:`_candidate_terms`: a power of two dividing ``n_pad`` within budget."""
-    b = 1
-    while n_pad % (2 * b) == 0 and 2 * b * width * max(r, 1) <= _BLOCK_BUDGET and 2 * b <= n_pad:
-        b *= 2
-    return b
 
 
 def fit_lmnn(
