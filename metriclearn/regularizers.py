@@ -46,6 +46,7 @@ __all__ = [
     "frobenius",
     "trace",
     "logdet_divergence",
+    "logdet_divergence_whitened",
     "l1",
     "l21",
     "laplacian",
@@ -103,12 +104,47 @@ def _check_prior(M0, d: int | None = None, name: str = "M0") -> jax.Array:
     return M0
 
 
+@jax.custom_jvp
+def _burg_whitened(B: jax.Array) -> jax.Array:
+    """``D_ld(I + B, I) = sum_i mu_i - log1p(mu_i)`` over the eigenvalues ``mu`` of symmetric ``B``.
+
+    ``inf`` unless every ``mu > -1`` (``I + B`` positive definite). Written in ``mu`` rather than as
+    ``tr - logdet - d``: each term is ``~ mu^2 / 2`` with a relative error of a few ulps, where the
+    difference of the ``O(d)`` trace and log-determinant loses everything below ``d * eps`` (in float32
+    at ``d = 100``, a few 1e-6: more than the whole objective of a metric close to its prior, so a
+    line search would be steered by rounding).
+    """
+    return _burg_value(jnp.linalg.eigvalsh(B))
+
+
+def _burg_value(mu: jax.Array) -> jax.Array:
+    ok = jnp.all(mu > -1.0)
+    mu = jnp.where(ok, mu, 0.0)
+    return jnp.where(ok, jnp.sum(mu - jnp.log1p(mu)), jnp.inf)
+
+
+@_burg_whitened.defjvp
+def _burg_whitened_jvp(primals, tangents):
+    # gradient V diag(mu / (1 + mu)) V^T = I - (I + B)^-1: needs no eigenvector derivative, so it is
+    # exact at repeated eigenvalues (B = 0 at the prior); zero outside the cone, where the value is inf
+    (B,), (dB,) = primals, tangents
+    mu, V = jnp.linalg.eigh(B)
+    value = _burg_value(mu)
+    ratio = jnp.where(jnp.isfinite(value), mu / jnp.where(mu > -1.0, 1.0 + mu, 1.0), 0.0)
+    G = (V * ratio) @ V.T
+    return value, jnp.sum(G * dB)
+
+
 def logdet_divergence(M: jax.Array, M0: jax.Array) -> jax.Array:
     """LogDet (Burg) divergence ``D_ld(M, M0) = tr(M M0^-1) - logdet(M M0^-1) - d``.
 
     Zero iff ``M = M0``, convex in ``M``, ``+inf`` when ``M`` is not positive definite (the value is
     ``inf``, never NaN, and the gradient there is zero, so a line search simply rejects the point). The
     prior must be positive definite; a concrete non-PD ``M0`` raises ``ValueError``.
+
+    Evaluated as ``sum_i mu_i - log(1 + mu_i)`` over the eigenvalues of the whitened difference
+    ``B = C0^-1 (M - M0) C0^-T`` (``M0 = C0 C0^T``), which stays accurate to a few ulps of itself near
+    ``M0``; see :func:`logdet_divergence_whitened` to precompute ``C0^-1`` once.
 
     Args:
       M: ``[d, d]`` symmetric.
@@ -124,21 +160,32 @@ def logdet_divergence(M: jax.Array, M0: jax.Array) -> jax.Array:
     Reference: Davis et al., ICML 2007, eq. (2); Kulis, Sustik & Dhillon, JMLR 2009.
     """
     M0 = _check_prior(M0, M.shape[-1])
-    d = M.shape[-1]
-    M = 0.5 * (M + M.T)
-    sign, _ = jax.lax.stop_gradient(jnp.linalg.slogdet(M))
-    pd = sign > 0
-    # Cholesky of a PD matrix also fails (NaN) when the sign test was fooled by rounding: guard both
-    M_safe = jnp.where(pd, M, jnp.eye(d, dtype=M.dtype))
-    C = jnp.linalg.cholesky(M_safe)
-    ok = pd & jnp.all(jnp.isfinite(C))
-    C = jnp.where(ok, C, jnp.eye(d, dtype=M.dtype))
-    logdet_M = 2.0 * jnp.sum(jnp.log(jnp.diagonal(C)))
-    C0 = jnp.linalg.cholesky(0.5 * (M0 + M0.T))
-    logdet_M0 = 2.0 * jnp.sum(jnp.log(jnp.diagonal(C0)))
-    tr = jnp.trace(jax.scipy.linalg.cho_solve((C0, True), M_safe))
-    value = tr - logdet_M + logdet_M0 - d
-    return jnp.where(ok, value, jnp.inf)
+    M0 = 0.5 * (M0 + M0.T)
+    C0 = jnp.linalg.cholesky(M0)
+    solve = jax.scipy.linalg.solve_triangular
+    left = solve(C0, 0.5 * (M + M.T) - M0, lower=True)  # C0^-1 (M - M0)
+    return _burg_whitened_sym(solve(C0, left.T, lower=True))
+
+
+def logdet_divergence_whitened(M: jax.Array, M0: jax.Array, W: jax.Array) -> jax.Array:
+    """:func:`logdet_divergence` with the prior's inverse Cholesky factor ``W = C0^-1`` given.
+
+    For solvers that evaluate the divergence many times against one prior: two matrix products per call
+    instead of two triangular solves (the latter dominate a solver step on CPU at ``d ~ 100``).
+
+    Args:
+      M: ``[d, d]`` symmetric.
+      M0: ``[d, d]`` the prior.
+      W: ``[d, d]`` with ``W M0 W^T = I`` (e.g. ``inv(cholesky(M0))``); not checked.
+
+    Returns:
+      scalar ``D_ld(M, M0)`` (``inf`` outside the PD cone).
+    """
+    return _burg_whitened_sym(W @ (0.5 * (M + M.T) - M0) @ W.T)
+
+
+def _burg_whitened_sym(B: jax.Array) -> jax.Array:
+    return _burg_whitened(0.5 * (B + B.T))
 
 
 def l1(M: jax.Array, *, offdiagonal: bool = False) -> jax.Array:

@@ -30,6 +30,31 @@ def test_values_against_loops(x64):
     )
 
 
+def test_logdet_divergence_accurate_near_the_prior_in_float32():
+    # a metric 1e-3 away from its prior in d = 100: the divergence (~5e-5) is far below the rounding
+    # of tr - logdet - d in float32 (~1e-5); the eigenvalue form keeps a few ulps of the value itself
+    rng = np.random.default_rng(3)
+    d = 100
+    M0 = spd(d, 4)
+    E = rng.normal(size=(d, d))
+    M = M0 + 1e-3 * (E + E.T) / np.sqrt(d)
+    C0inv = np.linalg.inv(np.linalg.cholesky(M0))
+    mu = np.linalg.eigvalsh(C0inv @ (M - M0) @ C0inv.T)
+    expect = np.sum(mu - np.log1p(mu))  # float64 reference
+    f32 = jnp.asarray(M, jnp.float32), jnp.asarray(M0, jnp.float32)
+    got = float(R.logdet_divergence(*f32))
+    assert abs(got - expect) < 1e-3 * expect
+    W = jnp.asarray(C0inv, jnp.float32)
+    got_w = float(R.logdet_divergence_whitened(*f32, W))
+    assert abs(got_w - expect) < 1e-3 * expect
+    # the gradient M0^-1 - M^-1 from the eigenvalue form (exact also at M = M0, all eigenvalues equal)
+    g = jax.grad(lambda A: R.logdet_divergence_whitened(A, *f32[1:], W))(f32[0])
+    G = np.linalg.inv(M0) - np.linalg.inv(M)
+    assert np.max(np.abs(np.asarray(g, np.float64) - G)) < 1e-3 * np.max(np.abs(G))
+    g0 = jax.grad(lambda A: R.logdet_divergence(A, f32[1]))(f32[1])
+    assert np.all(np.isfinite(g0)) and float(jnp.max(jnp.abs(g0))) < 1e-4
+
+
 def test_trace_is_nuclear_norm_on_psd(x64):
     M = spd(5)
     assert np.isclose(R.trace(jnp.asarray(M)), np.linalg.norm(M, "nuc"))
