@@ -226,7 +226,7 @@ def fit_rca(
 
     traced = is_traced(X) or is_traced(chunks)
     if traced:
-        ids = jnp.asarray(chunks, dtype=jnp.int32)
+        ids, X_in = jnp.asarray(chunks, dtype=jnp.int32), X
         if ids.shape != (n,):
             raise ValueError(f"chunks must have shape ({n},) to match X, got {tuple(ids.shape)}")
     else:
@@ -245,24 +245,23 @@ def fit_rca(
             raise ValueError(f"chunks must be >= -1 (-1 = no chunklet), got minimum {raw.min()}")
         if not np.any(raw >= 0):
             raise ValueError("chunks contains no chunklet: every id is -1 (need at least one >= 0)")
-        # relabel to 0..K-1 so segment ids stay below n (static number of segments)
-        _, inv = np.unique(raw, return_inverse=True)
-        inv = inv.reshape(-1) - (1 if raw.min() == -1 else 0)
-        ids = jnp.asarray(np.where(raw >= 0, inv, -1), dtype=jnp.int32)
-
-    if not traced:
-        # pad rows to a bucketed size with id -1 (ignored exactly): folds of slightly different
-        # sizes then share one compiled program
-        size = bucket_size(n)
-        X_in, _ = pad_rows(X, size)
-        ids, _ = pad_rows(ids, size, fill=-1)
-    else:
-        X_in = X
+        # only chunked rows enter RCA: keep those (a few hundred of, say, 20,000 points), relabel
+        # their ids to 0..K-1 (segment ids below the row count: a static number of segments), then
+        # pad to a bucketed size with id -1 (ignored exactly) so folds of slightly different sizes
+        # share one compiled program
+        rows = np.flatnonzero(raw >= 0)
+        uniq, inv = np.unique(raw[rows], return_inverse=True)
+        n_chunks = uniq.size
+        X_in = X[jnp.asarray(rows)] if rows.size < n else X
+        size = bucket_size(rows.size)
+        X_in, _ = pad_rows(X_in, size)
+        ids = np.full(size, -1, np.int32)
+        ids[: rows.size] = inv.reshape(-1)
+        ids = jnp.asarray(ids)
     L, M, a, singular, dof = _rca_core(
         X_in, ids, jnp.asarray(alpha, X.dtype), n_components=k, auto=auto
     )
     if not traced and bool(singular):
-        n_chunks = int(np.unique(np.asarray(ids)[np.asarray(ids) >= 0]).size)
         warnings.warn(
             f"RCA: the within-chunklet covariance is singular or zero ({n_chunks} chunklet(s), "
             f"{int(dof)} within-chunklet degree(s) of freedom for d={d} features); it was shrunk "
