@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from metriclearn._validation import check_array
 
@@ -29,7 +28,7 @@ def _inverse_covariance(X):
     keep = w > rtol * jnp.maximum(w[-1], jnp.finfo(X.dtype).tiny)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
     M = (V * inv) @ V.T
-    return 0.5 * (M + M.T), (V * jnp.sqrt(inv)).T
+    return 0.5 * (M + M.T), (V * jnp.sqrt(inv)).T, jnp.max(jnp.ptp(X, axis=0)) > 0
 
 
 def fit_covariance(X, *, return_factor: bool = False):
@@ -56,7 +55,7 @@ def fit_covariance(X, *, return_factor: bool = False):
     X = check_array(X, "X", ndim=2, min_rows=2)
     if X.shape[1] < 1:
         raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
-    if float(np.max(np.ptp(np.asarray(X), axis=0))) == 0.0:
+    M, L, varies = _inverse_covariance(X)
+    if not bool(varies):  # checked on the device: no second pass over X on the host
         raise ValueError("X has zero variance in every feature: its covariance is 0")
-    M, L = _inverse_covariance(X)
     return (M, L) if return_factor else M
