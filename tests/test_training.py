@@ -280,6 +280,12 @@ ANCHORS = {
     ("mnist1d", "contrastive"): (0.566, 0.311),
     ("mnist1d", "triplet_margin"): (0.504, 0.241),
 }
+# Digits, the same protocol over seeds 0-59 of pytorch-metric-learning itself (python -m
+# benchmarks.deep_quality; its seed 0 reproduces the anchor exactly): (P@1, MAP@R) mean and std.
+PML_DIGITS_60_SEEDS = {
+    "contrastive": ((0.9722, 0.0054), (0.8694, 0.0081)),
+    "triplet_margin": ((0.9718, 0.0061), (0.8736, 0.0094)),
+}
 
 
 @pytest.mark.slow
@@ -287,17 +293,15 @@ ANCHORS = {
 def test_quality_against_pytorch_metric_learning_anchors(dataset, loss, tmp_path):
     """ANCHORS.md protocol (MLP 256-256-64, batch 128 = 8 x 16, Adam 1e-3, 30 epochs).
 
-    MNIST-1D: seed 0 must reach the anchors. Digits (540 test points, one query = 0.0019 P@1): PML's own
-    runs of this protocol spread by ~0.01 over seeds, so the mean over seeds 0-4 must come within
-    0.005 of the seed-0 anchor (the step-by-step agreement with PML is tested above).
-
-    Measured with this protocol (PML 2.9.0 re-run here; retrieval on raw Euclidean embeddings, which
-    reproduces the anchor: seed 0 gives P@1 .9685, MAP@R .8789), triplet + semihard MAP@R: PML over
-    seeds 0-14 .8752 +- .0074 (seeds 0-4 .8804, 5-9 .8712, 10-14 .8741); metriclearn over seeds 0-19
-    .8709 +- .0092 (seeds 0-4 .8711). Welch t = -1.56, p = 0.13: no significant difference, but
-    the 5-seed block mean falls below anchor - 0.005 for metriclearn seeds 0-4 and for PML seeds 5-9.
+    MNIST-1D: seed 0 must reach the anchors. Digits (540 test points, one query = 0.0019 of P@1): a
+    single seed spreads MAP@R by ~0.009 in both libraries (PML's own seed 0 is .879, its 60-seed mean
+    .874), so the anchor is a seed, not a level. Our mean over seeds 0-19 must reach PML's 60-seed mean
+    within two standard errors of a 20-seed mean (2 sd / sqrt(20)): a test of the level that a real
+    regression of half a point would fail. Measured over 60 seeds each (Welch p > 0.4 everywhere):
+    triplet + semihard ours .9710 / .8738, PML .9718 / .8736; contrastive ours .9718 / .8686, PML
+    .9722 / .8694. The training step itself agrees with PML's step for step (tested above).
     """
-    seeds = [0] if dataset == "mnist1d" else [0, 1, 2, 3, 4]
+    seeds = [0] if dataset == "mnist1d" else list(range(20))
     extra = {"loss_kwargs": {"margin": 0.2}, "miner": "semihard", "miner_kwargs": {"margin": 0.2}}
     results = []
     for seed in seeds:
@@ -307,7 +311,12 @@ def test_quality_against_pytorch_metric_learning_anchors(dataset, loss, tmp_path
         results.append(training.train_and_evaluate(cfg, tmp_path / f"{seed}"))
     p1 = float(np.mean([r["precision_at_1"] for r in results]))
     map_r = float(np.mean([r["map_at_r"] for r in results]))
-    anchor_p1, anchor_map = ANCHORS[(dataset, loss)]
-    slack = 0.0 if dataset == "mnist1d" else 0.005
-    assert p1 >= anchor_p1 - slack, (p1, anchor_p1)
-    assert map_r >= anchor_map - slack, (map_r, anchor_map)
+    if dataset == "mnist1d":
+        anchor_p1, anchor_map = ANCHORS[(dataset, loss)]
+        assert p1 >= anchor_p1, (p1, anchor_p1)
+        assert map_r >= anchor_map, (map_r, anchor_map)
+        return
+    (pml_p1, sd_p1), (pml_map, sd_map) = PML_DIGITS_60_SEEDS[loss]
+    root_n = np.sqrt(len(seeds))
+    assert p1 >= pml_p1 - 2.0 * sd_p1 / root_n, (p1, pml_p1)
+    assert map_r >= pml_map - 2.0 * sd_map / root_n, (map_r, pml_map)
