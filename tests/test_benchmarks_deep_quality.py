@@ -1,0 +1,30 @@
+"""benchmarks/deep_quality.py: argument checks, and a two-seed run when torch and PML are installed."""
+
+import numpy as np
+import pytest
+
+from benchmarks import deep_quality
+
+
+def test_argument_errors():
+    with pytest.raises(SystemExit):
+        deep_quality.main(["--losses", "nope"])
+    with pytest.raises(SystemExit):
+        deep_quality.main(["--seeds", "1"])
+
+
+def test_two_seeds_both_libraries(monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    monkeypatch.setattr(deep_quality, "EPOCHS", 2)  # the protocol's loop, shortened
+    lines = []
+    rows = deep_quality.run(2, ["contrastive"], log=lines.append)
+    assert len(lines) == 2 and all("seed" in line for line in lines)
+    assert [r[:2] for r in rows] == [["contrastive", "P@1"], ["contrastive", "MAP@R"]]
+    for row in rows:
+        for cell in row[2:4]:  # "mean ± std" in [0, 1]
+            mean, std = (float(v) for v in cell.split(" ± "))
+            assert 0.0 < mean <= 1.0 and std >= 0.0
+        assert 0.0 <= float(row[5]) <= 1.0  # a p-value
+    # two epochs already separate the classes far beyond chance (0.1)
+    assert float(rows[0][2].split(" ± ")[0]) > 0.5 and np.isfinite(float(rows[1][4]))
