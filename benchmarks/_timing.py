@@ -60,6 +60,35 @@ def alternate(
     }
 
 
+def back_to_back(
+    candidates: Mapping[str, Callable[[], Any]],
+    *,
+    calls: int = 20,
+    rounds: int = 3,
+    warmup: int = 5,
+) -> dict[str, float]:
+    """Median seconds per call of each callable when it runs ``calls`` times in a row.
+
+    Blocks still alternate (``rounds`` times, each block after ``warmup`` untimed calls), but no timed
+    call directly follows the other candidate's. Libraries whose worker threads spin after a call
+    (OpenMP in torch, XLA's pool) slow the next call of the *other* library when calls alternate one by
+    one; in a training loop each runs back to back, which is what this measures.
+
+    Returns:
+      ``{name: median seconds per call}`` over all timed calls of all rounds.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            for _ in range(warmup):
+                block(fn())
+            for _ in range(calls):
+                start = time.perf_counter()
+                block(fn())
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
 def ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator`` guarded against a zero denominator."""
     return numerator / denominator if denominator > 0 else float("inf")
