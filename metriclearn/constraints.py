@@ -615,15 +615,18 @@ def impostor_mask(XL, y, target_idx, *, margin: float = 1.0, block_size: int = 1
 
 
 @partial(jax.jit, static_argnames=("k_genuine", "k_impostor", "block_size"))
-def _knn_genuine_impostor(X, codes, *, k_genuine: int, k_impostor: int, block_size: int):
+def _knn_genuine_impostor(X, codes, valid, *, k_genuine: int, k_impostor: int, block_size: int):
     """Nearest same-class (self excluded) and other-class neighbours of every row, in row blocks.
 
+    ``valid`` ``[n]`` marks real rows: padding rows (bucketed ``n``) are never anyone's neighbour.
     Returns ``(genuine [n, k_genuine], genuine_valid, impostor [n, k_impostor], impostor_valid)``,
     nearest first, ties to the lower index (``lax.top_k`` is stable); a slot is invalid when the row
     has fewer candidates of that kind. Memory ``O(block_size * n)``.
     """
     n = X.shape[0]
-    X = X - jnp.mean(X, axis=0)  # translation-invariant; keeps the matmul identity accurate
+    w = valid.astype(X.dtype)
+    # translation-invariant; centring keeps the matmul identity accurate
+    X = X - jnp.sum(X * w[:, None], axis=0) / jnp.sum(w)
     b, n_blocks = _block_rows(n, block_size)
     cols = jnp.arange(n)
 
@@ -631,9 +634,10 @@ def _knn_genuine_impostor(X, codes, *, k_genuine: int, k_impostor: int, block_si
         rows = jnp.minimum(s + jnp.arange(b), n - 1)
         d2 = pairwise_sqeuclidean(X[rows], X)
         same = codes[rows][:, None] == codes[None, :]
-        genuine = jnp.where(same & (rows[:, None] != cols[None, :]), d2, jnp.inf)
+        genuine = jnp.where(same & valid[None, :] & (rows[:, None] != cols[None, :]), d2, jnp.inf)
         neg_g, idx_g = jax.lax.top_k(-genuine, k_genuine)
-        neg_i, idx_i = jax.lax.top_k(-jnp.where(same, jnp.inf, d2), k_impostor)
+        other = ~same & valid[None, :]
+        neg_i, idx_i = jax.lax.top_k(-jnp.where(other, d2, jnp.inf), k_impostor)
         return idx_g, jnp.isfinite(neg_g), idx_i, jnp.isfinite(neg_i)
 
     out = jax.lax.map(one_block, jnp.arange(n_blocks) * b)
@@ -704,10 +708,18 @@ def knn_triplets(
         )
     kg = min(k_genuine, int(counts.max()) - 1)  # static list lengths; short rows are masked
     ki = min(k_impostor, n - int(counts.min()))
+    # rows padded to a bucketed count (never neighbours; their own lists dropped), so that
+    # cross-validation folds of slightly different sizes share one compiled program
+    from metriclearn.convex._common import bucket_size
+
+    size = bucket_size(n)
+    Xp = jnp.pad(X, ((0, size - n), (0, 0)))
+    cp = jnp.asarray(np.pad(codes, (0, size - n), constant_values=-1))
+    valid = jnp.arange(size) < n
     gen, gen_ok, imp, imp_ok = (
-        np.asarray(a)
+        np.asarray(a)[:n]
         for a in _knn_genuine_impostor(
-            X, jnp.asarray(codes), k_genuine=kg, k_impostor=ki, block_size=block_size
+            Xp, cp, valid, k_genuine=kg, k_impostor=ki, block_size=block_size
         )
     )
     keep = gen_ok[:, :, None] & imp_ok[:, None, :]  # [n, kg, ki]

@@ -347,13 +347,18 @@ def test_scml_core_matches_numpy_loop(precompute):
     B = rng.normal(size=(6, 3)).astype(np.float32)
     B /= np.linalg.norm(B, axis=1, keepdims=True)
     idx = rng.integers(0, 30, size=(3, 7, 4)).astype(np.int32)
-    _, w, _, hist = scml._scml_core(
-        idx, Dp, Dn, B, np.float32(1e-3), np.float32(5e-3), block=8, precompute=precompute
-    )
+    args = (np.float32(1e-3), np.float32(5e-3), np.float32(30))
+    _, w, _, hist = scml._scml_core(idx, Dp, Dn, B, *args, block=8, precompute=precompute)
     ref = _scml_reference(Dp, Dn, B, idx, 1e-3, 5e-3)
     assert np.any(ref > 0)
     np.testing.assert_allclose(np.asarray(w), ref, rtol=2e-4, atol=1e-6)
     assert hist.shape == (3,)
+    # padded to a bucket with junk rows past m_valid = 30: the same weights and objectives
+    junk = rng.normal(size=(10, 3)).astype(np.float32) * 5.0
+    Pp, Pn = np.concatenate([Dp, junk]), np.concatenate([Dn, -junk])
+    _, wp, _, hp = scml._scml_core(idx, Pp, Pn, B, *args, block=8, precompute=precompute)
+    np.testing.assert_allclose(np.asarray(wp), np.asarray(w), rtol=2e-5, atol=1e-6)  # rounding
+    np.testing.assert_allclose(np.asarray(hp), np.asarray(hist), rtol=1e-5)
 
 
 def test_scml_learns_sparse_nonnegative_psd(data):
@@ -445,8 +450,8 @@ def test_scml_core_indexed_rows_match_numpy_loop():
     idx = rng.integers(0, 30, size=(3, 7, 4)).astype(np.int32)
     Xc = X - X.mean(0)
     _, w, _, _ = scml._scml_core(
-        idx, None, None, B, np.float32(1e-3), np.float32(5e-3), Xc @ B.T, tidx, Xc,
-        block=8, precompute=False,
+        idx, None, None, B, np.float32(1e-3), np.float32(5e-3), np.float32(30), Xc @ B.T, tidx,
+        Xc, block=8, precompute=False,
     )  # fmt: skip
     Dp, Dn = X[tidx[:, 0]] - X[tidx[:, 1]], X[tidx[:, 0]] - X[tidx[:, 2]]
     ref = _scml_reference(Dp, Dn, B, idx, 1e-3, 5e-3)
@@ -546,3 +551,27 @@ def test_scml_supervised_wine_quality():
 def test_scml_supervised_digits_quality():
     # measured 0.981 (metric-learn 0.7.0: 0.977); random label triplets gave 0.966
     assert _scml_supervised_cv_accuracy("digits") >= 0.975
+
+
+def test_scml_supervised_pipeline_compiles_once_per_bucket(data):
+    # cross-validation folds differ by a sample or two: k-NN triplets, the LDA basis (k-means and
+    # local LDA) and the solver pad to buckets, so a new fold size reuses every compiled program
+    X, y, *_ = data
+    jitted = (
+        constraints._knn_genuine_impostor,
+        scml._kmeans,
+        scml._local_lda,
+        scml._scml_core,
+    )
+
+    def fold(n):
+        t = constraints.knn_triplets(X[:n], y[:n], k_genuine=2, k_impostor=3)
+        return fit_scml(t, X=X[:n], y=y[:n], basis="lda", key=0, **SCML_KW)
+
+    first = fold(len(X) - 3)
+    sizes = [f._cache_size() for f in jitted]
+    second = fold(len(X) - 1)
+    assert [f._cache_size() for f in jitted] == sizes
+    for res in (first, second):
+        _assert_psd_finite(res.M)
+        assert np.any(np.asarray(res.weights) > 0)

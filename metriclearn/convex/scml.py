@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, check_labels, check_positive_int
-from metriclearn.convex._common import generalized_eigh
+from metriclearn.convex._common import bucket_size, generalized_eigh
 
 __all__ = ["SCMLResult", "fit_scml", "triplet_diff_basis", "lda_basis"]
 
@@ -210,14 +210,17 @@ def triplet_diff_basis(key, triplets, *, n_basis: int | None = None) -> jax.Arra
 
 
 @partial(jax.jit, static_argnames=("n_iter",))
-def _kmeans(centres, X, *, n_iter: int = 30):
-    """Lloyd's k-means from the given initial centres (empty clusters keep their centre)."""
+def _kmeans(centres, X, valid, *, n_iter: int = 30):
+    """Lloyd's k-means from the given initial centres (empty clusters keep their centre).
+
+    Only rows with ``valid`` ``[n]`` count (padding rows of a bucketed ``n`` are ignored).
+    """
     n_clusters = centres.shape[0]
 
     def step(_, c):
         d2 = jnp.sum(X * X, 1)[:, None] + jnp.sum(c * c, 1)[None, :] - 2.0 * X @ c.T
         assign = jnp.argmin(d2, axis=1)
-        onehot = jax.nn.one_hot(assign, n_clusters, dtype=X.dtype)
+        onehot = jax.nn.one_hot(assign, n_clusters, dtype=X.dtype) * valid[:, None]
         counts = onehot.sum(0)
         sums = onehot.T @ X
         return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], c)
@@ -291,14 +294,20 @@ def lda_basis(key, X, y, *, n_basis: int | None = None) -> jax.Array:
     n_clusters = min(math.ceil(K / (2 * n_eig)), n)
     K = min(K, 2 * n_clusters * n_eig)
     start = _host_rng(key).choice(n, size=n_clusters, replace=False)
-    centres = _kmeans(X[jnp.asarray(start)], X)
+    # rows padded to a bucketed count (masked in k-means, label -1 so never a neighbour in the local
+    # LDA): cross-validation folds of slightly different sizes share the compiled programs
+    size = bucket_size(n)
+    Xp = jnp.pad(X, ((0, size - n), (0, 0)))
+    codes_p = jnp.asarray(np.pad(codes, (0, size - n), constant_values=-1))
+    valid = (jnp.arange(size) < n).astype(X.dtype)
+    centres = _kmeans(X[jnp.asarray(start)], Xp, valid)
     counts = np.bincount(codes)
     k_first = 50 if d > 50 else 10
     ks = np.minimum([k_first, 20], counts.max())  # two neighbourhood scales, one compilation
     parts = _local_lda(
         centres,
-        X,
-        jnp.asarray(codes),
+        Xp,
+        codes_p,
         jnp.asarray(ks, jnp.int32),
         n_classes=n_classes,
         k_max=int(ks.max()),
@@ -319,8 +328,8 @@ def _delta_one(dp: jax.Array, dn: jax.Array, B: jax.Array) -> jax.Array:
 _deltas = jax.vmap(_delta_one, in_axes=(0, 0, None))  # [m, d], [m, d], [K, d] -> [m, K]
 
 
-def _objective(w, Dp, Dn, B, beta, block: int):
-    """``beta * sum(w) + mean_t [1 + delta_t . w]_+`` over all triplets, in blocks of ``block``.
+def _objective(w, Dp, Dn, B, beta, m_valid, block: int):
+    """``beta * sum(w) + mean_t [1 + delta_t . w]_+`` over the first ``m_valid`` triplets, in blocks.
 
     Uses ``delta_t . w = dp^T M dp - dn^T M dn`` with ``M = B^T diag(w) B`` (``[d, d]``): ``O(m d^2)``
     work instead of the ``O(m K d)`` of the rows themselves (``K`` is typically ``20 d`` or more).
@@ -329,7 +338,7 @@ def _objective(w, Dp, Dn, B, beta, block: int):
     m = Dp.shape[0]
     n_blocks = -(-m // block)
     pad = n_blocks * block - m
-    mask = jnp.arange(n_blocks * block) < m
+    mask = jnp.arange(n_blocks * block) < m_valid
     P = jnp.pad(Dp, ((0, pad), (0, 0))).reshape(n_blocks, block, -1)
     N = jnp.pad(Dn, ((0, pad), (0, 0))).reshape(n_blocks, block, -1)
     mask = mask.reshape(n_blocks, block)
@@ -340,10 +349,10 @@ def _objective(w, Dp, Dn, B, beta, block: int):
         return jnp.sum(jnp.where(mk & (slack > 0), slack, 0.0))
 
     total = jax.lax.map(blk, (P, N, mask)).sum()
-    return beta * jnp.sum(w) + total / m
+    return beta * jnp.sum(w) + total / m_valid
 
 
-def _objective_indexed(w, Xc, tidx, B, beta, block: int):
+def _objective_indexed(w, Xc, tidx, B, beta, m_valid, block: int):
     """:func:`_objective` for index triplets ``tidx`` ``[m, 3]`` into the (centred) points ``Xc``.
 
     With ``q_i = x_i^T M x_i`` and ``XM = Xc M`` computed once per point,
@@ -356,7 +365,7 @@ def _objective_indexed(w, Xc, tidx, B, beta, block: int):
     m = tidx.shape[0]
     n_blocks = -(-m // block)
     pad = n_blocks * block - m
-    mask = (jnp.arange(n_blocks * block) < m).reshape(n_blocks, block)
+    mask = (jnp.arange(n_blocks * block) < m_valid).reshape(n_blocks, block)
     T = jnp.pad(tidx, ((0, pad), (0, 0))).reshape(n_blocks, block, 3)
 
     def blk(args):
@@ -366,12 +375,17 @@ def _objective_indexed(w, Xc, tidx, B, beta, block: int):
         return jnp.sum(jnp.where(mk & (slack > 0), slack, 0.0))
 
     total = jax.lax.map(blk, (T, mask)).sum()
-    return beta * jnp.sum(w) + total / m
+    return beta * jnp.sum(w) + total / m_valid
 
 
 @partial(jax.jit, static_argnames=("block", "precompute"))
-def _scml_core(idx, Dp, Dn, B, beta, gamma, XB=None, tidx=None, Xc=None, *, block, precompute):
+def _scml_core(
+    idx, Dp, Dn, B, beta, gamma, m_valid, XB=None, tidx=None, Xc=None, *, block, precompute
+):
     """Dual averaging over the minibatch index array ``idx`` ``[n_outer, output_iter, batch]``.
+
+    The triplet arrays may be padded (bucketed ``m``): only the first ``m_valid`` (a traced count)
+    enter the objective, and ``idx`` never points past them.
 
     ``precompute``: materialise all rows ``delta_t`` (``[m, K]``) once, as metric-learn does;
     otherwise the objective runs in row blocks through ``M = B^T diag(w) B`` (memory
@@ -389,9 +403,11 @@ def _scml_core(idx, Dp, Dn, B, beta, gamma, XB=None, tidx=None, Xc=None, *, bloc
         def rows(ib):
             return D_all[ib]
 
+        real = jnp.arange(D_all.shape[0]) < m_valid
+
         def objective(w):
-            slack = 1.0 + D_all @ w
-            return beta * jnp.sum(w) + jnp.sum(jnp.maximum(slack, 0.0)) / D_all.shape[0]
+            slack = jnp.where(real, 1.0 + D_all @ w, 0.0)
+            return beta * jnp.sum(w) + jnp.sum(jnp.maximum(slack, 0.0)) / m_valid
 
     else:
         if XB is not None:
@@ -402,7 +418,7 @@ def _scml_core(idx, Dp, Dn, B, beta, gamma, XB=None, tidx=None, Xc=None, *, bloc
                 return (a - XB[t[:, 1]]) ** 2 - (a - XB[t[:, 2]]) ** 2
 
             def objective(w):
-                return _objective_indexed(w, Xc, tidx, B, beta, block)
+                return _objective_indexed(w, Xc, tidx, B, beta, m_valid, block)
 
         else:
 
@@ -410,7 +426,7 @@ def _scml_core(idx, Dp, Dn, B, beta, gamma, XB=None, tidx=None, Xc=None, *, bloc
                 return _deltas(Dp[ib], Dn[ib], B)
 
             def objective(w):
-                return _objective(w, Dp, Dn, B, beta, block)
+                return _objective(w, Dp, Dn, B, beta, m_valid, block)
 
     def step(carry, args):
         w, avg, ada = carry
@@ -551,22 +567,29 @@ def fit_scml(
     B = jnp.asarray(B, T.dtype)
 
     K = B.shape[0]
-    precompute = m * K <= _PRECOMPUTE_MAX
+    # triplets (and, for index triplets, points) padded to bucketed counts: cross-validation folds
+    # of slightly different sizes share one compiled program; padding is masked out of the objective
+    # and never sampled
+    m_pad = bucket_size(m)
+    precompute = m_pad * K <= _PRECOMPUTE_MAX
     XB = tj = Xc = Dp = Dn = None
     if tidx is not None:
-        tj = jnp.asarray(tidx)
-        if not precompute and Xi.shape[0] * K <= _PRECOMPUTE_MAX:
+        tj = jnp.asarray(np.pad(tidx, ((0, m_pad - m), (0, 0))))
+        n_pts = Xi.shape[0]
+        Xc = Xi - jnp.mean(Xi, axis=0)
+        if not precompute and bucket_size(n_pts) * K <= _PRECOMPUTE_MAX:
             # rows gathered from the projected points: O(K) per triplet and step instead of O(K d)
-            Xc = Xi - jnp.mean(Xi, axis=0)
+            Xc = jnp.pad(Xc, ((0, bucket_size(n_pts) - n_pts), (0, 0)))
             XB = Xc @ B.T
         else:
-            Dp = Xi[tj[:, 0]] - Xi[tj[:, 1]]
-            Dn = Xi[tj[:, 0]] - Xi[tj[:, 2]]
+            Dp = Xc[tj[:, 0]] - Xc[tj[:, 1]]
+            Dn = Xc[tj[:, 0]] - Xc[tj[:, 2]]
     else:
-        Dp = T[:, 0] - T[:, 1]
-        Dn = T[:, 0] - T[:, 2]
+        pad = ((0, m_pad - m), (0, 0))
+        Dp = jnp.pad(T[:, 0] - T[:, 1], pad)
+        Dn = jnp.pad(T[:, 0] - T[:, 2], pad)
     n_outer = max_iter // output_iter
-    block = int(min(m, 4096))
+    block = int(min(m_pad, 4096))
     idx = _host_rng(k_opt).integers(0, m, size=(n_outer, output_iter, batch_size), dtype=np.int32)
     M, w, converged, _ = _scml_core(
         jnp.asarray(idx),
@@ -575,9 +598,10 @@ def fit_scml(
         B,
         jnp.asarray(beta, T.dtype),
         jnp.asarray(gamma, T.dtype),
+        jnp.asarray(m, T.dtype),
         XB,
         tj if XB is not None else None,
-        Xc,
+        Xc if XB is not None else None,
         block=block,
         precompute=precompute,
     )
