@@ -710,12 +710,11 @@ def knn_triplets(
     ki = min(k_impostor, n - int(counts.min()))
     # rows padded to a bucketed count (never neighbours; their own lists dropped), so that
     # cross-validation folds of slightly different sizes share one compiled program
-    from metriclearn.convex._common import bucket_size
+    from metriclearn.convex._common import bucket_size, pad_rows
 
     size = bucket_size(n)
-    Xp = jnp.pad(X, ((0, size - n), (0, 0)))
-    cp = jnp.asarray(np.pad(codes, (0, size - n), constant_values=-1))
-    valid = jnp.arange(size) < n
+    Xp, valid = pad_rows(X, size)
+    cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)
     gen, gen_ok, imp, imp_ok = (
         np.asarray(a)[:n]
         for a in _knn_genuine_impostor(

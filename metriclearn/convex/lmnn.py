@@ -624,7 +624,7 @@ def fit_lmnn(
     n_pad = _bucket(n)
     block = _block_rows(n_pad, k)
     Xp, valid = pad_rows(X, n_pad)
-    yp = jnp.asarray(np.pad(codes, (0, n_pad - n), constant_values=-1), jnp.int32)
+    yp, _ = pad_rows(jnp.asarray(codes, jnp.int32), n_pad, fill=-1)
     # Padded rows point at themselves (zero distance, zero weight).
     tp = np.concatenate([targets, np.repeat(np.arange(n, n_pad)[:, None], k, axis=1)], axis=0)
     tp = jnp.asarray(tp, jnp.int32)

@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, check_labels, check_positive_int
-from metriclearn.convex._common import bucket_size, generalized_eigh
+from metriclearn.convex._common import bucket_size, generalized_eigh, pad_rows
 
 __all__ = ["SCMLResult", "fit_scml", "triplet_diff_basis", "lda_basis"]
 
@@ -297,10 +297,9 @@ def lda_basis(key, X, y, *, n_basis: int | None = None) -> jax.Array:
     # rows padded to a bucketed count (masked in k-means, label -1 so never a neighbour in the local
     # LDA): cross-validation folds of slightly different sizes share the compiled programs
     size = bucket_size(n)
-    Xp = jnp.pad(X, ((0, size - n), (0, 0)))
-    codes_p = jnp.asarray(np.pad(codes, (0, size - n), constant_values=-1))
-    valid = (jnp.arange(size) < n).astype(X.dtype)
-    centres = _kmeans(X[jnp.asarray(start)], Xp, valid)
+    Xp, valid = pad_rows(X, size)
+    codes_p, _ = pad_rows(jnp.asarray(codes), size, fill=-1)
+    centres = _kmeans(X[jnp.asarray(start)], Xp, valid.astype(X.dtype))
     counts = np.bincount(codes)
     k_first = 50 if d > 50 else 10
     ks = np.minimum([k_first, 20], counts.max())  # two neighbourhood scales, one compilation
@@ -574,20 +573,19 @@ def fit_scml(
     precompute = m_pad * K <= _PRECOMPUTE_MAX
     XB = tj = Xc = Dp = Dn = None
     if tidx is not None:
-        tj = jnp.asarray(np.pad(tidx, ((0, m_pad - m), (0, 0))))
-        n_pts = Xi.shape[0]
+        tj, _ = pad_rows(jnp.asarray(tidx), m_pad)
+        n_pts = bucket_size(Xi.shape[0])
         Xc = Xi - jnp.mean(Xi, axis=0)
-        if not precompute and bucket_size(n_pts) * K <= _PRECOMPUTE_MAX:
+        if not precompute and n_pts * K <= _PRECOMPUTE_MAX:
             # rows gathered from the projected points: O(K) per triplet and step instead of O(K d)
-            Xc = jnp.pad(Xc, ((0, bucket_size(n_pts) - n_pts), (0, 0)))
+            Xc, _ = pad_rows(Xc, n_pts)
             XB = Xc @ B.T
         else:
             Dp = Xc[tj[:, 0]] - Xc[tj[:, 1]]
             Dn = Xc[tj[:, 0]] - Xc[tj[:, 2]]
     else:
-        pad = ((0, m_pad - m), (0, 0))
-        Dp = jnp.pad(T[:, 0] - T[:, 1], pad)
-        Dn = jnp.pad(T[:, 0] - T[:, 2], pad)
+        Dp, _ = pad_rows(T[:, 0] - T[:, 1], m_pad)
+        Dn, _ = pad_rows(T[:, 0] - T[:, 2], m_pad)
     n_outer = max_iter // output_iter
     block = int(min(m_pad, 4096))
     idx = _host_rng(k_opt).integers(0, m, size=(n_outer, output_iter, batch_size), dtype=np.int32)
