@@ -55,7 +55,8 @@ CASES = {
 }
 
 
-def _pml_loss_and_miner(name: str):
+def pml_loss_and_miner(name: str):
+    """pytorch-metric-learning's ``(loss, miner or None)`` for a case name (its first word decides)."""
     from pytorch_metric_learning import losses as pml_losses
     from pytorch_metric_learning import miners as pml_miners
 
@@ -124,20 +125,27 @@ def metriclearn_epoch(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
     return run
 
 
+def pml_mlp(in_features: int):
+    """The protocol's torch MLP: ``in -> 256 -> ReLU -> 256 -> ReLU -> 64`` (PyTorch's default init)."""
+    import torch
+
+    dims = (in_features, *HIDDEN)
+    layers: list = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(dims[-1], EMBEDDING_DIM))
+    return torch.nn.Sequential(*layers)
+
+
 def pml_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
     """A zero-argument callable doing one pytorch-metric-learning training step on the next batch."""
     import torch
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    dims = (X.shape[1], *HIDDEN)
-    layers: list = []
-    for a, b in zip(dims[:-1], dims[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    layers.append(torch.nn.Linear(dims[-1], EMBEDDING_DIM))
-    net = torch.nn.Sequential(*layers)
+    net = pml_mlp(X.shape[1])
     opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-    loss_fn, miner = _pml_loss_and_miner(case)
+    loss_fn, miner = pml_loss_and_miner(case)
     xs = [torch.from_numpy(np.ascontiguousarray(X[b])) for b in idx]
     ys = [torch.from_numpy(np.asarray(y[b], np.int64)) for b in idx]
     counter = {"i": 0}

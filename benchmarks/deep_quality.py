@@ -33,7 +33,7 @@ import numpy as np
 from benchmarks import _timing
 
 EPOCHS = 30
-# name -> (metriclearn train_and_evaluate settings, PML (loss, miner) factory name)
+# name -> metriclearn train_and_evaluate settings (PML: benchmarks.deep.pml_loss_and_miner(name))
 LOSSES: dict[str, dict[str, Any]] = {
     "triplet": {
         "loss": "triplet_margin",
@@ -59,32 +59,27 @@ def ours(loss: str, seed: int) -> tuple[float, float]:
 def pml(loss: str, seed: int, split) -> tuple[float, float]:
     """``(P@1, MAP@R)`` of pytorch-metric-learning's run of the protocol at ``seed``."""
     import torch
-    from pytorch_metric_learning import losses, miners, samplers
+    from pytorch_metric_learning import samplers
 
+    from benchmarks.deep import BATCH_SIZE, LEARNING_RATE, M_PER_CLASS, pml_loss_and_miner, pml_mlp
     from metriclearn import evaluation
 
     X, y, X_test, y_test = split
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     np.random.seed(seed)  # noqa: NPY002 -- PML's sampler draws from the global NumPy generator
-    net = torch.nn.Sequential(
-        torch.nn.Linear(X.shape[1], 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 64),
+    net = pml_mlp(X.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    loss_fn, miner = pml_loss_and_miner(loss)
+    sampler = samplers.MPerClassSampler(
+        y, m=M_PER_CLASS, batch_size=BATCH_SIZE, length_before_new_iter=len(y)
     )
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    if loss == "triplet":
-        loss_fn = losses.TripletMarginLoss(margin=0.2)
-        miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
-    else:
-        loss_fn, miner = losses.ContrastiveLoss(), None
-    sampler = samplers.MPerClassSampler(y, m=16, batch_size=128, length_before_new_iter=len(y))
     data = torch.utils.data.TensorDataset(
         torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
     )
-    loader = torch.utils.data.DataLoader(data, batch_size=128, sampler=sampler, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=BATCH_SIZE, sampler=sampler, drop_last=True
+    )
     for _ in range(EPOCHS):
         for xb, yb in loader:
             opt.zero_grad()
