@@ -286,16 +286,18 @@ def _run(
     def line_search(x, f, g, t0):
         """Backtrack from ``t0`` until the Armijo condition holds."""
 
-        F = total(x, f)
+        h = total(x, 0.0)  # the L1 part at x, once per search
+        F = f + h
 
         def candidate(t):
             x_new = proj(prox(x - t * g, t))
             f_new = smooth(x_new)
+            h_new = total(x_new, 0.0)
             # Armijo on the composite objective along the projected (prox) step: the model decrease
             # <g, dx> + h(x_new) - h(x) is <= -||dx||^2 / t < 0 for any prox/projection step
-            decrease = jnp.sum(g * (x_new - x)) + total(x_new, 0.0) - total(x, 0.0)
+            decrease = jnp.sum(g * (x_new - x)) + h_new - h
             ok = jnp.isfinite(f_new) & (
-                total(x_new, f_new) <= F + _ARMIJO * decrease + 1e-12 * jnp.abs(F)
+                f_new + h_new <= F + _ARMIJO * decrease + 1e-12 * jnp.abs(F)
             )
             return x_new, f_new, ok
 
