@@ -118,8 +118,8 @@ def _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction: str) -> jax.Array:
 
     Same values and gradients as calling :mod:`metriclearn.reducers` twice, but the numerators and
     denominators of both terms come out of one stacked reduction (one kernel instead of four).
+    ``reduction`` is validated by the caller.
     """
-    check_choice(reduction, "reduction", _reducers.REDUCERS)
     lo = jnp.stack([pos_l, neg_l])
     w = jnp.broadcast_to(jnp.stack([pos_w, neg_w]).astype(lo.dtype), lo.shape)
     if reduction == "avg_nonzero":
@@ -227,7 +227,7 @@ def contrastive(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
-    _reducers.get(reduction)
+    check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos_w, neg_w = _pair_weights(lab, pair_mask, d.dtype)
     pos_l, neg_l = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
