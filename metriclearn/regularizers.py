@@ -176,11 +176,29 @@ def logdet_divergence_whitened(M: jax.Array, M0: jax.Array, W: jax.Array) -> jax
     Args:
       M: ``[d, d]`` symmetric.
       M0: ``[d, d]`` the prior.
-      W: ``[d, d]`` with ``W M0 W^T = I`` (e.g. ``inv(cholesky(M0))``); not checked.
+      W: ``[d, d]`` with ``W M0 W^T = I`` (e.g. ``inv(cholesky(M0))``). Concrete inputs are
+        checked (shapes, ``M0`` positive definite, ``W`` finite and whitening ``M0``); traced ones,
+        as inside a solver, are not.
 
     Returns:
       scalar ``D_ld(M, M0)`` (``inf`` outside the PD cone).
+
+    Raises:
+      ValueError: ``M0`` not a symmetric positive-definite ``[d, d]`` matrix, ``W`` not ``[d, d]``,
+        not finite, or ``W M0 W^T`` not the identity.
     """
+    d = M.shape[-1]
+    M0 = _check_prior(M0, d)
+    if not is_traced(W) and not is_traced(M0):
+        Wn = np.asarray(check_array(W, "W", ndim=2), np.float64)
+        if Wn.shape != (d, d):
+            raise ValueError(
+                f"W must be [{d}, {d}] (the inverse Cholesky factor of M0), got {Wn.shape}"
+            )
+        I = Wn @ np.asarray(M0, np.float64) @ Wn.T
+        tol = 1e-3 if np.asarray(W).dtype == np.float32 else 1e-8
+        if np.max(np.abs(I - np.eye(d))) > tol:
+            raise ValueError("W must whiten M0 (W M0 W^T = I): pass inv(cholesky(M0))")
     return _burg_whitened_sym(W @ (0.5 * (M + M.T) - M0) @ W.T)
 
 

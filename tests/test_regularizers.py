@@ -55,6 +55,26 @@ def test_logdet_divergence_accurate_near_the_prior_in_float32():
     assert np.all(np.isfinite(g0)) and float(jnp.max(jnp.abs(g0))) < 1e-4
 
 
+def test_logdet_divergence_whitened_rejects_bad_inputs():
+    M0 = jnp.asarray(spd(3, 8), jnp.float32)
+    W = jnp.asarray(np.linalg.inv(np.linalg.cholesky(spd(3, 8))), jnp.float32)
+    M = 1.1 * M0
+    assert np.isclose(
+        float(R.logdet_divergence_whitened(M, M0, W)), float(R.logdet_divergence(M, M0)), rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="W must be"):
+        R.logdet_divergence_whitened(M, M0, W[:2, :2])
+    with pytest.raises(ValueError, match="whiten"):
+        R.logdet_divergence_whitened(M, M0, jnp.eye(3))
+    with pytest.raises(ValueError, match="finite|NaN"):
+        R.logdet_divergence_whitened(M, M0, W.at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="positive definite"):
+        R.logdet_divergence_whitened(M, jnp.diag(jnp.array([1.0, 0.0, 1.0])), W)
+    # traced inputs (inside a solver) are not checked, and the jitted value is the same
+    jitted = jax.jit(R.logdet_divergence_whitened)(M, M0, W)
+    assert np.isclose(float(jitted), float(R.logdet_divergence(M, M0)), rtol=1e-4)
+
+
 def test_trace_is_nuclear_norm_on_psd(x64):
     M = spd(5)
     assert np.isclose(R.trace(jnp.asarray(M)), np.linalg.norm(M, "nuc"))
