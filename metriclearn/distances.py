@@ -97,10 +97,18 @@ def pairwise_sqeuclidean(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
     Y = X if same else Y
     xx = jnp.sum(X * X, axis=-1)
     yy = xx if same else jnp.sum(Y * Y, axis=-1)
-    d2 = xx[:, None] + yy[None, :] - 2.0 * (X @ Y.T)
-    d2 = jnp.maximum(d2, 0.0)
+    return _clamp_sqeuclidean(xx[:, None] + yy[None, :] - 2.0 * (X @ Y.T), same)
+
+
+def _clamp_sqeuclidean(raw: jax.Array, same: bool) -> jax.Array:
+    """:func:`pairwise_sqeuclidean` from the unclamped ``|x|^2 + |y|^2 - 2 x.y``.
+
+    Also used by hand-written gradients (``losses``) that need ``raw`` and must trace the very same
+    operations, so that XLA merges their distance matrix with other callers' in one program.
+    """
+    d2 = jnp.maximum(raw, 0.0)
     if same:
-        d2 = d2 * (1.0 - jnp.eye(X.shape[0], dtype=d2.dtype))
+        d2 = d2 * (1.0 - jnp.eye(raw.shape[0], dtype=d2.dtype))
     return d2
 
 

@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -42,7 +43,7 @@ import numpy as np
 from metriclearn import miners as _miners
 from metriclearn import reducers as _reducers
 from metriclearn._validation import check_array, check_choice, check_positive_int, is_traced
-from metriclearn.distances import safe_sqrt
+from metriclearn.distances import _clamp_sqeuclidean, safe_sqrt
 from metriclearn.miners import (
     check_embeddings_labels,
     cosine_similarity_matrix,
@@ -228,10 +229,77 @@ def contrastive(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
+    if pair_mask is None:
+        cfg = (float(pos_margin), float(neg_margin), bool(squared), bool(normalize))
+        return _contrastive_all_pairs(emb, lab, (*cfg, float(hinge_power), reduction))
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos_w, neg_w = _pair_weights(lab, pair_mask, d.dtype)
     pos_l, neg_l = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
     return _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction)
+
+
+def _contrastive_value_and_grad(emb, labels, cfg, *, with_grad: bool):
+    """:func:`contrastive` over all pairs (no miner) and, if ``with_grad``, its gradient in closed form.
+
+    Autodiff of the batch loss runs a dozen small kernels and two ``[B, B] x [B, d]`` products for
+    the backward pass; the gradient written out needs one of each. With ``D = dL/d(d2)`` on the
+    squared distances ``d2_ij = |x_i|^2 + |x_j|^2 - 2 x_i.x_j`` and ``S = D + D^T``::
+
+        dL/dx = 2 (rowsum(S) x - S x),    dL/de = s (g - x (x.g))  (x = s e, s = 1/|e|, g = dL/dx)
+
+    The forward pass traces the same operations as :func:`metriclearn.miners.distance_matrix`, so
+    inside a train step XLA still merges it with the distance curves'. The subgradients are
+    autodiff's: ``[.]_+`` has derivative 0 at 0, ``max(raw, 0)`` splits 1/2 : 1/2 at a tie, the safe
+    sqrt and the normalization have derivative 0 at zero.
+    """
+    pos_margin, neg_margin, squared, normalize, hinge_power, reduction = cfg
+    scale = _miners._l2_scale(emb) if normalize else None
+    x = emb * scale if normalize else emb
+    xx = jnp.sum(x * x, axis=-1)
+    raw = xx[:, None] + xx[None, :] - 2.0 * (x @ x.T)
+    d2 = _clamp_sqeuclidean(raw, True)
+    d = d2 if squared else safe_sqrt(d2)
+    pos_w, neg_w = _pair_weights(labels, None, d.dtype)
+    pos_l, neg_l = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
+    loss = _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction)
+    if not with_grad:
+        return loss, None
+    hp, hn = jax.nn.relu(d - pos_margin), jax.nn.relu(neg_margin - d)
+    if reduction == "avg_nonzero":  # the pairs counted are the active ones; their loss is > 0
+        pos_w, neg_w = pos_w * (pos_l > 0), neg_w * (neg_l > 0)
+    if reduction == "sum":
+        cp = cn = jnp.ones((), d.dtype)
+    else:
+        one = jnp.ones((), d.dtype)
+        cp = _reducers.safe_divide(one, jnp.sum(pos_w))
+        cn = _reducers.safe_divide(one, jnp.sum(neg_w))
+    if hinge_power == 1:
+        dp, dn = (hp > 0).astype(d.dtype), (hn > 0).astype(d.dtype)
+    else:
+        dp = jnp.where(hp > 0, hinge_power * hp ** (hinge_power - 1), 0.0)
+        dn = jnp.where(hn > 0, hinge_power * hn ** (hinge_power - 1), 0.0)
+    g = cp * pos_w * dp - cn * neg_w * dn  # dL/dd
+    if not squared:
+        g = jnp.where(d2 > 0, g * 0.5 / jnp.where(d2 > 0, d, 1.0), 0.0)
+    tie = jnp.where(raw > 0, 1.0, jnp.where(raw == 0, 0.5, 0.0))
+    g = g * tie * (1.0 - jnp.eye(raw.shape[0], dtype=g.dtype))  # dL/draw
+    s = g + g.T
+    gx = 2.0 * (jnp.sum(s, axis=1, keepdims=True) * x - s @ x)
+    if normalize:
+        gx = scale * (gx - x * jnp.sum(x * gx, axis=-1, keepdims=True))
+    return loss, gx
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _contrastive_all_pairs(emb, labels, cfg):
+    return _contrastive_value_and_grad(emb, labels, cfg, with_grad=False)[0]
+
+
+@_contrastive_all_pairs.defjvp
+def _contrastive_all_pairs_jvp(cfg, primals, tangents):
+    emb, labels = primals
+    loss, grad = _contrastive_value_and_grad(emb, labels, cfg, with_grad=True)
+    return loss, jnp.sum(grad * tangents[0])
 
 
 def contrastive_pair(

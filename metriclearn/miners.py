@@ -110,9 +110,14 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     For ``|x| > eps`` the values equal ``torch.nn.functional.normalize`` (which divides by
     ``max(|x|, eps)``); below ``eps`` the result is 0 instead of ``x / eps``.
     """
+    return x * _l2_scale(x, axis=axis, eps=eps)
+
+
+def _l2_scale(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """The factor :func:`l2_normalize` multiplies by: ``1 / |x|`` where ``|x| > eps``, else 0."""
     norm = safe_sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
     ok = norm > eps
-    return x * jnp.where(ok, 1.0 / jnp.where(ok, norm, 1.0), 0.0)
+    return jnp.where(ok, 1.0 / jnp.where(ok, norm, 1.0), 0.0)
 
 
 def distance_matrix(
