@@ -229,9 +229,10 @@ def contrastive(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
-    if pair_mask is None:
+    if pair_mask is None and not any(map(is_traced, (pos_margin, neg_margin, hinge_power))):
         cfg = (float(pos_margin), float(neg_margin), bool(squared), bool(normalize))
         return _contrastive_all_pairs(emb, lab, (*cfg, float(hinge_power), reduction))
+    # with a miner's weights, or margins traced by an outer jit / grad: autodiff of the same loss
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos_w, neg_w = _pair_weights(lab, pair_mask, d.dtype)
     pos_l, neg_l = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)

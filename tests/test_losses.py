@@ -387,6 +387,24 @@ def test_contrastive_closed_form_gradient_matches_autodiff(dtype):
             np.testing.assert_allclose(h, h0, rtol=1e-4, atol=1e-4 * hs, err_msg=str(kw))
 
 
+def test_contrastive_traced_margins(x64):
+    """Margins passed as traced arrays (an outer jit, a gradient in the margin) take autodiff."""
+    x, y = _batch(5)
+    want = losses.contrastive(x, y, pos_margin=0.1, neg_margin=0.9)
+    got = jax.jit(lambda m: losses.contrastive(x, y, pos_margin=m[0], neg_margin=m[1]))(
+        jnp.array([0.1, 0.9])
+    )
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-12)
+    # with reduction='sum', dL/d(neg_margin) is the number of active negative (ordered) pairs
+    g = jax.grad(lambda m: losses.contrastive(x, y, neg_margin=m, reduction="sum"))(0.9)
+    d = _dist(x)
+    active = sum(
+        1 for i, j in itertools.permutations(range(B), 2) if y[i] != y[j] and d[i, j] < 0.9
+    )
+    assert active > 0
+    np.testing.assert_allclose(float(g), active, rtol=1e-12)
+
+
 def test_contrastive_pairs_agree_with_batch(x64):
     x, y = _batch(11)
     idx = np.array([(i, j) for i, j in itertools.permutations(range(B), 2)])
