@@ -18,6 +18,7 @@ Run::
     python -m benchmarks.deep            # both libraries, 3 losses, 30 alternating steps each
     python -m benchmarks.deep --steps 60
     python -m benchmarks.deep --quick    # metriclearn only, few steps (smoke test; no torch needed)
+    python -m benchmarks.deep --anatomy  # each step with and without its loss, both libraries
 """
 
 from __future__ import annotations
@@ -103,15 +104,26 @@ def metriclearn_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray
     return run
 
 
-def metriclearn_epoch(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
+def _mean_square(embeddings):
+    """The stand-in loss of :func:`anatomy`: no pairs, an elementwise gradient."""
+    return (embeddings * embeddings).mean()
+
+
+def metriclearn_epoch(
+    case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray, *, loss_free: bool = False
+):
     """A zero-argument callable running one scanned epoch over all of ``idx`` (what ``fit`` runs).
 
     The data stay on device and the epoch is one jitted ``lax.scan`` over the batches, so a step pays
-    no Python dispatch; divide its time by ``len(idx)`` for milliseconds per step.
+    no Python dispatch; divide its time by ``len(idx)`` for milliseconds per step. ``loss_free``
+    replaces the case's loss by the mean square of the embeddings (the rest of the step is kept:
+    model, Adam, distance curves and finiteness checks).
     """
     loss, loss_kw, miner, miner_kw = CASES[case]
     model = models.build_model("mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM)
     spec = losses.build(loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw)
+    if loss_free:
+        spec = spec._replace(apply=lambda params, emb, labels, key: _mean_square(emb))
     opt = optax.adam(LEARNING_RATE)
     state = {"s": training.create_train_state(0, model, spec, opt, X[:1])}
     epoch = training.make_train_epoch(model, spec, opt, donate=True)
@@ -137,8 +149,13 @@ def pml_mlp(in_features: int):
     return torch.nn.Sequential(*layers)
 
 
-def pml_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
-    """A zero-argument callable doing one pytorch-metric-learning training step on the next batch."""
+def pml_stepper(
+    case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray, *, loss_free: bool = False
+):
+    """A zero-argument callable doing one pytorch-metric-learning training step on the next batch.
+
+    ``loss_free``: the mean square of the embeddings instead of the case's loss and miner.
+    """
     import torch
 
     torch.set_num_threads(2)
@@ -146,6 +163,8 @@ def pml_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
     net = pml_mlp(X.shape[1])
     opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     loss_fn, miner = pml_loss_and_miner(case)
+    if loss_free:
+        loss_fn, miner = (lambda emb, labels: _mean_square(emb)), None
     xs = [torch.from_numpy(np.ascontiguousarray(X[b])) for b in idx]
     ys = [torch.from_numpy(np.asarray(y[b], np.int64)) for b in idx]
     counter = {"i": 0}
@@ -205,6 +224,55 @@ def run(steps: int = 30, quick: bool = False, cases: list[str] | None = None) ->
     return rows
 
 
+def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
+    """Where each library's step time goes: the whole step, and the step with a loss-free stand-in.
+
+    Per case, four candidates run back to back (``_timing.back_to_back``): metriclearn's scanned epoch
+    and PML's step, each with the case's loss and with :func:`_mean_square` instead. The model, Adam
+    and (for metriclearn) the distance curves and finiteness checks stay. ``PML step / our loss-free
+    step`` bounds the speed-up any loss implementation of ours could reach on this machine.
+    """
+    X, y, idx = make_batches(max(steps, 8))
+    epoch_idx = idx[: max(len(y) // BATCH_SIZE, 1)]
+    rows = []
+    for case in cases or list(CASES):
+        candidates = {
+            "ours": metriclearn_epoch(case, X, y, epoch_idx),
+            "ours_free": metriclearn_epoch(case, X, y, epoch_idx, loss_free=True),
+            "pml": pml_stepper(case, X, y, idx),
+            "pml_free": pml_stepper(case, X, y, idx, loss_free=True),
+        }
+        t = _timing.back_to_back(candidates, calls=max(steps // 3, 3), rounds=3)
+        ms = {k: 1e3 * v / (len(epoch_idx) if k.startswith("ours") else 1) for k, v in t.items()}
+        rows.append(
+            [
+                case,
+                ms["ours"],
+                ms["ours_free"],
+                ms["ours"] - ms["ours_free"],
+                ms["pml"],
+                ms["pml_free"],
+                ms["pml"] - ms["pml_free"],
+                _timing.ratio(ms["pml"], ms["ours"]),
+                _timing.ratio(ms["pml"], ms["ours_free"]),
+            ]
+        )
+    return rows
+
+
+ANATOMY_HEADER = [
+    "loss / miner",
+    "metriclearn ms/step",
+    "metriclearn ms/step, loss-free",
+    "metriclearn loss ms",
+    "PML ms/step",
+    "PML ms/step, loss-free",
+    "PML loss + miner ms",
+    "speed-up",
+    "speed-up bound (PML step / our loss-free step)",
+]
+
+
 def table_header(quick: bool) -> list[str]:
     """Column names of :func:`run`'s rows."""
     ours = ["metriclearn ms/step (jitted step)", "metriclearn ms/step (scanned epoch, as fit runs)"]
@@ -228,7 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="alternating timed steps per case")
     parser.add_argument("--quick", action="store_true", help="metriclearn only, 5 steps")
+    parser.add_argument(
+        "--anatomy",
+        action="store_true",
+        help="split each step into loss and the rest (model, Adam), both libraries, back to back",
+    )
     args = parser.parse_args(argv)
+    if args.quick and args.anatomy:
+        parser.error("--anatomy needs pytorch-metric-learning; it has no --quick mode")
     steps = 5 if args.quick else args.steps
     print(_timing.machine_line())
     if not args.quick:
@@ -242,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         f"digits train split, MLP 64-256-256-64, Adam {LEARNING_RATE}, batch {BATCH_SIZE} "
         f"({M_PER_CLASS} per class), median of {steps} alternating steps\n"
     )
+    if args.anatomy:
+        print(_timing.markdown_table(ANATOMY_HEADER, anatomy(steps=steps)))
+        return 0
     rows = run(steps=steps, quick=args.quick)
     header = table_header(args.quick)
     print(_timing.markdown_table(header, rows))

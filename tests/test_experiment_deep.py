@@ -123,3 +123,20 @@ def test_benchmark_quick_mode_metriclearn_side():
     assert len(rows) == 1 and rows[0][0] == "contrastive (all pairs)"
     ms_per_step, compile_s = rows[0][1], rows[0][2]
     assert 0 < ms_per_step < 5000 and compile_s > 0
+
+
+def test_benchmark_anatomy_splits_the_step():
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from benchmarks import deep as bench
+
+    (row,) = bench.anatomy(steps=3, cases=["contrastive (all pairs)"])
+    assert len(row) == len(bench.ANATOMY_HEADER) and row[0] == "contrastive (all pairs)"
+    ours, ours_free, ours_loss, pml, pml_free, pml_loss, speedup, bound = row[1:]
+    assert min(ours, ours_free, pml, pml_free) > 0
+    assert ours_loss == pytest.approx(ours - ours_free) and pml_loss == pytest.approx(pml - pml_free)
+    assert speedup == pytest.approx(pml / ours) and bound == pytest.approx(pml / ours_free)
+    # PML's all-pairs contrastive loss runs dozens of torch ops: never free next to its MLP step
+    assert pml_loss > 0.1 * pml_free
+    with pytest.raises(SystemExit):
+        bench.main(["--anatomy", "--quick"])
