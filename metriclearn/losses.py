@@ -83,10 +83,14 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
-def _masked_logsumexp(x: jax.Array, mask: jax.Array, axis: int, *, add_one: bool) -> jax.Array:
+def _masked_logsumexp(
+    x: jax.Array, mask: jax.Array, axis: int, *, add_one: bool, with_softmax: bool = False
+):
     """``log(sum_{mask} exp(x) [+ 1])`` along ``axis``; 0 where the mask is empty (PML semantics).
 
-    Stable (max-shifted, the shift under ``stop_gradient``) and NaN-free in value and gradient.
+    Stable (max-shifted, the shift under ``stop_gradient``) and NaN-free in value and gradient. With
+    ``with_softmax`` also returns its gradient with respect to ``x`` (the masked softmax, shape of
+    ``x``; 0 off the mask and on empty rows), for hand-written backward passes.
     """
     neg = jnp.asarray(jnp.finfo(x.dtype).min, x.dtype)
     xm = jnp.where(mask, x, neg)
@@ -94,13 +98,17 @@ def _masked_logsumexp(x: jax.Array, mask: jax.Array, axis: int, *, add_one: bool
     if add_one:
         m = jnp.maximum(m, 0.0)
     m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-    s = jnp.sum(jnp.where(mask, jnp.exp(jnp.where(mask, x, m) - m), 0.0), axis=axis, keepdims=True)
+    e = jnp.where(mask, jnp.exp(jnp.where(mask, x, m) - m), 0.0)
+    s = jnp.sum(e, axis=axis, keepdims=True)
     if add_one:
         s = s + jnp.exp(-m)
     any_ = jnp.any(mask, axis=axis, keepdims=True)
     ok = s > 0
     out = jnp.where(ok, jnp.log(jnp.where(ok, s, 1.0)), 0.0) + m
-    return jnp.squeeze(jnp.where(any_, out, 0.0), axis=axis)
+    out = jnp.squeeze(jnp.where(any_, out, 0.0), axis=axis)
+    if not with_softmax:
+        return out
+    return out, jnp.where(any_ & ok, e / jnp.where(ok, s, 1.0), 0.0)
 
 
 def _pair_weights(labels: jax.Array, pair_mask, dtype) -> tuple[jax.Array, jax.Array]:
@@ -286,9 +294,16 @@ def _contrastive_value_and_grad(emb, labels, cfg, *, with_grad: bool):
     g = g * tie * (1.0 - jnp.eye(raw.shape[0], dtype=g.dtype))  # dL/draw
     s = g + g.T
     gx = 2.0 * (jnp.sum(s, axis=1, keepdims=True) * x - s @ x)
-    if normalize:
-        gx = scale * (gx - x * jnp.sum(x * gx, axis=-1, keepdims=True))
-    return loss, gx
+    return loss, _l2_normalize_backward(x, scale, gx) if normalize else gx
+
+
+def _l2_normalize_backward(x, scale, gx):
+    """``dL/de`` from ``gx = dL/dx`` for ``x = scale * e`` (:func:`metriclearn.miners.l2_normalize`).
+
+    ``scale (gx - x (x . gx))`` row-wise: the Jacobian of ``e / |e|`` is ``(I - x x^T) / |e|``; rows
+    with ``|e| <= eps`` have ``scale = 0`` and get 0, as autodiff of the ``where`` gives.
+    """
+    return scale * (gx - x * jnp.sum(x * gx, axis=-1, keepdims=True))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -589,11 +604,51 @@ def multi_similarity(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     red = _reducers.get(reduction)
-    s = cosine_similarity_matrix(emb)
-    pos_w, neg_w = _pair_weights(lab, pair_mask, s.dtype)
-    pos_l = _masked_logsumexp(-alpha * (s - base), pos_w > 0, 1, add_one=True) / alpha
-    neg_l = _masked_logsumexp(beta * (s - base), neg_w > 0, 1, add_one=True) / beta
-    return red(pos_l + neg_l)
+    pos_w, neg_w = _pair_weights(lab, pair_mask, emb.dtype)
+    if not any(map(is_traced, (alpha, beta, base))):
+        # the pair sets enter only as ``> 0`` masks: no gradient flows through a miner's weights
+        cfg = (float(alpha), float(beta), float(base), reduction)
+        return _multi_similarity_masked(emb, pos_w > 0, neg_w > 0, cfg)
+    # hyperparameters traced by an outer jit / grad: autodiff of the same loss
+    return _multi_similarity_value_and_grad(emb, pos_w > 0, neg_w > 0, (alpha, beta, base, red))[0]
+
+
+def _multi_similarity_value_and_grad(emb, pos, neg, cfg, *, with_grad: bool = False):
+    """:func:`multi_similarity` on boolean pair sets and, if ``with_grad``, its gradient in closed form.
+
+    With ``S = x x^T`` (``x`` the L2-normalized rows), the per-anchor terms' derivatives are the masked
+    softmaxes ``W+`` (positives, of ``-alpha (S - base)``) and ``W-`` (negatives, of ``beta (S -
+    base)``), so ``dL/dS = c (W- - W+)`` row-wise, with ``c`` the reducer's weight of each anchor,
+    and ``dL/dx = (G + G^T) x`` for ``G = dL/dS``, then :func:`_l2_normalize_backward`. The forward
+    pass traces the same operations as :func:`metriclearn.miners.cosine_similarity_matrix` (XLA
+    merges it with the miner's and the distance curves' products).
+    """
+    alpha, beta, base, reduction = cfg
+    red = _reducers.get(reduction) if isinstance(reduction, str) else reduction
+    scale = _miners._l2_scale(emb)
+    x = emb * scale
+    s = x @ x.T
+    pos_l, w_pos = _masked_logsumexp(-alpha * (s - base), pos, 1, add_one=True, with_softmax=True)
+    neg_l, w_neg = _masked_logsumexp(beta * (s - base), neg, 1, add_one=True, with_softmax=True)
+    per_anchor = pos_l / alpha + neg_l / beta
+    loss = red(per_anchor)
+    if not with_grad:
+        return loss, None
+    c = jax.grad(red)(per_anchor)  # [B]: the reducer's own (sub)gradient
+    g = c[:, None] * (w_neg - w_pos)
+    return loss, _l2_normalize_backward(x, scale, (g + g.T) @ x)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _multi_similarity_masked(emb, pos, neg, cfg):
+    return _multi_similarity_value_and_grad(emb, pos, neg, cfg)[0]
+
+
+@_multi_similarity_masked.defjvp
+def _multi_similarity_masked_jvp(cfg, primals, tangents):
+    emb, pos, neg = primals
+    loss, grad = _multi_similarity_value_and_grad(emb, pos, neg, cfg, with_grad=True)
+    return loss, jnp.sum(grad * tangents[0])
 
 
 def lifted_structure(

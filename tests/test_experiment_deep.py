@@ -134,7 +134,9 @@ def test_benchmark_anatomy_splits_the_step():
     assert len(row) == len(bench.ANATOMY_HEADER) and row[0] == "contrastive (all pairs)"
     ours, ours_free, ours_loss, pml, pml_free, pml_loss, speedup, bound = row[1:]
     assert min(ours, ours_free, pml, pml_free) > 0
-    assert ours_loss == pytest.approx(ours - ours_free) and pml_loss == pytest.approx(pml - pml_free)
+    assert ours_loss == pytest.approx(ours - ours_free) and pml_loss == pytest.approx(
+        pml - pml_free
+    )
     assert speedup == pytest.approx(pml / ours) and bound == pytest.approx(pml / ours_free)
     # PML's all-pairs contrastive loss runs dozens of torch ops: never free next to its MLP step
     assert pml_loss > 0.1 * pml_free

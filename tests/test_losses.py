@@ -183,6 +183,53 @@ def test_multi_similarity_brute_force(x64):
     np.testing.assert_allclose(float(got), np.mean(per), rtol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_multi_similarity_closed_form_gradient_matches_autodiff(dtype):
+    """multi_similarity differentiates through a hand-written rule unless its hyperparameters are
+    traced; traced (an outer jit's arguments) it is plain autodiff of the same loss. Both must agree,
+    with and without the miner's pair sets, at ties, all-zero rows and a class with one member."""
+    with jax.enable_x64(dtype == "float64"):
+        x, y, x_clean, y_clean = _ties_batch(dtype)
+        y = y.copy()
+        y[-1] = 7  # a class of one: an anchor without positives
+        mined = miners.multi_similarity(x, y, epsilon=0.1)
+        configs = [
+            ({}, None),
+            ({"reduction": "sum"}, None),
+            ({"reduction": "avg_nonzero", "alpha": 1.0, "beta": 10.0, "base": 0.2}, None),
+            ({}, mined),
+        ]
+        for kw, pair_mask in configs:
+            hyper = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
+            hyper.update({k: kw[k] for k in hyper if k in kw})
+            red = kw.get("reduction", "mean")
+
+            def labels_for(e):
+                return y if e.shape[0] == len(y) else y_clean
+
+            def fast(e, hyper=hyper, red=red, pm=pair_mask):
+                pm = pm if e.shape[0] == len(y) else None
+                return losses.multi_similarity(
+                    e, labels_for(e), reduction=red, pair_mask=pm, **hyper
+                )
+
+            def autodiff(e, hyper=hyper, red=red, pm=pair_mask):
+                pm = pm if e.shape[0] == len(y) else None
+                h = jnp.asarray([hyper["alpha"], hyper["beta"], hyper["base"]], e.dtype)
+
+                @jax.jit
+                def traced(e, h):
+                    a, b, c = h[0], h[1], h[2]
+                    return losses.multi_similarity(
+                        e, labels_for(e), alpha=a, beta=b, base=c, reduction=red, pair_mask=pm
+                    )
+
+                return traced(e, h)
+
+            what = f"{kw} mined={pair_mask is not None}"
+            _assert_same_derivatives(fast, autodiff, x, x_clean, _RTOL[dtype], what)
+
+
 def test_lifted_structure_brute_force(x64):
     x, y = _batch(3)
     d = _dist(x)
@@ -333,26 +380,54 @@ def test_arcface_cosface_brute_force(x64):
 # ------------------------------------------------------------------------------------------------
 
 
+def _assert_same_derivatives(fast, autodiff, x, x_clean, rtol, what):
+    """``fast`` (hand-written derivative rule) against ``autodiff`` (the same loss, plain autodiff).
+
+    Values and gradients on ``x``, a forward-mode derivative along a random tangent, and Hessians on
+    ``x_clean`` (a small batch without ties, where the loss is twice differentiable).
+    """
+    tangent = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), x.dtype)
+    v, g = jax.jit(jax.value_and_grad(fast))(x)
+    v0, g0 = jax.jit(jax.value_and_grad(autodiff))(x)
+    assert g.dtype == x.dtype
+    np.testing.assert_allclose(float(v), float(v0), rtol=rtol, err_msg=what)
+    scale = float(jnp.max(jnp.abs(g0)))
+    assert scale > 0, what  # active pairs: equal zero gradients would prove nothing
+    np.testing.assert_allclose(g, g0, rtol=rtol, atol=rtol * scale, err_msg=what)
+    _, jvp = jax.jit(lambda e, t: jax.jvp(fast, (e,), (t,)))(x, tangent)
+    np.testing.assert_allclose(
+        float(jvp), float(jnp.sum(g0 * tangent)), rtol=1e-4, atol=rtol * scale
+    )
+    h, h0 = jax.jit(jax.hessian(fast))(x_clean), jax.jit(jax.hessian(autodiff))(x_clean)
+    hs = float(jnp.max(jnp.abs(h0)))
+    np.testing.assert_allclose(h, h0, rtol=1e-4, atol=1e-4 * hs, err_msg=what)
+
+
+def _ties_batch(dtype, b=12):
+    """A batch with coincident rows (4, 5) and an all-zero row (6), and a small batch without ties."""
+    x, y = _batch(3, b=b, d=5)
+    x[4] = x[5]
+    x[6] = 0.0
+    x_clean, y_clean = _batch(4, b=6, d=3)
+    return jnp.asarray(x, dtype), y, jnp.asarray(x_clean, dtype), y_clean
+
+
+# float32: near coincident rows the rounding of |x|^2 + |y|^2 - 2 x.y decides d ~ 1e-3 and gradients
+# there scale as 1/d, so two kernels' rounding shows up at ~1e-4 of the gradient's scale
+_RTOL = {"float32": 1e-4, "float64": 1e-10}
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_contrastive_closed_form_gradient_matches_autodiff(dtype):
     """Without a miner, contrastive differentiates through a hand-written rule (``custom_jvp``).
 
     With a miner it is plain autodiff of the same loss, and an all-ones pair mask turns that path
     into the same function: values, gradients and forward-mode derivatives must agree, also at
-    coincident and all-zero embeddings (ties, the safe sqrt and the norm at 0), and second
-    derivatives (autodiff through the rule) must agree on a batch without ties.
+    coincident and all-zero embeddings (ties, the safe sqrt and the norm at 0), and Hessians
+    (autodiff through the rule) on a batch without ties.
     """
     with jax.enable_x64(dtype == "float64"):
-        b = 12
-        x, y = _batch(3, b=b, d=5)
-        x[4] = x[5]
-        x[6] = 0.0
-        x = jnp.asarray(x, dtype)
-        tangent = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), dtype)
-        x_clean = jnp.asarray(_batch(4, b=6, d=3)[0], dtype)
-        # float32: near coincident rows the rounding of |x|^2 + |y|^2 - 2 x.y decides d ~ 1e-3 and the
-        # gradient there scales as 1/d, so the two kernels' rounding shows up at ~1e-4 of the scale
-        rtol = 1e-10 if dtype == "float64" else 1e-4
+        x, y, x_clean, y_clean = _ties_batch(dtype)
         configs = [
             {},
             {"squared": True},
@@ -363,28 +438,16 @@ def test_contrastive_closed_form_gradient_matches_autodiff(dtype):
         ]
         for kw in configs:
 
-            def fast(e, labels=y, kw=kw):
+            def fast(e, kw=kw):
+                labels = y if e.shape[0] == len(y) else y_clean
                 return losses.contrastive(e, labels, **kw)
 
-            def autodiff(e, labels=y, kw=kw):
+            def autodiff(e, kw=kw):
+                labels = y if e.shape[0] == len(y) else y_clean
                 m = jnp.ones((e.shape[0], e.shape[0]), e.dtype)
                 return losses.contrastive(e, labels, pair_mask=(m, m), **kw)
 
-            v, g = jax.jit(jax.value_and_grad(fast))(x)
-            v0, g0 = jax.jit(jax.value_and_grad(autodiff))(x)
-            assert g.dtype == x.dtype
-            np.testing.assert_allclose(float(v), float(v0), rtol=rtol, err_msg=str(kw))
-            scale = float(jnp.max(jnp.abs(g0)))
-            assert scale > 0, kw  # active pairs: equal zero gradients would prove nothing
-            np.testing.assert_allclose(g, g0, rtol=rtol, atol=rtol * scale, err_msg=str(kw))
-            _, jvp = jax.jit(lambda e, t: jax.jvp(fast, (e,), (t,)))(x, tangent)
-            np.testing.assert_allclose(
-                float(jvp), float(jnp.sum(g0 * tangent)), rtol=1e-4, atol=rtol * scale
-            )
-            h = jax.jit(jax.hessian(lambda e, kw=kw: fast(e, y[:6], kw)))(x_clean)
-            h0 = jax.jit(jax.hessian(lambda e, kw=kw: autodiff(e, y[:6], kw)))(x_clean)
-            hs = float(jnp.max(jnp.abs(h0)))
-            np.testing.assert_allclose(h, h0, rtol=1e-4, atol=1e-4 * hs, err_msg=str(kw))
+            _assert_same_derivatives(fast, autodiff, x, x_clean, _RTOL[dtype], str(kw))
 
 
 def test_contrastive_traced_margins(x64):
