@@ -420,11 +420,12 @@ def _hinge_triplets_masked(d, w, margin, reduction):
 
 
 def _hinge_triplets_counted(d, lab, margin, reduction, miner_type=None, miner_margin=0.0):
-    """The hinge triplet loss over valid (optionally mined) triplets in ``O(B^2 log B)``.
+    """The hinge triplet loss over valid (optionally mined) triplets, backward pass on ``[B, B]``.
 
     The active triplets (valid, mined by :func:`metriclearn.miners.triplet_margin` of type
     ``miner_type`` on the same distances, hinge ``> 0``) are only counted per pair
-    (``P[a,p] = sum_n A``, ``N[a,n] = sum_p A``, by bisection on sorted rows), and the loss is the
+    (``P[a,p] = sum_n A``, ``N[a,n] = sum_p A``, integer sums of the ``[B, B, B]`` condition, see
+    :func:`metriclearn.miners._triplet_margin_counts`), and the loss is the
     linear form ``sum d_ap P - sum d_an N + margin sum P``: equal in value (up to rounding) and gradient
     to the ``[B, B, B]`` formula.
     """
@@ -1186,8 +1187,8 @@ def _check_kwargs(fn: Callable, kwargs: dict, what: str, exclude: tuple[str, ...
         )
 
 
-# triplet miners whose mined triplets are margin conditions on d(a,n) - d(a,p): they can be counted per
-# pair by bisection (metriclearn.miners._triplet_margin_counts) instead of materialized as [B, B, B]
+# triplet miners whose mined triplets are margin conditions on d(a,n) - d(a,p): they are counted per
+# pair (metriclearn.miners._triplet_margin_counts) instead of materialized as a float [B, B, B] mask
 _COUNTED_MINERS = {"semihard": "semihard", "hard": "hard", "triplet_margin": None}
 
 

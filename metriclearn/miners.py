@@ -275,8 +275,9 @@ def _triplet_margin_counts(
     only the triplets with a positive hinge ``(d(a,p) - d(a,n)) + loss_margin > 0``) this returns
     ``(sum_n T[a, p, n], sum_p T[a, p, n])``, i.e. :func:`triplets_to_pairs` of that mask, exactly
     (integer counts, the same floating-point comparisons). The ``[B, B, B]`` condition is a boolean
-    expression of ``[B, B]`` operands that XLA fuses into the two reductions, so no ``[B, B, B]``
-    float array is stored.
+    expression of ``[B, B]`` operands summed as int32: no float mask, no gradient through it. (Exact
+    bisection on sorted rows would be ``O(B^2 log B)``, but XLA:CPU's gathers made it 4x slower at
+    ``B = 128``.)
 
     Args:
       d: ``[B, B]`` distances (gradient is stopped here).
@@ -297,8 +298,11 @@ def _triplet_margin_counts(
     keep = pos[:, :, None] & neg[:, None, :] & _margin_condition(m, type_of_triplets, margin)
     if loss_margin is not None:
         keep = keep & ((dap - dan) + loss_margin > 0)
-    keep = keep.astype(d.dtype)
-    return jnp.sum(keep, axis=2), jnp.sum(keep, axis=1)
+    # integer sums: on XLA:CPU a float sum of the [B, B, B] condition goes to a library reduction
+    # that first writes the condition out as floats; the int32 sums ran the step 12% faster
+    pos_counts = jnp.sum(keep, axis=2, dtype=jnp.int32)
+    neg_counts = jnp.sum(keep, axis=1, dtype=jnp.int32)
+    return pos_counts.astype(d.dtype), neg_counts.astype(d.dtype)
 
 
 def hard(
