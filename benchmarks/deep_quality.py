@@ -4,8 +4,8 @@ The anchors in ``../shared/ANCHORS.md`` are one seed of pytorch-metric-learning 
 test query is 0.0019 of P@1 and seeds spread MAP@R by about +-0.009, so a single seed cannot tell two
 implementations apart. This runs the protocol (MLP 64 -> 256 -> 256 -> 64, Adam 1e-3,
 ``MPerClassSampler(m=16, batch_size=128, length_before_new_iter=len(train))``, 30 epochs, digits
-70/30 split) for seeds ``0 .. n-1`` in both libraries and prints the mean +- std of P@1 and MAP@R,
-and Welch's t-test p-value for the difference of the means.
+70/30 split or MNIST-1D's own split) for seeds ``0 .. n-1`` in both libraries and prints the mean +-
+std of P@1 and MAP@R, and Welch's t-test p-value for the difference of the means.
 
 Both libraries' test embeddings are scored by :func:`metriclearn.evaluation.retrieval_metrics`
 (query = reference, self excluded; PML's ``AccuracyCalculator`` needs faiss, which is not installed
@@ -17,6 +17,7 @@ Run::
 
     python -m benchmarks.deep_quality                     # 60 seeds, triplet + semihard and contrastive
     python -m benchmarks.deep_quality --seeds 10 --losses triplet
+    python -m benchmarks.deep_quality --dataset mnist1d --seeds 20
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ LOSSES: dict[str, dict[str, Any]] = {
 }
 
 
-def ours(loss: str, seed: int) -> tuple[float, float]:
+DATASETS = ("digits", "mnist1d")
+
+
+def ours(loss: str, seed: int, dataset: str = "digits") -> tuple[float, float]:
     """``(P@1, MAP@R)`` of metriclearn's run of the protocol at ``seed``."""
     from metriclearn import training
 
-    cfg = {"dataset": "digits", "seed": seed, "epochs": EPOCHS, "eval_every": EPOCHS}
+    cfg = {"dataset": dataset, "seed": seed, "epochs": EPOCHS, "eval_every": EPOCHS}
     cfg.update(LOSSES[loss], progress=False)
     with tempfile.TemporaryDirectory() as workdir:
         res = training.train_and_evaluate(cfg, workdir)
@@ -100,18 +104,18 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def run(n_seeds: int, losses: Sequence[str], log=print) -> list[list[Any]]:
+def run(n_seeds: int, losses: Sequence[str], log=print, dataset: str = "digits") -> list[list[Any]]:
     """Table rows ``[loss, metric, ours mean +- std, PML mean +- std, difference, p]``."""
     from metriclearn import training
 
-    X, y, X_test, y_test, _ = training.load_split("digits")
+    X, y, X_test, y_test, _ = training.load_split(dataset)
     split = (X, y, X_test, y_test)
     rows = []
     for loss in losses:
         scores = {"metriclearn": [], "pytorch-metric-learning": []}
         for seed in range(n_seeds):
             t0 = time.perf_counter()
-            scores["metriclearn"].append(ours(loss, seed))
+            scores["metriclearn"].append(ours(loss, seed, dataset))
             scores["pytorch-metric-learning"].append(pml(loss, seed, split))
             log(
                 f"  {loss} seed {seed}: ours P@1 / MAP@R {scores['metriclearn'][-1][0]:.4f} / "
@@ -140,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--losses", default="triplet,contrastive", help="comma list: triplet, contrastive"
     )
+    parser.add_argument("--dataset", default="digits", choices=DATASETS)
     args = parser.parse_args(argv)
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = sorted(set(losses) - set(LOSSES))
@@ -149,9 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seeds must be at least 2 (a standard deviation needs two runs)")
     print(_timing.machine_line())
     print(
-        f"digits, ANCHORS protocol, {EPOCHS} epochs, seeds 0..{args.seeds - 1} in both libraries\n"
+        f"{args.dataset}, ANCHORS protocol, {EPOCHS} epochs, seeds 0..{args.seeds - 1} in both "
+        "libraries\n"
     )
-    rows = run(args.seeds, losses)
+    rows = run(args.seeds, losses, dataset=args.dataset)
     header = ["loss", "metric", "metriclearn", "pytorch-metric-learning", "difference", "Welch p"]
     print(_timing.markdown_table(header, rows))
     return 0

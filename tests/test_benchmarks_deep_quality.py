@@ -11,6 +11,8 @@ def test_argument_errors():
         deep_quality.main(["--losses", "nope"])
     with pytest.raises(SystemExit):
         deep_quality.main(["--seeds", "1"])
+    with pytest.raises(SystemExit):
+        deep_quality.main(["--dataset", "mnist"])
 
 
 def test_two_seeds_both_libraries(monkeypatch):
