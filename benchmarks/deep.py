@@ -313,9 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"torch {torch.__version__} (2 threads) | pytorch-metric-learning {pytorch_metric_learning.__version__}"
         )
+    timing = (
+        f"blocks of {max(steps // 3, 3)} steps back to back, 3 rounds, medians"
+        if args.anatomy
+        else f"median of {steps} alternating steps"
+    )
     print(
         f"digits train split, MLP 64-256-256-64, Adam {LEARNING_RATE}, batch {BATCH_SIZE} "
-        f"({M_PER_CLASS} per class), median of {steps} alternating steps\n"
+        f"({M_PER_CLASS} per class), {timing}\n"
     )
     if args.anatomy:
         print(_timing.markdown_table(ANATOMY_HEADER, anatomy(steps=steps)))
