@@ -93,19 +93,25 @@ def pairwise_sqeuclidean(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
     Returns:
       ``[n, m]`` (or ``[n, n]``).
     """
-    same = Y is None
-    Y = X if same else Y
+    return _clamp_sqeuclidean(_sqeuclidean_raw(X, Y), Y is None)
+
+
+def _sqeuclidean_raw(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
+    """The unclamped ``|x|^2 + |y|^2 - 2 x.y`` of :func:`pairwise_sqeuclidean`.
+
+    With :func:`_clamp_sqeuclidean`, also used by hand-written gradients (``losses``) that need
+    ``raw``: they trace the very same operations, so XLA merges their distance matrix with other
+    callers' in one program.
+    """
     xx = jnp.sum(X * X, axis=-1)
-    yy = xx if same else jnp.sum(Y * Y, axis=-1)
-    return _clamp_sqeuclidean(xx[:, None] + yy[None, :] - 2.0 * (X @ Y.T), same)
+    if Y is None:
+        return xx[:, None] + xx[None, :] - 2.0 * (X @ X.T)
+    yy = jnp.sum(Y * Y, axis=-1)
+    return xx[:, None] + yy[None, :] - 2.0 * (X @ Y.T)
 
 
 def _clamp_sqeuclidean(raw: jax.Array, same: bool) -> jax.Array:
-    """:func:`pairwise_sqeuclidean` from the unclamped ``|x|^2 + |y|^2 - 2 x.y``.
-
-    Also used by hand-written gradients (``losses``) that need ``raw`` and must trace the very same
-    operations, so that XLA merges their distance matrix with other callers' in one program.
-    """
+    """:func:`pairwise_sqeuclidean` from :func:`_sqeuclidean_raw` (exact zero diagonal if ``same``)."""
     d2 = jnp.maximum(raw, 0.0)
     if same:
         d2 = d2 * (1.0 - jnp.eye(raw.shape[0], dtype=d2.dtype))

@@ -43,7 +43,7 @@ import numpy as np
 from metriclearn import miners as _miners
 from metriclearn import reducers as _reducers
 from metriclearn._validation import check_array, check_choice, check_positive_int, is_traced
-from metriclearn.distances import _clamp_sqeuclidean, safe_sqrt
+from metriclearn.distances import _clamp_sqeuclidean, _sqeuclidean_raw, safe_sqrt
 from metriclearn.miners import (
     check_embeddings_labels,
     cosine_similarity_matrix,
@@ -264,8 +264,7 @@ def _contrastive_value_and_grad(emb, labels, cfg, *, with_grad: bool):
     pos_margin, neg_margin, squared, normalize, hinge_power, reduction = cfg
     scale = _miners._l2_scale(emb) if normalize else None
     x = emb * scale if normalize else emb
-    xx = jnp.sum(x * x, axis=-1)
-    raw = xx[:, None] + xx[None, :] - 2.0 * (x @ x.T)
+    raw = _sqeuclidean_raw(x)
     d2 = _clamp_sqeuclidean(raw, True)
     d = d2 if squared else safe_sqrt(d2)
     pos_w, neg_w = _pair_weights(labels, None, d.dtype)
@@ -604,14 +603,16 @@ def multi_similarity(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
-    red = _reducers.get(reduction)
+    check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
     pos_w, neg_w = _pair_weights(lab, pair_mask, emb.dtype)
     if not any(map(is_traced, (alpha, beta, base))):
         # the pair sets enter only as ``> 0`` masks: no gradient flows through a miner's weights
         cfg = (float(alpha), float(beta), float(base), reduction)
         return _multi_similarity_masked(emb, pos_w > 0, neg_w > 0, cfg)
     # hyperparameters traced by an outer jit / grad: autodiff of the same loss
-    return _multi_similarity_value_and_grad(emb, pos_w > 0, neg_w > 0, (alpha, beta, base, red))[0]
+    return _multi_similarity_value_and_grad(
+        emb, pos_w > 0, neg_w > 0, (alpha, beta, base, reduction)
+    )[0]
 
 
 def _multi_similarity_value_and_grad(emb, pos, neg, cfg, *, with_grad: bool = False):
@@ -625,7 +626,7 @@ def _multi_similarity_value_and_grad(emb, pos, neg, cfg, *, with_grad: bool = Fa
     merges it with the miner's and the distance curves' products).
     """
     alpha, beta, base, reduction = cfg
-    red = _reducers.get(reduction) if isinstance(reduction, str) else reduction
+    red = _reducers.get(reduction)
     scale = _miners._l2_scale(emb)
     x = emb * scale
     s = x @ x.T
