@@ -19,12 +19,21 @@ Run::
     python -m benchmarks.deep --steps 60
     python -m benchmarks.deep --quick    # metriclearn only, few steps (smoke test; no torch needed)
     python -m benchmarks.deep --anatomy  # each step with and without its loss, both libraries
+    python -m benchmarks.deep --processes 10  # the training-loop ratio in 10 fresh processes
+
+A process keeps the speed it starts with (PML's step in particular runs at one of two or more speeds
+from one process to the next), so the ratio of a single run is one draw; ``--processes N`` repeats the
+back-to-back training-loop comparison in ``N`` fresh processes and quotes the median ratio, the
+extremes and how many processes reach 3x.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -204,14 +213,9 @@ def run(steps: int = 30, quick: bool = False, cases: list[str] | None = None) ->
         if not quick:
             pml = res["pml"]
             row[1:1] = [1e3 * pml["median_s"]]
-            # each library back to back (epochs of ours, runs of PML steps), blocks alternating
-            blocks = _timing.back_to_back(
-                {"epoch": candidates["epoch"], "pml": candidates["pml"]},
-                calls=max(steps // 3, 3),
-                rounds=3,
+            pml_b2b, ours_b2b = _loop_ms(
+                candidates["pml"], candidates["epoch"], len(epoch_idx), steps
             )
-            pml_b2b = 1e3 * blocks["pml"]
-            ours_b2b = 1e3 * blocks["epoch"] / len(epoch_idx)
             row += [
                 1e3 * pml["first_s"],
                 pml_b2b,
@@ -222,6 +226,92 @@ def run(steps: int = 30, quick: bool = False, cases: list[str] | None = None) ->
             ]
         rows.append(row)
     return rows
+
+
+def _loop_ms(pml_step, our_epoch, epoch_steps: int, steps: int) -> tuple[float, float]:
+    """``(PML ms/step, our ms/step)``, each library back to back (``_timing.back_to_back``): runs of
+    PML steps against our scanned epochs of ``epoch_steps`` steps, blocks alternating."""
+    blocks = _timing.back_to_back(
+        {"epoch": our_epoch, "pml": pml_step}, calls=max(steps // 3, 3), rounds=3
+    )
+    return 1e3 * blocks["pml"], 1e3 * blocks["epoch"] / epoch_steps
+
+
+def training_loop(steps: int = 30, cases: list[str] | None = None) -> dict[str, list[float]]:
+    """``{case: [PML ms/step, our ms/step]}`` of the training loops, each library back to back."""
+    X, y, idx = make_batches(max(steps, 8))
+    epoch_idx = idx[: max(len(y) // BATCH_SIZE, 1)]
+    out = {}
+    for case in cases or list(CASES):
+        pml_step = pml_stepper(case, X, y, idx)
+        our_epoch = metriclearn_epoch(case, X, y, epoch_idx)
+        _timing.block(our_epoch())  # compile outside the timed blocks
+        out[case] = list(_loop_ms(pml_step, our_epoch, len(epoch_idx), steps))
+    return out
+
+
+PROCESSES_HEADER = [
+    "loss / miner",
+    "PML ms/step (median of processes)",
+    "metriclearn ms/step (median of processes)",
+    "speed-up, median of processes",
+    "speed-up, lowest process",
+    "speed-up, highest process",
+    "processes at >= 3x",
+]
+
+
+def summarize_processes(per_process: list[dict[str, list[float]]]) -> list[list]:
+    """Rows of :data:`PROCESSES_HEADER` from each process's :func:`training_loop` result.
+
+    The speed-up of a process is its own PML / metriclearn ratio; the table quotes the median, the
+    extremes, and how many processes reached the 3x target.
+    """
+    if not per_process:
+        raise ValueError("no process results to summarize")
+    rows = []
+    for case in per_process[0]:
+        pml = [r[case][0] for r in per_process]
+        ours = [r[case][1] for r in per_process]
+        ratios = [_timing.ratio(a, b) for a, b in zip(pml, ours)]
+        rows.append(
+            [
+                case,
+                statistics.median(pml),
+                statistics.median(ours),
+                statistics.median(ratios),
+                min(ratios),
+                max(ratios),
+                f"{sum(r >= 3.0 for r in ratios)}/{len(ratios)}",
+            ]
+        )
+    return rows
+
+
+def processes(n: int, steps: int = 30, cases: list[str] | None = None, log=print) -> list[list]:
+    """:func:`training_loop` in ``n`` fresh Python processes, one after the other; rows of
+    :func:`summarize_processes`.
+
+    A process keeps the speed it starts with: pytorch-metric-learning's step in particular settles
+    into one of (at least) two speeds per process (contrastive medians 2.0-4.4 ms seen on this
+    machine), so one process gives one draw of the ratio. Fresh processes sample that spread.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "benchmarks.deep", "--steps", str(steps), "--loop-json"]
+    if cases:
+        cmd += ["--cases", ",".join(cases)]
+    results = []
+    for i in range(n):
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark process {i} failed:\n{proc.stderr[-2000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        ratios = ", ".join(f"{_timing.ratio(*v):.2f}x" for v in results[-1].values())
+        log(f"  process {i + 1}/{n}: speed-ups {ratios}")
+    return summarize_processes(results)
 
 
 def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
@@ -301,10 +391,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="split each step into loss and the rest (model, Adam), both libraries, back to back",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="the training-loop comparison in N fresh processes; medians over processes",
+    )
+    parser.add_argument("--cases", default="", help="comma list of case names (default: all)")
+    parser.add_argument("--loop-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick and args.anatomy:
-        parser.error("--anatomy needs pytorch-metric-learning; it has no --quick mode")
+    if args.quick and (args.anatomy or args.processes):
+        parser.error("--anatomy and --processes need pytorch-metric-learning; no --quick mode")
+    if args.processes < 0:
+        parser.error("--processes must be >= 0")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] or None
+    unknown = sorted(set(cases or ()) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
     steps = 5 if args.quick else args.steps
+    if args.loop_json:  # one process of --processes: a JSON line on stdout
+        print(json.dumps(training_loop(steps=steps, cases=cases)))
+        return 0
     print(_timing.machine_line())
     if not args.quick:
         import pytorch_metric_learning
@@ -315,17 +422,23 @@ def main(argv: list[str] | None = None) -> int:
         )
     timing = (
         f"blocks of {max(steps // 3, 3)} steps back to back, 3 rounds, medians"
-        if args.anatomy
+        if args.anatomy or args.processes
         else f"median of {steps} alternating steps"
     )
+    if args.processes:
+        timing += f"; in each of {args.processes} fresh processes"
     print(
         f"digits train split, MLP 64-256-256-64, Adam {LEARNING_RATE}, batch {BATCH_SIZE} "
         f"({M_PER_CLASS} per class), {timing}\n"
     )
     if args.anatomy:
-        print(_timing.markdown_table(ANATOMY_HEADER, anatomy(steps=steps)))
+        print(_timing.markdown_table(ANATOMY_HEADER, anatomy(steps=steps, cases=cases)))
         return 0
-    rows = run(steps=steps, quick=args.quick)
+    if args.processes:
+        rows = processes(args.processes, steps=steps, cases=cases)
+        print("\n" + _timing.markdown_table(PROCESSES_HEADER, rows))
+        return 0
+    rows = run(steps=steps, quick=args.quick, cases=cases)
     header = table_header(args.quick)
     print(_timing.markdown_table(header, rows))
     return 0

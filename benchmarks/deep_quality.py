@@ -18,6 +18,7 @@ Run::
     python -m benchmarks.deep_quality                     # 60 seeds, triplet + semihard and contrastive
     python -m benchmarks.deep_quality --seeds 10 --losses triplet
     python -m benchmarks.deep_quality --dataset mnist1d --seeds 20
+    python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --first-seed 60 --seeds 60
 """
 
 from __future__ import annotations
@@ -104,8 +105,17 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def run(n_seeds: int, losses: Sequence[str], log=print, dataset: str = "digits") -> list[list[Any]]:
-    """Table rows ``[loss, metric, ours mean +- std, PML mean +- std, difference, p]``."""
+def run(
+    n_seeds: int,
+    losses: Sequence[str],
+    log=print,
+    dataset: str = "digits",
+    first_seed: int = 0,
+) -> list[list[Any]]:
+    """Table rows ``[loss, metric, ours mean +- std, PML mean +- std, difference, p]``.
+
+    Seeds ``first_seed .. first_seed + n_seeds - 1`` (a later batch of seeds extends an earlier run).
+    """
     from metriclearn import training
 
     X, y, X_test, y_test, _ = training.load_split(dataset)
@@ -113,7 +123,7 @@ def run(n_seeds: int, losses: Sequence[str], log=print, dataset: str = "digits")
     rows = []
     for loss in losses:
         scores = {"metriclearn": [], "pytorch-metric-learning": []}
-        for seed in range(n_seeds):
+        for seed in range(first_seed, first_seed + n_seeds):
             t0 = time.perf_counter()
             scores["metriclearn"].append(ours(loss, seed, dataset))
             scores["pytorch-metric-learning"].append(pml(loss, seed, split))
@@ -140,7 +150,10 @@ def run(n_seeds: int, losses: Sequence[str], log=print, dataset: str = "digits")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=60, help="seeds 0 .. n-1 in both libraries")
+    parser.add_argument("--seeds", type=int, default=60, help="how many seeds, in both libraries")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first .. first + n - 1 (default 0)"
+    )
     parser.add_argument(
         "--losses", default="triplet,contrastive", help="comma list: triplet, contrastive"
     )
@@ -152,12 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown loss(es) {unknown}; valid: {', '.join(LOSSES)}")
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 (a standard deviation needs two runs)")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be >= 0")
+    last = args.first_seed + args.seeds - 1
     print(_timing.machine_line())
     print(
-        f"{args.dataset}, ANCHORS protocol, {EPOCHS} epochs, seeds 0..{args.seeds - 1} in both "
+        f"{args.dataset}, ANCHORS protocol, {EPOCHS} epochs, seeds {args.first_seed}..{last} in both "
         "libraries\n"
     )
-    rows = run(args.seeds, losses, dataset=args.dataset)
+    rows = run(args.seeds, losses, dataset=args.dataset, first_seed=args.first_seed)
     header = ["loss", "metric", "metriclearn", "pytorch-metric-learning", "difference", "Welch p"]
     print(_timing.markdown_table(header, rows))
     return 0

@@ -13,6 +13,8 @@ def test_argument_errors():
         deep_quality.main(["--seeds", "1"])
     with pytest.raises(SystemExit):
         deep_quality.main(["--dataset", "mnist"])
+    with pytest.raises(SystemExit):
+        deep_quality.main(["--first-seed", "-1"])
 
 
 def test_two_seeds_both_libraries(monkeypatch):
@@ -20,8 +22,8 @@ def test_two_seeds_both_libraries(monkeypatch):
     pytest.importorskip("pytorch_metric_learning")
     monkeypatch.setattr(deep_quality, "EPOCHS", 2)  # the protocol's loop, shortened
     lines = []
-    rows = deep_quality.run(2, ["contrastive"], log=lines.append)
-    assert len(lines) == 2 and all("seed" in line for line in lines)
+    rows = deep_quality.run(2, ["contrastive"], log=lines.append, first_seed=5)
+    assert [line.split(":")[0] for line in lines] == ["  contrastive seed 5", "  contrastive seed 6"]
     assert [r[:2] for r in rows] == [["contrastive", "P@1"], ["contrastive", "MAP@R"]]
     for row in rows:
         for cell in row[2:4]:  # "mean ± std" in [0, 1]

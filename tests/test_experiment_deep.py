@@ -142,3 +142,45 @@ def test_benchmark_anatomy_splits_the_step():
     assert pml_loss > 0.1 * pml_free
     with pytest.raises(SystemExit):
         bench.main(["--anatomy", "--quick"])
+
+
+def test_benchmark_fresh_processes_protocol(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from benchmarks import deep as bench
+
+    case = "contrastive (all pairs)"
+    # the child's side: one JSON line {case: [PML ms/step, our ms/step]}
+    assert bench.main(["--loop-json", "--steps", "3", "--cases", case]) == 0
+    child_line = capsys.readouterr().out.strip().splitlines()[-1]
+    (pml_ms, ours_ms) = json.loads(child_line)[case]
+    assert pml_ms > 0 and ours_ms > 0
+
+    # the parent's side: N children, each one draw; medians, extremes and the count at >= 3x
+    draws = iter([[3.0, 1.5], [9.0, 1.0], [4.0, 1.0]])  # speed-ups 2, 9, 4
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        out = json.dumps({case: next(draws)})
+        return subprocess.CompletedProcess(cmd, 0, stdout=f"noise\n{out}\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    log = []
+    (row,) = bench.processes(3, steps=3, cases=[case], log=log.append)
+    assert len(calls) == 3 and "--loop-json" in calls[0] and case in calls[0]
+    assert row == [case, 4.0, 1.0, 4.0, 2.0, 9.0, "2/3"] and len(log) == 3
+
+    def failing_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="boom")
+
+    monkeypatch.setattr(bench.subprocess, "run", failing_run)
+    with pytest.raises(RuntimeError, match="process 0 failed:\n.*boom"):
+        bench.processes(1, steps=3, cases=[case])
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        bench.processes(0)
+    with pytest.raises(ValueError, match="no process results"):
+        bench.summarize_processes([])
+    for bad in (["--processes", "-1"], ["--quick", "--processes", "2"], ["--cases", "nope"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
