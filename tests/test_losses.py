@@ -1030,3 +1030,48 @@ def test_pml_other_losses(x64):
     ]
     for i, (ours, theirs) in enumerate(cases):
         np.testing.assert_allclose(float(ours), float(theirs.detach()), rtol=1e-9, err_msg=str(i))
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_pml_gradients_of_the_benchmark_cases(double):
+    """The gradient that trains the model: d loss / d embeddings of the three benchmarked cases
+    (contrastive on all pairs, triplet + semihard miner, multi-similarity + its miner), built as
+    ``fit`` builds them, against PML's autograd on the same clustered, unnormalized embeddings."""
+    torch, L, M = _pml()
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(4), 8)
+    x = 1.5 * rng.normal(size=(4, 8))[y] + rng.normal(size=(32, 8))  # classes overlap: mining bites
+    x *= rng.uniform(0.5, 3.0, size=(32, 1))  # the loss normalizes; the norms still vary
+    cases = [
+        (losses.build("contrastive"), L.ContrastiveLoss(), None),
+        (
+            losses.build(
+                "triplet_margin", margin=0.2, miner="semihard", miner_kwargs={"margin": 0.2}
+            ),
+            L.TripletMarginLoss(margin=0.2),
+            M.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"),
+        ),
+        (
+            losses.build(
+                "multi_similarity", miner="multi_similarity", miner_kwargs={"epsilon": 0.1}
+            ),
+            L.MultiSimilarityLoss(),
+            M.MultiSimilarityMiner(epsilon=0.1),
+        ),
+    ]
+    dtype, tol = (np.float64, 1e-9) if double else (np.float32, 2e-4)
+    with jax.enable_x64(double):
+        for spec, pml_loss, pml_miner in cases:
+            xt = torch.tensor(x.astype(dtype), requires_grad=True)
+            yt = torch.tensor(y)
+            theirs = pml_loss(xt, yt) if pml_miner is None else pml_loss(xt, yt, pml_miner(xt, yt))
+            theirs.backward()
+            value, grad = jax.jit(jax.value_and_grad(spec.apply, argnums=1))(
+                {}, jnp.asarray(x, dtype), jnp.asarray(y), jax.random.key(0)
+            )
+            assert grad.dtype == dtype and float(theirs.detach()) > 0
+            np.testing.assert_allclose(float(value), float(theirs.detach()), rtol=tol)
+            g_pml = xt.grad.numpy()
+            np.testing.assert_allclose(
+                np.asarray(grad), g_pml, rtol=tol, atol=tol * np.abs(g_pml).max()
+            )
