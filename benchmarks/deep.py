@@ -146,6 +146,36 @@ def metriclearn_epoch(
     return run
 
 
+def metriclearn_bare_epoch(X: np.ndarray, idx: np.ndarray):
+    """A zero-argument callable scanning the bare network over ``idx``: MLP forward and backward on
+    :func:`_mean_square` and Adam, nothing else (no loss, distance curves, finiteness checks or keys).
+
+    The floor under any training step of this model and optimizer: what :func:`anatomy` compares
+    pytorch-metric-learning's step with to bound the speed-up.
+    """
+    model = models.build_model(
+        "mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM, initializer="torch"
+    )
+    opt = optax.adam(LEARNING_RATE)
+    params = model.init(jax.random.key(0), jnp.asarray(X[:1]))
+    carry = {"c": (params, opt.init(params))}
+    Xd, batches = jnp.asarray(X), jnp.asarray(idx, jnp.int32)
+
+    def body(c, b):
+        p, s = c
+        loss, g = jax.value_and_grad(lambda q: _mean_square(model.apply(q, Xd[b])))(p)
+        updates, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, updates), s), loss
+
+    epoch = jax.jit(lambda c, b: jax.lax.scan(body, c, b), donate_argnums=0)
+
+    def run():
+        carry["c"], losses = epoch(carry["c"], batches)
+        return losses
+
+    return run
+
+
 def pml_mlp(in_features: int):
     """The protocol's torch MLP: ``in -> 256 -> ReLU -> 256 -> ReLU -> 64`` (PyTorch's default init)."""
     import torch
@@ -309,7 +339,9 @@ def processes(n: int, steps: int = 30, cases: list[str] | None = None, log=print
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark process {i} failed:\n{proc.stderr[-2000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        ratios = ", ".join(f"{_timing.ratio(*v):.2f}x" for v in results[-1].values())
+        ratios = ", ".join(
+            f"{case.split()[0]} {_timing.ratio(*v):.2f}x" for case, v in results[-1].items()
+        )
         log(f"  process {i + 1}/{n}: speed-ups {ratios}")
     return summarize_processes(results)
 
@@ -317,10 +349,11 @@ def processes(n: int, steps: int = 30, cases: list[str] | None = None, log=print
 def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
     """Where each library's step time goes: the whole step, and the step with a loss-free stand-in.
 
-    Per case, four candidates run back to back (``_timing.back_to_back``): metriclearn's scanned epoch
-    and PML's step, each with the case's loss and with :func:`_mean_square` instead. The model, Adam
-    and (for metriclearn) the distance curves and finiteness checks stay. ``PML step / our loss-free
-    step`` bounds the speed-up any loss implementation of ours could reach on this machine.
+    Per case, five candidates run back to back (``_timing.back_to_back``): metriclearn's scanned epoch
+    and PML's step, each with the case's loss and with :func:`_mean_square` instead (the model, Adam
+    and, for metriclearn, the distance curves and finiteness checks stay), and the bare network of
+    :func:`metriclearn_bare_epoch`. ``PML step / our loss-free step`` bounds the speed-up any loss
+    implementation of ours could reach on this machine; ``PML step / bare network`` bounds any step.
     """
     X, y, idx = make_batches(max(steps, 8))
     epoch_idx = idx[: max(len(y) // BATCH_SIZE, 1)]
@@ -331,6 +364,7 @@ def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
             "ours_free": metriclearn_epoch(case, X, y, epoch_idx, loss_free=True),
             "pml": pml_stepper(case, X, y, idx),
             "pml_free": pml_stepper(case, X, y, idx, loss_free=True),
+            "ours_bare": metriclearn_bare_epoch(X, epoch_idx),
         }
         t = _timing.back_to_back(candidates, calls=max(steps // 3, 3), rounds=3)
         ms = {k: 1e3 * v / (len(epoch_idx) if k.startswith("ours") else 1) for k, v in t.items()}
@@ -345,6 +379,8 @@ def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
                 ms["pml"] - ms["pml_free"],
                 _timing.ratio(ms["pml"], ms["ours"]),
                 _timing.ratio(ms["pml"], ms["ours_free"]),
+                ms["ours_bare"],
+                _timing.ratio(ms["pml"], ms["ours_bare"]),
             ]
         )
     return rows
@@ -360,6 +396,8 @@ ANATOMY_HEADER = [
     "PML loss + miner ms",
     "speed-up",
     "speed-up bound (PML step / our loss-free step)",
+    "metriclearn bare network ms/step (MLP + Adam only)",
+    "speed-up bound (PML step / bare network)",
 ]
 
 

@@ -132,8 +132,8 @@ def test_benchmark_anatomy_splits_the_step():
 
     (row,) = bench.anatomy(steps=3, cases=["contrastive (all pairs)"])
     assert len(row) == len(bench.ANATOMY_HEADER) and row[0] == "contrastive (all pairs)"
-    ours, ours_free, ours_loss, pml, pml_free, pml_loss, speedup, bound = row[1:]
-    assert min(ours, ours_free, pml, pml_free) > 0
+    ours, ours_free, ours_loss, pml, pml_free, pml_loss, speedup, bound, bare, bare_bound = row[1:]
+    assert min(ours, ours_free, pml, pml_free, bare) > 0 and bare_bound == pytest.approx(pml / bare)
     assert ours_loss == pytest.approx(ours - ours_free) and pml_loss == pytest.approx(
         pml - pml_free
     )
