@@ -387,18 +387,23 @@ def _assert_same_derivatives(fast, autodiff, x, x_clean, rtol, what):
     ``x_clean`` (a small batch without ties, where the loss is twice differentiable).
     """
     tangent = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), x.dtype)
-    v, g = jax.jit(jax.value_and_grad(fast))(x)
-    v0, g0 = jax.jit(jax.value_and_grad(autodiff))(x)
+
+    @jax.jit  # one program per call: compiling five small ones dominated these tests' time
+    def derivatives(x, x_clean, tangent):
+        v, g = jax.value_and_grad(fast)(x)
+        v0, g0 = jax.value_and_grad(autodiff)(x)
+        _, jvp = jax.jvp(fast, (x,), (tangent,))
+        return v, g, v0, g0, jvp, jax.hessian(fast)(x_clean), jax.hessian(autodiff)(x_clean)
+
+    v, g, v0, g0, jvp, h, h0 = derivatives(x, x_clean, tangent)
     assert g.dtype == x.dtype
     np.testing.assert_allclose(float(v), float(v0), rtol=rtol, err_msg=what)
     scale = float(jnp.max(jnp.abs(g0)))
     assert scale > 0, what  # active pairs: equal zero gradients would prove nothing
     np.testing.assert_allclose(g, g0, rtol=rtol, atol=rtol * scale, err_msg=what)
-    _, jvp = jax.jit(lambda e, t: jax.jvp(fast, (e,), (t,)))(x, tangent)
     np.testing.assert_allclose(
         float(jvp), float(jnp.sum(g0 * tangent)), rtol=1e-4, atol=rtol * scale
     )
-    h, h0 = jax.jit(jax.hessian(fast))(x_clean), jax.jit(jax.hessian(autodiff))(x_clean)
     hs = float(jnp.max(jnp.abs(h0)))
     np.testing.assert_allclose(h, h0, rtol=1e-4, atol=1e-4 * hs, err_msg=what)
 
