@@ -347,8 +347,11 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
       FileNotFoundError: the file does not exist (message names the path).
       ValueError: bad magic number, unknown dtype code, truncated header or data, trailing bytes.
 
-    Example:
-      >>> images = load_idx("train-images-idx3-ubyte.gz")   # uint8 [60000, 28, 28]
+    Example (with MNIST's files on disk; nothing is downloaded)::
+
+      >>> images = load_idx("train-images-idx3-ubyte.gz")  # doctest: +SKIP
+      >>> images.shape, images.dtype  # doctest: +SKIP
+      ((60000, 28, 28), dtype('uint8'))
     """
     raw = _read_bytes(path)
     path = os.fspath(path)
@@ -397,9 +400,10 @@ def load_mnist_idx(
     Returns:
       :class:`Dataset` with ``feature_shape`` the shape of one image, e.g. ``(28, 28)``.
 
-    Example:
-      >>> ds = load_mnist_idx("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-      >>> ds.X.shape, ds.feature_shape
+    Example (with MNIST's test files on disk; nothing is downloaded)::
+
+      >>> ds = load_mnist_idx("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
+      >>> ds.X.shape, ds.feature_shape  # doctest: +SKIP
       ((10000, 784), (28, 28))
     """
     images = load_idx(images_path)

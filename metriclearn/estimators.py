@@ -253,7 +253,10 @@ class Covariance(_TransformerBase):
       components_: ``[d, d]`` with ``components_.T @ components_`` the (pseudo-)inverse covariance.
 
     Example:
-      >>> Covariance().fit(X).transform(X)   # doctest: +SKIP
+      >>> from sklearn.datasets import load_iris
+      >>> X, y = load_iris(return_X_y=True)
+      >>> Covariance().fit(X).transform(X).shape
+      (150, 4)
     """
 
     _requires_y = False
@@ -1177,7 +1180,13 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
       preprocessor: array ``X`` so tuples may be index arrays.
 
     Example:
-      >>> MetricLearner(loss="triplet_hinge", regularizer="trace", lam=0.1).fit(triplets)  # doctest: +SKIP
+      >>> from sklearn.datasets import load_iris
+      >>> X, y = load_iris(return_X_y=True)
+      >>> from metriclearn import constraints
+      >>> triplets = X[constraints.triplets(0, y, n_triplets=200)]   # [200, 3, 4]
+      >>> learner = MetricLearner(loss="triplet_hinge", regularizer="trace", lam=0.1).fit(triplets)
+      >>> learner.get_mahalanobis_matrix().shape
+      (4, 4)
 
     Reference: Bellet, Habrard & Sebban, "A Survey on Metric Learning for Feature Vectors and
     Structured Data", 2013 (the general formulation, Section 3).

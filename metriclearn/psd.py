@@ -141,7 +141,8 @@ def symmetrize(M) -> jax.Array:
       ``[d, d]`` symmetric matrix.
 
     Example:
-      >>> symmetrize(jnp.array([[1.0, 2.0], [0.0, 1.0]]))   # [[1, 1], [1, 1]]
+      >>> symmetrize(jnp.array([[1.0, 2.0], [0.0, 1.0]])).round(4).tolist()
+      [[1.0, 1.0], [1.0, 1.0]]
     """
     return _symmetrize(_check_square(M, "M"))
 
@@ -161,7 +162,8 @@ def project_psd(M, *, eps: float = 0.0) -> jax.Array:
       ``[d, d]`` symmetric PSD matrix. jit users call ``metriclearn.psd._project_psd`` (no checks).
 
     Example:
-      >>> project_psd(jnp.array([[1.0, 0.0], [0.0, -2.0]]))   # [[1, 0], [0, 0]]
+      >>> project_psd(jnp.array([[1.0, 0.0], [0.0, -2.0]])).round(4).tolist()
+      [[1.0, 0.0], [0.0, 0.0]]
     """
     M = _check_square(M, "M")
     if isinstance(eps, bool) or not isinstance(eps, int | float | np.floating | np.integer):
@@ -228,7 +230,8 @@ def factor(M, *, n_components: int | None = None, tol: float | None = None) -> j
 
     Example:
       >>> L = factor(jnp.array([[2.0, 1.0], [1.0, 2.0]]))
-      >>> L.T @ L   # [[2, 1], [1, 2]]
+      >>> (L.T @ L).round(4).tolist()
+      [[2.0, 1.0], [1.0, 2.0]]
     """
     M = _check_square(M, "M")
     d = M.shape[0]
@@ -263,7 +266,8 @@ def components_to_metric(L) -> jax.Array:
       ``[d, d]`` symmetric PSD matrix.
 
     Example:
-      >>> components_to_metric(jnp.array([[1.0, 1.0]]))   # [[1, 1], [1, 1]]
+      >>> components_to_metric(jnp.array([[1.0, 1.0]])).round(4).tolist()
+      [[1.0, 1.0], [1.0, 1.0]]
     """
     L = check_array(L, "L", ndim=2, min_rows=1)
     if L.shape[1] == 0:

@@ -198,7 +198,10 @@ def init_components(
       ``[k, d]`` array in ``X``'s dtype.
 
     Example:
-      >>> L0 = init_components(X, y, n_components=2, init="pca")   # doctest: +SKIP
+      >>> from sklearn.datasets import load_iris
+      >>> X, y = load_iris(return_X_y=True)
+      >>> init_components(X, y, n_components=2, init="pca").shape
+      (2, 4)
 
     Reference: Goldberger et al., "Neighbourhood Components Analysis", NIPS 2004; scikit-learn's NCA.
     """

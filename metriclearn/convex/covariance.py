@@ -48,6 +48,7 @@ def fit_covariance(X, *, return_factor: bool = False):
       ``10 d eps * max eig`` are treated as zero); ``(M, L)`` with ``return_factor``.
 
     Example:
+      >>> import numpy as np
       >>> M = fit_covariance(np.random.default_rng(0).normal(size=(50, 3)))
       >>> M.shape
       (3, 3)

@@ -257,8 +257,14 @@ def lmnn_loss(L, X, y, targets, *, regularization: float = 0.5, block_size: int 
       ValueError: (for concrete inputs) NaN/inf, shapes that do not agree, target indices out of range.
 
     Example:
-      >>> targets = target_neighbors(X, y, k=3)                        # doctest: +SKIP
-      >>> value, grad = jax.value_and_grad(lmnn_loss)(L, X, y, targets)  # doctest: +SKIP
+      >>> from sklearn.datasets import load_iris
+      >>> X, y = load_iris(return_X_y=True)
+      >>> from metriclearn.constraints import target_neighbors
+      >>> X = jnp.asarray(X, jnp.float32)
+      >>> targets = target_neighbors(X, y, k=3)   # [150, 3]
+      >>> value, grad = jax.value_and_grad(lmnn_loss)(jnp.eye(4), X, y, targets)
+      >>> grad.shape
+      (4, 4)
 
     Reference: Weinberger & Saul, JMLR 2009, eq. (14).
     """
@@ -589,8 +595,12 @@ def fit_lmnn(
         members (named in the message), ``n_components > d``, bad hyperparameters.
 
     Example:
-      >>> res = fit_lmnn(X, y, n_neighbors=3)                  # doctest: +SKIP
-      >>> Xt = X @ res.components.T                            # doctest: +SKIP
+      >>> from sklearn.datasets import load_iris
+      >>> X, y = load_iris(return_X_y=True)
+      >>> res = fit_lmnn(X, y, n_neighbors=3)
+      >>> Xt = X @ np.asarray(res.components).T   # the data in the learned space
+      >>> Xt.shape
+      (150, 4)
 
     Reference: Weinberger & Saul, "Distance Metric Learning for Large Margin Nearest Neighbor
     Classification", JMLR 2009.

@@ -118,8 +118,14 @@ def fit_lsml(
         shape, unknown prior name, bad ``max_iter``/``tol``.
 
     Example:
-      >>> res = fit_lsml(X[quads])             # quads: [m, 4] indices from constraints.quadruplets
-      >>> Z = X @ metriclearn.psd.factor(res.M).T
+      >>> from sklearn.datasets import load_iris
+      >>> from metriclearn import constraints, psd
+      >>> X, y = load_iris(return_X_y=True)
+      >>> quads = constraints.quadruplets(0, y, n_quadruplets=200)   # [m, 4] indices
+      >>> res = fit_lsml(X[quads])
+      >>> Z = X @ psd.factor(res.M).T   # the data in the learned metric's coordinates
+      >>> res.M.shape, Z.shape
+      ((4, 4), (150, 4))
 
     Reference: Liu et al., "Metric Learning from Relative Comparisons by Minimizing Squared
     Residual", ICDM 2012.

@@ -511,8 +511,15 @@ def fit_scml(
         rows.
 
     Example:
-      >>> res = fit_scml(X[trip], key=jax.random.key(0), max_iter=2000)   # trip: [m, 3] indices
-      >>> d2 = jnp.sum(((x - z) @ res.M) * (x - z))
+      >>> from sklearn.datasets import load_iris
+      >>> from metriclearn import constraints
+      >>> X, y = load_iris(return_X_y=True)
+      >>> trip = constraints.triplets(0, y, n_triplets=200)   # [m, 3] indices
+      >>> res = fit_scml(X[trip], key=jax.random.key(0), max_iter=2000)
+      >>> x, z = X[trip[0, 0]], X[trip[0, 2]]
+      >>> d2 = jnp.sum(((x - z) @ res.M) * (x - z))   # squared distance in the learned metric
+      >>> res.M.shape, bool(d2 > 0)
+      ((4, 4), True)
 
     Reference: Shi, Bellet & Sha, "Sparse Compositional Metric Learning", AAAI 2014.
     """
