@@ -19,6 +19,7 @@ Run::
     python -m benchmarks.deep_quality --seeds 10 --losses triplet
     python -m benchmarks.deep_quality --dataset mnist1d --seeds 20
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --first-seed 60 --seeds 60
+    python -m benchmarks.deep_quality --dataset mnist1d --trajectory   # our gradient along PML's run
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def ours(loss: str, seed: int, dataset: str = "digits") -> tuple[float, float]:
     return float(res["precision_at_1"]), float(res["map_at_r"])
 
 
-def pml(loss: str, seed: int, split) -> tuple[float, float]:
-    """``(P@1, MAP@R)`` of pytorch-metric-learning's run of the protocol at ``seed``."""
+def pml(loss: str, seed: int, split, step_hook=None) -> tuple[float, float]:
+    """``(P@1, MAP@R)`` of pytorch-metric-learning's run of the protocol at ``seed``.
+
+    ``step_hook(embeddings, labels, loss, d loss / d embeddings)``, if given, sees every training
+    step's batch (NumPy arrays and a float) after PML's backward pass.
+    """
     import torch
     from pytorch_metric_learning import samplers
 
@@ -89,13 +94,69 @@ def pml(loss: str, seed: int, split) -> tuple[float, float]:
         for xb, yb in loader:
             opt.zero_grad()
             emb = net(xb)
+            if step_hook is not None:
+                emb.retain_grad()
             value = loss_fn(emb, yb) if miner is None else loss_fn(emb, yb, miner(emb, yb))
             value.backward()
+            if step_hook is not None:
+                step_hook(emb.detach().numpy(), yb.numpy(), float(value.detach()), emb.grad.numpy())
             opt.step()
     with torch.no_grad():
         emb = net(torch.tensor(X_test, dtype=torch.float32)).numpy()
     res = evaluation.retrieval_metrics(emb, y_test)
     return float(res["precision_at_1"]), float(res["map_at_r"])
+
+
+TRAJECTORY_HEADER = [
+    "loss",
+    "steps",
+    "largest loss difference",
+    "gradient: median relative difference",
+    "gradient: largest relative difference",
+    "steps above 1e-4",
+]
+
+
+def trajectory(loss: str, seed: int, split) -> list[Any]:
+    """Our loss and gradient on every batch of a PML training run, against PML's own.
+
+    PML trains as in :func:`pml`. At every step, our loss (built as ``fit`` builds it) differentiates
+    the very embeddings PML's network produced, in float32. The relative difference of a step is
+    ``max |g_ours - g_pml| / max |g_pml|``. Returns a row of :data:`TRAJECTORY_HEADER`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from metriclearn import losses as ml_losses
+
+    settings = LOSSES[loss]
+    spec = ml_losses.build(
+        settings["loss"],
+        miner=settings.get("miner"),
+        miner_kwargs=settings.get("miner_kwargs"),
+        **settings.get("loss_kwargs", {}),
+    )
+    value_and_grad = jax.jit(jax.value_and_grad(spec.apply, argnums=1))
+    key = jax.random.key(0)
+    loss_gaps, grad_gaps = [], []
+
+    def compare(emb, labels, pml_value, pml_grad):
+        value, grad = value_and_grad({}, jnp.asarray(emb), jnp.asarray(labels, jnp.int32), key)
+        loss_gaps.append(abs(float(value) - pml_value))
+        scale = float(np.abs(pml_grad).max())
+        gap = float(np.abs(np.asarray(grad) - pml_grad).max())
+        grad_gaps.append(gap / scale if scale > 0 else gap)
+
+    pml(loss, seed, split, step_hook=compare)
+    g = np.asarray(grad_gaps)
+    return [
+        loss,
+        len(g),
+        max(loss_gaps),
+        float(np.median(g)),
+        float(g.max()),
+        int((g > 1e-4).sum()),
+    ]
 
 
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -158,15 +219,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--losses", default="triplet,contrastive", help="comma list: triplet, contrastive"
     )
     parser.add_argument("--dataset", default="digits", choices=DATASETS)
+    parser.add_argument(
+        "--trajectory",
+        action="store_true",
+        help="instead: PML's run at --first-seed, our loss and gradient on each of its batches",
+    )
     args = parser.parse_args(argv)
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = sorted(set(losses) - set(LOSSES))
     if unknown or not losses:
         parser.error(f"unknown loss(es) {unknown}; valid: {', '.join(LOSSES)}")
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2 (a standard deviation needs two runs)")
     if args.first_seed < 0:
         parser.error("--first-seed must be >= 0")
+    if args.trajectory:
+        from metriclearn import training
+
+        X, y, X_test, y_test, _ = training.load_split(args.dataset)
+        print(_timing.machine_line())
+        print(
+            f"{args.dataset}, PML's run of the protocol at seed {args.first_seed}, {EPOCHS} epochs\n"
+        )
+        rows = [trajectory(loss, args.first_seed, (X, y, X_test, y_test)) for loss in losses]
+        print(_timing.markdown_table(TRAJECTORY_HEADER, rows))
+        return 0
+    if args.seeds < 2:
+        parser.error("--seeds must be at least 2 (a standard deviation needs two runs)")
     last = args.first_seed + args.seeds - 1
     print(_timing.machine_line())
     print(

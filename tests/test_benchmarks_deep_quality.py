@@ -23,7 +23,10 @@ def test_two_seeds_both_libraries(monkeypatch):
     monkeypatch.setattr(deep_quality, "EPOCHS", 2)  # the protocol's loop, shortened
     lines = []
     rows = deep_quality.run(2, ["contrastive"], log=lines.append, first_seed=5)
-    assert [line.split(":")[0] for line in lines] == ["  contrastive seed 5", "  contrastive seed 6"]
+    assert [line.split(":")[0] for line in lines] == [
+        "  contrastive seed 5",
+        "  contrastive seed 6",
+    ]
     assert [r[:2] for r in rows] == [["contrastive", "P@1"], ["contrastive", "MAP@R"]]
     for row in rows:
         for cell in row[2:4]:  # "mean ± std" in [0, 1]
@@ -32,3 +35,29 @@ def test_two_seeds_both_libraries(monkeypatch):
         assert 0.0 <= float(row[5]) <= 1.0  # a p-value
     # two epochs already separate the classes far beyond chance (0.1)
     assert float(rows[0][2].split(" ± ")[0]) > 0.5 and np.isfinite(float(rows[1][4]))
+
+
+def test_trajectory_compares_our_gradient_on_every_pml_step(monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from metriclearn import training
+
+    monkeypatch.setattr(deep_quality, "EPOCHS", 1)
+    X, y, X_test, y_test, _ = training.load_split("digits")
+    row = deep_quality.trajectory("triplet", 0, (X, y, X_test, y_test))
+    assert len(row) == len(deep_quality.TRAJECTORY_HEADER) and row[0] == "triplet"
+    steps, loss_gap, median_gap, max_gap, n_above = row[1:]
+    assert steps == len(y) // 128  # one epoch of PML's sampler
+    # the same loss and gradient up to float32 rounding (a few boundary triplets at most)
+    assert loss_gap < 1e-4 and median_gap < 1e-4 and max_gap < 0.05 and n_above <= steps // 2
+
+    # a different margin on our side is caught at once: the loss's margin shifts every mined
+    # triplet's loss (not its gradient); a narrower semihard band drops triplets (and changes the
+    # gradient; a wider one would only add triplets with zero loss)
+    original = dict(deep_quality.LOSSES["triplet"])
+    for changed, gap_column in (
+        ({"loss_kwargs": {"margin": 0.3}}, 2),
+        ({"miner_kwargs": {"margin": 0.1}}, 4),
+    ):
+        monkeypatch.setitem(deep_quality.LOSSES, "triplet", {**original, **changed})
+        assert deep_quality.trajectory("triplet", 0, (X, y, X_test, y_test))[gap_column] > 1e-2
