@@ -460,8 +460,10 @@ def load_npz(
         non-finite features, non-integer labels.
 
     Example:
-      >>> np.savez("mine.npz", X=np.random.rand(10, 3), y=np.arange(10) % 2)
-      >>> load_npz("mine.npz").X.shape
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "mine.npz")
+      >>> np.savez(path, X=np.random.rand(10, 3), y=np.arange(10) % 2)
+      >>> load_npz(path).X.shape
       (10, 3)
     """
     raw = _read_bytes(path)
