@@ -91,6 +91,13 @@ def make_batches(n_steps: int, seed: int = 0):
     return X, y, idx
 
 
+def _batches_and_epoch(steps: int):
+    """:func:`make_batches` for ``steps`` calls (at least 8) and its first real epoch
+    (``n_train // batch_size`` batches, what one scanned epoch of ``fit`` runs)."""
+    X, y, idx = make_batches(max(steps, 8))
+    return X, y, idx, idx[: max(len(y) // BATCH_SIZE, 1)]
+
+
 def metriclearn_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
     """A zero-argument callable doing one jitted metriclearn training step on the next batch."""
     loss, loss_kw, miner, miner_kw = CASES[case]
@@ -226,8 +233,7 @@ def pml_stepper(
 
 def run(steps: int = 30, quick: bool = False, cases: list[str] | None = None) -> list[list]:
     """Time every case (or those named); return the table rows (also printed by ``main``)."""
-    X, y, idx = make_batches(max(steps, 8))
-    epoch_idx = idx[: max(len(y) // BATCH_SIZE, 1)]  # one real epoch: n_train // batch_size steps
+    X, y, idx, epoch_idx = _batches_and_epoch(steps)
     rows = []
     for case in cases or list(CASES):
         candidates = {
@@ -269,8 +275,7 @@ def _loop_ms(pml_step, our_epoch, epoch_steps: int, steps: int) -> tuple[float, 
 
 def training_loop(steps: int = 30, cases: list[str] | None = None) -> dict[str, list[float]]:
     """``{case: [PML ms/step, our ms/step]}`` of the training loops, each library back to back."""
-    X, y, idx = make_batches(max(steps, 8))
-    epoch_idx = idx[: max(len(y) // BATCH_SIZE, 1)]
+    X, y, idx, epoch_idx = _batches_and_epoch(steps)
     out = {}
     for case in cases or list(CASES):
         pml_step = pml_stepper(case, X, y, idx)
@@ -355,8 +360,7 @@ def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
     :func:`metriclearn_bare_epoch`. ``PML step / our loss-free step`` bounds the speed-up any loss
     implementation of ours could reach on this machine; ``PML step / bare network`` bounds any step.
     """
-    X, y, idx = make_batches(max(steps, 8))
-    epoch_idx = idx[: max(len(y) // BATCH_SIZE, 1)]
+    X, y, idx, epoch_idx = _batches_and_epoch(steps)
     rows = []
     for case in cases or list(CASES):
         candidates = {
