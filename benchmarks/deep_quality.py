@@ -127,15 +127,10 @@ def trajectory(loss: str, seed: int, split) -> list[Any]:
     import jax
     import jax.numpy as jnp
 
-    from metriclearn import losses as ml_losses
+    from metriclearn import training
 
-    settings = LOSSES[loss]
-    spec = ml_losses.build(
-        settings["loss"],
-        miner=settings.get("miner"),
-        miner_kwargs=settings.get("miner_kwargs"),
-        **settings.get("loss_kwargs", {}),
-    )
+    cfg = {**training.default_config(), **LOSSES[loss]}
+    spec = training._loss_from_config(cfg, n_classes=len(np.unique(split[1])))
     value_and_grad = jax.jit(jax.value_and_grad(spec.apply, argnums=1))
     key = jax.random.key(0)
     loss_gaps, grad_gaps = [], []

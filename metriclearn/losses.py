@@ -186,12 +186,20 @@ def _paired_distance(a, b, *, normalize: bool, squared: bool):
 # --------------------------------------------------------------------------------------------------
 
 
+def _contrastive_hinges(d, pos_margin, neg_margin):
+    """``([d - m_pos]_+, [m_neg - d]_+)``, before the hinge power."""
+    return jax.nn.relu(d - pos_margin), jax.nn.relu(neg_margin - d)
+
+
+def _hinge_power(hinge, hinge_power):
+    return (
+        hinge if isinstance(hinge_power, (int, float)) and hinge_power == 1 else hinge**hinge_power
+    )
+
+
 def _contrastive_terms(d, pos_margin, neg_margin, hinge_power):
-    pos = jax.nn.relu(d - pos_margin)
-    neg = jax.nn.relu(neg_margin - d)
-    if hinge_power != 1:
-        pos, neg = pos**hinge_power, neg**hinge_power
-    return pos, neg
+    pos, neg = _contrastive_hinges(d, pos_margin, neg_margin)
+    return _hinge_power(pos, hinge_power), _hinge_power(neg, hinge_power)
 
 
 def contrastive(
@@ -268,11 +276,11 @@ def _contrastive_value_and_grad(emb, labels, cfg, *, with_grad: bool):
     d2 = _clamp_sqeuclidean(raw, True)
     d = d2 if squared else safe_sqrt(d2)
     pos_w, neg_w = _pair_weights(labels, None, d.dtype)
-    pos_l, neg_l = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
+    hp, hn = _contrastive_hinges(d, pos_margin, neg_margin)
+    pos_l, neg_l = _hinge_power(hp, hinge_power), _hinge_power(hn, hinge_power)
     loss = _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction)
     if not with_grad:
         return loss, None
-    hp, hn = jax.nn.relu(d - pos_margin), jax.nn.relu(neg_margin - d)
     if reduction == "avg_nonzero":  # the pairs counted are the active ones; their loss is > 0
         pos_w, neg_w = pos_w * (pos_l > 0), neg_w * (neg_l > 0)
     if reduction == "sum":

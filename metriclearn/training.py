@@ -733,6 +733,25 @@ def _model_from_config(cfg: Mapping[str, Any], feature_shape: tuple[int, ...]):
     return models.build_model(name, **kw)
 
 
+def _miner_name(cfg: Mapping[str, Any]) -> str | None:
+    return cfg["miner"] if cfg["miner"] not in (None, "", "none") else None
+
+
+def _loss_from_config(cfg: Mapping[str, Any], n_classes: int):
+    """``losses.build`` from a config's ``loss``, ``loss_kwargs``, ``miner``, ``miner_kwargs`` and
+    ``embedding_dim`` (the proxy / class-weight losses size their parameters from the last two)."""
+    from metriclearn import losses
+
+    return losses.build(
+        cfg["loss"],
+        miner=_miner_name(cfg),
+        miner_kwargs=dict(cfg["miner_kwargs"] or {}) or None,
+        n_classes=n_classes,
+        embedding_dim=int(cfg["embedding_dim"]),
+        **dict(cfg["loss_kwargs"] or {}),
+    )
+
+
 def write_history_csv(history: Sequence[Mapping[str, float]], path: str | os.PathLike) -> None:
     """Write a history (list of per-epoch dicts) as CSV; NaN (not evaluated) cells are left empty."""
     columns = list(HISTORY_COLUMNS)
@@ -789,7 +808,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         train_and_evaluate({"dataset": "digits", "loss": "triplet_margin", "miner": "semihard",
                             "loss_kwargs": {"margin": 0.2}, "epochs": 30}, "/tmp/run")
     """
-    from metriclearn import datasets, losses, parallel, plotting
+    from metriclearn import datasets, parallel, plotting
 
     if hasattr(config, "to_dict"):
         config = config.to_dict()
@@ -814,15 +833,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
     )
     n_classes = int(len(np.unique(y_tr)))
     model = _model_from_config(cfg, feature_shape)
-    miner = cfg["miner"] if cfg["miner"] not in (None, "", "none") else None
-    loss_spec = losses.build(
-        cfg["loss"],
-        miner=miner,
-        miner_kwargs=dict(cfg["miner_kwargs"] or {}) or None,
-        n_classes=n_classes,
-        embedding_dim=int(cfg["embedding_dim"]),
-        **dict(cfg["loss_kwargs"] or {}),
-    )
+    loss_spec = _loss_from_config(cfg, n_classes)
+    miner = _miner_name(cfg)
     optimizer = make_optimizer(
         cfg["optimizer"],
         learning_rate=float(cfg["learning_rate"]),

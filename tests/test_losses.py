@@ -463,6 +463,11 @@ def test_contrastive_traced_margins(x64):
         jnp.array([0.1, 0.9])
     )
     np.testing.assert_allclose(float(got), float(want), rtol=1e-12)
+    # a traced hinge power too (it used to fail on Python's `if hinge_power != 1`)
+    want = losses.contrastive(x, y, neg_margin=0.9, hinge_power=2.0)
+    got = jax.jit(lambda k: losses.contrastive(x, y, neg_margin=0.9, hinge_power=k))(2.0)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-12)
+    assert float(want) != float(losses.contrastive(x, y, neg_margin=0.9))
     # with reduction='sum', dL/d(neg_margin) is the number of active negative (ordered) pairs
     g = jax.grad(lambda m: losses.contrastive(x, y, neg_margin=m, reduction="sum"))(0.9)
     d = _dist(x)
