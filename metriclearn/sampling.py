@@ -21,7 +21,9 @@ Example::
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +32,13 @@ import numpy as np
 from metriclearn import constraints
 from metriclearn._validation import check_labels, check_positive_int
 
-__all__ = ["m_per_class_batches", "class_table", "pair_batches", "triplet_batches"]
+__all__ = [
+    "m_per_class_batches",
+    "m_per_class_sampler",
+    "class_table",
+    "pair_batches",
+    "triplet_batches",
+]
 
 
 def _as_key(key) -> jax.Array:
@@ -79,6 +87,55 @@ def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches):
     return idx.reshape(n_batches, classes_per_batch * m).astype(jnp.int32)
 
 
+def m_per_class_sampler(
+    labels, *, m: int, batch_size: int, n_batches: int | None = None
+) -> Callable[[Any], jax.Array]:
+    """``sample(key) -> [n_batches, batch_size]``: :func:`m_per_class_batches` for fixed labels.
+
+    Validates the settings and builds the class table once (kept on device), so each epoch's draw is
+    a single jitted call -- what a training loop calls every epoch. ``sample(key)`` equals
+    ``m_per_class_batches(key, labels, m=m, batch_size=batch_size, n_batches=n_batches)``.
+
+    Raises:
+      ValueError: as :func:`m_per_class_batches`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> sample = m_per_class_sampler(np.repeat(np.arange(10), 30), m=4, batch_size=32)
+    >>> sample(0).shape
+    (9, 32)
+    """
+    m = check_positive_int(m, "m")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    members, counts = class_table(labels)
+    n_classes = len(counts)
+    if batch_size % m:
+        raise ValueError(f"batch_size must be a multiple of m, got batch_size={batch_size}, m={m}")
+    if batch_size > m * n_classes:
+        raise ValueError(
+            f"batch_size must be at most m * n_classes = {m} * {n_classes} = {m * n_classes}, "
+            f"got {batch_size}"
+        )
+    n = int(counts.sum())
+    if n_batches is None:
+        n_batches = max(n // batch_size, 1)
+    n_batches = check_positive_int(n_batches, "n_batches")
+    members_dev, counts_dev = jnp.asarray(members), jnp.asarray(counts)
+
+    def sample(key) -> jax.Array:
+        return _m_per_class_core(
+            _as_key(key),
+            members_dev,
+            counts_dev,
+            m=m,
+            classes_per_batch=batch_size // m,
+            n_batches=n_batches,
+        )
+
+    return sample
+
+
 def m_per_class_batches(
     key, labels, *, m: int, batch_size: int, n_batches: int | None = None
 ) -> jax.Array:
@@ -113,29 +170,7 @@ def m_per_class_batches(
     Reference: Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020 (sampler of
     pytorch-metric-learning).
     """
-    m = check_positive_int(m, "m")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    members, counts = class_table(labels)
-    n_classes = len(counts)
-    if batch_size % m:
-        raise ValueError(f"batch_size must be a multiple of m, got batch_size={batch_size}, m={m}")
-    if batch_size > m * n_classes:
-        raise ValueError(
-            f"batch_size must be at most m * n_classes = {m} * {n_classes} = {m * n_classes}, "
-            f"got {batch_size}"
-        )
-    n = int(counts.sum())
-    if n_batches is None:
-        n_batches = max(n // batch_size, 1)
-    n_batches = check_positive_int(n_batches, "n_batches")
-    return _m_per_class_core(
-        _as_key(key),
-        jnp.asarray(members),
-        jnp.asarray(counts),
-        m=m,
-        classes_per_batch=batch_size // m,
-        n_batches=n_batches,
-    )
+    return m_per_class_sampler(labels, m=m, batch_size=batch_size, n_batches=n_batches)(key)
 
 
 def pair_batches(

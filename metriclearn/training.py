@@ -141,6 +141,13 @@ def _wrap(raw: jax.Array) -> jax.Array:
     return jax.random.wrap_key_data(raw)
 
 
+@jax.jit
+def _split_epoch_key(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(epoch key, raw key data of the state's next key)`` from the state's raw key: one call."""
+    k_epoch, k_next = jax.random.split(_wrap(raw))
+    return k_epoch, jax.random.key_data(k_next)
+
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adam": optax.adam,
     "adamw": optax.adamw,
@@ -496,11 +503,14 @@ def fit(
     epochs = check_positive_int(epochs, "epochs")
     eval_every = check_positive_int(eval_every, "eval_every")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every", minimum=0)
-    # Validates batch_size / m_per_class against the classes (raises ValueError early).
-    sampling.m_per_class_batches(0, y_codes, m=m_per_class, batch_size=batch_size, n_batches=1)
     if n_batches is None:
         n_batches = max(X_train.shape[0] // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
+    # validates batch_size / m_per_class against the classes (ValueError before any work) and keeps
+    # the class table on device: each epoch's batches are then one jitted call
+    sample = sampling.m_per_class_sampler(
+        y_codes, m=m_per_class, batch_size=batch_size, n_batches=n_batches
+    )
 
     X_dev = jax.device_put(X_train)
     y_dev = jax.device_put(jnp.asarray(y_codes))
@@ -560,23 +570,22 @@ def fit(
 
         bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", leave=False)
     metrics: dict[str, float] = {}
+    step0 = int(state.step)  # counted on the host from here: no device sync per epoch
     try:
         for epoch in range(start_epoch, epochs):
-            k_epoch, k_next = jax.random.split(_wrap(state.key))
-            state = state._replace(key=jax.random.key_data(k_next))
-            batches = sampling.m_per_class_batches(
-                k_epoch, y_codes, m=m_per_class, batch_size=batch_size, n_batches=n_batches
-            )
+            k_epoch, k_next = _split_epoch_key(state.key)
+            state = state._replace(key=k_next)
+            batches = sample(k_epoch)
             if compiled is None:
                 t0 = time.perf_counter()
                 compiled = train_epoch.lower(state, X_dev, y_dev, batches).compile()
                 compile_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            step0 = int(state.step)
             state, step_metrics = compiled(state, X_dev, y_dev, batches)
             step_metrics = jax.device_get(step_metrics)
             epoch_times.append(time.perf_counter() - t0)
             _raise_if_non_finite(step_metrics, step0, epoch, n_batches)
+            step0 += n_batches
             row = {"epoch": epoch + 1, **_epoch_summary(step_metrics)}
             last = epoch + 1 == epochs
             evaluated = X_val is not None and ((epoch + 1) % eval_every == 0 or last)

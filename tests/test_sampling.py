@@ -48,6 +48,22 @@ def test_default_epoch_length_and_determinism():
     assert not np.array_equal(a, c)
 
 
+def test_sampler_built_once_draws_what_m_per_class_batches_draws():
+    sample = sampling.m_per_class_sampler(Y, m=4, batch_size=16, n_batches=7)
+    for seed in (0, 3, 11):
+        want = sampling.m_per_class_batches(
+            jax.random.key(seed), Y, m=4, batch_size=16, n_batches=7
+        )
+        np.testing.assert_array_equal(sample(jax.random.key(seed)), want)
+    np.testing.assert_array_equal(sample(5), sample(jax.random.key(5)))
+    assert not np.array_equal(sample(0), sample(1))
+    # bad settings fail when the sampler is built, before any epoch
+    with pytest.raises(ValueError, match="multiple of m"):
+        sampling.m_per_class_sampler(Y, m=4, batch_size=18)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        sampling.m_per_class_sampler(np.zeros(10), m=2, batch_size=2)
+
+
 def test_uniform_over_classes_and_members():
     y = np.repeat(np.arange(5), 8)
     idx = np.asarray(
