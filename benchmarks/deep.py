@@ -20,11 +20,17 @@ Run::
     python -m benchmarks.deep --quick    # metriclearn only, few steps (smoke test; no torch needed)
     python -m benchmarks.deep --anatomy  # each step with and without its loss, both libraries
     python -m benchmarks.deep --processes 10  # the training-loop ratio in 10 fresh processes
+    python -m benchmarks.deep --protocol  # whole 30-epoch runs: fit vs PML's DataLoader loop
 
 A process keeps the speed it starts with (PML's step in particular runs at one of two or more speeds
 from one process to the next), so the ratio of a single run is one draw; ``--processes N`` repeats the
 back-to-back training-loop comparison in ``N`` fresh processes and quotes the median ratio, the
 extremes and how many processes reach 3x.
+
+``--protocol`` times what a user of each library runs: ``training.fit`` for 30 epochs against PML's
+loop over a ``DataLoader`` with its ``MPerClassSampler`` (:func:`pml_train`), whole runs
+alternating. It includes what the step comparison leaves out on both sides: PML's data loading and
+fit's per-fit and per-epoch work (checks, train state, sampler, history).
 """
 
 from __future__ import annotations
@@ -98,11 +104,18 @@ def _batches_and_epoch(steps: int):
     return X, y, idx, idx[: max(len(y) // BATCH_SIZE, 1)]
 
 
+def _model_and_spec(case: str):
+    """The protocol's MLP (PyTorch's init, as PML's) and the case's loss spec, as ``fit`` builds them."""
+    loss, loss_kw, miner, miner_kw = CASES[case]
+    model = models.build_model(
+        "mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM, initializer="torch"
+    )
+    return model, losses.build(loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw)
+
+
 def metriclearn_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
     """A zero-argument callable doing one jitted metriclearn training step on the next batch."""
-    loss, loss_kw, miner, miner_kw = CASES[case]
-    model = models.build_model("mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM)
-    spec = losses.build(loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw)
+    model, spec = _model_and_spec(case)
     opt = optax.adam(LEARNING_RATE)
     state = {"s": training.create_train_state(0, model, spec, opt, X[:1])}
     # the state belongs to this stepper: donate it so each step updates it in place
@@ -135,9 +148,7 @@ def metriclearn_epoch(
     replaces the case's loss by the mean square of the embeddings (the rest of the step is kept:
     model, Adam, distance curves and finiteness checks).
     """
-    loss, loss_kw, miner, miner_kw = CASES[case]
-    model = models.build_model("mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM)
-    spec = losses.build(loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw)
+    model, spec = _model_and_spec(case)
     if loss_free:
         spec = spec._replace(apply=lambda params, emb, labels, key: _mean_square(emb))
     opt = optax.adam(LEARNING_RATE)
@@ -160,9 +171,7 @@ def metriclearn_bare_epoch(X: np.ndarray, idx: np.ndarray):
     The floor under any training step of this model and optimizer: what :func:`anatomy` compares
     pytorch-metric-learning's step with to bound the speed-up.
     """
-    model = models.build_model(
-        "mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM, initializer="torch"
-    )
+    model, _ = _model_and_spec("contrastive (all pairs)")
     opt = optax.adam(LEARNING_RATE)
     params = model.init(jax.random.key(0), jnp.asarray(X[:1]))
     carry = {"c": (params, opt.init(params))}
@@ -229,6 +238,88 @@ def pml_stepper(
         return float(loss.detach())
 
     return run
+
+
+def pml_train(case: str, seed: int, X: np.ndarray, y: np.ndarray, *, epochs: int, step_hook=None):
+    """PML's training loop as its users write it; returns the trained torch network.
+
+    The protocol of ANCHORS.md: :func:`pml_mlp`, Adam, the case's loss and miner
+    (:func:`pml_loss_and_miner`: its first word decides), and a ``DataLoader`` over a
+    ``TensorDataset`` with PML's ``MPerClassSampler(m=16, batch_size=128,
+    length_before_new_iter=len(y))``, ``epochs`` passes. Seeded with ``torch.manual_seed(seed)`` and
+    ``np.random.seed(seed)`` (the sampler draws from NumPy's global generator).
+
+    ``step_hook(embeddings, labels, loss, d loss / d embeddings)``, if given, sees every training
+    step's batch (NumPy arrays and a float) after the backward pass.
+    """
+    import torch
+    from pytorch_metric_learning import samplers
+
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- PML's sampler draws from the global NumPy generator
+    net = pml_mlp(X.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    loss_fn, miner = pml_loss_and_miner(case)
+    sampler = samplers.MPerClassSampler(
+        y, m=M_PER_CLASS, batch_size=BATCH_SIZE, length_before_new_iter=len(y)
+    )
+    data = torch.utils.data.TensorDataset(
+        torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+    )
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=BATCH_SIZE, sampler=sampler, drop_last=True
+    )
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            emb = net(xb)
+            if step_hook is not None:
+                emb.retain_grad()
+            value = loss_fn(emb, yb) if miner is None else loss_fn(emb, yb, miner(emb, yb))
+            value.backward()
+            if step_hook is not None:
+                step_hook(emb.detach().numpy(), yb.numpy(), float(value.detach()), emb.grad.numpy())
+            opt.step()
+    return net
+
+
+PROTOCOL_HEADER = [
+    "loss / miner",
+    "PML ms/step (its DataLoader + MPerClassSampler loop)",
+    "metriclearn ms/step (training.fit)",
+    "metriclearn first fit s (with compile)",
+    "speed-up (PML loop / fit)",
+]
+
+
+def protocol(epochs: int = 30, repeats: int = 5, cases: list[str] | None = None) -> list[list]:
+    """Each library's whole training run as its users start it, end to end: rows of
+    :data:`PROTOCOL_HEADER`.
+
+    metriclearn: one call of :func:`metriclearn.training.fit` (checks, train state, the sampler, the
+    scanned epochs, the history; no held-out split); PML: :func:`pml_train` (network, optimizer,
+    ``DataLoader`` with its sampler, the steps). Both on the digits training split for ``epochs``
+    epochs, alternating (``_timing.alternate``), medians over ``repeats`` runs divided by the steps
+    run. fit's first call, which compiles the epoch, is reported apart; later calls reuse the program.
+    """
+    X, y, _, _, _ = training.load_split("digits")
+    steps = epochs * max(len(y) // BATCH_SIZE, 1)
+    rows = []
+    for case in cases or list(CASES):
+        model, spec = _model_and_spec(case)
+        opt = optax.adam(LEARNING_RATE)
+        candidates = {
+            "ours": lambda m=model, s=spec, o=opt: (
+                training.fit(m, s, o, X, y, epochs=epochs, progress=False).state.params
+            ),
+            "pml": lambda case=case: pml_train(case, 0, X, y, epochs=epochs),
+        }
+        t = _timing.alternate(candidates, repeats=repeats, warmup=1)
+        ours_ms = 1e3 * t["ours"]["median_s"] / steps
+        pml_ms = 1e3 * t["pml"]["median_s"] / steps
+        rows.append([case, pml_ms, ours_ms, t["ours"]["first_s"], _timing.ratio(pml_ms, ours_ms)])
+    return rows
 
 
 def run(steps: int = 30, quick: bool = False, cases: list[str] | None = None) -> list[list]:
@@ -439,11 +530,18 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="the training-loop comparison in N fresh processes; medians over processes",
     )
+    parser.add_argument(
+        "--protocol",
+        action="store_true",
+        help="whole 30-epoch runs: training.fit against PML's DataLoader loop, alternating",
+    )
     parser.add_argument("--cases", default="", help="comma list of case names (default: all)")
     parser.add_argument("--loop-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick and (args.anatomy or args.processes):
-        parser.error("--anatomy and --processes need pytorch-metric-learning; no --quick mode")
+    if args.quick and (args.anatomy or args.processes or args.protocol):
+        parser.error(
+            "--anatomy, --processes and --protocol need pytorch-metric-learning; no --quick mode"
+        )
     if args.processes < 0:
         parser.error("--processes must be >= 0")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] or None
@@ -462,11 +560,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"torch {torch.__version__} (2 threads) | pytorch-metric-learning {pytorch_metric_learning.__version__}"
         )
-    timing = (
-        f"blocks of {max(steps // 3, 3)} steps back to back, 3 rounds, medians"
-        if args.anatomy or args.processes
-        else f"median of {steps} alternating steps"
-    )
+    if args.protocol:
+        timing = "whole runs of 30 epochs, the libraries alternating, medians of 5 runs each"
+    elif args.anatomy or args.processes:
+        timing = f"blocks of {max(steps // 3, 3)} steps back to back, 3 rounds, medians"
+    else:
+        timing = f"median of {steps} alternating steps"
     if args.processes:
         timing += f"; in each of {args.processes} fresh processes"
     print(
@@ -475,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.anatomy:
         print(_timing.markdown_table(ANATOMY_HEADER, anatomy(steps=steps, cases=cases)))
+        return 0
+    if args.protocol:
+        print(_timing.markdown_table(PROTOCOL_HEADER, protocol(cases=cases)))
         return 0
     if args.processes:
         rows = processes(args.processes, steps=steps, cases=cases)

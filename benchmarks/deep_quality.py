@@ -63,44 +63,19 @@ def ours(loss: str, seed: int, dataset: str = "digits") -> tuple[float, float]:
 
 
 def pml(loss: str, seed: int, split, step_hook=None) -> tuple[float, float]:
-    """``(P@1, MAP@R)`` of pytorch-metric-learning's run of the protocol at ``seed``.
+    """``(P@1, MAP@R)`` of pytorch-metric-learning's run of the protocol at ``seed``
+    (:func:`benchmarks.deep.pml_train`, :data:`EPOCHS` epochs).
 
     ``step_hook(embeddings, labels, loss, d loss / d embeddings)``, if given, sees every training
     step's batch (NumPy arrays and a float) after PML's backward pass.
     """
     import torch
-    from pytorch_metric_learning import samplers
 
-    from benchmarks.deep import BATCH_SIZE, LEARNING_RATE, M_PER_CLASS, pml_loss_and_miner, pml_mlp
+    from benchmarks.deep import pml_train
     from metriclearn import evaluation
 
     X, y, X_test, y_test = split
-    torch.set_num_threads(2)
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 -- PML's sampler draws from the global NumPy generator
-    net = pml_mlp(X.shape[1])
-    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-    loss_fn, miner = pml_loss_and_miner(loss)
-    sampler = samplers.MPerClassSampler(
-        y, m=M_PER_CLASS, batch_size=BATCH_SIZE, length_before_new_iter=len(y)
-    )
-    data = torch.utils.data.TensorDataset(
-        torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
-    )
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=BATCH_SIZE, sampler=sampler, drop_last=True
-    )
-    for _ in range(EPOCHS):
-        for xb, yb in loader:
-            opt.zero_grad()
-            emb = net(xb)
-            if step_hook is not None:
-                emb.retain_grad()
-            value = loss_fn(emb, yb) if miner is None else loss_fn(emb, yb, miner(emb, yb))
-            value.backward()
-            if step_hook is not None:
-                step_hook(emb.detach().numpy(), yb.numpy(), float(value.detach()), emb.grad.numpy())
-            opt.step()
+    net = pml_train(loss, seed, X, y, epochs=EPOCHS, step_hook=step_hook)
     with torch.no_grad():
         emb = net(torch.tensor(X_test, dtype=torch.float32)).numpy()
     res = evaluation.retrieval_metrics(emb, y_test)

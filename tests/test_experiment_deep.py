@@ -144,6 +144,28 @@ def test_benchmark_anatomy_splits_the_step():
         bench.main(["--anatomy", "--quick"])
 
 
+def test_benchmark_protocol_times_whole_runs_of_both_libraries():
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from benchmarks import deep as bench
+
+    (row,) = bench.protocol(epochs=1, repeats=1, cases=["contrastive (all pairs)"])
+    assert len(row) == len(bench.PROTOCOL_HEADER) and row[0] == "contrastive (all pairs)"
+    pml_ms, ours_ms, first_s, speedup = row[1:]
+    assert pml_ms > 0 and ours_ms > 0 and speedup == pytest.approx(pml_ms / ours_ms)
+    assert first_s > 1e-3 * ours_ms  # the first fit's run includes its steps (and the compile)
+    # PML's loop trains: its network moves away from its initial weights (same seed)
+    import torch
+
+    X, y, _, _, _ = bench.training.load_split("digits")
+    trained = bench.pml_train("contrastive", 0, X, y, epochs=1)
+    torch.manual_seed(0)
+    initial = bench.pml_mlp(X.shape[1])
+    assert not torch.equal(trained[0].weight, initial[0].weight)
+    with pytest.raises(SystemExit):
+        bench.main(["--protocol", "--quick"])
+
+
 def test_benchmark_fresh_processes_protocol(monkeypatch, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("pytorch_metric_learning")
