@@ -240,7 +240,18 @@ def pml_stepper(
     return run
 
 
-def pml_train(case: str, seed: int, X: np.ndarray, y: np.ndarray, *, epochs: int, step_hook=None):
+def pml_train(
+    case: str,
+    seed: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    step_hook=None,
+    init_params=None,
+    batches=None,
+    record: list | None = None,
+):
     """PML's training loop as its users write it; returns the trained torch network.
 
     The protocol of ANCHORS.md: :func:`pml_mlp`, Adam, the case's loss and miner
@@ -251,6 +262,12 @@ def pml_train(case: str, seed: int, X: np.ndarray, y: np.ndarray, *, epochs: int
 
     ``step_hook(embeddings, labels, loss, d loss / d embeddings)``, if given, sees every training
     step's batch (NumPy arrays and a float) after the backward pass.
+
+    For taking the two libraries apart (``deep_quality --decompose``): ``init_params`` (our MLP's
+    Flax parameters) replace the network's initial weights; ``batches(epoch)`` (an int array
+    ``[n_batches, 128]``) replaces the sampler; ``record`` receives each epoch's index array. With
+    either of the last two the loop indexes the tensors itself (the sampler's epoch drawn whole, as
+    the ``DataLoader`` draws it: the same batches and the same run).
     """
     import torch
     from pytorch_metric_learning import samplers
@@ -259,6 +276,8 @@ def pml_train(case: str, seed: int, X: np.ndarray, y: np.ndarray, *, epochs: int
     torch.manual_seed(seed)
     np.random.seed(seed)  # noqa: NPY002 -- PML's sampler draws from the global NumPy generator
     net = pml_mlp(X.shape[1])
+    if init_params is not None:
+        load_flax_mlp(net, init_params)
     opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     loss_fn, miner = pml_loss_and_miner(case)
     sampler = samplers.MPerClassSampler(
@@ -270,8 +289,19 @@ def pml_train(case: str, seed: int, X: np.ndarray, y: np.ndarray, *, epochs: int
     loader = torch.utils.data.DataLoader(
         data, batch_size=BATCH_SIZE, sampler=sampler, drop_last=True
     )
-    for _ in range(epochs):
-        for xb, yb in loader:
+    Xt, yt = data.tensors
+
+    def epoch_batches(epoch: int):
+        if batches is None and record is None:
+            return loader
+        idx = batches(epoch) if batches is not None else np.asarray(list(iter(sampler)))
+        idx = np.asarray(idx, np.int64).reshape(-1, BATCH_SIZE)
+        if record is not None:
+            record.append(idx)
+        return ((Xt[torch.from_numpy(b)], yt[torch.from_numpy(b)]) for b in idx)
+
+    for epoch in range(epochs):
+        for xb, yb in epoch_batches(epoch):
             opt.zero_grad()
             emb = net(xb)
             if step_hook is not None:
@@ -282,6 +312,34 @@ def pml_train(case: str, seed: int, X: np.ndarray, y: np.ndarray, *, epochs: int
                 step_hook(emb.detach().numpy(), yb.numpy(), float(value.detach()), emb.grad.numpy())
             opt.step()
     return net
+
+
+_FLAX_LAYERS = (("dense_0",), ("dense_1",), ("head", "embedding"))  # torch layers 0, 2, 4
+
+
+def load_flax_mlp(net, params) -> None:
+    """Copy our protocol MLP's Flax parameters into :func:`pml_mlp`'s torch network (in place)."""
+    import torch
+
+    with torch.no_grad():
+        for layer, path in zip(net[::2], _FLAX_LAYERS):
+            p = params["params"]
+            for name in path:
+                p = p[name]
+            layer.weight.copy_(torch.from_numpy(np.asarray(p["kernel"]).T.copy()))
+            layer.bias.copy_(torch.from_numpy(np.asarray(p["bias"]).copy()))
+
+
+def flax_mlp_params(net) -> dict:
+    """:func:`pml_mlp`'s torch weights as our protocol MLP's Flax parameters."""
+    out: dict = {}
+    for layer, path in zip(net[::2], _FLAX_LAYERS):
+        leaf = {
+            "kernel": jnp.asarray(layer.weight.detach().numpy().T),
+            "bias": jnp.asarray(layer.bias.detach().numpy()),
+        }
+        out.update({path[0]: {path[1]: leaf}} if len(path) == 2 else {path[0]: leaf})
+    return {"params": out}
 
 
 PROTOCOL_HEADER = [

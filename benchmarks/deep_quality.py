@@ -20,6 +20,7 @@ Run::
     python -m benchmarks.deep_quality --dataset mnist1d --seeds 20
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --first-seed 60 --seeds 60
     python -m benchmarks.deep_quality --dataset mnist1d --trajectory   # our gradient along PML's run
+    python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --decompose init,sampler,step
 """
 
 from __future__ import annotations
@@ -129,6 +130,75 @@ def trajectory(loss: str, seed: int, split) -> list[Any]:
     ]
 
 
+PARTS = ("init", "sampler", "step")
+
+
+def decompose(
+    part: str, loss: str, seed: int, split
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(PML's (P@1, MAP@R), the variant's)`` at ``seed``: PML's run with one part made ours.
+
+    ``init``: PML's loop from our MLP's initial weights (``training.create_train_state`` at ``seed``).
+    ``sampler``: PML's loop on our m-per-class batches (``sampling.m_per_class_sampler``).
+    ``step``: our jitted training epoch (``training.make_train_epoch``: loss, miner, MLP, Adam) from
+    PML's initial weights on PML's own batches. Both runs of a seed share everything else, so their
+    difference measures that part alone.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import torch
+
+    from benchmarks import deep
+    from metriclearn import evaluation, sampling, training
+
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}")
+    X, y, X_test, y_test = split
+    model, _ = deep._model_and_spec("contrastive (all pairs)")
+    cfg = {**training.default_config(), **LOSSES[loss]}
+    spec = training._loss_from_config(cfg, n_classes=len(np.unique(y)))
+    opt = optax.adam(deep.LEARNING_RATE)
+
+    def scores(emb):
+        res = evaluation.retrieval_metrics(np.asarray(emb), y_test)
+        return float(res["precision_at_1"]), float(res["map_at_r"])
+
+    def pml_scores(net):
+        with torch.no_grad():
+            return scores(net(torch.tensor(X_test, dtype=torch.float32)).numpy())
+
+    torch.manual_seed(seed)
+    pml_init = deep.flax_mlp_params(deep.pml_mlp(X.shape[1]))  # what pml_train starts from
+    record: list = []
+    reference = pml_scores(deep.pml_train(loss, seed, X, y, epochs=EPOCHS, record=record))
+    if part == "init":
+        ours_init = training.create_train_state(seed, model, spec, opt, X[:1]).params
+        variant = pml_scores(deep.pml_train(loss, seed, X, y, epochs=EPOCHS, init_params=ours_init))
+    elif part == "sampler":
+        sample = sampling.m_per_class_sampler(y, m=deep.M_PER_CLASS, batch_size=deep.BATCH_SIZE)
+        key = jax.random.key(seed)
+        variant = pml_scores(
+            deep.pml_train(
+                loss,
+                seed,
+                X,
+                y,
+                epochs=EPOCHS,
+                batches=lambda e: np.asarray(sample(jax.random.fold_in(key, e))),
+            )
+        )
+    else:
+        epoch = training.make_train_epoch(model, spec, opt)
+        state = training.create_train_state(seed, model, spec, opt, X[:1])
+        state = state._replace(params=pml_init, opt_state=opt.init((pml_init, state.loss_params)))
+        Xd, yd = jnp.asarray(X), jnp.asarray(y, jnp.int32)
+        for idx in record:
+            state, _ = epoch(state, Xd, yd, jnp.asarray(idx, jnp.int32))
+        variant = scores(model.apply(state.params, jnp.asarray(X_test), train=False))
+    return reference, variant
+
+
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided p-value of Welch's t-test for equal means."""
     from scipy import stats
@@ -179,6 +249,55 @@ def run(
     return rows
 
 
+DECOMPOSE_HEADER = [
+    "part made ours",
+    "metric",
+    "PML",
+    "PML with that part ours",
+    "paired difference ± s.e.",
+    "paired p",
+]
+
+
+def decompose_run(
+    part: str,
+    n_seeds: int,
+    loss: str = "triplet",
+    dataset: str = "mnist1d",
+    first_seed: int = 0,
+    log=print,
+) -> list[list[Any]]:
+    """Rows of :data:`DECOMPOSE_HEADER`: :func:`decompose` over seeds, paired t-test per metric."""
+    from scipy import stats
+
+    from metriclearn import training
+
+    X, y, X_test, y_test, _ = training.load_split(dataset)
+    pairs = []
+    for seed in range(first_seed, first_seed + n_seeds):
+        ref, var = decompose(part, loss, seed, (X, y, X_test, y_test))
+        pairs.append((ref, var))
+        log(
+            f"  {part} seed {seed}: PML {ref[0]:.4f} / {ref[1]:.4f}, variant {var[0]:.4f} / {var[1]:.4f}"
+        )
+    a = np.asarray([p[0] for p in pairs])
+    b = np.asarray([p[1] for p in pairs])
+    rows = []
+    for col, metric in enumerate(("P@1", "MAP@R")):
+        d = b[:, col] - a[:, col]
+        rows.append(
+            [
+                part,
+                metric,
+                f"{a[:, col].mean():.4f}",
+                f"{b[:, col].mean():.4f}",
+                f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f}",
+                f"{stats.ttest_rel(b[:, col], a[:, col]).pvalue:.3f}",
+            ]
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=60, help="how many seeds, in both libraries")
@@ -194,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="instead: PML's run at --first-seed, our loss and gradient on each of its batches",
     )
+    parser.add_argument(
+        "--decompose",
+        default="",
+        help="instead: PML's runs with one part made ours (comma list of init, sampler, step), paired",
+    )
     args = parser.parse_args(argv)
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = sorted(set(losses) - set(LOSSES))
@@ -201,6 +325,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown loss(es) {unknown}; valid: {', '.join(LOSSES)}")
     if args.first_seed < 0:
         parser.error("--first-seed must be >= 0")
+    parts = [p.strip() for p in args.decompose.split(",") if p.strip()]
+    if sorted(set(parts) - set(PARTS)):
+        parser.error(
+            f"unknown part(s) {sorted(set(parts) - set(PARTS))}; valid: {', '.join(PARTS)}"
+        )
+    if parts:
+        if args.seeds < 2:
+            parser.error("--seeds must be at least 2 (a standard error needs two runs)")
+        print(_timing.machine_line())
+        print(
+            f"{args.dataset}, {losses[0]}, {EPOCHS} epochs, seeds {args.first_seed}.."
+            f"{args.first_seed + args.seeds - 1}: PML's run and PML's run with one part ours\n"
+        )
+        rows = [
+            row
+            for part in parts
+            for row in decompose_run(
+                part, args.seeds, losses[0], args.dataset, first_seed=args.first_seed
+            )
+        ]
+        print(_timing.markdown_table(DECOMPOSE_HEADER, rows))
+        return 0
     if args.trajectory:
         from metriclearn import training
 

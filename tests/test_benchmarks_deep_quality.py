@@ -61,3 +61,33 @@ def test_trajectory_compares_our_gradient_on_every_pml_step(monkeypatch):
     ):
         monkeypatch.setitem(deep_quality.LOSSES, "triplet", {**original, **changed})
         assert deep_quality.trajectory("triplet", 0, (X, y, X_test, y_test))[gap_column] > 1e-2
+
+
+def test_decompose_swaps_one_part_and_keeps_the_rest(monkeypatch):
+    """Same initial weights and batches: our step ends where PML's does (one epoch on digits);
+    our init or our sampler change the run; the CLI rejects unknown parts."""
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from metriclearn import training
+
+    monkeypatch.setattr(deep_quality, "EPOCHS", 1)
+    X, y, X_test, y_test, _ = training.load_split("digits")
+    split = (X, y, X_test, y_test)
+    ref, step = deep_quality.decompose("step", "triplet", 0, split)
+    assert abs(step[0] - ref[0]) < 2e-3 and abs(step[1] - ref[1]) < 1e-3, (ref, step)
+    # a different loss on our side only (margin 1.0 instead of PML's 0.2) shows up at once
+    wrong = {**deep_quality.LOSSES["triplet"], "loss_kwargs": {"margin": 1.0}}
+    monkeypatch.setitem(deep_quality.LOSSES, "triplet", {**wrong, "miner_kwargs": {"margin": 1.0}})
+    assert abs(deep_quality.decompose("step", "triplet", 0, split)[1][1] - ref[1]) > 0.02
+    monkeypatch.undo()
+    monkeypatch.setattr(deep_quality, "EPOCHS", 1)
+    for part in ("init", "sampler"):
+        ref2, variant = deep_quality.decompose(part, "triplet", 0, split)
+        assert ref2 == ref  # PML's own run is reproduced exactly
+        assert variant != ref, part
+    with pytest.raises(ValueError, match="unknown part"):
+        deep_quality.decompose("optimizer", "triplet", 0, split)
+    with pytest.raises(SystemExit):
+        deep_quality.main(["--decompose", "optimizer"])
+    rows = deep_quality.decompose_run("step", 2, dataset="digits", log=lambda _: None)
+    assert [r[:2] for r in rows] == [["step", "P@1"], ["step", "MAP@R"]]
