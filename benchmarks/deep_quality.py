@@ -155,7 +155,7 @@ def decompose(
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}")
     X, y, X_test, y_test = split
-    model, _ = deep._model_and_spec("contrastive (all pairs)")
+    model, _ = deep._model_and_spec("contrastive (all pairs)")  # the one MLP of every case
     cfg = {**training.default_config(), **LOSSES[loss]}
     spec = training._loss_from_config(cfg, n_classes=len(np.unique(y)))
     opt = optax.adam(deep.LEARNING_RATE)
