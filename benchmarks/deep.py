@@ -104,13 +104,19 @@ def _batches_and_epoch(steps: int):
     return X, y, idx, idx[: max(len(y) // BATCH_SIZE, 1)]
 
 
-def _model_and_spec(case: str):
-    """The protocol's MLP (PyTorch's init, as PML's) and the case's loss spec, as ``fit`` builds them."""
-    loss, loss_kw, miner, miner_kw = CASES[case]
-    model = models.build_model(
+def protocol_model():
+    """The protocol's MLP (PyTorch's init, as PML's): the same network for every case."""
+    return models.build_model(
         "mlp", hidden=HIDDEN, embedding_dim=EMBEDDING_DIM, initializer="torch"
     )
-    return model, losses.build(loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw)
+
+
+def _model_and_spec(case: str):
+    """:func:`protocol_model` and the case's loss spec, as ``fit`` builds them."""
+    loss, loss_kw, miner, miner_kw = CASES[case]
+    return protocol_model(), losses.build(
+        loss, miner=miner, miner_kwargs=miner_kw or None, **loss_kw
+    )
 
 
 def metriclearn_stepper(case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray):
@@ -171,7 +177,7 @@ def metriclearn_bare_epoch(X: np.ndarray, idx: np.ndarray):
     The floor under any training step of this model and optimizer: what :func:`anatomy` compares
     pytorch-metric-learning's step with to bound the speed-up.
     """
-    model, _ = _model_and_spec("contrastive (all pairs)")
+    model = protocol_model()
     opt = optax.adam(LEARNING_RATE)
     params = model.init(jax.random.key(0), jnp.asarray(X[:1]))
     carry = {"c": (params, opt.init(params))}
@@ -204,6 +210,20 @@ def pml_mlp(in_features: int):
     return torch.nn.Sequential(*layers)
 
 
+def _pml_setup(case: str, seed: int, in_features: int, init_params=None):
+    """``(network, Adam, loss, miner or None)`` of PML's side: 2 torch threads, ``torch.manual_seed``,
+    :func:`pml_mlp` (its initial weights replaced by ``init_params``, our MLP's, if given)."""
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    net = pml_mlp(in_features)
+    if init_params is not None:
+        load_flax_mlp(net, init_params)
+    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    return (net, opt, *pml_loss_and_miner(case))
+
+
 def pml_stepper(
     case: str, X: np.ndarray, y: np.ndarray, idx: np.ndarray, *, loss_free: bool = False
 ):
@@ -213,11 +233,7 @@ def pml_stepper(
     """
     import torch
 
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    net = pml_mlp(X.shape[1])
-    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-    loss_fn, miner = pml_loss_and_miner(case)
+    net, opt, loss_fn, miner = _pml_setup(case, 0, X.shape[1])
     if loss_free:
         loss_fn, miner = (lambda emb, labels: _mean_square(emb)), None
     xs = [torch.from_numpy(np.ascontiguousarray(X[b])) for b in idx]
@@ -272,14 +288,8 @@ def pml_train(
     import torch
     from pytorch_metric_learning import samplers
 
-    torch.set_num_threads(2)
-    torch.manual_seed(seed)
     np.random.seed(seed)  # noqa: NPY002 -- PML's sampler draws from the global NumPy generator
-    net = pml_mlp(X.shape[1])
-    if init_params is not None:
-        load_flax_mlp(net, init_params)
-    opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-    loss_fn, miner = pml_loss_and_miner(case)
+    net, opt, loss_fn, miner = _pml_setup(case, seed, X.shape[1], init_params)
     sampler = samplers.MPerClassSampler(
         y, m=M_PER_CLASS, batch_size=BATCH_SIZE, length_before_new_iter=len(y)
     )
@@ -351,7 +361,12 @@ PROTOCOL_HEADER = [
 ]
 
 
-def protocol(epochs: int = 30, repeats: int = 5, cases: list[str] | None = None) -> list[list]:
+PROTOCOL_EPOCHS, PROTOCOL_REPEATS = 30, 5
+
+
+def protocol(
+    epochs: int = PROTOCOL_EPOCHS, repeats: int = PROTOCOL_REPEATS, cases: list[str] | None = None
+) -> list[list]:
     """Each library's whole training run as its users start it, end to end: rows of
     :data:`PROTOCOL_HEADER`.
 
@@ -619,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__} (2 threads) | pytorch-metric-learning {pytorch_metric_learning.__version__}"
         )
     if args.protocol:
-        timing = "whole runs of 30 epochs, the libraries alternating, medians of 5 runs each"
+        timing = (
+            f"whole runs of {PROTOCOL_EPOCHS} epochs, the libraries alternating, medians of "
+            f"{PROTOCOL_REPEATS} runs each"
+        )
     elif args.anatomy or args.processes:
         timing = f"blocks of {max(steps // 3, 3)} steps back to back, 3 rounds, medians"
     else:

@@ -83,6 +83,14 @@ def pml(loss: str, seed: int, split, step_hook=None) -> tuple[float, float]:
     return float(res["precision_at_1"]), float(res["map_at_r"])
 
 
+def our_loss(loss: str, y: np.ndarray):
+    """Our loss spec for a :data:`LOSSES` name, built as ``train_and_evaluate`` builds it."""
+    from metriclearn import training
+
+    cfg = {**training.default_config(), **LOSSES[loss]}
+    return training._loss_from_config(cfg, n_classes=len(np.unique(y)))
+
+
 TRAJECTORY_HEADER = [
     "loss",
     "steps",
@@ -103,10 +111,7 @@ def trajectory(loss: str, seed: int, split) -> list[Any]:
     import jax
     import jax.numpy as jnp
 
-    from metriclearn import training
-
-    cfg = {**training.default_config(), **LOSSES[loss]}
-    spec = training._loss_from_config(cfg, n_classes=len(np.unique(split[1])))
+    spec = our_loss(loss, split[1])
     value_and_grad = jax.jit(jax.value_and_grad(spec.apply, argnums=1))
     key = jax.random.key(0)
     loss_gaps, grad_gaps = [], []
@@ -155,9 +160,7 @@ def decompose(
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}")
     X, y, X_test, y_test = split
-    model, _ = deep._model_and_spec("contrastive (all pairs)")  # the one MLP of every case
-    cfg = {**training.default_config(), **LOSSES[loss]}
-    spec = training._loss_from_config(cfg, n_classes=len(np.unique(y)))
+    model, spec = deep.protocol_model(), our_loss(loss, y)
     opt = optax.adam(deep.LEARNING_RATE)
 
     def scores(emb):
@@ -168,9 +171,7 @@ def decompose(
         with torch.no_grad():
             return scores(net(torch.tensor(X_test, dtype=torch.float32)).numpy())
 
-    torch.manual_seed(seed)
-    pml_init = deep.flax_mlp_params(deep.pml_mlp(X.shape[1]))  # what pml_train starts from
-    record: list = []
+    record: list | None = [] if part == "step" else None  # PML's batches, for our step
     reference = pml_scores(deep.pml_train(loss, seed, X, y, epochs=EPOCHS, record=record))
     if part == "init":
         ours_init = training.create_train_state(seed, model, spec, opt, X[:1]).params
@@ -189,6 +190,8 @@ def decompose(
             )
         )
     else:
+        torch.manual_seed(seed)
+        pml_init = deep.flax_mlp_params(deep.pml_mlp(X.shape[1]))  # what pml_train started from
         epoch = training.make_train_epoch(model, spec, opt)
         state = training.create_train_state(seed, model, spec, opt, X[:1])
         state = state._replace(params=pml_init, opt_state=opt.init((pml_init, state.loss_params)))
