@@ -62,6 +62,12 @@ def test_sampler_built_once_draws_what_m_per_class_batches_draws():
         sampling.m_per_class_sampler(Y, m=4, batch_size=18)
     with pytest.raises(ValueError, match="at least 2 classes"):
         sampling.m_per_class_sampler(np.zeros(10), m=2, batch_size=2)
+    with pytest.raises(ValueError, match="1-dimensional"):
+        sampling.m_per_class_sampler(np.zeros((4, 2)), m=2, batch_size=2)
+    with pytest.raises(ValueError, match="NaN"):
+        sampling.m_per_class_sampler(np.array([0.0, 1.0, np.nan]), m=1, batch_size=2)
+    with pytest.raises(ValueError, match="n_batches"):
+        sampling.m_per_class_sampler(Y, m=4, batch_size=8, n_batches=0)
 
 
 def test_uniform_over_classes_and_members():
