@@ -21,6 +21,7 @@ Run::
     python -m benchmarks.deep --anatomy  # each step with and without its loss, both libraries
     python -m benchmarks.deep --processes 10  # the training-loop ratio in 10 fresh processes
     python -m benchmarks.deep --protocol  # whole 30-epoch runs: fit vs PML's DataLoader loop
+    python -m benchmarks.deep --products  # the MLP's 8 products: XLA 2 cores / 1, torch 2 threads / 1
 
 A process keeps the speed it starts with (PML's step in particular runs at one of two or more speeds
 from one process to the next), so the ratio of a single run is one draw; ``--processes N`` repeats the
@@ -41,6 +42,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -57,6 +59,7 @@ M_PER_CLASS = 16
 HIDDEN = (256, 256)
 EMBEDDING_DIM = 64
 LEARNING_RATE = 1e-3
+PRODUCTS_REPS = 50  # products per timed call of --products
 
 # name -> (metriclearn loss, loss kwargs, miner, miner kwargs)
 CASES = {
@@ -487,6 +490,26 @@ def summarize_processes(per_process: list[dict[str, list[float]]]) -> list[list]
     return rows
 
 
+def _child_json(args: list[str], what: str, cpus: set[int] | None = None) -> Any:
+    """Run ``python -m benchmarks.deep *args`` in a fresh process and parse the JSON of its last
+    stdout line. With ``cpus``, the child pins itself to them before it imports JAX."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "benchmarks.deep"]
+    if cpus is not None:
+        cmd[1:] = [
+            "-c",
+            f"import os, runpy; os.sched_setaffinity(0, {sorted(cpus)}); "
+            "runpy.run_module('benchmarks.deep', run_name='__main__')",
+        ]
+    proc = subprocess.run(
+        [*cmd, *args], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def processes(n: int, steps: int = 30, cases: list[str] | None = None, log=print) -> list[list]:
     """:func:`training_loop` in ``n`` fresh Python processes, one after the other; rows of
     :func:`summarize_processes`.
@@ -497,17 +520,12 @@ def processes(n: int, steps: int = 30, cases: list[str] | None = None, log=print
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "benchmarks.deep", "--steps", str(steps), "--loop-json"]
+    args = ["--steps", str(steps), "--loop-json"]
     if cases:
-        cmd += ["--cases", ",".join(cases)]
+        args += ["--cases", ",".join(cases)]
     results = []
     for i in range(n):
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"benchmark process {i} failed:\n{proc.stderr[-2000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(_child_json(args, f"benchmark process {i}"))
         ratios = ", ".join(
             f"{case.split()[0]} {_timing.ratio(*v):.2f}x" for case, v in results[-1].items()
         )
@@ -552,6 +570,125 @@ def anatomy(steps: int = 30, cases: list[str] | None = None) -> list[list]:
             ]
         )
     return rows
+
+
+def mlp_products(batch: int = BATCH_SIZE) -> list[tuple[str, int, int, int, str]]:
+    """The protocol MLP's matrix products in one training step: ``(name, m, k, n, layout)``.
+
+    ``m x k`` times ``k x n``; ``layout`` says how the operands are stored, as JAX's autodiff of a
+    Flax ``Dense`` (kernel ``in x out``) uses them: ``nn`` ``x W``; ``tn`` ``x^T g``, the weight
+    gradient, contracting over the batch (``x`` stored ``k x m``); ``nt`` ``g W^T``, the input
+    gradient (``W`` stored ``n x k``). Three forward products, a weight gradient per layer and an
+    input gradient for every layer but the first: eight.
+    """
+    widths = (64, *HIDDEN, EMBEDDING_DIM)
+    layers = list(zip(widths[:-1], widths[1:]))
+    out = [(f"layer {i + 1} forward x W", batch, a, b, "nn") for i, (a, b) in enumerate(layers)]
+    for i in reversed(range(len(layers))):
+        a, b = layers[i]
+        out.append((f"layer {i + 1} weight gradient x^T g", a, batch, b, "tn"))
+        if i > 0:
+            out.append((f"layer {i + 1} input gradient g W^T", batch, b, a, "nt"))
+    return out
+
+
+def _operand_shapes(m: int, k: int, n: int, layout: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Stored shapes of the two operands of an ``m x k`` by ``k x n`` product."""
+    return ((k, m) if layout == "tn" else (m, k)), ((n, k) if layout == "nt" else (k, n))
+
+
+def _xla_product(m: int, k: int, n: int, layout: str, reps: int):
+    """A zero-argument callable running ``reps`` such products in one jitted scan, a new left operand
+    per iteration, and returning the last (XLA runs every iteration of a loop); divide by ``reps``.
+
+    Each product writes its own output, as ``torch.mm(out=)`` does: accumulating the products instead
+    would add an elementwise pass (up to 40 us on the 256-wide products) that neither library's step
+    pays.
+    """
+    rng = np.random.default_rng(0)
+    a_shape, b_shape = _operand_shapes(m, k, n, layout)
+    lhs = jnp.asarray(rng.standard_normal((reps, *a_shape), dtype=np.float32))
+    rhs = jnp.asarray(rng.standard_normal(b_shape, dtype=np.float32))
+
+    def product(a, b):
+        return (a.T if layout == "tn" else a) @ (b.T if layout == "nt" else b)
+
+    run = jax.jit(
+        lambda xs, b: jax.lax.scan(lambda c, a: (product(a, b), None), jnp.zeros((m, n)), xs)[0]
+    )
+    return lambda: run(lhs, rhs)
+
+
+def _torch_product(m: int, k: int, n: int, layout: str, reps: int, threads: int):
+    """A zero-argument callable doing ``reps`` ``torch.mm`` calls on ``threads`` threads, operands
+    stored as in :func:`_xla_product` (transposes as views)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a_shape, b_shape = _operand_shapes(m, k, n, layout)
+    a, b = torch.randn(a_shape, generator=gen), torch.randn(b_shape, generator=gen)
+    a, b = (a.t() if layout == "tn" else a), (b.t() if layout == "nt" else b)
+    out = torch.empty(m, n)
+
+    def run():
+        torch.set_num_threads(threads)
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        torch.set_num_threads(2)
+        return out
+
+    return run
+
+
+def xla_products_us(reps: int = PRODUCTS_REPS, rounds: int = 3) -> list[float]:
+    """Microseconds per product of :func:`mlp_products` under XLA, each timed back to back."""
+    cands = {name: _xla_product(m, k, n, lay, reps) for name, m, k, n, lay in mlp_products()}
+    t = _timing.back_to_back(cands, calls=5, rounds=rounds, warmup=2)
+    return [1e6 * t[name] / reps for name, *_ in mlp_products()]
+
+
+def products(reps: int = PRODUCTS_REPS, rounds: int = 3, one_core: bool = True) -> list[list]:
+    """The MLP's eight products under XLA (this process; and, if ``one_core``, a fresh process pinned
+    to one CPU) and under PyTorch with 2 and 1 threads: rows of :data:`PRODUCTS_HEADER`, a total last.
+
+    Shows where the bare network's time goes (:func:`anatomy`'s floor): if XLA's time on two cores
+    equals its time on one and PyTorch's on one thread, XLA runs the product on one thread, and the
+    gap to PyTorch's two threads is a kernel-threading gap, not the machine's.
+    """
+    specs = mlp_products()
+    ours = xla_products_us(reps, rounds)
+    pinned = (
+        _child_json(
+            ["--products-json", str(reps)],
+            "one-core XLA process",
+            cpus={min(os.sched_getaffinity(0))},
+        )
+        if one_core and hasattr(os, "sched_setaffinity")
+        else [float("nan")] * len(specs)
+    )
+    cands = {}
+    for name, m, k, n, lay in specs:
+        for threads in (2, 1):
+            cands[name, threads] = _torch_product(m, k, n, lay, reps, threads)
+    t = _timing.back_to_back(cands, calls=5, rounds=rounds, warmup=2)
+    rows = []
+    for (name, m, k, n, lay), xla2, xla1 in zip(specs, ours, pinned):
+        t2, t1 = 1e6 * t[name, 2] / reps, 1e6 * t[name, 1] / reps
+        rows.append([name, f"{m}x{k}x{n} ({lay})", xla2, xla1, t2, t1, _timing.ratio(xla2, t2)])
+    totals = [sum(r[c] for r in rows) for c in range(2, 6)]
+    rows.append(["all eight", "", *totals, _timing.ratio(totals[0], totals[2])])
+    return rows
+
+
+PRODUCTS_HEADER = [
+    "product",
+    "m x k x n (operand layout)",
+    "XLA us (2 cores)",
+    "XLA us (pinned to 1 core)",
+    "torch us (2 threads)",
+    "torch us (1 thread)",
+    "XLA / torch 2 threads",
+]
 
 
 ANATOMY_HEADER = [
@@ -608,12 +745,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="whole 30-epoch runs: training.fit against PML's DataLoader loop, alternating",
     )
+    parser.add_argument(
+        "--products",
+        action="store_true",
+        help="the MLP's eight matrix products: XLA on 2 cores and on 1, torch on 2 threads and 1",
+    )
     parser.add_argument("--cases", default="", help="comma list of case names (default: all)")
     parser.add_argument("--loop-json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--products-json", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick and (args.anatomy or args.processes or args.protocol):
+    if args.quick and (args.anatomy or args.processes or args.protocol or args.products):
         parser.error(
-            "--anatomy, --processes and --protocol need pytorch-metric-learning; no --quick mode"
+            "--anatomy, --processes, --protocol and --products need PyTorch (and, but for "
+            "--products, pytorch-metric-learning); no --quick mode"
         )
     if args.processes < 0:
         parser.error("--processes must be >= 0")
@@ -625,7 +769,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.loop_json:  # one process of --processes: a JSON line on stdout
         print(json.dumps(training_loop(steps=steps, cases=cases)))
         return 0
+    if args.products_json:  # the pinned XLA process of --products: a JSON line on stdout
+        print(json.dumps(xla_products_us(reps=args.products_json)))
+        return 0
     print(_timing.machine_line())
+    if args.products:
+        import torch
+
+        print(
+            f"torch {torch.__version__}\nthe protocol MLP's eight products at batch {BATCH_SIZE}, "
+            f"{PRODUCTS_REPS} per timed call, blocks back to back, medians\n"
+        )
+        print(_timing.markdown_table(PRODUCTS_HEADER, products()))
+        return 0
     if not args.quick:
         import pytorch_metric_learning
         import torch

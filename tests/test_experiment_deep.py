@@ -144,6 +144,30 @@ def test_benchmark_anatomy_splits_the_step():
         bench.main(["--anatomy", "--quick"])
 
 
+def test_benchmark_products_are_the_mlp_steps_products():
+    pytest.importorskip("torch")
+    from benchmarks import deep as bench
+
+    specs = bench.mlp_products()
+    # three forward products, three weight gradients, input gradients of layers 2 and 3: their
+    # multiply-adds are those of one forward and backward pass of the 64-256-256-64 MLP at batch 128
+    assert len(specs) == 8 and sum(lay == "tn" for *_, lay in specs) == 3
+    forward = 128 * (64 * 256 + 256 * 256 + 256 * 64)
+    assert sum(m * k * n for _, m, k, n, _ in specs) == 2 * forward + 128 * (256 * 256 + 256 * 64)
+    for _, m, k, n, lay in specs:
+        assert bench._xla_product(m, k, n, lay, reps=2)().shape == (m, n)
+        assert tuple(bench._torch_product(m, k, n, lay, reps=1, threads=1)().shape) == (m, n)
+    rows = bench.products(reps=2, rounds=1)
+    assert len(rows) == 9 and rows[-1][0] == "all eight"
+    # XLA on 2 cores and on 1 (a pinned child process, where the OS can pin), torch 2 and 1 threads
+    for col in (2, 3, 4, 5) if hasattr(os, "sched_setaffinity") else (2, 4, 5):
+        assert all(r[col] > 0 for r in rows[:-1])
+        assert rows[-1][col] == pytest.approx(sum(r[col] for r in rows[:-1]))
+    assert rows[-1][6] == pytest.approx(rows[-1][2] / rows[-1][4])
+    with pytest.raises(SystemExit):
+        bench.main(["--products", "--quick"])
+
+
 def test_benchmark_protocol_times_whole_runs_of_both_libraries():
     pytest.importorskip("torch")
     pytest.importorskip("pytorch_metric_learning")
