@@ -452,7 +452,9 @@ def fit(
     keyed by the state's PRNG key), runs them through the jitted scanned epoch, then appends to the
     history the epoch's loss (mean and std over its steps), the distance curves (see the module
     docstring) and -- every ``eval_every`` epochs and at the last one -- the retrieval metrics of the
-    held-out split (embeddings in inference mode; queries = references, self excluded).
+    held-out split (embeddings in inference mode; queries = references, self excluded). Between two
+    epochs that need no evaluation or checkpoint, the next epoch is queued on the device before the
+    last one's metrics are read and recorded, so the host's per-epoch work overlaps the training.
 
     A non-finite loss raises ``FloatingPointError`` naming the first bad step (global step number,
     epoch and batch). With ``checkpoint_dir``, the state and history are saved with orbax every
@@ -569,26 +571,45 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", leave=False)
+
+    def dispatch(state):
+        """Queue one epoch (key split, batches, scanned steps) without waiting for it: returns the
+        new state, the step metrics (device arrays) and when the epoch was called."""
+        nonlocal compiled, compile_seconds
+        k_epoch, k_next = _split_epoch_key(state.key)
+        state = state._replace(key=k_next)
+        batches = sample(k_epoch)
+        if compiled is None:
+            t0 = time.perf_counter()
+            compiled = train_epoch.lower(state, X_dev, y_dev, batches).compile()
+            compile_seconds = time.perf_counter() - t0
+        called = time.perf_counter()
+        return (*compiled(state, X_dev, y_dev, batches), called)
+
     metrics: dict[str, float] = {}
     step0 = int(state.step)  # counted on the host from here: no device sync per epoch
     try:
+        if start_epoch < epochs:
+            state, pending, started = dispatch(state)
         for epoch in range(start_epoch, epochs):
-            k_epoch, k_next = _split_epoch_key(state.key)
-            state = state._replace(key=k_next)
-            batches = sample(k_epoch)
-            if compiled is None:
-                t0 = time.perf_counter()
-                compiled = train_epoch.lower(state, X_dev, y_dev, batches).compile()
-                compile_seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            state, step_metrics = compiled(state, X_dev, y_dev, batches)
-            step_metrics = jax.device_get(step_metrics)
-            epoch_times.append(time.perf_counter() - t0)
+            last = epoch + 1 == epochs
+            evaluated = X_val is not None and ((epoch + 1) % eval_every == 0 or last)
+            saving = manager is not None and (
+                last or bool(checkpoint_every and (epoch + 1) % checkpoint_every == 0)
+            )
+            # When the host needs nothing of this epoch's final state (no evaluation, checkpoint or
+            # end), the next epoch is queued before this one's metrics are read: the device keeps
+            # working while the host checks and records. This epoch's state is donated to the next
+            # one then, and a non-finite step below still raises before the next epoch is read.
+            ahead = not (evaluated or saving or last)
+            if ahead:
+                next_state, next_pending, next_called = dispatch(state)
+            step_metrics = jax.device_get(pending)
+            done = time.perf_counter()
+            epoch_times.append(done - started)
             _raise_if_non_finite(step_metrics, step0, epoch, n_batches)
             step0 += n_batches
             row = {"epoch": epoch + 1, **_epoch_summary(step_metrics)}
-            last = epoch + 1 == epochs
-            evaluated = X_val is not None and ((epoch + 1) % eval_every == 0 or last)
             if evaluated:
                 metrics = _evaluate(embed, state.params, X_val, y_val)
             row.update(
@@ -596,9 +617,7 @@ def fit(
             )
             row["seconds"] = epoch_times[-1]
             history.append(row)
-            if manager is not None and (
-                last or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)
-            ):
+            if saving:
                 save(epoch + 1)
             if bar is not None:
                 bar.update(1)
@@ -606,6 +625,10 @@ def fit(
                 if not math.isnan(row["map_at_r"]):
                     post["map@r"] = f"{row['map_at_r']:.3f}"
                 bar.set_postfix(post)
+            if ahead:  # the queued epoch started computing when this one finished
+                state, pending, started = next_state, next_pending, max(next_called, done)
+            elif not last:
+                state, pending, started = dispatch(state)
     finally:
         if bar is not None:
             bar.close()

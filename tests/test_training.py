@@ -134,6 +134,21 @@ def test_non_finite_loss_raises_naming_the_step(data):
             m_per_class=4,
             progress=False,
         )
+    # no evaluation: epoch 2 is queued before epoch 1's metrics are read, and epoch 1 still raises
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite parameters .* at step 1 \(epoch 1, batch 1"
+    ):
+        training.fit(
+            MODEL,
+            SPEC,
+            optax.sgd(float("inf")),
+            X,
+            y,
+            epochs=3,
+            batch_size=16,
+            m_per_class=4,
+            progress=False,
+        )
     nan_spec = losses.LossSpec(
         lambda k: {}, lambda p, e, lab, k: jnp.where(jnp.sum(e) > -1e30, jnp.nan, 0.0)
     )
@@ -144,6 +159,20 @@ def test_non_finite_loss_raises_naming_the_step(data):
         training.fit(
             MODEL, nan_spec, OPT, X, y, epochs=1, batch_size=16, m_per_class=4, progress=False
         )
+
+
+def test_queued_epochs_train_as_waited_ones(data):
+    """Evaluating every epoch makes fit wait for each epoch; evaluating only at the end lets it queue
+    the next epoch before reading the last one's metrics. Both give the same run."""
+    waited = _fit(data, epochs=3, eval_every=1)
+    queued = _fit(data, epochs=3, eval_every=10)
+    for a, b in zip(jax.tree.leaves(waited.state), jax.tree.leaves(queued.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for key in ("loss", "pos_distance", "neg_distance"):
+        assert [r[key] for r in waited.history] == [r[key] for r in queued.history]
+    assert queued.metrics == waited.metrics
+    assert np.isnan(queued.history[0]["map_at_r"]) and not np.isnan(waited.history[0]["map_at_r"])
+    assert all(r["seconds"] > 0 for r in queued.history)
 
 
 def test_checkpoint_resume_gives_identical_parameters(data, tmp_path):
