@@ -270,6 +270,7 @@ def pml_train(
     init_params=None,
     batches=None,
     record: list | None = None,
+    numpy_seed: int | None = None,
 ):
     """PML's training loop as its users write it; returns the trained torch network.
 
@@ -277,7 +278,10 @@ def pml_train(
     (:func:`pml_loss_and_miner`: its first word decides), and a ``DataLoader`` over a
     ``TensorDataset`` with PML's ``MPerClassSampler(m=16, batch_size=128,
     length_before_new_iter=len(y))``, ``epochs`` passes. Seeded with ``torch.manual_seed(seed)`` and
-    ``np.random.seed(seed)`` (the sampler draws from NumPy's global generator).
+    ``np.random.seed(seed)`` (the sampler draws from NumPy's global generator), or with
+    ``np.random.seed(numpy_seed)`` if given. PyTorch's CPU generator and NumPy's legacy one are both
+    MT19937 and give the same raw stream for the same integer seed, so the protocol's initial weights
+    and batches are drawn from one stream; a different ``numpy_seed`` uncouples them.
 
     ``step_hook(embeddings, labels, loss, d loss / d embeddings)``, if given, sees every training
     step's batch (NumPy arrays and a float) after the backward pass.
@@ -291,7 +295,8 @@ def pml_train(
     import torch
     from pytorch_metric_learning import samplers
 
-    np.random.seed(seed)  # noqa: NPY002 -- PML's sampler draws from the global NumPy generator
+    # PML's sampler draws from the global NumPy generator
+    np.random.seed(seed if numpy_seed is None else numpy_seed)  # noqa: NPY002
     net, opt, loss_fn, miner = _pml_setup(case, seed, X.shape[1], init_params)
     sampler = samplers.MPerClassSampler(
         y, m=M_PER_CLASS, batch_size=BATCH_SIZE, length_before_new_iter=len(y)

@@ -21,6 +21,7 @@ Run::
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --first-seed 60 --seeds 60
     python -m benchmarks.deep_quality --dataset mnist1d --trajectory   # our gradient along PML's run
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --decompose init,sampler,step
+    python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --pml-numpy-offset 100003
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ def ours(loss: str, seed: int, dataset: str = "digits") -> tuple[float, float]:
     return float(res["precision_at_1"]), float(res["map_at_r"])
 
 
-def pml(loss: str, seed: int, split, step_hook=None) -> tuple[float, float]:
+def pml(
+    loss: str, seed: int, split, step_hook=None, numpy_seed: int | None = None
+) -> tuple[float, float]:
     """``(P@1, MAP@R)`` of pytorch-metric-learning's run of the protocol at ``seed``
-    (:func:`benchmarks.deep.pml_train`, :data:`EPOCHS` epochs).
+    (:func:`benchmarks.deep.pml_train`, :data:`EPOCHS` epochs; its sampler seeded with
+    ``numpy_seed`` if given).
 
     ``step_hook(embeddings, labels, loss, d loss / d embeddings)``, if given, sees every training
     step's batch (NumPy arrays and a float) after PML's backward pass.
@@ -76,7 +80,7 @@ def pml(loss: str, seed: int, split, step_hook=None) -> tuple[float, float]:
     from metriclearn import evaluation
 
     X, y, X_test, y_test = split
-    net = pml_train(loss, seed, X, y, epochs=EPOCHS, step_hook=step_hook)
+    net = pml_train(loss, seed, X, y, epochs=EPOCHS, step_hook=step_hook, numpy_seed=numpy_seed)
     with torch.no_grad():
         emb = net(torch.tensor(X_test, dtype=torch.float32)).numpy()
     res = evaluation.retrieval_metrics(emb, y_test)
@@ -215,10 +219,13 @@ def run(
     log=print,
     dataset: str = "digits",
     first_seed: int = 0,
+    pml_numpy_offset: int = 0,
 ) -> list[list[Any]]:
     """Table rows ``[loss, metric, ours mean +- std, PML mean +- std, difference, p]``.
 
     Seeds ``first_seed .. first_seed + n_seeds - 1`` (a later batch of seeds extends an earlier run).
+    With ``pml_numpy_offset`` PML's sampler is seeded with ``seed + pml_numpy_offset`` instead of
+    ``seed``, which uncouples its batches from its initial weights (:func:`benchmarks.deep.pml_train`).
     """
     from metriclearn import training
 
@@ -230,7 +237,8 @@ def run(
         for seed in range(first_seed, first_seed + n_seeds):
             t0 = time.perf_counter()
             scores["metriclearn"].append(ours(loss, seed, dataset))
-            scores["pytorch-metric-learning"].append(pml(loss, seed, split))
+            numpy_seed = seed + pml_numpy_offset if pml_numpy_offset else None
+            scores["pytorch-metric-learning"].append(pml(loss, seed, split, numpy_seed=numpy_seed))
             log(
                 f"  {loss} seed {seed}: ours P@1 / MAP@R {scores['metriclearn'][-1][0]:.4f} / "
                 f"{scores['metriclearn'][-1][1]:.4f}, PML {scores['pytorch-metric-learning'][-1][0]:.4f}"
@@ -321,6 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="instead: PML's runs with one part made ours (comma list of init, sampler, step), paired",
     )
+    parser.add_argument(
+        "--pml-numpy-offset",
+        type=int,
+        default=0,
+        help="seed PML's sampler (NumPy) with seed + N, not seed: PyTorch and NumPy draw the same "
+        "MT19937 stream from one integer seed, which couples PML's initial weights to its batches",
+    )
     args = parser.parse_args(argv)
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = sorted(set(losses) - set(LOSSES))
@@ -369,7 +384,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.dataset}, ANCHORS protocol, {EPOCHS} epochs, seeds {args.first_seed}..{last} in both "
         "libraries\n"
     )
-    rows = run(args.seeds, losses, dataset=args.dataset, first_seed=args.first_seed)
+    if args.pml_numpy_offset:
+        print(f"PML's sampler seeded with seed + {args.pml_numpy_offset}\n")
+    rows = run(
+        args.seeds,
+        losses,
+        dataset=args.dataset,
+        first_seed=args.first_seed,
+        pml_numpy_offset=args.pml_numpy_offset,
+    )
     header = ["loss", "metric", "metriclearn", "pytorch-metric-learning", "difference", "Welch p"]
     print(_timing.markdown_table(header, rows))
     return 0

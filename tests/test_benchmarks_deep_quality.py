@@ -91,3 +91,32 @@ def test_decompose_swaps_one_part_and_keeps_the_rest(monkeypatch):
         deep_quality.main(["--decompose", "optimizer"])
     rows = deep_quality.decompose_run("step", 2, dataset="digits", log=lambda _: None)
     assert [r[:2] for r in rows] == [["step", "P@1"], ["step", "MAP@R"]]
+
+
+def test_pml_protocol_couples_initial_weights_and_batches_unless_uncoupled():
+    """PyTorch's CPU generator and NumPy's legacy one are both MT19937: one integer seed gives both the
+    same raw words, so PML's protocol (``torch.manual_seed(s)``, ``np.random.seed(s)``) draws its
+    initial weights and its batches from one stream. ``numpy_seed`` uncouples the batches only."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    from benchmarks import deep
+    from metriclearn import training
+
+    for seed in (0, 7):
+        torch.manual_seed(seed)
+        words = torch.empty(6, dtype=torch.int32).random_().numpy()  # 31 of each word's 32 bits
+        raw = np.random.RandomState(seed).randint(0, 2**32, size=6, dtype=np.uint64)
+        np.testing.assert_array_equal(words, raw % 2**31)
+    X, y, _, _, _ = training.load_split("digits")
+    runs = {}
+    for name, numpy_seed in (("default", None), ("same", 3), ("uncoupled", 4)):
+        record = []
+        net = deep.pml_train("contrastive", 3, X, y, epochs=1, record=record, numpy_seed=numpy_seed)
+        runs[name] = (record[0], net)
+    # numpy_seed equal to the seed is the protocol itself: same batches, same trained weights
+    np.testing.assert_array_equal(runs["default"][0], runs["same"][0])
+    assert torch.equal(runs["default"][1][0].weight, runs["same"][1][0].weight)
+    assert not np.array_equal(runs["default"][0], runs["uncoupled"][0])
+    assert not torch.equal(runs["default"][1][0].weight, runs["uncoupled"][1][0].weight)
+    with pytest.raises(SystemExit):
+        deep_quality.main(["--pml-numpy-offset", "x"])
