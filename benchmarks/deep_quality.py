@@ -343,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown loss(es) {unknown}; valid: {', '.join(LOSSES)}")
     if args.first_seed < 0:
         parser.error("--first-seed must be >= 0")
+    if args.pml_numpy_offset < 0:
+        parser.error("--pml-numpy-offset must be >= 0 (NumPy seeds are non-negative)")
     parts = [p.strip() for p in args.decompose.split(",") if p.strip()]
     if sorted(set(parts) - set(PARTS)):
         parser.error(

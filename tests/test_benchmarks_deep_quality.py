@@ -118,5 +118,6 @@ def test_pml_protocol_couples_initial_weights_and_batches_unless_uncoupled():
     assert torch.equal(runs["default"][1][0].weight, runs["same"][1][0].weight)
     assert not np.array_equal(runs["default"][0], runs["uncoupled"][0])
     assert not torch.equal(runs["default"][1][0].weight, runs["uncoupled"][1][0].weight)
-    with pytest.raises(SystemExit):
-        deep_quality.main(["--pml-numpy-offset", "x"])
+    for bad in ("x", "-1"):
+        with pytest.raises(SystemExit):
+            deep_quality.main(["--pml-numpy-offset", bad])
