@@ -28,6 +28,7 @@ CVPR 2006; Hoffer & Ailon, "Deep metric learning using triplet network", SIMBAD 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,15 +92,18 @@ def _dense(features: int, fan_in: int, initializer: str, name: str) -> nn.Dense:
         return nn.Dense(features, name=name)
     bound = 1.0 / float(max(fan_in, 1)) ** 0.5
 
-    def bias_init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    def kernel_init(key, shape, dtype=jnp.float32):
+        # Flax's variance_scaling(1/3, "fan_in", "uniform"), op for op, with the draw made flat: the same
+        # numbers (threefry's bits depend only on an element's flat index), but XLA:CPU compiles a
+        # flat draw several times faster than a 2-D one.
+        variance = jnp.array(1.0 / 3.0 / max(fan_in, 1), dtype=dtype)
+        u = jax.random.uniform(key, (math.prod(shape),), dtype, -1).reshape(shape)
+        return u * jnp.sqrt(3 * variance)
 
-    return nn.Dense(
-        features,
-        kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-        bias_init=bias_init,
-        name=name,
-    )
+    def bias_init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound).reshape(shape)
+
+    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name)
 
 
 class _Head(nn.Module):

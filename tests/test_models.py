@@ -154,5 +154,16 @@ def test_torch_initializer_bounds():
             assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
     default = _init(models.MLP(hidden=(50,), embedding_dim=3), jnp.zeros((1, 16)))["params"]
     assert np.all(np.asarray(default["dense_0"]["bias"]) == 0.0)
+    # the flat draws behind the torch init give Flax's own initializers' numbers, key for key
+    dense = models._dense(50, 16, "torch", "dense")
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(
+        dense.kernel_init(key, (16, 50)),
+        jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")(key, (16, 50)),
+    )
+    bound = 1.0 / np.sqrt(16)
+    np.testing.assert_array_equal(
+        dense.bias_init(key, (50,)), jax.random.uniform(key, (50,), jnp.float32, -bound, bound)
+    )
     with pytest.raises(ValueError, match="initializer.*lecun, torch"):
         _init(models.MLP(hidden=(4,), initializer="xavier"), jnp.zeros((1, 2)))

@@ -70,6 +70,24 @@ def test_sampler_built_once_draws_what_m_per_class_batches_draws():
         sampling.m_per_class_sampler(Y, m=4, batch_size=8, n_batches=0)
 
 
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_flat_draws_are_the_shaped_draws(partitionable):
+    # The sampler draws flat and reshapes, which XLA:CPU compiles much faster than a shaped draw; the
+    # numbers must be those of the shaped draw, under either threefry implementation.
+    key = jax.random.key(7)
+    maxval = jax.random.randint(jax.random.key(1), (9, 8, 1), 1, 40)
+    with jax.threefry_partitionable(partitionable):
+        for shape in ((9, 8, 16), (9, 10), (3, 1, 5)):
+            np.testing.assert_array_equal(
+                sampling._flat_draw(jax.random.uniform, key, shape),
+                jax.random.uniform(key, shape),
+            )
+        np.testing.assert_array_equal(
+            sampling._flat_draw(jax.random.randint, key, (9, 8, 16), 0, maxval),
+            jax.random.randint(key, (9, 8, 16), 0, maxval),
+        )
+
+
 def test_uniform_over_classes_and_members():
     y = np.repeat(np.arange(5), 8)
     idx = np.asarray(

@@ -176,6 +176,20 @@ def test_checkpoint_resume_gives_identical_parameters(data, tmp_path):
     assert resumed.metrics["map_at_r"] == straight.metrics["map_at_r"]
 
 
+def test_jitted_initial_state_has_the_eager_init_numbers(data):
+    # create_train_state compiles model, loss and optimizer init as one program; the model's weights
+    # must be those of Flax's eager init (per-seed results stay reproducible), for every initializer.
+    X = data[0]
+    for model in (MODEL, models.MLP(hidden=(32,), embedding_dim=8, initializer="torch")):
+        state = training.create_train_state(5, model, SPEC, OPT, X[:1])
+        k_model = jax.random.split(jax.random.key(5), 3)[0]
+        want = model.init(k_model, jnp.asarray(X[:1]), train=False)
+        for got, ref in zip(jax.tree.leaves(state.params), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(got, ref)
+        assert all(not np.any(np.asarray(m)) for m in jax.tree.leaves(state.opt_state[0].mu))
+        assert int(state.step) == 0
+
+
 def test_proxy_loss_parameters_are_trained(data):
     X, y, _, _ = data
     spec = losses.build("proxy_anchor", n_classes=4, embedding_dim=8)
