@@ -22,6 +22,7 @@ Run::
     python -m benchmarks.deep_quality --dataset mnist1d --trajectory   # our gradient along PML's run
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --decompose init,sampler,step
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --pml-numpy-offset 100003
+    python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --pml-numpy-offset 0,100003
 """
 
 from __future__ import annotations
@@ -219,45 +220,78 @@ def run(
     log=print,
     dataset: str = "digits",
     first_seed: int = 0,
-    pml_numpy_offset: int = 0,
+    pml_numpy_offsets: Sequence[int] = (0,),
 ) -> list[list[Any]]:
-    """Table rows ``[loss, metric, ours mean +- std, PML mean +- std, difference, p]``.
+    """Table rows of :func:`run_header`: per loss and metric, our mean ± std, then per PML run its mean
+    ± std, our difference and Welch's p; with a second offset also that run minus the first, paired.
 
     Seeds ``first_seed .. first_seed + n_seeds - 1`` (a later batch of seeds extends an earlier run).
-    With ``pml_numpy_offset`` PML's sampler is seeded with ``seed + pml_numpy_offset`` instead of
-    ``seed``, which uncouples its batches from its initial weights (:func:`benchmarks.deep.pml_train`).
+    PML trains once per entry of ``pml_numpy_offsets``, its sampler seeded with ``seed + offset``:
+    ``0`` is the protocol as written (``np.random.seed(seed)``), another offset uncouples its batches
+    from its initial weights (:func:`benchmarks.deep.pml_train`). The runs of one seed share PML's
+    initial weights, so their difference is paired.
     """
+    from scipy import stats
+
     from metriclearn import training
 
+    offsets = list(pml_numpy_offsets)
+    if not offsets or min(offsets) < 0:
+        raise ValueError(f"pml_numpy_offsets must be non-negative integers, got {offsets}")
     X, y, X_test, y_test, _ = training.load_split(dataset)
     split = (X, y, X_test, y_test)
     rows = []
     for loss in losses:
-        scores = {"metriclearn": [], "pytorch-metric-learning": []}
+        ours_scores: list[tuple[float, float]] = []
+        pml_scores: list[list[tuple[float, float]]] = [[] for _ in offsets]
         for seed in range(first_seed, first_seed + n_seeds):
             t0 = time.perf_counter()
-            scores["metriclearn"].append(ours(loss, seed, dataset))
-            numpy_seed = seed + pml_numpy_offset if pml_numpy_offset else None
-            scores["pytorch-metric-learning"].append(pml(loss, seed, split, numpy_seed=numpy_seed))
-            log(
-                f"  {loss} seed {seed}: ours P@1 / MAP@R {scores['metriclearn'][-1][0]:.4f} / "
-                f"{scores['metriclearn'][-1][1]:.4f}, PML {scores['pytorch-metric-learning'][-1][0]:.4f}"
-                f" / {scores['pytorch-metric-learning'][-1][1]:.4f} ({time.perf_counter() - t0:.1f} s)"
+            ours_scores.append(ours(loss, seed, dataset))
+            for runs, offset in zip(pml_scores, offsets):
+                numpy_seed = seed + offset if offset else None
+                runs.append(pml(loss, seed, split, numpy_seed=numpy_seed))
+            theirs = ", ".join(
+                f"PML{_offset_label(o)} {r[-1][0]:.4f} / {r[-1][1]:.4f}"
+                for o, r in zip(offsets, pml_scores)
             )
-        a = np.asarray(scores["metriclearn"])
-        b = np.asarray(scores["pytorch-metric-learning"])
+            log(
+                f"  {loss} seed {seed}: ours P@1 / MAP@R {ours_scores[-1][0]:.4f} / "
+                f"{ours_scores[-1][1]:.4f}, {theirs} ({time.perf_counter() - t0:.1f} s)"
+            )
+        a = np.asarray(ours_scores)
+        bs = [np.asarray(r) for r in pml_scores]
         for col, metric in enumerate(("P@1", "MAP@R")):
-            rows.append(
-                [
-                    loss,
-                    metric,
-                    f"{a[:, col].mean():.4f} ± {a[:, col].std(ddof=1):.4f}",
+            row = [loss, metric, f"{a[:, col].mean():.4f} ± {a[:, col].std(ddof=1):.4f}"]
+            for b in bs:
+                row += [
                     f"{b[:, col].mean():.4f} ± {b[:, col].std(ddof=1):.4f}",
                     f"{a[:, col].mean() - b[:, col].mean():+.4f}",
-                    f"{welch_p(a[:, col], b[:, col]):.2f}",
+                    f"{welch_p(a[:, col], b[:, col]):.3f}",
                 ]
-            )
+            for b in bs[1:]:
+                d = b[:, col] - bs[0][:, col]
+                row += [
+                    f"{d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f}",
+                    f"{stats.ttest_rel(b[:, col], bs[0][:, col]).pvalue:.3f}",
+                ]
+            rows.append(row)
     return rows
+
+
+def _offset_label(offset: int) -> str:
+    return f" (sampler seed + {offset})" if offset else ""
+
+
+def run_header(pml_numpy_offsets: Sequence[int] = (0,)) -> list[str]:
+    """Column names of :func:`run`'s rows."""
+    offsets = list(pml_numpy_offsets)
+    header = ["loss", "metric", "metriclearn"]
+    for o in offsets:
+        header += [f"pytorch-metric-learning{_offset_label(o)}", "difference", "Welch p"]
+    first = _offset_label(offsets[0]).strip() or "(as written)"
+    for o in offsets[1:]:
+        header += [f"PML{_offset_label(o)} - PML {first}", "paired p"]
+    return header
 
 
 DECOMPOSE_HEADER = [
@@ -331,10 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pml-numpy-offset",
-        type=int,
-        default=0,
+        default="0",
         help="seed PML's sampler (NumPy) with seed + N, not seed: PyTorch and NumPy draw the same "
-        "MT19937 stream from one integer seed, which couples PML's initial weights to its batches",
+        "MT19937 stream from one integer seed, which couples PML's initial weights to its batches. "
+        "A comma list (e.g. 0,100003) trains PML once per offset and compares the runs, paired",
     )
     args = parser.parse_args(argv)
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
@@ -343,8 +377,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown loss(es) {unknown}; valid: {', '.join(LOSSES)}")
     if args.first_seed < 0:
         parser.error("--first-seed must be >= 0")
-    if args.pml_numpy_offset < 0:
-        parser.error("--pml-numpy-offset must be >= 0 (NumPy seeds are non-negative)")
+    try:
+        offsets = [int(v) for v in args.pml_numpy_offset.split(",") if v.strip()]
+    except ValueError:
+        offsets = []
+    if not offsets or min(offsets) < 0 or len(set(offsets)) < len(offsets):
+        parser.error(
+            "--pml-numpy-offset must be distinct integers >= 0, comma separated (NumPy seeds are "
+            f"non-negative), got {args.pml_numpy_offset!r}"
+        )
     parts = [p.strip() for p in args.decompose.split(",") if p.strip()]
     if sorted(set(parts) - set(PARTS)):
         parser.error(
@@ -386,17 +427,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.dataset}, ANCHORS protocol, {EPOCHS} epochs, seeds {args.first_seed}..{last} in both "
         "libraries\n"
     )
-    if args.pml_numpy_offset:
-        print(f"PML's sampler seeded with seed + {args.pml_numpy_offset}\n")
+    if offsets != [0]:
+        print(f"PML's sampler seeded with seed + N, N in {offsets}\n")
     rows = run(
         args.seeds,
         losses,
         dataset=args.dataset,
         first_seed=args.first_seed,
-        pml_numpy_offset=args.pml_numpy_offset,
+        pml_numpy_offsets=offsets,
     )
-    header = ["loss", "metric", "metriclearn", "pytorch-metric-learning", "difference", "Welch p"]
-    print(_timing.markdown_table(header, rows))
+    print(_timing.markdown_table(run_header(offsets), rows))
     return 0
 
 

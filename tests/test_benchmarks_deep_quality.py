@@ -22,19 +22,36 @@ def test_two_seeds_both_libraries(monkeypatch):
     pytest.importorskip("pytorch_metric_learning")
     monkeypatch.setattr(deep_quality, "EPOCHS", 2)  # the protocol's loop, shortened
     lines = []
-    rows = deep_quality.run(2, ["contrastive"], log=lines.append, first_seed=5)
+    rows = deep_quality.run(
+        2, ["contrastive"], log=lines.append, first_seed=5, pml_numpy_offsets=(0, 1000)
+    )
     assert [line.split(":")[0] for line in lines] == [
         "  contrastive seed 5",
         "  contrastive seed 6",
     ]
+    assert all("PML " in line and "PML (sampler seed + 1000) " in line for line in lines)
+    header = deep_quality.run_header((0, 1000))
     assert [r[:2] for r in rows] == [["contrastive", "P@1"], ["contrastive", "MAP@R"]]
+    assert all(len(row) == len(header) == 11 for row in rows)
     for row in rows:
-        for cell in row[2:4]:  # "mean ± std" in [0, 1]
+        means = []
+        for cell in (row[2], row[3], row[6]):  # "mean ± std" in [0, 1]: ours, PML, PML uncoupled
             mean, std = (float(v) for v in cell.split(" ± "))
             assert 0.0 < mean <= 1.0 and std >= 0.0
-        assert 0.0 <= float(row[5]) <= 1.0  # a p-value
+            means.append(mean)
+        for p in (row[5], row[8], row[10]):  # Welch p twice, then the paired p
+            assert 0.0 <= float(p) <= 1.0
+        # the differences are ours minus each PML column, and the uncoupled minus the coupled run
+        assert float(row[4]) == pytest.approx(means[0] - means[1], abs=2e-4)
+        assert float(row[7]) == pytest.approx(means[0] - means[2], abs=2e-4)
+        assert float(row[9].split(" ± ")[0]) == pytest.approx(means[2] - means[1], abs=2e-4)
     # two epochs already separate the classes far beyond chance (0.1)
     assert float(rows[0][2].split(" ± ")[0]) > 0.5 and np.isfinite(float(rows[1][4]))
+    assert deep_quality.run_header() == [
+        "loss", "metric", "metriclearn", "pytorch-metric-learning", "difference", "Welch p"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="non-negative"):
+        deep_quality.run(2, ["contrastive"], pml_numpy_offsets=(-1,))
 
 
 def test_trajectory_compares_our_gradient_on_every_pml_step(monkeypatch):
@@ -118,6 +135,6 @@ def test_pml_protocol_couples_initial_weights_and_batches_unless_uncoupled():
     assert torch.equal(runs["default"][1][0].weight, runs["same"][1][0].weight)
     assert not np.array_equal(runs["default"][0], runs["uncoupled"][0])
     assert not torch.equal(runs["default"][1][0].weight, runs["uncoupled"][1][0].weight)
-    for bad in ("x", "-1"):
+    for bad in ("x", "-1", "0,-3", "0,0", ","):
         with pytest.raises(SystemExit):
             deep_quality.main(["--pml-numpy-offset", bad])
