@@ -1284,7 +1284,8 @@ def build(
       **loss_kwargs: keyword arguments of the loss (e.g. ``margin=0.1``).
 
     Returns:
-      :class:`LossSpec` ``(init, apply)``.
+      :class:`LossSpec` ``(init, apply)``. Equal arguments (hashable ones) give the same object, so
+      the jitted programs built for it (``training.make_train_epoch``) are reused, not recompiled.
 
     Raises:
       ValueError: unknown loss / miner / keyword, miner not applicable to the loss, or missing
@@ -1296,6 +1297,28 @@ def build(
       params = spec.init(key)
       loss = jax.jit(spec.apply)(params, emb, labels, key)
     """
+    args = (name, miner, _items(miner_kwargs or {}), n_classes, embedding_dim, _items(loss_kwargs))
+    try:
+        return _cached_build(*args)
+    except TypeError as err:  # unhashable arguments (e.g. arrays): build a fresh spec
+        if "unhashable" not in str(err):
+            raise
+        return _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs)
+
+
+def _items(kwargs: dict) -> tuple:
+    # the type is part of the key: True and 1, or 1 and 1.0, must not share a cached spec
+    return tuple((k, type(v), v) for k, v in sorted(kwargs.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_build(name, miner, miner_items, n_classes, embedding_dim, loss_items) -> LossSpec:
+    miner_kwargs = {k: v for k, _, v in miner_items}
+    loss_kwargs = {k: v for k, _, v in loss_items}
+    return _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs)
+
+
+def _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs) -> LossSpec:
     check_choice(name, "loss", LOSSES)
     loss_fn = LOSSES[name]
     kind = LOSS_KIND[name]

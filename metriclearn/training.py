@@ -156,10 +156,14 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
+@functools.lru_cache(maxsize=32)
 def make_optimizer(
     name: str = "adam", *, learning_rate: float = 1e-3, weight_decay: float = 0.0
 ) -> optax.GradientTransformation:
     """An optax optimizer by name (``adam, adamw, sgd, rmsprop``).
+
+    Equal arguments give the same object, so the training programs built for it are reused across
+    fits (``train_and_evaluate`` builds its optimizer from the config on every call).
 
     Args:
       name: optimizer name.
@@ -198,25 +202,34 @@ def create_train_state(
     Returns:
       :class:`TrainState` with ``step = 0``.
     """
+    k_model, k_loss, k_state = jax.random.split(_wrap(_raw_key(key)), 3)
     sample = jnp.asarray(sample_input)
+    try:
+        model_init = _cached_model_init(model)
+    except TypeError:  # an unhashable model: a fresh program
+        model_init = _model_init(model)
+    params = model_init(k_model, sample)
+    loss_params = loss_spec.init(k_loss)
+    opt_state = optimizer.init((params, loss_params))
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        loss_params=loss_params,
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.key_data(k_state),
+    )
 
-    # One jitted program instead of one compiled program per initializer and optimizer-state op,
-    # which Flax's eager init would compile one by one (the same numbers; about half the time).
-    @jax.jit
-    def init(raw, sample):
-        k_model, k_loss, k_state = jax.random.split(_wrap(raw), 3)
-        params = model.init(k_model, sample, train=False)
-        loss_params = loss_spec.init(k_loss)
-        opt_state = optimizer.init((params, loss_params))
-        return TrainState(
-            params=params,
-            opt_state=opt_state,
-            loss_params=loss_params,
-            step=jnp.zeros((), jnp.int32),
-            key=jax.random.key_data(k_state),
-        )
 
-    return init(_raw_key(key), sample)
+def _model_init(model) -> Callable:
+    """``model.init`` in inference mode as one jitted program. Flax's eager init compiles each
+    initializer op on its own (1.5-2.5 s for the protocol MLP); jitted it is one program, with the
+    same numbers."""
+    return jax.jit(lambda k, x: model.init(k, x, train=False))
+
+
+# Equal models (Flax modules compare by their fields) share one program, so the fits of a process, or
+# train_and_evaluate's models rebuilt from configs, compile the init once.
+_cached_model_init = functools.lru_cache(maxsize=16)(_model_init)
 
 
 def pair_distance_stats(

@@ -849,6 +849,28 @@ def test_build_matches_manual_mining():
         np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
 
 
+def test_build_returns_one_spec_per_settings():
+    a = losses.build("contrastive", pos_margin=0.1, neg_margin=0.9)
+    assert losses.build("contrastive", neg_margin=0.9, pos_margin=0.1) is a
+    assert losses.build("contrastive", pos_margin=0.2, neg_margin=0.9) is not a
+    # the type is part of the key: 0 and 0.0, or True and 1, build separate specs
+    assert losses.build("contrastive", pos_margin=0) is not losses.build(
+        "contrastive", pos_margin=0.0
+    )
+    assert losses.build("contrastive", squared=True) is not losses.build("contrastive", squared=1)
+    p1 = losses.build("proxy_anchor", n_classes=3, embedding_dim=4)
+    assert losses.build("proxy_anchor", n_classes=3, embedding_dim=4) is p1
+    assert losses.build("proxy_anchor", n_classes=4, embedding_dim=4) is not p1
+    # unhashable settings still build, as fresh specs with the same values
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+    y = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+    m1 = losses.build("contrastive", neg_margin=jnp.asarray(0.9))
+    m2 = losses.build("contrastive", neg_margin=jnp.asarray(0.9))
+    assert m1 is not m2
+    want = losses.build("contrastive", neg_margin=0.9).apply({}, x, y, jax.random.key(0))
+    np.testing.assert_allclose(m1.apply({}, x, y, jax.random.key(0)), want, rtol=1e-6)
+
+
 def test_build_errors():
     with pytest.raises(ValueError, match="unknown loss 'nope'; valid: arcface, circle"):
         losses.build("nope")

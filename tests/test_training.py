@@ -236,6 +236,26 @@ def test_make_optimizer_and_config_errors(tmp_path):
         training.train_and_evaluate({"dataset": "cifar"}, tmp_path)
 
 
+def test_equal_settings_reuse_one_compiled_program():
+    # train_and_evaluate rebuilds model, loss and optimizer from its config on every call; equal
+    # settings must map to the same jitted programs, so a second run in a process compiles nothing.
+    def parts():
+        model = models.MLP(hidden=(32,), embedding_dim=8, initializer="torch")
+        spec = losses.build(
+            "triplet_margin", margin=0.2, miner="semihard", miner_kwargs={"margin": 0.2}
+        )
+        return model, spec, training.make_optimizer("adam", learning_rate=1e-3)
+
+    (m1, s1, o1), (m2, s2, o2) = parts(), parts()
+    assert s1 is s2 and o1 is o2 and m1 == m2
+    assert training.make_train_epoch(m1, s1, o1) is training.make_train_epoch(m2, s2, o2)
+    assert training._cached_model_init(m1) is training._cached_model_init(m2)
+    assert training.make_optimizer("adam", learning_rate=2e-3) is not o1
+    assert training.make_train_epoch(m1, losses.build("contrastive"), o1) is not (
+        training.make_train_epoch(m1, s1, o1)
+    )
+
+
 def test_load_split_matches_anchor_protocol():
     from sklearn.model_selection import train_test_split
 
