@@ -871,6 +871,16 @@ def test_build_returns_one_spec_per_settings():
     np.testing.assert_allclose(m1.apply({}, x, y, jax.random.key(0)), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_init_proxies_is_the_shaped_normal_draw(partitionable):
+    # drawn flat (faster to compile on CPU), the proxies must be the [C, d] draw's numbers
+    key = jax.random.key(4)
+    with jax.threefry_partitionable(partitionable):
+        np.testing.assert_array_equal(
+            losses.init_proxies(key, 5, 7), jax.random.normal(key, (5, 7)) / np.sqrt(7)
+        )
+
+
 def test_build_errors():
     with pytest.raises(ValueError, match="unknown loss 'nope'; valid: arcface, circle"):
         losses.build("nope")
