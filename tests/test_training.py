@@ -177,8 +177,8 @@ def test_checkpoint_resume_gives_identical_parameters(data, tmp_path):
 
 
 def test_jitted_initial_state_has_the_eager_init_numbers(data):
-    # create_train_state compiles model, loss and optimizer init as one program; the model's weights
-    # must be those of Flax's eager init (per-seed results stay reproducible), for every initializer.
+    # create_train_state runs model.init as one jitted program (cached per model); the weights must
+    # be those of Flax's eager init (per-seed results stay reproducible), for every initializer.
     X = data[0]
     for model in (MODEL, models.MLP(hidden=(32,), embedding_dim=8, initializer="torch")):
         state = training.create_train_state(5, model, SPEC, OPT, X[:1])
