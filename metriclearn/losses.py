@@ -51,6 +51,7 @@ from metriclearn.miners import (
     l2_normalize,
     label_masks,
 )
+from metriclearn.sampling import _flat_draw
 
 __all__ = [
     "LOSSES",
@@ -947,8 +948,8 @@ def init_proxies(key: jax.Array, n_classes: int, dim: int) -> jax.Array:
     """
     n_classes = check_positive_int(n_classes, "n_classes")
     dim = check_positive_int(dim, "dim")
-    # A flat draw, reshaped: the same numbers as a [C, d] draw, compiled several times faster on CPU.
-    return jax.random.normal(key, (n_classes * dim,)).reshape(n_classes, dim) / np.sqrt(dim)
+    # drawn flat (sampling._flat_draw): the same numbers as a [C, d] draw, compiled faster on CPU
+    return _flat_draw(jax.random.normal, key, (n_classes, dim)) / np.sqrt(dim)
 
 
 def _check_labels_range(lab, n_classes):

@@ -67,13 +67,16 @@ def class_table(labels) -> tuple[np.ndarray, np.ndarray]:
     return members, counts
 
 
-def _flat_draw(draw, key, shape, *args):
-    """``draw(key, shape, *args)`` made as a flat draw and reshaped: the same numbers (threefry's bits
-    depend only on an element's flat index), but XLA:CPU compiles a multi-dimensional threefry about
-    ten times slower than a flat one (1 s against 0.1 s for ``[9, 8, 16]``)."""
+def _flat_draw(draw, key, shape, *args, **kwargs):
+    """``draw(key, shape, *args, **kwargs)`` made as a flat draw and reshaped: the same numbers
+    (threefry's bits depend only on an element's flat index), but XLA:CPU compiles a
+    multi-dimensional threefry about ten times slower than a flat one (1 s against 0.1 s for
+    ``[9, 8, 16]``). ``args`` are broadcast to ``shape`` (per-element bounds, as ``randint``'s
+    ``maxval`` here); ``kwargs`` pass unchanged. Also used by the initializers in ``models`` and
+    ``losses.init_proxies``."""
     n = int(np.prod(shape))
     flat_args = [jnp.broadcast_to(a, shape).reshape(n) for a in args]
-    return draw(key, (n,), *flat_args).reshape(shape)
+    return draw(key, (n,), *flat_args, **kwargs).reshape(shape)
 
 
 @partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches"))
