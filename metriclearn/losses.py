@@ -1301,9 +1301,7 @@ def build(
     args = (name, miner, _items(miner_kwargs or {}), n_classes, embedding_dim, _items(loss_kwargs))
     try:
         return _cached_build(*args)
-    except TypeError as err:  # unhashable arguments (e.g. arrays): build a fresh spec
-        if "unhashable" not in str(err):
-            raise
+    except TypeError:  # unhashable arguments (e.g. arrays): build a fresh spec
         return _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs)
 
 
