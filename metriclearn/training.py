@@ -156,14 +156,13 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
-@functools.lru_cache(maxsize=32)
 def make_optimizer(
     name: str = "adam", *, learning_rate: float = 1e-3, weight_decay: float = 0.0
 ) -> optax.GradientTransformation:
     """An optax optimizer by name (``adam, adamw, sgd, rmsprop``).
 
-    Equal arguments give the same object, so the training programs built for it are reused across
-    fits (``train_and_evaluate`` builds its optimizer from the config on every call).
+    Equal (hashable) arguments give the same object, so the training programs built for it are
+    reused across fits (``train_and_evaluate`` builds its optimizer from the config on every call).
 
     Args:
       name: optimizer name.
@@ -173,6 +172,13 @@ def make_optimizer(
     Returns:
       ``optax.GradientTransformation``.
     """
+    try:
+        return _cached_optimizer(name, learning_rate, weight_decay)
+    except TypeError:  # unhashable settings (e.g. a JAX array learning rate): a fresh optimizer
+        return _optimizer(name, learning_rate, weight_decay)
+
+
+def _optimizer(name, learning_rate, weight_decay) -> optax.GradientTransformation:
     if name not in OPTIMIZERS:
         valid = ", ".join(sorted(OPTIMIZERS))
         raise ValueError(f"unknown optimizer {name!r}; valid: {valid}")
@@ -184,6 +190,9 @@ def make_optimizer(
     if weight_decay:
         opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
     return opt
+
+
+_cached_optimizer = functools.lru_cache(maxsize=32)(_optimizer)
 
 
 def create_train_state(

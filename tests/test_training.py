@@ -242,6 +242,13 @@ def test_make_optimizer_and_config_errors(tmp_path):
         training.make_optimizer("lbfgs2")
     with pytest.raises(ValueError, match="learning_rate"):
         training.make_optimizer("adam", learning_rate=0.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.make_optimizer("adam", learning_rate=jnp.float32(-1.0))
+    # a JAX array learning rate cannot key the cache; it still gives a working optimizer
+    opt = training.make_optimizer("sgd", learning_rate=jnp.float32(0.5))
+    params = {"w": jnp.ones(2)}
+    updates, _ = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.5)
     with pytest.raises(ValueError, match="unknown config key"):
         training.train_and_evaluate({"epoch": 3}, tmp_path)
     with pytest.raises(ValueError, match="unknown dataset 'cifar'.*digits"):
