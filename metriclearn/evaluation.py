@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from metriclearn import distances
+from metriclearn._cache import reuse
 from metriclearn._validation import (
     check_array,
     check_choice,
@@ -195,14 +196,9 @@ def _build_program(kind: str, mesh, dist, static_kw, k: int, exclude_self: bool)
     )
 
 
-_cached_program = functools.lru_cache(maxsize=64)(_build_program)
-
-
-def _program(kind: str, mesh, dist, static_kw, k: int, exclude_self: bool):
-    try:  # one compiled program per (kind, mesh, metric, k) across calls
-        return _cached_program(kind, mesh, dist, static_kw, k, exclude_self)
-    except TypeError:  # unhashable metric options: build (and compile) for this call only
-        return _build_program(kind, mesh, dist, static_kw, k, exclude_self)
+# one compiled program per (kind, mesh, metric, k) across calls; unhashable metric options build (and
+# compile) for their call only
+_program = reuse(64)(_build_program)
 
 
 def _round_up(x: int, multiple: int) -> int:

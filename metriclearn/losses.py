@@ -42,6 +42,7 @@ import numpy as np
 
 from metriclearn import miners as _miners
 from metriclearn import reducers as _reducers
+from metriclearn._cache import reuse
 from metriclearn._validation import check_array, check_choice, check_positive_int, is_traced
 from metriclearn.distances import _clamp_sqeuclidean, _sqeuclidean_raw, safe_sqrt
 from metriclearn.miners import (
@@ -1298,11 +1299,10 @@ def build(
       params = spec.init(key)
       loss = jax.jit(spec.apply)(params, emb, labels, key)
     """
-    args = (name, miner, _items(miner_kwargs or {}), n_classes, embedding_dim, _items(loss_kwargs))
-    try:
-        return _cached_build(*args)
-    except TypeError:  # unhashable arguments (e.g. arrays): build a fresh spec
-        return _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs)
+    # unhashable arguments (e.g. arrays) build a fresh spec
+    return _build_from_items(
+        name, miner, _items(miner_kwargs or {}), n_classes, embedding_dim, _items(loss_kwargs)
+    )
 
 
 def _items(kwargs: dict) -> tuple:
@@ -1310,8 +1310,8 @@ def _items(kwargs: dict) -> tuple:
     return tuple((k, type(v), v) for k, v in sorted(kwargs.items()))
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_build(name, miner, miner_items, n_classes, embedding_dim, loss_items) -> LossSpec:
+@reuse(64)
+def _build_from_items(name, miner, miner_items, n_classes, embedding_dim, loss_items) -> LossSpec:
     miner_kwargs = {k: v for k, _, v in miner_items}
     loss_kwargs = {k: v for k, _, v in loss_items}
     return _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs)

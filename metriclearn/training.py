@@ -44,7 +44,6 @@ Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020 (protocol
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import math
 import os
@@ -58,6 +57,7 @@ import numpy as np
 import optax
 
 from metriclearn import sampling
+from metriclearn._cache import reuse
 from metriclearn._validation import check_array, check_labels, check_positive_int, check_same_dim
 from metriclearn.miners import distance_matrix
 
@@ -172,12 +172,10 @@ def make_optimizer(
     Returns:
       ``optax.GradientTransformation``.
     """
-    try:
-        return _cached_optimizer(name, learning_rate, weight_decay)
-    except TypeError:  # unhashable settings (e.g. a JAX array learning rate): a fresh optimizer
-        return _optimizer(name, learning_rate, weight_decay)
+    return _optimizer(name, learning_rate, weight_decay)
 
 
+@reuse(32)  # unhashable settings (e.g. a JAX array learning rate) give a fresh optimizer
 def _optimizer(name, learning_rate, weight_decay) -> optax.GradientTransformation:
     if name not in OPTIMIZERS:
         valid = ", ".join(sorted(OPTIMIZERS))
@@ -190,9 +188,6 @@ def _optimizer(name, learning_rate, weight_decay) -> optax.GradientTransformatio
     if weight_decay:
         opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
     return opt
-
-
-_cached_optimizer = functools.lru_cache(maxsize=32)(_optimizer)
 
 
 def create_train_state(
@@ -213,11 +208,7 @@ def create_train_state(
     """
     k_model, k_loss, k_state = jax.random.split(_wrap(_raw_key(key)), 3)
     sample = jnp.asarray(sample_input)
-    try:
-        model_init = _cached_model_init(model)
-    except TypeError:  # an unhashable model: a fresh program
-        model_init = _model_init(model)
-    params = model_init(k_model, sample)
+    params = _cached_model_init(model)(k_model, sample)
     loss_params = loss_spec.init(k_loss)
     opt_state = optimizer.init((params, loss_params))
     return TrainState(
@@ -238,7 +229,8 @@ def _model_init(model) -> Callable:
 
 # Equal models (Flax modules compare by their fields) share one program, so the fits of a process, or
 # train_and_evaluate's models rebuilt from configs, compile the init once.
-_cached_model_init = functools.lru_cache(maxsize=16)(_model_init)
+# An unhashable model gets a fresh program.
+_cached_model_init = reuse(16)(_model_init)
 
 
 def pair_distance_stats(
@@ -351,11 +343,7 @@ def make_train_epoch(
       jitted function; ``X`` ``[n, ...]`` and ``y`` ``[n]`` the training set (on device), ``batches``
       int32 ``[n_batches, B]``; ``metrics`` are the step metrics stacked ``[n_batches]``.
     """
-    args = (model, loss_spec, optimizer, bool(normalize_curves), bool(donate))
-    try:
-        return _cached_epoch_program(*args)
-    except TypeError:  # an unhashable model / loss / optimizer: build a fresh program
-        return _epoch_program(*args)
+    return _cached_epoch_program(model, loss_spec, optimizer, bool(normalize_curves), bool(donate))
 
 
 def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool, donate: bool) -> Callable:
@@ -371,8 +359,8 @@ def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool, donate: 
 
 
 # The same (model, loss, optimizer) objects reuse one jitted program, so repeated or resumed fits in a
-# process do not recompile.
-_cached_epoch_program = functools.lru_cache(maxsize=16)(_epoch_program)
+# process do not recompile; an unhashable model / loss / optimizer gets a fresh program.
+_cached_epoch_program = reuse(16)(_epoch_program)
 
 
 def make_embed_fn(model, *, chunk_size: int = 4096) -> Callable:
