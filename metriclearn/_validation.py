@@ -54,7 +54,10 @@ def check_array(
             arr = np.asarray(x)
         except Exception as err:  # ragged lists and the like
             raise ValueError(f"{name} could not be converted to an array: {err}") from err
-        if arr.dtype == object or arr.dtype.kind in "USV":
+        # ml_dtypes' bfloat16 / float8 have NumPy kind "V" but are floating types
+        if arr.dtype == object or (
+            arr.dtype.kind in "USV" and not jnp.issubdtype(arr.dtype, jnp.floating)
+        ):
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
         if arr.dtype.kind == "c":
             raise ValueError(f"{name} must be real, got complex dtype {arr.dtype}")

@@ -3,7 +3,9 @@
 Every loss is a pure function ``loss(embeddings [B, d], labels [B], *, ...) -> scalar`` (the proxy /
 class-weight losses also take their learnable ``[C, d]`` parameters explicitly). They are jittable with
 fixed shapes and NaN-safe: coinciding or all-zero embeddings give a finite loss and finite gradients,
-and a batch with one class (or no valid pair / triplet) gives loss 0 with finite gradients.
+and a batch with no valid triplet / anchor-positive-negative set gives loss 0 with finite gradients.
+On a batch with one class the pair losses with a positive term of their own (contrastive,
+multi_similarity, lifted_structure) keep that term, as PML's do; the others give 0.
 
 Pair and triplet losses also come as the loss of **one** pair / triplet (``contrastive_pair``,
 ``triplet_margin_triplet``), vmapped over fixed-size arrays of tuples (``contrastive_pairs``,
@@ -86,9 +88,18 @@ __all__ = [
 
 
 def _masked_logsumexp(
-    x: jax.Array, mask: jax.Array, axis: int, *, add_one: bool, with_softmax: bool = False
+    x: jax.Array,
+    mask: jax.Array,
+    axis: int,
+    *,
+    add_one: bool,
+    with_softmax: bool = False,
+    weights: jax.Array | None = None,
 ):
-    """``log(sum_{mask} exp(x) [+ 1])`` along ``axis``; 0 where the mask is empty (PML semantics).
+    """``log(sum_{mask} w exp(x) [+ 1])`` along ``axis``; 0 where the mask is empty (PML semantics).
+
+    ``weights`` (default 1) count each term that many times: a miner's pair multiplicities, as PML
+    counts a pair repeated in its index lists.
 
     Stable (max-shifted, the shift under ``stop_gradient``) and NaN-free in value and gradient. With
     ``with_softmax`` also returns its gradient with respect to ``x`` (the masked softmax, shape of
@@ -101,6 +112,8 @@ def _masked_logsumexp(
         m = jnp.maximum(m, 0.0)
     m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
     e = jnp.where(mask, jnp.exp(jnp.where(mask, x, m) - m), 0.0)
+    if weights is not None:
+        e = e * weights
     s = jnp.sum(e, axis=axis, keepdims=True)
     if add_one:
         s = s + jnp.exp(-m)
@@ -122,6 +135,22 @@ def _pair_weights(labels: jax.Array, pair_mask, dtype) -> tuple[jax.Array, jax.A
         pos_w = pos_w * jnp.asarray(mp, dtype)
         neg_w = neg_w * jnp.asarray(mn, dtype)
     return pos_w, neg_w
+
+
+def _check_hyper(positive: tuple[str, ...] = (), **values) -> None:
+    """Concrete hyperparameters must be finite numbers, and those named in ``positive`` (scales,
+    temperatures) > 0; traced ones (a schedule under ``jit``) pass unchecked. Raises ``ValueError``
+    naming the argument instead of returning a NaN / inf loss."""
+    for name, value in values.items():
+        if is_traced(value):
+            continue
+        try:
+            v = float(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be a number, got {value!r}") from err
+        if not np.isfinite(v) or (name in positive and v <= 0):
+            kind = "a positive" if name in positive else "a finite"
+            raise ValueError(f"{name} must be {kind} number, got {value!r}")
 
 
 def _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction: str) -> jax.Array:
@@ -247,6 +276,9 @@ def contrastive(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
+    _check_hyper(
+        ("hinge_power",), pos_margin=pos_margin, neg_margin=neg_margin, hinge_power=hinge_power
+    )
     if pair_mask is None and not any(map(is_traced, (pos_margin, neg_margin, hinge_power))):
         cfg = (float(pos_margin), float(neg_margin), bool(squared), bool(normalize))
         return _contrastive_all_pairs(emb, lab, (*cfg, float(hinge_power), reduction))
@@ -499,6 +531,7 @@ def triplet_margin(
     emb, lab = check_embeddings_labels(embeddings, labels)
     triplet_mask = _check_triplet_mask(triplet_mask, emb.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(margin=margin)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     if not (swap or smooth):
         if triplet_mask is None:
@@ -614,6 +647,7 @@ def multi_similarity(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
+    _check_hyper(("alpha", "beta"), alpha=alpha, beta=beta, base=base)
     pos_w, neg_w = _pair_weights(lab, pair_mask, emb.dtype)
     if not any(map(is_traced, (alpha, beta, base))):
         # the pair sets enter only as ``> 0`` masks: no gradient flows through a miner's weights
@@ -690,7 +724,8 @@ def lifted_structure(
       neg_margin, pos_margin: margins.
       squared, normalize: distance options (Euclidean on L2-normalized embeddings by default).
       reduction: reducer over positive pairs.
-      pair_mask: optional miner ``(pos, neg)``; positives weighted, negatives kept where > 0.
+      pair_mask: optional miner ``(pos, neg)``; positive pairs weighted by it, negatives counted
+        with its weights (a triplet miner's multiplicities through ``build``, as PML).
 
     Returns:
       Scalar loss.
@@ -700,6 +735,7 @@ def lifted_structure(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(neg_margin=neg_margin, pos_margin=pos_margin)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos_w, neg_w = _pair_weights(lab, pair_mask, d.dtype)
     neg_mask = neg_w > 0
@@ -716,7 +752,14 @@ def lifted_structure(
         ],
         -1,
     )
-    lse = _masked_logsumexp(both_x, both_m, 2, add_one=False)
+    both_w = jnp.concatenate(
+        [
+            jnp.broadcast_to(neg_w[:, None, :], (b, b, b)),
+            jnp.broadcast_to(neg_w[None, :, :], (b, b, b)),
+        ],
+        -1,
+    )
+    lse = _masked_logsumexp(both_x, both_m, 2, add_one=False, weights=both_w)
     per_pair = jax.nn.relu(lse + d - pos_margin) ** 2 / 2.0
     return red(per_pair, pos_w)
 
@@ -755,6 +798,7 @@ def circle(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(("gamma",), m=m, gamma=gamma)
     s = cosine_similarity_matrix(emb)
     pos_w, neg_w = _pair_weights(lab, pair_mask, s.dtype)
     pm, nm = pos_w > 0, neg_w > 0
@@ -791,7 +835,8 @@ def ntxent(
       labels: ``[B]``.
       temperature: softmax temperature ``t``.
       reduction: reducer over positive pairs.
-      pair_mask: optional miner ``(pos, neg)``; positives weighted, negatives kept where > 0.
+      pair_mask: optional miner ``(pos, neg)``; positive pairs weighted by it, negatives counted
+        with its weights (a triplet miner's multiplicities through ``build``, as PML).
 
     Returns:
       Scalar loss.
@@ -802,10 +847,11 @@ def ntxent(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(("temperature",), temperature=temperature)
     s = cosine_similarity_matrix(emb) / temperature
     pos_w, neg_w = _pair_weights(lab, pair_mask, s.dtype)
     neg_mask = neg_w > 0
-    neg_lse = _masked_logsumexp(s, neg_mask, 1, add_one=False)  # [B]
+    neg_lse = _masked_logsumexp(s, neg_mask, 1, add_one=False, weights=neg_w)  # [B]
     has_neg = jnp.any(neg_mask, axis=1)
     # log(exp(s_ap) + exp(neg_lse_a)) computed stably; rows without negatives: denominator = numerator
     denom = jnp.where(has_neg[:, None], jnp.logaddexp(s, neg_lse[:, None]), s)
@@ -836,6 +882,7 @@ def ntxent_two_view(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.07) 
     b = check_array(z2, "z2", ndim=2, min_rows=1)
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(a.shape)} and {b.shape}")
+    _check_hyper(("temperature",), temperature=temperature)
     s = (l2_normalize(a) @ l2_normalize(b).T) / temperature
     diag = jnp.diagonal(s)
     row = jax.nn.logsumexp(s, axis=1) - diag
@@ -875,6 +922,7 @@ def supcon(
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(("temperature",), temperature=temperature)
     s = cosine_similarity_matrix(emb) / temperature
     pos_w, neg_w = _pair_weights(lab, pair_mask, s.dtype)
     pm, nm = pos_w > 0, neg_w > 0
@@ -913,6 +961,7 @@ def n_pairs(
     Reference: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
+    _check_hyper(l2_reg=l2_reg)
     x = l2_normalize(emb) if normalize else emb
     b = lab.shape[0]
     idx = jnp.arange(b)
@@ -932,7 +981,7 @@ def n_pairs(
     per = lse - jnp.diagonal(logits)
     per = jnp.where(anchor, per, 0.0)
     loss = _reducers.mean(per, anchor.astype(x.dtype))
-    if l2_reg:
+    if is_traced(l2_reg) or l2_reg:  # a traced weight (a schedule under jit) always adds the term
         loss = loss + l2_reg * jnp.mean(jnp.sum(emb * emb, axis=1))
     return loss
 
@@ -993,6 +1042,7 @@ def proxy_nca(
     p = _check_proxies(proxies, emb, "proxies")
     _check_labels_range(lab, p.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(("softmax_scale",), softmax_scale=softmax_scale)
     x = l2_normalize(emb) if normalize else emb
     q = l2_normalize(p) if normalize else p
     d2 = jnp.maximum(jnp.sum(x * x, 1)[:, None] + jnp.sum(q * q, 1)[None, :] - 2.0 * x @ q.T, 0.0)
@@ -1033,6 +1083,7 @@ def proxy_anchor(
     emb, lab = check_embeddings_labels(embeddings, labels)
     p = _check_proxies(proxies, emb, "proxies")
     _check_labels_range(lab, p.shape[0])
+    _check_hyper(("alpha",), margin=margin, alpha=alpha)
     n_classes = p.shape[0]
     cos = l2_normalize(emb) @ l2_normalize(p).T  # [B, C]
     pos = jax.nn.one_hot(lab, n_classes, dtype=bool)
@@ -1079,10 +1130,13 @@ def arcface(
     w = _check_proxies(class_weights, emb, "class_weights")
     _check_labels_range(lab, w.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(("scale",), margin=margin, scale=scale)
     cos = jnp.clip(_cosine_logits(emb, w), -1.0, 1.0)
     sin = safe_sqrt(1.0 - cos * cos)
-    cos_m = cos * np.cos(margin) - sin * np.sin(margin)
-    target = jnp.where(cos >= -np.cos(margin), cos_m, cos - margin * np.sin(margin))
+    # in jnp and the embeddings' dtype: a traced margin works, and float32 stays float32 under x64
+    m = jnp.asarray(margin, cos.dtype)
+    cos_m, sin_m = jnp.cos(m), jnp.sin(m)
+    target = jnp.where(cos >= -cos_m, cos * cos_m - sin * sin_m, cos - m * sin_m)
     onehot = jax.nn.one_hot(lab, w.shape[0], dtype=bool)
     logits = scale * jnp.where(onehot, target, cos)
     per = jax.nn.logsumexp(logits, axis=1) - jnp.sum(jnp.where(onehot, logits, 0.0), axis=1)
@@ -1117,6 +1171,7 @@ def cosface(
     w = _check_proxies(class_weights, emb, "class_weights")
     _check_labels_range(lab, w.shape[0])
     red = _reducers.get(reduction)
+    _check_hyper(("scale",), margin=margin, scale=scale)
     cos = _cosine_logits(emb, w)
     onehot = jax.nn.one_hot(lab, w.shape[0], dtype=bool)
     logits = scale * jnp.where(onehot, cos - margin, cos)
@@ -1236,6 +1291,7 @@ def _counted_apply(name, loss_fn, kind, miner, miner_kwargs, loss_kwargs):
             del params, key
             emb, lab = check_embeddings_labels(embeddings, labels)
             _reducers.get(lk["reduction"])
+            _check_hyper(margin=lk["margin"])
             d = distance_matrix(emb, normalize=m_norm, squared=m_sq)
             return _hinge_triplets_counted(
                 d, lab, lk["margin"], lk["reduction"], miner_type=m_type, miner_margin=m_margin

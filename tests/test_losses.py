@@ -948,6 +948,89 @@ def test_validation_errors():
         losses.init_proxies(jax.random.key(0), 0, 4)
 
 
+def test_labels_outside_int32_are_refused_not_wrapped():
+    # 2**32 would wrap to 0 as int32 and merge two classes into one
+    x = np.random.default_rng(18).normal(size=(4, D))
+    with pytest.raises(ValueError, match=r"labels must fit in int32.*np.unique"):
+        losses.triplet_margin(x, np.array([0, 2**32, 1, 2**32 + 1]))
+    with pytest.raises(ValueError, match="labels must fit in int32"):
+        miners.semihard(x, np.array([0, 0, -(2**31) - 1, 1]))
+    # the int32 range itself is fine (large ids that fit)
+    y = np.array([0, 2**31 - 1, 1, 2**31 - 1])
+    assert float(losses.triplet_margin(x, y)) == float(losses.triplet_margin(x, [0, 2, 1, 2]))
+
+
+_BAD_HYPER = [
+    (losses.ntxent, {"temperature": 0.0}, "temperature must be a positive number"),
+    (losses.supcon, {"temperature": -0.1}, "temperature must be a positive number"),
+    (losses.multi_similarity, {"alpha": 0.0}, "alpha must be a positive number"),
+    (losses.multi_similarity, {"base": float("nan")}, "base must be a finite number"),
+    (losses.circle, {"gamma": -1.0}, "gamma must be a positive number"),
+    (losses.contrastive, {"neg_margin": float("inf")}, "neg_margin must be a finite number"),
+    (losses.contrastive, {"hinge_power": 0.0}, "hinge_power must be a positive number"),
+    (losses.triplet_margin, {"margin": float("nan")}, "margin must be a finite number"),
+    (losses.lifted_structure, {"neg_margin": "big"}, "neg_margin must be a number"),
+    (losses.n_pairs, {"l2_reg": float("nan")}, "l2_reg must be a finite number"),
+]
+
+
+@pytest.mark.parametrize("fn, kwargs, message", _BAD_HYPER)
+def test_bad_hyperparameters_raise_instead_of_nan(fn, kwargs, message):
+    x, y = _batch(19)
+    with pytest.raises(ValueError, match=message):
+        fn(x, y, **kwargs)
+
+
+def test_bad_hyperparameters_of_the_proxy_losses_and_two_views():
+    x, y = _batch(20)
+    P = np.ones((C, D))
+    with pytest.raises(ValueError, match="softmax_scale must be a positive number"):
+        losses.proxy_nca(x, y, P, softmax_scale=0.0)
+    with pytest.raises(ValueError, match="alpha must be a positive number"):
+        losses.proxy_anchor(x, y, P, alpha=-32.0)
+    with pytest.raises(ValueError, match="scale must be a positive number"):
+        losses.arcface(x, y, P, scale=0)
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        losses.cosface(x, y, P, margin=float("nan"))
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        losses.ntxent_two_view(x, x, temperature=0)
+    spec = losses.build("triplet_margin", miner="semihard", margin=float("nan"))
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        spec.apply({}, x, y, None)
+
+
+def test_traced_hyperparameters_under_jit():
+    """A hyperparameter passed through ``jit`` (a schedule) gives the same loss as a constant."""
+    x, y = _batch(21)
+    P = np.random.default_rng(21).normal(size=(C, D))
+    cases = [
+        (lambda v: losses.arcface(x, y, P, margin=v), 0.3),
+        (lambda v: losses.n_pairs(x, y, normalize=False, l2_reg=v), 0.1),
+        (lambda v: losses.ntxent(x, y, temperature=v), 0.2),
+        (lambda v: losses.proxy_anchor(x, y, P, alpha=v), 16.0),
+    ]
+    for fn, value in cases:
+        np.testing.assert_allclose(float(jax.jit(fn)(value)), float(fn(value)), rtol=1e-5)
+
+
+def test_arcface_keeps_the_embedding_dtype(x64):
+    x, y = _batch(22)
+    P = np.ones((C, D), np.float32)
+    assert losses.arcface(x.astype(np.float32), y, P).dtype == jnp.float32
+    assert losses.arcface(x, y, P.astype(np.float64)).dtype == jnp.float64
+
+
+def test_bfloat16_embeddings_outside_jit():
+    x, y = _batch(23)
+    xb = jnp.asarray(x, jnp.bfloat16)
+    eager = losses.contrastive(xb, y)
+    assert eager.dtype == jnp.bfloat16
+    np.testing.assert_allclose(float(eager), float(jax.jit(losses.contrastive)(xb, y)), rtol=2e-2)
+    bad = xb.at[0, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        losses.contrastive(bad, y)
+
+
 # ------------------------------------------------------------------------------------------------
 # agreement with pytorch-metric-learning
 # ------------------------------------------------------------------------------------------------
@@ -1044,6 +1127,42 @@ def test_pml_losses_with_miners(x64, seed):
         float(L.TripletMarginLoss(margin=0.2)(xt, yt, idx)),
         rtol=1e-9,
     )
+
+
+_PML_PAIR_LOSSES = {
+    "contrastive": "ContrastiveLoss",
+    "lifted_structure": "LiftedStructureLoss",
+    "multi_similarity": "MultiSimilarityLoss",
+    "circle": "CircleLoss",
+    "ntxent": "NTXentLoss",
+    "supcon": "SupConLoss",
+    "triplet_margin": "TripletMarginLoss",
+}
+_PML_MINERS = {
+    "semihard": ("TripletMarginMiner", {"margin": 0.2, "type_of_triplets": "semihard"}),
+    "triplet_margin": ("TripletMarginMiner", {"margin": 0.2, "type_of_triplets": "all"}),
+    "batch_hard": ("BatchHardMiner", {}),
+    "multi_similarity": ("MultiSimilarityMiner", {"epsilon": 0.1}),
+    "pair_margin": ("PairMarginMiner", {"pos_margin": 0.5, "neg_margin": 1.2}),
+}
+
+
+@pytest.mark.parametrize("miner", sorted(_PML_MINERS))
+def test_pml_every_loss_with_every_miner_through_build(x64, miner):
+    """``build(loss, miner=...)`` equals PML's loss on PML's mined tuples, for every pair / triplet
+    loss: a triplet miner's repeated pairs count as often in the negatives of ntxent and
+    lifted_structure as in PML's index lists."""
+    torch, L, M = _pml()
+    x, y = _batch(300, b=16, d=6, n_classes=4)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    cls, kw = _PML_MINERS[miner]
+    idx = getattr(M, cls)(**kw)(xt, yt)
+    ours_kw = {k: v for k, v in kw.items() if k != "type_of_triplets"}
+    for name, pml_name in _PML_PAIR_LOSSES.items():
+        spec = losses.build(name, miner=miner, miner_kwargs=ours_kw or None)
+        ours = float(jax.jit(spec.apply)({}, x, y, jax.random.key(0)))
+        theirs = float(getattr(L, pml_name)()(xt, yt, idx))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, err_msg=f"{name} + {miner}")
 
 
 def test_pml_other_losses(x64):
