@@ -7,8 +7,9 @@ Run (the ANCHORS.md protocol on digits, triplet loss with semi-hard mining)::
         --embedding_dim=64 --batch_size=128 --m_per_class=16 --learning_rate=1e-3 --epochs=30 \
         --workdir=/tmp/deep_digits_triplet
 
-Expected (30 % held-out split): seed 0 gives P@1 0.976, MAP@R 0.862; over seeds 0-4 the mean is
-P@1 0.973, MAP@R 0.873 (pytorch-metric-learning on the same protocol: 0.978 / 0.880).
+Expected (30 % held-out split): seed 0 gives P@1 0.963, MAP@R 0.860; over seeds 0-59 the mean is
+P@1 0.971, MAP@R 0.874, and pytorch-metric-learning's on the same protocol 0.972 / 0.874 (README,
+``benchmarks/results/deep_quality.md``).
 
 Writes ``config.json``, ``metrics.json``, ``history.csv``, ``distance_curves.png`` (and
 ``checkpoints/`` with ``--checkpoint_every``) into ``--workdir``. Unknown dataset / model / loss / miner

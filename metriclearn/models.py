@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metriclearn._validation import check_choice
+from metriclearn._validation import check_choice, check_positive_int
 from metriclearn.sampling import _flat_draw
 
 __all__ = [
@@ -316,7 +316,26 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         )
     if "hidden" in kwargs and isinstance(kwargs["hidden"], list):
         kwargs["hidden"] = tuple(kwargs["hidden"])
+    _check_sizes(kwargs)
     return cls(**kwargs)
+
+
+def _check_sizes(kwargs: dict[str, Any]) -> None:
+    """Out-of-range sizes and rates would build a model that trains to nothing or fails deep in JAX."""
+    if "embedding_dim" in kwargs:
+        check_positive_int(kwargs["embedding_dim"], "embedding_dim")
+    if "width" in kwargs:
+        check_positive_int(kwargs["width"], "width")
+    hidden = kwargs.get("hidden")
+    if isinstance(hidden, tuple):  # MLP widths: each layer needs units
+        for h in hidden:
+            check_positive_int(h, "hidden")
+    elif hidden is not None:  # the conv nets' dense layer: 0 means none
+        check_positive_int(hidden, "hidden", minimum=0)
+    if "dropout" in kwargs:
+        rate = kwargs["dropout"]
+        if not isinstance(rate, int | float) or not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
 
 
 def _tuple_apply(model: nn.Module, params, xs: tuple[jax.Array, ...], **kwargs) -> tuple:

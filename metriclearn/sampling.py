@@ -2,7 +2,9 @@
 
 * :func:`m_per_class_batches` -- one epoch of batches, each made of ``batch_size // m`` distinct
   classes with ``m`` samples each (the sampler of pytorch-metric-learning's ``MPerClassSampler``):
-  every batch is guaranteed to contain positives and negatives for the batch-wise losses and miners.
+  with ``m >= 2`` every batch contains positives and negatives for the batch-wise losses and miners
+  (``m = 1``, one sample per class, suits only the proxy losses; a class with fewer than ``m``
+  samples is drawn with replacement, so its "positives" can be a sample paired with itself).
 * :func:`pair_batches` / :func:`triplet_batches` -- fixed-shape index batches for Siamese / triplet
   networks, drawn with :func:`metriclearn.constraints.pairs` and :func:`metriclearn.constraints.triplets`
   (distinct tuples, sampled without replacement).

@@ -429,7 +429,59 @@ def _checkpoint_manager(directory: str, max_to_keep: int | None):
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
     )
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    # the item handlers let ``item_metadata`` read the stored shapes before a restore
+    handlers = {"state": ocp.StandardCheckpointHandler(), "history": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(
+        os.path.abspath(directory), options=options, item_handlers=handlers
+    )
+
+
+def _leaf_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """``{path: shape}`` of a state or of orbax's metadata of one (namedtuple fields, dict keys and
+    sequence indices all as strings, so the two spell a path alike)."""
+
+    def part(k) -> str:
+        return str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {tuple(map(part, path)): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _check_checkpoint_matches(manager, step: int, state, directory: str) -> None:
+    """Refuse, before orbax reads any array, a checkpoint saved for another model / loss / optimizer."""
+    stored = _leaf_shapes(manager.item_metadata(step)["state"])
+    wanted = _leaf_shapes(state)
+    if stored != wanted:
+        diff = sorted(set(stored.items()) ^ set(wanted.items()))[:4]
+        shown = "; ".join(
+            f"{'/'.join(path)}: stored {stored.get(path, 'absent')}, needed {wanted.get(path, 'absent')}"
+            for path in dict.fromkeys(path for path, _ in diff)
+        )
+        raise ValueError(
+            f"the checkpoint in {directory} (epoch {step}) does not match this model, loss and "
+            f"optimizer ({shown}): use another checkpoint_dir"
+        )
+
+
+def _check_loss_fits_labels(loss_params, n_classes: int, m_per_class: int) -> None:
+    """Settings that would train without error but to nothing: refused before the first step.
+
+    A proxy / class-weight loss needs a row per class (inside the jitted step an out-of-range label
+    is not checked: its class would never get a positive proxy); a loss without parameters learns
+    from same-class pairs in the batch, which ``m_per_class=1`` never draws.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(loss_params):
+        if getattr(leaf, "ndim", 0) == 2 and leaf.shape[0] < n_classes:
+            name = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"the loss has {leaf.shape[0]} rows in {name} but y_train has {n_classes} classes: "
+                f"build it with n_classes={n_classes}"
+            )
+    if not jax.tree.leaves(loss_params) and m_per_class < 2:
+        raise ValueError(
+            f"m_per_class={m_per_class} gives batches without same-class pairs, from which this "
+            "loss learns nothing; use m_per_class >= 2 (m_per_class=1 suits the proxy losses)"
+        )
 
 
 def _json_safe(history: list[dict[str, float]]) -> list[dict[str, Any]]:
@@ -521,9 +573,15 @@ def fit(
                 f"and {tuple(X_val.shape)}"
             )
         y_val = check_labels(y_val, X_val.shape[0], name="y_val")
+        if np.bincount(y_val).max() < 2:
+            # retrieval metrics need a query with a same-class reference: fail now, not after training
+            raise ValueError(
+                "y_val needs at least one class with 2 or more samples for the retrieval metrics"
+            )
     epochs = check_positive_int(epochs, "epochs")
     eval_every = check_positive_int(eval_every, "eval_every")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
     if n_batches is None:
         n_batches = max(X_train.shape[0] // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
@@ -536,6 +594,7 @@ def fit(
     X_dev = jax.device_put(X_train)
     y_dev = jax.device_put(jnp.asarray(y_codes))
     state = create_train_state(key, model, loss_spec, optimizer, X_train[:1])
+    _check_loss_fits_labels(state.loss_params, int(y_codes.max()) + 1, int(m_per_class))
     if mesh is None:
         # fit owns its state: donating it lets each epoch update the parameters in place
         train_epoch = make_train_epoch(
@@ -556,19 +615,29 @@ def fit(
         import orbax.checkpoint as ocp
 
         manager = _checkpoint_manager(os.fspath(checkpoint_dir), max_to_keep)
-        latest = manager.latest_step()
-        if latest is not None:
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-            restored = manager.restore(
-                latest,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
-                ),
-            )
-            state = jax.tree.map(jnp.asarray, restored["state"])
-            state = TrainState(*state) if not isinstance(state, TrainState) else state
-            history = _from_json(restored["history"])
-            start_epoch = int(latest)
+        try:
+            latest = manager.latest_step()
+            if latest is not None and int(latest) > epochs:
+                raise ValueError(
+                    f"{os.fspath(checkpoint_dir)} holds a checkpoint at epoch {latest}, beyond "
+                    f"epochs={epochs}: ask for at least {latest} epochs or use another directory"
+                )
+            if latest is not None:
+                _check_checkpoint_matches(manager, latest, state, os.fspath(checkpoint_dir))
+                abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+                restored = manager.restore(
+                    latest,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
+                    ),
+                )
+                state = jax.tree.map(jnp.asarray, restored["state"])
+                state = TrainState(*state) if not isinstance(state, TrainState) else state
+                history = _from_json(restored["history"])
+                start_epoch = int(latest)
+        except BaseException:
+            manager.close()
+            raise
 
     def save(epoch: int) -> None:
         import orbax.checkpoint as ocp
@@ -657,6 +726,7 @@ def fit(
     if X_val is not None and not metrics:
         metrics = _evaluate(embed, state.params, X_val, y_val)
     steady = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
+    # nan when nothing was trained (a checkpoint already at ``epochs``); metrics.json writes null
     ms_per_step = 1e3 * float(np.mean(steady)) / n_batches if steady else math.nan
     return FitResult(state, history, metrics, ms_per_step, compile_seconds)
 
@@ -825,7 +895,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN / inf
     return value
 
 

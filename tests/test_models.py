@@ -104,6 +104,20 @@ def test_build_model_errors():
     assert set(models.MODELS) == {"mlp", "resmlp", "conv1d", "conv2d"}
     assert models.build_model("mlp", hidden=[8, 8]).hidden == (8, 8)
 
+    # sizes and rates that would train to nothing or fail deep inside JAX
+    for name, kw, message in [
+        ("mlp", {"hidden": [0]}, "hidden must be an integer >= 1"),
+        ("mlp", {"hidden": (8, -5)}, "hidden must be an integer >= 1"),
+        ("mlp", {"embedding_dim": 0}, "embedding_dim must be an integer >= 1"),
+        ("mlp", {"dropout": 1.0}, r"dropout must be a rate in \[0, 1\)"),
+        ("mlp", {"dropout": -0.5}, "dropout must be a rate"),
+        ("resmlp", {"width": 0}, "width must be an integer >= 1"),
+        ("conv1d", {"hidden": -1}, "hidden must be an integer >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            models.build_model(name, **kw)
+    assert models.build_model("conv1d", hidden=0).hidden == 0  # no dense layer: allowed
+
 
 @pytest.mark.parametrize("name,kw,shape", [CASES[0], CASES[2]])
 def test_siamese_and_triplet_equal_separate_applies(name, kw, shape):

@@ -232,6 +232,57 @@ def test_fit_validation(data):
         training.fit(MODEL, SPEC, OPT, X, y, Xv[:, :3], yv, **kw)
     with pytest.raises(ValueError, match="epochs"):
         training.fit(MODEL, SPEC, OPT, X, y, epochs=0, batch_size=16, m_per_class=4)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=0, m_per_class=4)
+    with pytest.raises(ValueError, match="y_val needs at least one class with 2 or more"):
+        training.fit(MODEL, SPEC, OPT, X, y, Xv[:40], np.arange(40), **kw)
+
+
+def test_fit_refuses_settings_that_would_train_to_nothing(data):
+    X, y, _, _ = data
+    kw = dict(epochs=1, batch_size=16, progress=False)
+    # 4 classes, 3 proxies: class 3 would never get a positive proxy (the jitted step cannot check)
+    for name in ("proxy_anchor", "proxy_nca", "arcface"):
+        spec = losses.build(name, n_classes=3, embedding_dim=8)
+        with pytest.raises(ValueError, match=r"3 rows in \['(proxies|class_weights)'\].*4 classes"):
+            training.fit(MODEL, spec, OPT, X, y, m_per_class=4, **kw)
+    # one sample per class per batch: no positive pair, a pair loss learns nothing
+    with pytest.raises(ValueError, match="m_per_class=1 gives batches without same-class pairs"):
+        training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=4, m_per_class=1)
+    # the proxy losses do not need in-batch positives
+    spec = losses.build("proxy_anchor", n_classes=4, embedding_dim=8)
+    res = training.fit(
+        MODEL, spec, OPT, X, y, epochs=1, batch_size=4, m_per_class=1, n_batches=2, progress=False
+    )
+    assert int(res.state.step) == 2
+
+
+def test_resume_refuses_a_checkpoint_it_cannot_continue(data, tmp_path):
+    _fit(data, epochs=2, checkpoint_dir=tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="checkpoint at epoch 2, beyond epochs=1"):
+        _fit(data, epochs=1, checkpoint_dir=tmp_path / "ckpt")
+    other = models.MLP(hidden=(32,), embedding_dim=6)
+    X, y, Xv, yv = data
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint in .* \(epoch 2\) does not match .*kernel: stored \(32, 8\), needed \(32, 6\)",
+    ):
+        training.fit(
+            other,
+            SPEC,
+            OPT,
+            X,
+            y,
+            Xv,
+            yv,
+            epochs=3,
+            batch_size=16,
+            m_per_class=4,
+            progress=False,
+            checkpoint_dir=tmp_path / "ckpt",
+        )
+    # the same settings still resume (the refused attempts left the directory usable)
+    assert len(_fit(data, epochs=3, checkpoint_dir=tmp_path / "ckpt").history) == 3
 
 
 def test_make_optimizer_and_config_errors(tmp_path):
