@@ -215,6 +215,8 @@ class Conv1DNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = _activation(self.activation)
+        if x.ndim not in (2, 3):  # more axes would be merged into examples when flattening
+            raise ValueError(f"Conv1DNet needs x of shape [B, L] or [B, L, C], got {x.shape}")
         h = x[..., None] if x.ndim == 2 else x
         for i, c in enumerate(self.channels):
             h = act(
@@ -258,6 +260,10 @@ class Conv2DNet(nn.Module):
         shape = tuple(int(s) for s in self.image_shape)
         if len(shape) == 2:
             shape = (*shape, 1)
+        if x.ndim not in (2, 3, 4):
+            raise ValueError(
+                f"Conv2DNet needs x of shape [B, H*W*C], [B, H, W] or [B, H, W, C], got {x.shape}"
+            )
         if x.ndim == 2:
             if x.shape[1] != shape[0] * shape[1] * shape[2]:
                 raise ValueError(

@@ -117,6 +117,15 @@ def test_build_model_errors():
         with pytest.raises(ValueError, match=message):
             models.build_model(name, **kw)
     assert models.build_model("conv1d", hidden=0).hidden == 0  # no dense layer: allowed
+    # inputs of the wrong rank: a clear error, not merged examples or a deep JAX one
+    for model, shape in [
+        (models.Conv1DNet(), (8,)),
+        (models.Conv1DNet(), (2, 4, 8, 1)),
+        (models.Conv2DNet(), (64,)),
+        (models.Conv2DNet(), (2, 4, 8, 8, 1)),
+    ]:
+        with pytest.raises(ValueError, match="needs x of shape"):
+            model.init(jax.random.key(0), jnp.zeros(shape))
 
 
 @pytest.mark.parametrize("name,kw,shape", [CASES[0], CASES[2]])
