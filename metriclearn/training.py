@@ -182,6 +182,8 @@ def _optimizer(name, learning_rate, weight_decay) -> optax.GradientTransformatio
         raise ValueError(f"unknown optimizer {name!r}; valid: {valid}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if not weight_decay >= 0:  # a negative decay grows the weights; NaN fails this too
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if name == "adamw":
         return optax.adamw(learning_rate, weight_decay=weight_decay)
     opt = OPTIMIZERS[name](learning_rate)

@@ -295,6 +295,9 @@ def test_make_optimizer_and_config_errors(tmp_path):
         training.make_optimizer("adam", learning_rate=0.0)
     with pytest.raises(ValueError, match="learning_rate"):
         training.make_optimizer("adam", learning_rate=jnp.float32(-1.0))
+    for decay in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+            training.make_optimizer("adamw", weight_decay=decay)
     # a JAX array learning rate cannot key the cache; it still gives a working optimizer
     opt = training.make_optimizer("sgd", learning_rate=jnp.float32(0.5))
     params = {"w": jnp.ones(2)}
