@@ -451,7 +451,10 @@ def _leaf_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
 
 def _check_checkpoint_matches(manager, step: int, state, directory: str) -> None:
     """Refuse, before orbax reads any array, a checkpoint saved for another model / loss / optimizer."""
-    stored = _leaf_shapes(manager.item_metadata(step)["state"])
+    metadata = manager.item_metadata(step)
+    if metadata is None or metadata.get("state") is None:
+        return  # no shapes on record: orbax's restore is left to check them
+    stored = _leaf_shapes(metadata["state"])
     wanted = _leaf_shapes(state)
     if stored != wanted:
         diff = sorted(set(stored.items()) ^ set(wanted.items()))[:4]
