@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import app, flags
 
@@ -228,5 +229,53 @@ def test_benchmark_fresh_processes_protocol(monkeypatch, capsys):
     with pytest.raises(ValueError, match="no process results"):
         bench.summarize_processes([])
     for bad in (["--processes", "-1"], ["--quick", "--processes", "2"], ["--cases", "nope"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
+
+
+def test_benchmark_burn_in_trains_both_networks_before_timing(monkeypatch):
+    """``--burn-in N``: both libraries train N steps (on batches of their own) before the timed
+    blocks, so a later stage of training is timed; the children of ``--processes`` get the flag."""
+    from benchmarks import deep as bench
+
+    case = "multi_similarity + ms miner"
+    counts = {"pml": 0, "ours": 0}
+
+    def fake_pml(case_, X, y, idx, **kw):
+        assert len(idx) == 8 + 20  # the timed batches and the burn-in's
+
+        def run():
+            counts["pml"] += 1
+            return 0.0
+
+        return run
+
+    def fake_epoch(case_, X, y, idx, **kw):
+        def run():
+            counts["ours"] += 1
+            return np.zeros(())
+
+        return run
+
+    monkeypatch.setattr(bench, "pml_stepper", fake_pml)
+    monkeypatch.setattr(bench, "metriclearn_epoch", fake_epoch)
+    monkeypatch.setattr(bench, "_loop_ms", lambda *a: (counts["pml"], counts["ours"]))
+    out = bench.training_loop(steps=3, cases=[case], burn_in=20)
+    epoch_steps = len(bench.training.load_split("digits")[1]) // bench.BATCH_SIZE
+    # PML: 20 steps; ours: the compiling call, then whole epochs covering at least 20 steps
+    assert out[case] == [20, 1 + -(-20 // epoch_steps)]
+    with pytest.raises(ValueError, match="burn_in must be >= 0"):
+        bench.training_loop(steps=3, cases=[case], burn_in=-1)
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({case: [4.0, 1.0]}), stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    bench.processes(1, steps=3, cases=[case], log=lambda _: None, burn_in=7)
+    assert calls[0][calls[0].index("--burn-in") + 1] == "7"
+    for bad in (["--burn-in", "5"], ["--processes", "2", "--burn-in", "-1"]):
         with pytest.raises(SystemExit):
             bench.main(bad)
