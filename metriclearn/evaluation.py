@@ -327,6 +327,14 @@ def _nearest(
     selection = _resolve_selection(selection, mesh)
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
     Q_np, R_np = np.asarray(Q), np.asarray(R)
+    if dist is None or dist == "mahalanobis":
+        # Both rank by |q|^2 + |r|^2 - 2 q.r (a matmul), which cancels catastrophically in float32
+        # for data far from the origin (1000 + N(0, 1): a third of the 1-NN wrong). They are
+        # translation invariant: shift both sets by the references' mean (taken in float64), rounded
+        # to integers so the shift is exact and data with exact ties (integer grids) keep them.
+        center = np.round(R_np.mean(axis=0, dtype=np.float64))
+        Q_np = (Q_np - center).astype(Q_np.dtype)
+        R_np = (R_np - center).astype(R_np.dtype)
     if dist is not None and (array_kw or dist not in _PLAIN_NAMES):
         # value checks of the distance (PSD M, probability rows, ...) need concrete arrays: run them
         # once here; names, p and other static options are checked again while tracing.
@@ -658,6 +666,10 @@ def retrieval_metrics(
         embeddings, labels, ref_embeddings, ref_labels
     )
     self_ref = R is None
+    if isinstance(k_values, str | bytes) or np.ndim(k_values) != 1:
+        raise ValueError(
+            f"k_values must be a sequence of integers, e.g. (1, 2, 4, 8), got {k_values!r}"
+        )
     k_values = tuple(check_positive_int(kk, "k_values") for kk in k_values)
     try:
         classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)

@@ -418,7 +418,9 @@ def _evaluate(embed, params, X_val, y_val) -> dict[str, float]:
     emb = np.asarray(embed(params, X_val))
     if not np.all(np.isfinite(emb)):
         raise FloatingPointError("the model produced non-finite embeddings on the evaluation split")
-    res = evaluation.retrieval_metrics(emb, y_val)
+    # Recall@K for the K a held-out split this small can answer (self excluded: n - 1 references)
+    k_values = tuple(k for k in (1, 2, 4, 8) if k < emb.shape[0])
+    res = evaluation.retrieval_metrics(emb, y_val, k_values=k_values)
     out = {k: float(res[k]) for k in METRIC_KEYS if k in res}
     for k, v in (res.get("recall_at_k") or {}).items():
         out[f"recall_at_{k}"] = float(v)

@@ -403,6 +403,12 @@ def test_retrieval_bad_input():
         evaluation.retrieval_metrics(X, y, k_values=(1, 10), nmi=False)
     with pytest.raises(ValueError, match="k_values"):
         evaluation.retrieval_metrics(X, y, k_values=(0,))
+    with pytest.raises(ValueError, match="k_values must be a sequence of integers"):
+        evaluation.retrieval_metrics(X, y, k_values=5, nmi=False)
+    np.testing.assert_equal(  # an array of k is a sequence too
+        evaluation.retrieval_metrics(X, y, k_values=np.array([1, 2]), nmi=False)["recall_at_k"],
+        evaluation.retrieval_metrics(X, y, k_values=(1, 2), nmi=False)["recall_at_k"],
+    )
     with pytest.raises(ValueError, match="at least 2 rows"):
         evaluation.retrieval_metrics(X[:1], y[:1], k_values=(), nmi=False)
     with pytest.raises(ValueError, match="chunk_size"):
@@ -501,3 +507,28 @@ def test_verification_bad_input():
         evaluation.accuracy_at_threshold([0.1], [True], float("nan"))
     with pytest.raises(ValueError, match="same must be 1-D"):
         evaluation.accuracy_at_threshold([0.1, 0.2], [True], 0.5)
+
+
+def test_float32_neighbours_of_data_far_from_the_origin():
+    # |q|^2 + |r|^2 - 2 q.r cancels in float32 at 1000 + N(0, 1): the neighbour search centres the
+    # data first (Euclidean and Mahalanobis are translation invariant), so it stays exact
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    X = (1000.0 + rng.normal(size=(400, 8))).astype(np.float32)
+    y = rng.integers(0, 4, 400)
+    want = KNeighborsClassifier(1).fit(X[:200], y[:200]).predict(X[200:])
+    np.testing.assert_array_equal(evaluation.knn_predict(X[:200], y[:200], X[200:], k=1), want)
+    np.testing.assert_array_equal(
+        evaluation.knn_predict(X[:200], y[:200], X[200:], k=1, metric=np.eye(8)), want
+    )
+    near = np.array([[3000.0], [3000.2], [3000.25]], np.float32)
+    res = evaluation.retrieval_metrics(near, np.array([0, 1, 1]), nmi=False, k_values=(1,))
+    assert res["precision_at_1"] == 1.0 and res["map_at_r"] == 1.0
+    # and the result no longer depends on the block sizes or where the selection runs
+    runs = [
+        evaluation.retrieval_metrics(X, y, nmi=False, chunk_size=c, selection=s)["r_precision"]
+        for c in (None, 33)
+        for s in ("host", "device")
+    ]
+    assert len(set(runs)) == 1

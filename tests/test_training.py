@@ -238,6 +238,16 @@ def test_fit_validation(data):
         training.fit(MODEL, SPEC, OPT, X, y, Xv[:40], np.arange(40), **kw)
 
 
+def test_fit_evaluates_a_small_held_out_split(data):
+    # 6 held-out rows: 5 references per query, so Recall@8 cannot be computed; fit reports what
+    # can be (it used to fail at the first evaluation, after training)
+    X, y, Xv, yv = data
+    Xs, ys = Xv[:6], np.array([0, 0, 1, 1, 2, 2])
+    res = training.fit(MODEL, SPEC, OPT, X, y, Xs, ys, epochs=1, batch_size=16, m_per_class=4)
+    assert {"recall_at_1", "recall_at_2", "recall_at_4"} <= set(res.metrics)
+    assert "recall_at_8" not in res.metrics and 0 <= res.metrics["map_at_r"] <= 1
+
+
 def test_fit_refuses_settings_that_would_train_to_nothing(data):
     X, y, _, _ = data
     kw = dict(epochs=1, batch_size=16, progress=False)
