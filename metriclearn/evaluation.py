@@ -327,7 +327,7 @@ def _nearest(
     selection = _resolve_selection(selection, mesh)
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
     Q_np, R_np = np.asarray(Q), np.asarray(R)
-    if dist is None or dist == "mahalanobis":
+    if dist is None or dist in (*_EUCLIDEAN_NAMES, "mahalanobis"):
         # Both rank by |q|^2 + |r|^2 - 2 q.r (a matmul), which cancels catastrophically in float32
         # for data far from the origin (1000 + N(0, 1): a third of the 1-NN wrong). They are
         # translation invariant: shift both sets by the references' mean (taken in float64), rounded

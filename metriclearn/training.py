@@ -491,13 +491,6 @@ def _check_loss_fits_labels(loss_params, n_classes: int, m_per_class: int) -> No
         )
 
 
-def _json_safe(history: list[dict[str, float]]) -> list[dict[str, Any]]:
-    return [
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in h.items()}
-        for h in history
-    ]
-
-
 def _from_json(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{k: (math.nan if v is None else v) for k, v in h.items()} for h in history]
 
@@ -652,7 +645,7 @@ def fit(
         manager.save(
             epoch,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(_json_safe(history))
+                state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(_plain(history))
             ),
             force=True,
         )
@@ -897,6 +890,8 @@ def write_history_csv(history: Sequence[Mapping[str, float]], path: str | os.Pat
 
 
 def _plain(value: Any) -> Any:
+    """JSON-ready copy: NumPy scalars as Python ones, NaN / inf as null (also the checkpointed history,
+    read back by :func:`_from_json`)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
