@@ -732,7 +732,7 @@ def table_header(quick: bool) -> list[str]:
     """Column names of :func:`run`'s rows."""
     ours = ["metriclearn ms/step (jitted step)", "metriclearn ms/step (scanned epoch, as fit runs)"]
     if quick:
-        return ["loss / miner", *ours, "metriclearn compile s"]
+        return ["loss / miner", *ours, "metriclearn compile+1st s"]
     return [
         "loss / miner",
         "PML ms/step",

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from metriclearn._json import plain
+
 # short name -> (estimator class name in metriclearn, its neighbourhood-size argument or None)
 LEARNERS: dict[str, tuple[str, str | None]] = {
     "euclidean": ("", None),
@@ -314,11 +316,11 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     resolved = dict(cfg)
     resolved["learner"] = type(template).__name__ if template is not None else "Euclidean"
     resolved["learner_params"] = (
-        {k: _plain(v) for k, v in template.get_params().items()} if template is not None else {}
+        {k: plain(v) for k, v in template.get_params().items()} if template is not None else {}
     )
     resolved["n_samples"], resolved["n_features"] = (int(s) for s in X.shape)
     with open(os.path.join(workdir, "config.json"), "w") as fh:
-        json.dump(_plain(resolved), fh, indent=2, sort_keys=True)
+        json.dump(plain(resolved), fh, indent=2, sort_keys=True)
 
     res = cross_validate(
         X,
@@ -339,7 +341,7 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
         "n_features": int(X.shape[1]),
     }
     with open(os.path.join(workdir, "metrics.json"), "w") as fh:
-        json.dump(_plain(metrics), fh, indent=2)
+        json.dump(plain(metrics), fh, indent=2)
     if cfg["figures"] and learners:
         from metriclearn import plotting
 
@@ -357,20 +359,6 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
             titles=("standardized input (PCA)", f"after {resolved['learner']} (PCA)"),
         )
     return metrics
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def build_config() -> dict[str, Any]:

@@ -6,6 +6,7 @@ into a silent NaN further down. These helpers run on concrete (non-traced) array
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -97,6 +98,73 @@ def check_same_dim(a, b, name_a: str, name_b: str) -> None:
         )
 
 
+def _label_kind(y: np.ndarray) -> str:
+    """The kind of values in a 1-D label array: ``"number"``, ``"string"``, ``"mixed"`` (both) or
+    ``"other"`` (``None``, complex or other objects)."""
+    if y.dtype.kind in "biuf":
+        return "number"
+    if y.dtype.kind in "US":
+        return "string"
+    if y.dtype.kind != "O":
+        return "other"
+    kinds = set()
+    for v in y.tolist():
+        if isinstance(v, str | bytes):
+            kinds.add("string")
+        elif isinstance(v, numbers.Real):
+            kinds.add("number")
+        else:
+            return "other"
+    return "mixed" if len(kinds) > 1 else kinds.pop() if kinds else "number"
+
+
+def label_array(y, name: str = "y") -> np.ndarray:
+    """A 1-D NumPy label array, refusing what would make two classes one or compare as unequal.
+
+    NumPy turns ``[0, "0", 1]`` into the strings ``["0", "0", "1"]``, which silently merges the
+    classes ``0`` and ``"0"``; labels that mix numbers and strings, NaN / infinite labels, complex or
+    non-1-D labels raise ``ValueError`` here.
+    """
+    if y is None:
+        raise ValueError(f"{name} is required, got None")
+    seq = y
+    try:
+        y = np.asarray(y)
+    except ValueError as err:  # ragged nested lists
+        raise ValueError(f"{name} could not be converted to a 1-D array: {err}") from err
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional, got shape {tuple(y.shape)}")
+    if y.dtype.kind == "c":
+        raise ValueError(f"{name} must be real, got complex dtype {y.dtype}")
+    if y.dtype.kind in "US" and not isinstance(seq, np.ndarray):
+        kind = _label_kind(np.asarray(list(seq), dtype=object))
+    else:
+        kind = _label_kind(y) if y.dtype.kind == "O" else None
+    if kind == "mixed":
+        raise ValueError(
+            f"{name} mixes numbers and strings (e.g. 0 and '0' would be one class); "
+            "give labels of one kind"
+        )
+    if kind == "other":
+        raise ValueError(f"{name} must hold numbers or strings (no None or other objects)")
+    if y.dtype.kind == "O" and kind == "number":
+        y = np.asarray(y.tolist())  # a numeric dtype, so the NaN check below applies
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} contains NaN or infinite labels")
+    return y
+
+
+def check_comparable_labels(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """Raise unless the label arrays ``a`` and ``b`` (from :func:`label_array`) are both numbers or
+    both strings: ``1`` never equals ``"1"``, so comparing them would count every label as different."""
+    ka, kb = _label_kind(a), _label_kind(b)
+    if ka != kb:
+        raise ValueError(
+            f"{name_a} holds {ka}s ({a.dtype}) but {name_b} holds {kb}s ({b.dtype}); no label of "
+            "one can equal a label of the other"
+        )
+
+
 def check_labels(
     y,
     n: int | None = None,
@@ -115,15 +183,9 @@ def check_labels(
     Returns:
       ``np.ndarray`` of ``int32`` codes, shape ``[n]``.
     """
-    if y is None:
-        raise ValueError(f"{name} is required, got None")
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-dimensional, got shape {tuple(y.shape)}")
+    y = label_array(y, name)
     if n is not None and y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} labels but X has {n} samples")
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise ValueError(f"{name} contains NaN or infinite labels")
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < min_classes:
         raise ValueError(

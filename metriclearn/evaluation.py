@@ -44,11 +44,16 @@ from metriclearn._cache import reuse
 from metriclearn._validation import (
     check_array,
     check_choice,
+    check_comparable_labels,
     check_labels,
     check_positive_int,
     check_same_dim,
+    label_array,
 )
 from metriclearn.datasets import _seed_from
+
+#: Recall@K reported by default (the K of "A Metric Learning Reality Check" on CUB / Cars).
+RECALL_K_VALUES: tuple[int, ...] = (1, 2, 4, 8)
 
 __all__ = [
     "accuracy_at_threshold",
@@ -503,11 +508,12 @@ def knn_accuracy(
     Reference: Cover and Hart, "Nearest neighbor pattern classification", IEEE Trans. IT, 1967.
     """
     n_test = np.shape(test_X)[0] if np.ndim(test_X) else 0
-    test_y = np.asarray(test_y)
-    if test_y.ndim != 1 or test_y.shape[0] != n_test:
+    test_y = label_array(test_y, "test_y")
+    if test_y.shape[0] != n_test:
         raise ValueError(
             f"test_y must be 1-D with one label per row of test_X ({n_test}), got shape {test_y.shape}"
         )
+    check_comparable_labels(label_array(train_y, "train_y"), test_y, "train_y", "test_y")
     pred = knn_predict(
         train_X,
         train_y,
@@ -560,8 +566,8 @@ def _check_retrieval_inputs(embeddings, labels, ref_embeddings, ref_labels):
       ``r_labels is q_labels``).
     """
     Q = check_array(embeddings, "embeddings", ndim=2, min_rows=1)
-    q_labels = np.asarray(labels)
-    if q_labels.ndim != 1 or q_labels.shape[0] != Q.shape[0]:
+    q_labels = label_array(labels, "labels")
+    if q_labels.shape[0] != Q.shape[0]:
         raise ValueError(
             f"labels must be 1-D with one label per row of embeddings ({Q.shape[0]}), got shape "
             f"{q_labels.shape}"
@@ -576,13 +582,14 @@ def _check_retrieval_inputs(embeddings, labels, ref_embeddings, ref_labels):
         check_same_dim(Q, R, "embeddings", "ref_embeddings")
         if ref_labels is None:
             raise ValueError("ref_labels is required with ref_embeddings")
-        r_labels = np.asarray(ref_labels)
-        if r_labels.ndim != 1 or r_labels.shape[0] != R.shape[0]:
+        r_labels = label_array(ref_labels, "ref_labels")
+        if r_labels.shape[0] != R.shape[0]:
             raise ValueError(
                 f"ref_labels must be 1-D with one label per row of ref_embeddings ({R.shape[0]}), "
                 f"got shape {r_labels.shape}"
             )
         check_labels(r_labels, R.shape[0], name="ref_labels", min_classes=1)
+        check_comparable_labels(q_labels, r_labels, "labels", "ref_labels")
     return Q, q_labels, R, r_labels
 
 
@@ -592,7 +599,7 @@ def retrieval_metrics(
     ref_embeddings=None,
     ref_labels=None,
     *,
-    k_values: Sequence[int] = (1, 2, 4, 8),
+    k_values: Sequence[int] = RECALL_K_VALUES,
     metric: str | Callable | Any = "euclidean",
     metric_kwargs: dict | None = None,
     nmi: bool = True,
@@ -694,9 +701,13 @@ def retrieval_metrics(
             f"k_values asks for {max(k_values)} neighbours but the reference set has only {n_avail} "
             f"({'embeddings minus the query itself' if self_ref else 'ref_embeddings'})"
         )
-    if nmi:
+    if nmi:  # checked before the neighbour search, not after it
         if len(np.unique(q_codes)) < 2:
             raise ValueError("labels must contain at least 2 classes for nmi (or pass nmi=False)")
+        kmeans_n_init = check_positive_int(kmeans_n_init, "kmeans_n_init")
+        kmeans_seed = _seed_from(seed, "seed")
+        if kmeans_seed >= 2**32:
+            raise ValueError(f"seed must be below 2**32 (scikit-learn's KMeans), got {kmeans_seed}")
 
     kmax = max(k_values, default=1)
     k_rows = np.maximum(r_counts, kmax)
@@ -729,8 +740,7 @@ def retrieval_metrics(
         "n_queries": n_q,
     }
     if nmi:
-        kmeans_n_init = check_positive_int(kmeans_n_init, "kmeans_n_init")
-        out["nmi"] = _kmeans_nmi(np.asarray(Q), q_codes, _seed_from(seed, "seed"), kmeans_n_init)
+        out["nmi"] = _kmeans_nmi(np.asarray(Q), q_codes, kmeans_seed, kmeans_n_init)
     return out
 
 

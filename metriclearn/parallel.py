@@ -56,6 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from metriclearn._validation import check_array, check_positive_int
+from metriclearn.evaluation import RECALL_K_VALUES
 
 __all__ = [
     "DATA_AXIS",
@@ -566,7 +567,7 @@ def sharded_retrieval_metrics(
     ref_embeddings=None,
     ref_labels=None,
     *,
-    k_values: Sequence[int] = (1, 2, 4, 8),
+    k_values: Sequence[int] = RECALL_K_VALUES,
     metric: Any = "euclidean",
     metric_kwargs: dict | None = None,
     nmi: bool = True,

@@ -144,6 +144,47 @@ def test_knn_bad_input():
         evaluation.knn_accuracy(X, y, X, y, metric="minkowski", metric_kwargs={"p": -1.0})
 
 
+def test_labels_of_different_kinds_are_refused_not_compared():
+    """Numbers never equal strings: an int train_y against a string test_y used to score 0.0, and
+    NumPy turned [0, "0"] into one class "0"; a NaN test label used to count as a miss."""
+    X, y = np.random.default_rng(0).normal(size=(6, 2)), np.array([0, 1] * 3)
+    assert evaluation.knn_accuracy(X, y.astype(str), X, y.astype(str), k=1) == 1.0  # one kind: fine
+    with pytest.raises(ValueError, match="train_y holds numbers .* test_y holds strings"):
+        evaluation.knn_accuracy(X, y, X, y.astype(str), k=1)
+    with pytest.raises(ValueError, match="test_y contains NaN"):
+        evaluation.knn_accuracy(X, y, X, np.where(y == 0, np.nan, 1.0), k=1)
+    with pytest.raises(ValueError, match="test_y mixes numbers and strings"):
+        evaluation.knn_accuracy(X, y, X, [0, "1", 0, "1", 0, "1"], k=1)
+    with pytest.raises(ValueError, match="train_y mixes numbers and strings"):
+        evaluation.knn_accuracy(X, [0, "0", 1, 0, 1, "1"], X, y, k=1)
+    with pytest.raises(ValueError, match="no None"):
+        evaluation.knn_accuracy(X, np.array([0, None, 1, 0, 1, 1], dtype=object), X, y, k=1)
+    with pytest.raises(ValueError, match="labels holds numbers .* ref_labels holds strings"):
+        evaluation.retrieval_metrics(X, y, X, y.astype(str), nmi=False)
+    with pytest.raises(ValueError, match="labels mixes numbers and strings"):
+        evaluation.retrieval_metrics(X, [0, "0", 1, 0, 1, "1"], nmi=False)
+    # object arrays of numbers are numbers (NaN checked); of strings, strings
+    obj = evaluation.retrieval_metrics(X, y.astype(object), X, y.astype(float), k_values=(1, 2))
+    assert obj == evaluation.retrieval_metrics(X, y, X, y, k_values=(1, 2))
+    with pytest.raises(ValueError, match="labels contains NaN"):
+        evaluation.retrieval_metrics(X, np.array([0, np.nan, 1, 0, 1, 1], dtype=object), nmi=False)
+
+
+def test_kmeans_seed_is_checked_before_the_neighbour_search(monkeypatch):
+    X, y = np.random.default_rng(0).normal(size=(6, 2)), np.array([0, 1] * 3)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the neighbour search ran before the seed was checked")
+
+    monkeypatch.setattr(evaluation, "_nearest", no_search)
+    with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):
+        evaluation.retrieval_metrics(X, y, k_values=(1,), seed=2**32)
+    with pytest.raises(ValueError, match="kmeans_n_init must be an integer"):
+        evaluation.retrieval_metrics(X, y, k_values=(1,), kmeans_n_init=0)
+    monkeypatch.undo()
+    assert 0.0 <= evaluation.retrieval_metrics(X, y, k_values=(1,), seed=2**32 - 1)["nmi"] <= 1.0
+
+
 # ------------------------------------------------------------------------------------------ retrieval
 
 
