@@ -24,6 +24,40 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def as_key(key, name: str = "key") -> jax.Array:
+    """A typed ``jax.random`` key from a key (typed, or raw ``uint32`` key data) or an int seed.
+
+    Int seeds (Python, NumPy, or 0-d integer arrays) must lie in ``[0, 2**32)``: ``jax.random.key``
+    keeps only 32 bits of a seed unless x64 is on, so ``1`` and ``2**32 + 1`` would give the same
+    draws. Traced keys (inside ``jit`` / ``vmap``) pass unchecked.
+    """
+    bad = f"{name} must be a jax.random key or an int seed in [0, 2**32), got {key!r}"
+    if key is None or isinstance(key, bool | float | complex | str | bytes):
+        raise ValueError(bad)
+    if isinstance(key, int | np.integer):
+        if not 0 <= int(key) < 2**32:
+            raise ValueError(bad)
+        return jax.random.key(int(key))
+    if is_traced(key):
+        return (
+            key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
+        )
+    try:
+        arr = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    except (TypeError, ValueError) as err:
+        raise ValueError(bad) from err
+    if jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
+        return arr
+    if arr.ndim == 0 and jnp.issubdtype(arr.dtype, jnp.integer) and arr.dtype != bool:
+        return as_key(int(arr), name)
+    if arr.dtype == jnp.uint32 and arr.ndim >= 1:
+        try:
+            return jax.random.wrap_key_data(arr)
+        except (TypeError, ValueError) as err:
+            raise ValueError(bad) from err
+    raise ValueError(bad)
+
+
 def check_array(
     x,
     name: str,

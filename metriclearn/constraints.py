@@ -34,7 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_labels, check_positive_int, is_traced
+from metriclearn._validation import (
+    as_key,
+    check_array,
+    check_labels,
+    check_positive_int,
+    is_traced,
+)
 from metriclearn.distances import pairwise_sqeuclidean
 
 __all__ = [
@@ -57,14 +63,7 @@ __all__ = [
 
 def _rng(key) -> np.random.Generator:
     """A NumPy generator seeded deterministically from a JAX PRNG key (or an int seed)."""
-    if key is None:
-        raise ValueError("key is required (a jax.random key or an int seed), got None")
-    if isinstance(key, int | np.integer) and not isinstance(key, bool):
-        key = jax.random.key(int(key))
-    try:
-        seed = np.asarray(jax.random.bits(key, (4,), dtype=jnp.uint32))
-    except Exception as err:
-        raise ValueError(f"key must be a jax.random key or an int seed, got {key!r}") from err
+    seed = np.asarray(jax.random.bits(as_key(key), (4,), dtype=jnp.uint32))
     return np.random.default_rng(seed.astype(np.uint64))
 
 

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn import constraints
-from metriclearn._validation import check_labels, check_positive_int
+from metriclearn._validation import as_key, check_labels, check_positive_int
 
 __all__ = [
     "m_per_class_batches",
@@ -41,12 +42,6 @@ __all__ = [
     "pair_batches",
     "triplet_batches",
 ]
-
-
-def _as_key(key) -> jax.Array:
-    if isinstance(key, int | np.integer):
-        return jax.random.key(int(key))
-    return key
 
 
 def class_table(labels) -> tuple[np.ndarray, np.ndarray]:
@@ -81,18 +76,65 @@ def _flat_draw(draw, key, shape, *args, **kwargs):
     return draw(key, (n,), *flat_args, **kwargs).reshape(shape)
 
 
-@partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches"))
-def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches):
+#: Above this many uniforms (``n_batches * classes_per_batch * largest class``) the members of a
+#: class are drawn by a partial Fisher-Yates shuffle (memory ~ the output) instead of ``top_k`` over
+#: one uniform per member: with one large class the latter grows as ``n**2 / batch_size`` (2.5 GB
+#: for a class of 50,000 among 51,000 rows). Both draw a uniform ordered ``m``-subset; they give
+#: different (equally distributed) batches for the same key.
+_DENSE_DRAW_LIMIT = 1 << 22
+
+
+def _fisher_yates_positions(key, cnt, m: int):
+    """``m`` distinct positions in ``[0, cnt)`` per entry of ``cnt [...]``, uniform and in random
+    order: the first ``m`` steps of a Fisher-Yates shuffle of ``arange(cnt)``, with the swapped
+    entries kept in a map of ``m`` slots (entries with ``cnt < m`` give unspecified positions)."""
+    shape = (*cnt.shape, m)
+    steps = jnp.arange(m, dtype=cnt.dtype)
+    # step j swaps position j with a uniform t_j in [j, cnt)
+    t = steps + _flat_draw(
+        jax.random.randint, key, shape, 0, jnp.maximum(cnt[..., None] - steps, 1)
+    )
+    slots = jnp.arange(m)
+
+    def value_at(pos, keys, vals):  # the current entry at ``pos``: its latest swap, else pos itself
+        hit = keys == pos[..., None]
+        last = jnp.argmax(jnp.where(hit, slots, -1), axis=-1)
+        return jnp.where(hit.any(-1), jnp.take_along_axis(vals, last[..., None], -1)[..., 0], pos)
+
+    def step(j, carry):
+        keys, vals, out = carry
+        tj = t[..., j]
+        out = out.at[..., j].set(value_at(tj, keys, vals))
+        # position t_j now holds what position j held (position j is never read again)
+        vals = vals.at[..., j].set(value_at(jnp.full_like(tj, j), keys, vals))
+        keys = keys.at[..., j].set(tj)
+        return keys, vals, out
+
+    init = (
+        jnp.full(shape, -1, cnt.dtype),
+        jnp.zeros(shape, cnt.dtype),
+        jnp.zeros(shape, cnt.dtype),
+    )
+    return jax.lax.fori_loop(0, m, step, init)[2]
+
+
+@partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches", "sparse"))
+def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches, sparse=False):
     n_classes, max_count = members.shape
     k_cls, k_perm, k_repl = jax.random.split(key, 3)
     # Classes: the classes_per_batch largest of n_classes uniforms = a uniform draw without replacement.
     u_cls = _flat_draw(jax.random.uniform, k_cls, (n_batches, n_classes))
     _, classes = jax.lax.top_k(u_cls, classes_per_batch)
     cnt = counts[classes][..., None]  # [nb, cpb, 1]
-    # Members without replacement: the m largest uniforms among the class's members (padding = -1).
-    u = _flat_draw(jax.random.uniform, k_perm, (n_batches, classes_per_batch, max_count))
-    u = jnp.where(jnp.arange(max_count) < cnt, u, -1.0)
-    _, without = jax.lax.top_k(u, min(m, max_count)) if max_count >= m else (None, None)
+    if max_count < m:
+        without = None
+    elif sparse:
+        without = _fisher_yates_positions(k_perm, cnt[..., 0], m)
+    else:
+        # Members without replacement: the m largest uniforms among the class's members (padding -1).
+        u = _flat_draw(jax.random.uniform, k_perm, (n_batches, classes_per_batch, max_count))
+        u = jnp.where(jnp.arange(max_count) < cnt, u, -1.0)
+        _, without = jax.lax.top_k(u, m)
     # With replacement (classes with fewer than m members): uniform over the class's members.
     with_repl = _flat_draw(
         jax.random.randint, k_repl, (n_batches, classes_per_batch, m), 0, jnp.maximum(cnt, 1)
@@ -100,6 +142,26 @@ def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches):
     pos = with_repl if without is None else jnp.where(cnt >= m, without, with_repl)
     idx = members[classes[..., None], pos]  # [nb, cpb, m]
     return idx.reshape(n_batches, classes_per_batch * m).astype(jnp.int32)
+
+
+def _check_batch_layout(m, batch_size, n_classes: int, m_name: str = "m") -> tuple[int, int]:
+    """Check ``m`` (samples per class) and ``batch_size`` for ``n_classes`` classes.
+
+    Raises ``ValueError`` (naming ``m`` as ``m_name``) unless both are positive integers and
+    ``batch_size`` is a multiple of ``m`` and at most ``m * n_classes``. Returns them as ints.
+    """
+    m = check_positive_int(m, m_name)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size % m:
+        raise ValueError(
+            f"batch_size must be a multiple of {m_name}, got batch_size={batch_size}, {m_name}={m}"
+        )
+    if batch_size > m * n_classes:
+        raise ValueError(
+            f"batch_size must be at most {m_name} * n_classes = {m} * {n_classes} = "
+            f"{m * n_classes}, got {batch_size}"
+        )
+    return m, batch_size
 
 
 def m_per_class_sampler(
@@ -121,31 +183,24 @@ def m_per_class_sampler(
     >>> sample(0).shape
     (9, 32)
     """
-    m = check_positive_int(m, "m")
-    batch_size = check_positive_int(batch_size, "batch_size")
     members, counts = class_table(labels)
-    n_classes = len(counts)
-    if batch_size % m:
-        raise ValueError(f"batch_size must be a multiple of m, got batch_size={batch_size}, m={m}")
-    if batch_size > m * n_classes:
-        raise ValueError(
-            f"batch_size must be at most m * n_classes = {m} * {n_classes} = {m * n_classes}, "
-            f"got {batch_size}"
-        )
+    m, batch_size = _check_batch_layout(m, batch_size, len(counts))
     n = int(counts.sum())
     if n_batches is None:
         n_batches = max(n // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
     members_dev, counts_dev = jnp.asarray(members), jnp.asarray(counts)
+    sparse = n_batches * (batch_size // m) * members.shape[1] > _DENSE_DRAW_LIMIT
 
     def sample(key) -> jax.Array:
         return _m_per_class_core(
-            _as_key(key),
+            as_key(key),
             members_dev,
             counts_dev,
             m=m,
             classes_per_batch=batch_size // m,
             n_batches=n_batches,
+            sparse=sparse,
         )
 
     return sample
@@ -217,11 +272,16 @@ def pair_batches(
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    if (
+        isinstance(positive_fraction, bool)
+        or not isinstance(positive_fraction, numbers.Real)
+        or not 0.0 <= positive_fraction <= 1.0
+    ):
+        raise ValueError(f"positive_fraction must be a number in [0, 1], got {positive_fraction!r}")
+    check_labels(labels, min_classes=2, name="labels")  # named as here (constraints says "y")
     total = batch_size * n_batches
     n_sim = int(round(total * positive_fraction))
-    k_pairs, k_shuffle = jax.random.split(_as_key(key))
+    k_pairs, k_shuffle = jax.random.split(as_key(key))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:
@@ -257,11 +317,12 @@ def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarr
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
+    check_labels(labels, min_classes=2, name="labels")  # named as here (constraints says "y")
     total = batch_size * n_batches
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:
-            t = constraints.triplets(_as_key(key), labels, n_triplets=total)
+            t = constraints.triplets(as_key(key), labels, n_triplets=total)
         except UserWarning as err:
             raise ValueError(
                 f"not enough distinct triplets for {n_batches} batches of {batch_size}: {err}"

@@ -58,7 +58,14 @@ import optax
 
 from metriclearn import sampling
 from metriclearn._cache import reuse
-from metriclearn._validation import check_array, check_labels, check_positive_int, check_same_dim
+from metriclearn._json import plain
+from metriclearn._validation import (
+    as_key,
+    check_array,
+    check_labels,
+    check_positive_int,
+    check_same_dim,
+)
 from metriclearn.miners import distance_matrix
 
 __all__ = [
@@ -129,12 +136,7 @@ class FitResult(NamedTuple):
 
 
 def _raw_key(key) -> jax.Array:
-    if isinstance(key, int | np.integer):
-        return jax.random.key_data(jax.random.key(int(key)))
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(key)
-    return key.astype(jnp.uint32)
+    return jax.random.key_data(as_key(key))
 
 
 def _wrap(raw: jax.Array) -> jax.Array:
@@ -419,7 +421,7 @@ def _evaluate(embed, params, X_val, y_val) -> dict[str, float]:
     if not np.all(np.isfinite(emb)):
         raise FloatingPointError("the model produced non-finite embeddings on the evaluation split")
     # Recall@K for the K a held-out split this small can answer (self excluded: n - 1 references)
-    k_values = tuple(k for k in (1, 2, 4, 8) if k < emb.shape[0])
+    k_values = tuple(k for k in evaluation.RECALL_K_VALUES if k < emb.shape[0])
     res = evaluation.retrieval_metrics(emb, y_val, k_values=k_values)
     out = {k: float(res[k]) for k in METRIC_KEYS if k in res}
     for k, v in (res.get("recall_at_k") or {}).items():
@@ -581,12 +583,13 @@ def fit(
     epochs = check_positive_int(epochs, "epochs")
     eval_every = check_positive_int(eval_every, "eval_every")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every", minimum=0)
-    batch_size = check_positive_int(batch_size, "batch_size")
+    m_per_class, batch_size = sampling._check_batch_layout(
+        m_per_class, batch_size, int(y_codes.max()) + 1, m_name="m_per_class"
+    )
     if n_batches is None:
         n_batches = max(X_train.shape[0] // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
-    # validates batch_size / m_per_class against the classes (ValueError before any work) and keeps
-    # the class table on device: each epoch's batches are then one jitted call
+    # the class table stays on device: each epoch's batches are then one jitted call
     sample = sampling.m_per_class_sampler(
         y_codes, m=m_per_class, batch_size=batch_size, n_batches=n_batches
     )
@@ -594,7 +597,7 @@ def fit(
     X_dev = jax.device_put(X_train)
     y_dev = jax.device_put(jnp.asarray(y_codes))
     state = create_train_state(key, model, loss_spec, optimizer, X_train[:1])
-    _check_loss_fits_labels(state.loss_params, int(y_codes.max()) + 1, int(m_per_class))
+    _check_loss_fits_labels(state.loss_params, int(y_codes.max()) + 1, m_per_class)
     if mesh is None:
         # fit owns its state: donating it lets each epoch update the parameters in place
         train_epoch = make_train_epoch(
@@ -645,7 +648,7 @@ def fit(
         manager.save(
             epoch,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(_plain(history))
+                state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(plain(history))
             ),
             force=True,
         )
@@ -889,20 +892,6 @@ def write_history_csv(history: Sequence[Mapping[str, float]], path: str | os.Pat
             writer.writerow(cells)
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: NumPy scalars as Python ones, NaN / inf as null (also the checkpointed history,
-    read back by :func:`_from_json`)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # strict JSON has no NaN / inf
-    return value
-
-
 def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
     """Run one experiment from a config and write its results into ``workdir``.
 
@@ -966,7 +955,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         weight_decay=cfg["weight_decay"],
     )
     with open(os.path.join(workdir, "config.json"), "w") as fh:
-        json.dump(_plain(cfg), fh, indent=2, sort_keys=True)
+        json.dump(plain(cfg), fh, indent=2, sort_keys=True)
 
     checkpoint_every = int(cfg["checkpoint_every"])
     t0 = time.perf_counter()
@@ -1004,7 +993,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         }
     )
     with open(os.path.join(workdir, "metrics.json"), "w") as fh:
-        json.dump(_plain(out), fh, indent=2)
+        json.dump(plain(out), fh, indent=2)
     write_history_csv(result.history, os.path.join(workdir, "history.csv"))
     plotting.plot_distance_curves(
         result.history,

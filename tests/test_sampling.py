@@ -166,3 +166,82 @@ def test_pair_and_triplet_batch_errors():
         sampling.pair_batches(0, Y, batch_size=4, n_batches=1, positive_fraction=1.5)
     with pytest.raises(ValueError, match="single class|at least 2 classes"):
         sampling.triplet_batches(0, np.zeros(6), batch_size=2, n_batches=1)
+
+
+def test_fisher_yates_draw_for_a_large_class(monkeypatch):
+    """With one large class, one uniform per member and batch (the default draw) would take
+    memory ~ n**2 / batch_size; past _DENSE_DRAW_LIMIT a partial Fisher-Yates shuffle draws the same
+    distribution: distinct members of the class, every member and every ordered slot uniform."""
+    y = np.concatenate([np.zeros(20, int), np.repeat([1, 2], [3, 8])])  # 20 members, 3 (< m), 8
+    monkeypatch.setattr(sampling, "_DENSE_DRAW_LIMIT", 0)
+    idx = np.asarray(sampling.m_per_class_batches(7, y, m=4, batch_size=8, n_batches=6000))
+    groups = idx.reshape(-1, 4)
+    lab = y[groups]
+    assert np.all(lab == lab[:, :1])
+    big, small = groups[lab[:, 0] == 0], groups[lab[:, 0] == 1]
+    assert all(len(set(g)) == 4 for g in big) and all(
+        len(set(g)) == 4 for g in groups[lab[:, 0] == 2]
+    )
+    assert set(small.ravel().tolist()) == {20, 21, 22}  # with replacement, within the class
+    # each of the 4 ordered slots is uniform over the 20 members (chi-square, 19 dof: p ~ 1e-6 at 60)
+    expected = len(big) / 20
+    for slot in range(4):
+        counts = np.bincount(big[:, slot], minlength=20)
+        assert ((counts - expected) ** 2 / expected).sum() < 60
+    # every unordered pair of members equally likely to share a group (no Fisher-Yates bias)
+    pairs = np.zeros((20, 20))
+    for g in big:
+        pairs[np.ix_(g, g)] += 1
+    off = pairs[~np.eye(20, dtype=bool)]
+    assert off.std() / off.mean() < 0.1
+    np.testing.assert_array_equal(  # reproducible
+        idx, sampling.m_per_class_batches(7, y, m=4, batch_size=8, n_batches=6000)
+    )
+    monkeypatch.undo()  # small data: the default (top_k) draw, other numbers, same distribution
+    dense = np.asarray(sampling.m_per_class_batches(7, y, m=4, batch_size=8, n_batches=6000))
+    assert not np.array_equal(idx, dense)
+
+
+def test_memory_of_one_large_class_stays_near_the_output():
+    y = np.concatenate([np.zeros(50_000, int), np.repeat(np.arange(1, 100), 10)])
+    members, counts = sampling.class_table(y)
+    n_batches = len(y) // 128
+    assert n_batches * 8 * members.shape[1] > sampling._DENSE_DRAW_LIMIT  # takes the sparse path
+    compiled = sampling._m_per_class_core.lower(
+        jax.random.key(0), members, counts, m=16, classes_per_batch=8, n_batches=n_batches,
+        sparse=True,
+    ).compile()  # fmt: skip
+    # the top_k draw needs 2.5 GB of scratch here; the Fisher-Yates draw a few MB
+    assert compiled.memory_analysis().temp_size_in_bytes < 50e6
+    idx = np.asarray(sampling.m_per_class_batches(0, y, m=16, batch_size=128))
+    lab = y[idx].reshape(n_batches, 8, 16)
+    assert np.all(lab == lab[..., :1])
+    big = idx.reshape(n_batches, 8, 16)[lab[..., 0] == 0]
+    assert all(len(set(g.tolist())) == 16 for g in big)
+
+
+def test_keys_and_seeds():
+    """An int seed is a 32-bit seed: larger or negative ones used to alias (1 and 2**32 + 1 gave the
+    same batches) or overflow; a bad key raised jax's TypeError."""
+    a = sampling.m_per_class_batches(np.array(3), Y, m=4, batch_size=16)  # 0-d integer array
+    np.testing.assert_array_equal(a, sampling.m_per_class_batches(3, Y, m=4, batch_size=16))
+    raw = jax.random.key_data(jax.random.key(3))
+    np.testing.assert_array_equal(a, sampling.m_per_class_batches(raw, Y, m=4, batch_size=16))
+    for bad in (2**32 + 1, -1, 2**64, None, 1.5, True, "0", np.zeros(3, np.float32)):
+        for draw in (
+            lambda k: sampling.m_per_class_batches(k, Y, m=4, batch_size=16),
+            lambda k: sampling.pair_batches(k, Y, batch_size=4, n_batches=1),
+            lambda k: sampling.triplet_batches(k, Y, batch_size=4, n_batches=1),
+        ):
+            with pytest.raises(ValueError, match=r"key must be a jax.random key or an int seed"):
+                draw(bad)
+
+
+def test_errors_name_the_caller_arguments():
+    with pytest.raises(ValueError, match="labels contains NaN"):
+        sampling.pair_batches(0, np.array([0.0, 1.0, np.nan, 1.0]), batch_size=1, n_batches=1)
+    with pytest.raises(ValueError, match="labels must be 1-dimensional"):
+        sampling.triplet_batches(0, Y[:, None], batch_size=1, n_batches=1)
+    for bad in (None, "0.5", True, np.nan):
+        with pytest.raises(ValueError, match="positive_fraction must be a number in"):
+            sampling.pair_batches(0, Y, batch_size=4, n_batches=1, positive_fraction=bad)

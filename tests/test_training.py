@@ -224,8 +224,15 @@ def test_fit_validation(data):
         training.fit(MODEL, SPEC, OPT, Xn, y, **kw)
     with pytest.raises(ValueError, match="at least 2 classes"):
         training.fit(MODEL, SPEC, OPT, X, np.zeros(len(y)), **kw)
-    with pytest.raises(ValueError, match="multiple of m"):
+    with pytest.raises(ValueError, match="batch_size must be a multiple of m_per_class"):
         training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=18, m_per_class=4)
+    with pytest.raises(ValueError, match="m_per_class must be an integer >= 1"):
+        training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=16, m_per_class=0)
+    with pytest.raises(ValueError, match="at most m_per_class \\* n_classes"):
+        training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=8 * 40, m_per_class=8)
+    for bad_key in (2**32, -1, None, 0.5):
+        with pytest.raises(ValueError, match="key must be a jax.random key or an int seed"):
+            training.fit(MODEL, SPEC, OPT, X, y, key=bad_key, **kw)
     with pytest.raises(ValueError, match="together"):
         training.fit(MODEL, SPEC, OPT, X, y, Xv, None, **kw)
     with pytest.raises(ValueError, match="same number of features"):
@@ -446,3 +453,20 @@ def test_quality_against_pytorch_metric_learning_anchors(dataset, loss, tmp_path
     root_n = np.sqrt(len(seeds))
     assert p1 >= pml_p1 - 2.0 * sd_p1 / root_n, (p1, pml_p1)
     assert map_r >= pml_map - 2.0 * sd_map / root_n, (map_r, pml_map)
+
+
+def test_plain_writes_strict_json():
+    """metrics.json, config.json, the checkpointed history and the convex experiment's files all go
+    through one helper: NaN / inf become null, arrays and scalars of NumPy / JAX become Python."""
+    import json
+
+    from metriclearn._json import plain
+
+    value = {
+        1: (np.float32(np.inf), np.array([1.0, np.nan]), jnp.float32(2.5)),
+        "a": [np.int64(3), math.nan, {"b": jnp.array([[1, 2]])}, None, "s", True],
+    }
+    out = plain(value)
+    assert out == {"1": [None, [1.0, None], 2.5], "a": [3, None, {"b": [[1, 2]]}, None, "s", True]}
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert type(out["a"][0]) is int and type(out["1"][2]) is float
