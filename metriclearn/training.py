@@ -935,6 +935,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         raise ValueError(
             f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(sorted(datasets.DATASETS))}"
         )
+    as_key(cfg["seed"], "seed")  # before the data are loaded, named as in the config
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
 

@@ -102,6 +102,11 @@ def test_bad_combination_and_missing_workdir(tmp_path):
     fv = _parse([])
     with pytest.raises(app.UsageError, match="--workdir is required"):
         deep.run(fv)
+    for seed in ("-1", str(2**32)):  # JAX keeps 32 bits of a seed: refused before any data load
+        fv = _parse([f"--seed={seed}", f"--workdir={tmp_path / 'seed'}"])
+        with pytest.raises(app.UsageError, match=r"seed must be .* in \[0, 2\*\*32\)"):
+            deep.run(fv)
+        assert not (tmp_path / "seed").exists()
 
 
 def test_unknown_loss_exits_non_zero_from_the_command_line(tmp_path):
