@@ -72,11 +72,12 @@ BLOCK_ELEMENTS = 2**21
 
 
 def safe_sqrt(x: jax.Array, eps: float = 0.0) -> jax.Array:
-    """``sqrt(max(x, 0))`` whose gradient is 0 (not inf/NaN) where ``x <= eps``.
+    """``sqrt(max(x, 0))`` whose gradient is 0 (not inf/NaN) where ``x <= eps``; NaN stays NaN.
 
-    The double ``jnp.where`` keeps the untaken branch from producing an infinite cotangent.
+    The double ``jnp.where`` keeps the untaken branch from producing an infinite cotangent. A NaN
+    (e.g. ``inf - inf`` from squared norms that overflowed) is passed on, not read as a zero distance.
     """
-    positive = x > eps
+    positive = ~(x <= eps)
     safe = jnp.where(positive, x, 1.0)
     return jnp.where(positive, jnp.sqrt(safe), 0.0)
 
@@ -147,10 +148,22 @@ def _safe_pow(x: jax.Array, p) -> jax.Array:
 
 
 def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
-    """Elementwise ``p log(p/q)`` with ``0 log(0/q) = 0`` and ``p log(p/0) = +inf`` for ``p > 0``."""
-    p_pos = p > 0
-    val = jnp.where(p_pos, p * (_safe_log(p) - _safe_log(q)), 0.0)
-    return jnp.where(p_pos & (q <= 0), jnp.inf, val)
+    """Elementwise ``p log(p/q)`` with ``0 log(0/q) = 0`` and ``p log(p/0) = +inf`` for ``p > 0``.
+
+    ``log p - log q`` would cancel for ``p ~ q`` (KL of near-equal histograms off by 1e-4 relative in
+    float64), and so would ``log(p / q)``, whose absolute error XLA's ``log`` keeps near 1: for
+    ``q/2 <= p <= 2q`` the log is ``log1p((p - q) / q)``, with ``p - q`` exact; ``log(p / q)``
+    elsewhere, and the difference of logs only where the ratio over- or underflows.
+    """
+    both = (p > 0) & (q > 0)
+    ps, qs = jnp.where(both, p, 1.0), jnp.where(both, q, 1.0)
+    ratio = ps / qs
+    near = (ratio >= 0.5) & (ratio <= 2.0)
+    ok = (ratio > 0) & jnp.isfinite(ratio)
+    far_log = jnp.where(ok, jnp.log(jnp.where(ok & ~near, ratio, 1.0)), _safe_log(p) - _safe_log(q))
+    log_ratio = jnp.where(near, jnp.log1p(jnp.where(near, (ps - qs) / qs, 0.0)), far_log)
+    val = jnp.where(both, p * log_ratio, 0.0)
+    return jnp.where((p > 0) & (q <= 0), jnp.inf, val)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -176,7 +189,7 @@ def _chebyshev(x, y):
 
 
 def _minkowski(x, y, p=2.0):
-    if isinstance(p, int | float) and math.isinf(p):
+    if not is_traced(p) and np.ndim(p) == 0 and math.isinf(float(p)):  # also np.float32(inf)
         return _chebyshev(x, y)
     a = jnp.abs(x - y)
     # Rescale by the largest coordinate: no overflow for large p, and s >= 1 below, so s**(1/p) and
@@ -190,11 +203,22 @@ def _minkowski(x, y, p=2.0):
     return jnp.where(m_pos, m * jnp.where(m_pos, s, 1.0) ** (1.0 / p), 0.0)
 
 
+def _unit_scale(x):
+    """``x`` divided by its largest absolute coordinate (zero vectors stay zero): the squared norm
+    of the result neither overflows (|x| ~ 1e20 in float32) nor underflows (|x| ~ 1e-25). The scale
+    is held constant for gradients: exact for the scale-invariant cosine, and 1/m² would underflow."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
+    pos = m > 0
+    return jnp.where(pos, x / jnp.where(pos, m, 1.0), 0.0)
+
+
 def _normalize_rows(x):
+    x = _unit_scale(x)
     return x * _safe_div(1.0, safe_sqrt(jnp.sum(x * x, axis=-1, keepdims=True)))
 
 
 def _cosine_similarity(x, y):
+    x, y = _unit_scale(x), _unit_scale(y)  # cosine is scale-invariant
     nx = safe_sqrt(jnp.sum(x * x, axis=-1))
     ny = safe_sqrt(jnp.sum(y * y, axis=-1))
     return jnp.clip(_safe_div(jnp.sum(x * y, axis=-1), nx * ny), -1.0, 1.0)
@@ -219,13 +243,24 @@ def _kl_divergence(p, q):
 
 
 def _jensen_shannon(p, q, distance=False):
-    m = 0.5 * (p + q)
-    js = jnp.maximum(0.5 * jnp.sum(_rel_entr(p, m) + _rel_entr(q, m), axis=-1), 0.0)
+    # Per bin, with s = p + q and r = (p - q) / s: p log(2p/s) + q log(2q/s) = s/2 f(r), where
+    # f(r) = 2 r atanh(r) + log1p(-r**2) = r**2 + r**4/6 + ... The plain form cancels its first-order
+    # terms (near-equal histograms gave 0 in float32, and a failed triangle inequality); this one
+    # loses at most a bit. f(+-1) = 2 log 2 (one of p, q is 0). Entries the probability check lets
+    # through slightly below 0 count as 0.
+    p, q = jnp.maximum(p, 0.0), jnp.maximum(q, 0.0)
+    s = p + q
+    s_pos = s > 0
+    r = jnp.where(s_pos, (p - q) / jnp.where(s_pos, s, 1.0), 0.0)
+    inner = jnp.abs(r) < 1.0
+    rs = jnp.where(inner, r, 0.0)
+    f = jnp.where(inner, 2.0 * rs * jnp.arctanh(rs) + jnp.log1p(-rs * rs), 2.0 * math.log(2.0))
+    js = jnp.maximum(0.25 * jnp.sum(s * f, axis=-1), 0.0)
     return safe_sqrt(js) if distance else js
 
 
 def _bhattacharyya_coefficient(p, q):
-    return jnp.sum(safe_sqrt(p * q), axis=-1)
+    return jnp.sum(safe_sqrt(p) * safe_sqrt(q), axis=-1)  # sqrt(p q) would underflow first
 
 
 def _bhattacharyya(p, q):
@@ -297,7 +332,7 @@ def _check_prob(p: jax.Array, name: str) -> None:
 def _check_minkowski_p(p) -> None:
     if is_traced(p):
         return
-    if isinstance(p, bool):
+    if isinstance(p, bool | str | bytes):
         raise ValueError(f"p must be a positive number or inf, got {p!r}")
     try:
         val = float(p)
@@ -941,15 +976,21 @@ def check_metric_axioms(
 ) -> dict[str, Any]:
     """Check the metric axioms of a distance on every pair and triple of a sample.
 
-    With ``D[i, j] = fn(X[i], X[j])`` (the paired form, no forced zero diagonal), tolerance ``atol``:
+    With ``D[i, j] = fn(X[i], X[j])`` (the paired form, no forced zero diagonal), tolerance ``atol``.
+    ``D`` is computed in float64 (x64 enabled for the call, whatever the data's dtype), so that
+    float32 rounding near 0 is not mistaken for a failed axiom; the default tolerances follow the
+    dtype ``fn`` returns (float64 unless it casts):
 
     * ``non_negativity``: ``D[i, j] >= -atol``; worst violation ``max(0, −min D)``.
     * ``identity`` (identity of indiscernibles): ``|D[i, i]| <= identity_atol`` *and*
       ``D[i, j] > identity_atol`` whenever ``X[i] != X[j]``. Worst violation:
       ``max(max_i |D[i,i]|, s)`` where ``s`` is the largest Euclidean separation
       ``||X[i] − X[j]||`` of a distinct pair that ``fn`` puts at distance ``<= identity_atol``.
-      The tolerance is looser than ``atol`` because a distance computed as the square root of a
-      quadratic form (Mahalanobis given ``M``) carries an absolute error ~ ``sqrt(eps)`` near 0. Extra keys: ``reflexive`` (``D[i,i] = 0`` holds), ``self_distance``
+      The default tolerance is the data's precision, ``100 · eps`` of ``X``'s dtype (points that
+      differ only by rounding of a direction the distance ignores count as coincident); for
+      Mahalanobis given ``M`` it is ``sqrt(eps)``, the absolute error near 0 of the square root of a
+      quadratic form whose matrix is rounded to that dtype (pass ``identity_atol`` for a callable of
+      that kind). Extra keys: ``reflexive`` (``D[i,i] = 0`` holds), ``self_distance``
       (``max |D[i,i]|``), ``zero_distinct_pairs`` (number of such pairs).
     * ``symmetry``: ``|D[i, j] − D[j, i]| <= atol``; worst violation ``max |D − Dᵀ|``.
     * ``triangle``: ``D[i, k] <= D[i, j] + D[j, k] + atol``; worst violation
@@ -976,9 +1017,10 @@ def check_metric_axioms(
       fn: a key of :data:`DISTANCES` or a paired callable ``(x [d], y [d]) -> []``.
       X: ``[n, d]`` sample (probability vectors for the divergences).
       atol: absolute tolerance of non-negativity, symmetry and triangle; None uses
-        ``100 · eps(dtype) · max(1, max finite |D|)``.
+        ``100 · eps · max(1, max finite |D|)``, ``eps`` of the dtype ``fn`` returns.
       identity_atol: absolute tolerance of the identity axiom; None uses
-        ``sqrt(eps(dtype)) · max(1, max finite |D|)``.
+        ``100 · eps(X.dtype) · max(1, max finite |D|)`` (``sqrt(eps(X.dtype))`` for Mahalanobis
+        given ``M``), and at least ``sqrt(eps)`` of the result's dtype.
       **kw: keyword arguments of ``fn`` (``M=``, ``p=``, ...).
 
     Returns:
@@ -1000,14 +1042,29 @@ def check_metric_axioms(
     if is_traced(X):
         raise ValueError("check_metric_axioms needs a concrete X (it returns Python values)")
     if name is not None:
-        kw = _validate_named(name, X, None, kw)
-        inner = _INNER[resolved][0]
-        f = (lambda x, y: inner(x, y, **kw)) if kw else inner
-    else:
-        f = (lambda x, y: resolved(x, y, **kw)) if kw else resolved
+        kw = _validate_named(name, X, None, kw)  # in the data's own dtype (its tolerances)
     n, d = X.shape
     rows = _rows_per_block(n, n, d, None)
-    D = np.asarray(_pairwise_vmap(f, X, X, False, rows, zero_diag=False), dtype=np.float64)
+    # Evaluated in float64 (x64 on for this call), so float32 rounding is not taken for a broken
+    # axiom; the tolerances below follow the dtype the function returns.
+    with jax.enable_x64(True):
+        X64 = jnp.asarray(np.asarray(X), dtype=jnp.float64)
+        kw64 = {
+            k: jnp.asarray(v, dtype=jnp.float64)
+            if isinstance(v, jax.Array | np.ndarray) and jnp.issubdtype(v.dtype, jnp.floating)
+            else v
+            for k, v in kw.items()
+        }
+        if name is not None:
+            inner = _INNER[resolved][0]
+            f = (lambda x, y: inner(x, y, **kw64)) if kw64 else inner
+        else:
+            f = (lambda x, y: resolved(x, y, **kw64)) if kw64 else resolved
+        D_dev = _pairwise_vmap(f, X64, X64, False, rows, zero_diag=False)
+        out_dtype = np.dtype(D_dev.dtype)
+        D = np.asarray(D_dev, dtype=np.float64)
+    if not np.issubdtype(out_dtype, np.floating):
+        out_dtype = np.dtype(np.float64)
     if D.shape != (n, n):
         raise ValueError(f"fn must return a scalar per pair; pairwise result has shape {D.shape}")
     if np.isnan(D).any():
@@ -1015,14 +1072,20 @@ def check_metric_axioms(
     finite = D[np.isfinite(D)]
     scale = max(1.0, float(np.abs(finite).max()) if finite.size else 1.0)
     if atol is None:
-        atol = 100.0 * float(np.finfo(np.dtype(X.dtype)).eps) * scale
+        atol = 100.0 * float(np.finfo(out_dtype).eps) * scale
     elif isinstance(atol, bool) or not isinstance(atol, int | float | np.floating | np.integer):
         raise ValueError(f"atol must be a non-negative number, got {atol!r}")
     elif not np.isfinite(atol) or atol < 0:
         raise ValueError(f"atol must be a non-negative finite number, got {atol!r}")
     atol = float(atol)
     if identity_atol is None:
-        identity_atol = float(np.sqrt(np.finfo(np.dtype(X.dtype)).eps)) * scale
+        # distinct points closer than the data's own precision resolves count as coincident; the
+        # square root of a quadratic form (Mahalanobis given M, rounded to the data's dtype) is
+        # only good to ~sqrt(eps) near 0
+        eps_data = float(np.finfo(np.dtype(X.dtype)).eps)
+        quadratic = name == "mahalanobis" and kw.get("M") is not None
+        tol = np.sqrt(eps_data) if quadratic else 100.0 * eps_data
+        identity_atol = max(float(tol), float(np.sqrt(np.finfo(out_dtype).eps))) * scale
     elif isinstance(identity_atol, bool) or not isinstance(
         identity_atol, int | float | np.floating | np.integer
     ):

@@ -623,3 +623,97 @@ def test_benchmark_quick(capsys):
     assert "pairwise euclidean (jit)" in text and "vs XLA matmul" in text
     assert out["euclidean_vs_matmul"] > 0
     assert all(v > 0 for v in out["gflops"].values())
+
+
+# ------------------------------------------------------------------ numerical edge cases (audit)
+
+
+def test_overflow_is_nan_not_a_zero_distance():
+    """|x|² overflowing made inf − inf = NaN, which safe_sqrt read as 0: two points 1e19 apart
+    were at distance 0. NaN is now passed on."""
+    X = np.array([[1e19, 0.0], [2e19, 0.0]], np.float32)
+    for name in ("euclidean", "sqeuclidean"):
+        off = np.asarray(D.pairwise(name, X))[0, 1]
+        assert not off == 0.0 and np.isnan(off)
+    assert np.isnan(float(D.safe_sqrt(jnp.float32(np.nan))))
+    assert float(D.euclidean(X[0], X[1])) == pytest.approx(1e19, rel=1e-6)  # paired form is exact
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_cosine_is_scale_invariant_for_large_and_tiny_vectors(scale):
+    x = np.array([1.0, 2.0, 0.0], np.float32) * np.float32(scale)
+    y = np.array([2.0, 0.0, 1.0], np.float32) * np.float32(scale)
+    want = sd.cosine([1.0, 2.0, 0.0], [2.0, 0.0, 1.0])
+    assert float(D.cosine_distance(x, y)) == pytest.approx(want, rel=1e-6)
+    assert np.asarray(D.pairwise("cosine_distance", np.stack([x, y])))[0, 1] == pytest.approx(
+        want, rel=1e-6
+    )
+    g = jax.grad(lambda a: D.cosine_distance(a, y))(jnp.asarray(x))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+@pytest.mark.usefixtures("x64")
+def test_kl_of_near_equal_histograms_matches_scipy():
+    """p (log p − log q) cancelled for p ≈ q: relative errors up to 1e-4 (scipy: 1e-10)."""
+    rng = _rng(21)
+    worst = 0.0
+    for _ in range(50):
+        p = rng.dirichlet(np.ones(6))
+        q = p * (1 + 1e-6 * rng.standard_normal(6))
+        q /= q.sum()
+        want = rel_entr(p, q).sum()
+        worst = max(worst, abs(float(D.kl_divergence(p, q)) - want) / want)
+    assert worst < 1e-6
+    # ratios that over/underflow keep the log difference; zeros keep their conventions
+    assert float(D.kl_divergence(np.array([1.0 - 1e-300, 1e-300]), np.array([1e-300, 1.0 - 1e-300]))) == pytest.approx(rel_entr([1.0, 1e-300], [1e-300, 1.0]).sum(), rel=1e-12)  # fmt: skip
+    assert float(D.kl_divergence(np.array([0.5, 0.5]), np.array([1.0, 0.0]))) == np.inf
+
+
+def test_jensen_shannon_of_near_equal_histograms_in_float32():
+    """½Σ p log(p/m) cancelled to 0 in float32 for histograms 1e-4 apart, and the axiom check then
+    found the JS distance breaking the triangle inequality."""
+    rng = _rng(22)
+    P0 = rng.dirichlet(np.ones(5), size=3)
+    P = np.concatenate([P0, P0 * (1 + 1e-4 * rng.standard_normal(P0.shape))])
+    P = (P / P.sum(-1, keepdims=True)).astype(np.float32)
+    with jax.enable_x64(True):
+        want = float(
+            D.jensen_shannon(P[0].astype(np.float64), P[3].astype(np.float64), distance=True)
+        )
+    got = float(D.jensen_shannon(P[0], P[3], distance=True))
+    assert want > 0 and got == pytest.approx(want, rel=1e-4)
+    assert D.check_metric_axioms("jensen_shannon", P, distance=True)["kind"] == "metric"
+    # entries the probability check admits just below 0 count as 0: finite, not inf
+    p = np.array([0.5 + 1e-5, 0.5, -1e-5], np.float32)
+    q = np.array([0.5 - 5e-6, 0.5, 5e-6], np.float32)
+    assert np.isfinite(float(D.jensen_shannon(p, q)))
+
+
+def test_bhattacharyya_when_p_times_q_underflows():
+    p = np.array([1e-25, 1.0, 0.0], np.float32)
+    q = np.array([1e-25, 0.0, 1.0], np.float32)
+    assert float(D.bhattacharyya(p, q)) == pytest.approx(-math.log(1e-25), rel=1e-6)
+
+
+def test_minkowski_p_as_numpy_or_jax_inf_and_as_a_string():
+    x, y = jnp.array([0.0, 1.0, 3.0]), jnp.array([0.0, 0.0, 0.0])
+    for p in (np.float32(np.inf), jnp.array(np.inf), float("inf")):
+        g = jax.grad(lambda a, p=p: D.minkowski(a, y, p=p))(x)
+        np.testing.assert_array_equal(np.asarray(g), [0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="p must be a positive number or inf, got '2'"):
+        D.minkowski(x, y, p="2")
+    with pytest.raises(ValueError, match="p must be a positive number or inf"):
+        D.pairwise("minkowski", np.eye(3), p="2")
+
+
+def test_identity_tolerance_is_not_the_spread_of_the_sample():
+    """The default identity tolerance was sqrt(eps)·max D: points 0.5 apart in a sample reaching
+    1e4 counted as coincident (float32), and near-duplicate histograms 2e-5 apart too."""
+    X = np.array([[0.0], [0.5], [1e4]], np.float32)
+    r = D.check_metric_axioms("euclidean", X)
+    assert r["kind"] == "metric" and r["identity"]["zero_distinct_pairs"] == 0
+    rng = _rng(23)
+    P0 = rng.dirichlet(np.ones(5), size=3)
+    P = np.concatenate([P0, P0 * (1 + 1e-4 * rng.standard_normal(P0.shape))])
+    P = (P / P.sum(-1, keepdims=True)).astype(np.float32)
+    assert D.check_metric_axioms("matusita", P)["kind"] == "metric"
