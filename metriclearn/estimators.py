@@ -116,6 +116,21 @@ def _default_constraints(n_constraints, codes: np.ndarray) -> int:
     return int(n_constraints)
 
 
+def _centered(P: np.ndarray) -> np.ndarray:
+    """``P`` (points ``[n, d]`` or tuples ``[n, k, d]``) shifted by the mean point, in float64.
+
+    Every learner here depends on differences of points only, so the shift changes no metric; but
+    the fits run in float32 by default, where data far from the origin lose their differences
+    (``|a|^2 + |b|^2 - 2 a.b`` in NCA, LMNN, MLKR and LFDA; RCA took such data for degenerate):
+    NCA's metric changed completely when iris was moved by 100.
+    """
+    P = np.asarray(P)
+    if P.dtype.kind != "f" or not P.size:
+        return P
+    flat = P.reshape(-1, P.shape[-1])
+    return (P - flat.mean(axis=0, dtype=np.float64)).astype(P.dtype, copy=False)
+
+
 class MahalanobisDistance:
     """The learned distance as a plain, picklable callable ``(u, v) -> float``.
 
@@ -160,14 +175,16 @@ class MahalanobisMixin:
                 pts = np.asarray(preprocessor(arr.reshape(-1)))
                 arr = pts.reshape(arr.shape + pts.shape[1:])
             else:
-                X = np.asarray(check_array(preprocessor, "preprocessor", ndim=2))
+                check_array(preprocessor, "preprocessor", ndim=2)  # validation only: keep float64
+                X = np.asarray(preprocessor, dtype=np.float64)
                 if arr.size and (arr.min() < 0 or arr.max() >= X.shape[0]):
                     raise ValueError(
                         f"{name} index out of range for preprocessor with {X.shape[0]} rows "
                         f"(got indices in [{arr.min()}, {arr.max()}])"
                     )
                 arr = X[arr]
-        P = np.asarray(check_array(arr, name, ndim=3), np.float64)
+        check_array(arr, name, ndim=3)  # validation only: its float32 copy would lose the offset
+        P = np.asarray(arr, dtype=np.float64)
         if P.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {tuple(P.shape)})")
         if P.shape[1] != size or P.shape[2] == 0:
@@ -177,7 +194,7 @@ class MahalanobisMixin:
                 f"{name} have {P.shape[2]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        return P
+        return _centered(P)
 
     def _set_components(self, L, n_features: int) -> None:
         L = np.asarray(L, np.float64)
@@ -232,7 +249,7 @@ class _TransformerBase(MahalanobisMixin, TransformerMixin, BaseEstimator):
 
     def _validate_Xy(self, X, y):
         X, y = validate_data(self, X, y, ensure_min_samples=2, dtype=_FLOATS)
-        return X, y
+        return _centered(X), y
 
     def _finish(self, result, n_features: int):
         L = _components_from_result(result, type(self).__name__)
@@ -266,7 +283,7 @@ class Covariance(_TransformerBase):
 
     def fit(self, X, y=None):
         """Fit on ``X [n, d]``; ``y`` is ignored."""
-        X = validate_data(self, X, ensure_min_samples=2, dtype=_FLOATS)
+        X = _centered(validate_data(self, X, ensure_min_samples=2, dtype=_FLOATS))
         _, L = _convex("covariance").fit_covariance(X, return_factor=True)
         self._set_components(np.asarray(L, np.float64), X.shape[1])
         return self
@@ -421,7 +438,7 @@ class MLKR(_TransformerBase):
         """Fit on ``X [n, d]`` and real targets ``y [n]``."""
         X, y = validate_data(self, X, y, ensure_min_samples=2, dtype=_FLOATS, y_numeric=True)
         res = _convex("mlkr").fit_mlkr(
-            X,
+            _centered(X),
             y,
             n_components=self.n_components,
             init=self.init,
@@ -879,7 +896,7 @@ class RCA(MahalanobisMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X, chunks):
         """Fit on ``X [n, d]`` and chunklet ids ``chunks [n]``."""
-        X = validate_data(self, X, ensure_min_samples=2, dtype=_FLOATS)
+        X = _centered(validate_data(self, X, ensure_min_samples=2, dtype=_FLOATS))
         res = _convex("rca").fit_rca(
             X, chunks, n_components=self.n_components, regularization=self.regularization
         )

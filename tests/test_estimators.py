@@ -192,6 +192,48 @@ def test_n_components_too_large(name):
         est.fit(X, y)
 
 
+_SHIFT_SETTINGS = {
+    "Covariance": {},
+    "NCA": {"max_iter": 30},
+    "LMNN": {"max_iter": 30},
+    "LFDA": {"k": 3},
+    "MLKR": {"max_iter": 30},
+    "ITML_Supervised": {"max_iter": 30, "random_state": 0},
+    "SDML_Supervised": {"random_state": 0},
+    "MMC_Supervised": {"random_state": 0},
+    "LSML_Supervised": {"max_iter": 30, "random_state": 0},
+    "SCML_Supervised": {"max_iter": 50, "random_state": 0},
+    "RCA_Supervised": {"random_state": 0},
+}
+
+
+@pytest.mark.parametrize("name", list(_SHIFT_SETTINGS))
+def test_moving_the_data_does_not_change_the_metric(name):
+    """Every learner depends on differences of points only. In float32, data far from the origin
+    lost their differences: NCA's metric changed completely for iris + 100, LFDA's by 5.6e3
+    (relative) for iris + 1000, and RCA took iris + 1000 for degenerate."""
+    X, y = _iris_small(n_per_class=20)
+    target = y.astype(float) if name == "MLKR" else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        M0 = getattr(ml, name)(**_SHIFT_SETTINGS[name]).fit(X, target).get_mahalanobis_matrix()
+        for shift in (100.0, 1000.0):
+            est = getattr(ml, name)(**_SHIFT_SETTINGS[name]).fit(X + shift, target)
+            M = est.get_mahalanobis_matrix()
+            assert np.linalg.norm(M - M0) <= 1e-5 * np.linalg.norm(M0), (name, shift)
+            # the transform is of the user's (uncentred) data: distances are what the metric says
+            Z = est.transform(X + shift)
+            d = np.linalg.norm(Z[0] - Z[1])
+            assert d == pytest.approx(np.sqrt((X[0] - X[1]) @ M @ (X[0] - X[1])), rel=1e-6)
+
+
+def test_pair_learner_on_shifted_pairs():
+    X, idx, pair_y = _pairs_data()
+    M0 = ml.ITML(max_iter=30, random_state=0).fit(X[idx], pair_y).get_mahalanobis_matrix()
+    M = ml.ITML(max_iter=30, random_state=0).fit(X[idx] + 1000.0, pair_y).get_mahalanobis_matrix()
+    assert np.linalg.norm(M - M0) <= 1e-5 * np.linalg.norm(M0)
+
+
 def test_lmnn_neighbors_vs_class_size():
     X, y = _iris_small(n_per_class=3)
     with pytest.raises(ValueError, match="n_neighbors"):
