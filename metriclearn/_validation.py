@@ -229,6 +229,17 @@ def check_labels(
     return codes.astype(np.int32)
 
 
+def as_real(value, name: str) -> float:
+    """``float(value)`` for a real number (Python, NumPy or 0-d array); else ``ValueError`` naming it
+    (``float("a")`` would say only "could not convert string to float")."""
+    if isinstance(value, bool | str | bytes) or np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+
+
 def check_choice(value: str, name: str, choices) -> str:
     """Raise ``ValueError`` listing the valid choices unless ``value`` is one of them."""
     if value not in choices:

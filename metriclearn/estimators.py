@@ -41,12 +41,17 @@ import importlib
 
 import jax
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from metriclearn._validation import check_array, check_choice, check_labels
+from metriclearn._validation import as_real, check_array, check_choice, check_labels
 
 __all__ = [
     "MahalanobisMixin",
@@ -210,6 +215,12 @@ class MahalanobisMixin:
         X = validate_data(self, X, reset=False, dtype=_FLOATS)
         return X @ self.components_.T
 
+    @property
+    def _n_features_out(self) -> int:
+        """Output width of :meth:`transform` (``get_feature_names_out`` gives ``nca0, nca1, ...``)."""
+        check_is_fitted(self, "components_")
+        return int(self.components_.shape[0])
+
     def get_mahalanobis_matrix(self) -> np.ndarray:
         """The learned metric ``M = L^T L`` (``[d, d]``, symmetric PSD)."""
         check_is_fitted(self, "components_")
@@ -237,7 +248,9 @@ class MahalanobisMixin:
         return -self.pair_distance(pairs)
 
 
-class _TransformerBase(MahalanobisMixin, TransformerMixin, BaseEstimator):
+class _TransformerBase(
+    MahalanobisMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Label-supervised transformer: validates ``(X, y)``, records ``n_features_in_``."""
 
     _requires_y = True
@@ -543,11 +556,11 @@ class _PairsMixin(ClassifierMixin):
         check_is_fitted(self, "components_")
         check_choice(strategy, "strategy", _STRATEGIES)
         if strategy in ("max_tpr", "max_tnr"):
-            if min_rate is None or not 0.0 <= float(min_rate) <= 1.0:
+            if min_rate is None or not 0.0 <= as_real(min_rate, "min_rate") <= 1.0:
                 raise ValueError(
                     f"strategy {strategy!r} needs min_rate in [0, 1], got {min_rate!r}"
                 )
-        if strategy == "f_beta" and not float(beta) > 0:
+        if strategy == "f_beta" and not as_real(beta, "beta") > 0:
             raise ValueError(f"beta must be > 0, got {beta!r}")
         P, py = self._check_pair_labels(pairs, y, require_both=False)
         dist = self.pair_distance(P)
@@ -880,7 +893,7 @@ class MMC_Supervised(_SupervisedPairs, _BaseMMC):
 # RCA (chunklets)
 
 
-class RCA(MahalanobisMixin, TransformerMixin, BaseEstimator):
+class RCA(MahalanobisMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Relevant Components Analysis from chunklets (Bar-Hillel et al., JMLR 2005).
 
     ``fit(X, chunks)`` with ``chunks [n]`` integer chunklet ids (``-1``: in no chunklet).

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from metriclearn._validation import (
+    as_real,
     check_array,
     check_choice,
     check_labels,
@@ -620,11 +621,13 @@ def fit_lmnn(
     check_choice(impostors, "impostors", IMPOSTORS)
     max_iter = check_positive_int(max_iter, "max_iter")
     memory_size = check_positive_int(memory_size, "memory_size")
-    if not (0.0 <= float(regularization) <= 1.0):
+    if not (0.0 <= as_real(regularization, "regularization") <= 1.0):
         raise ValueError(f"regularization must be in [0, 1], got {regularization!r}")
-    if not (float(tol) >= 0.0 and math.isfinite(float(tol))):
+    if not (as_real(tol, "tol") >= 0.0 and math.isfinite(float(tol))):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if learn_rate is not None and not (float(learn_rate) > 0 and math.isfinite(float(learn_rate))):
+    if learn_rate is not None and not (
+        as_real(learn_rate, "learn_rate") > 0 and math.isfinite(float(learn_rate))
+    ):
         raise ValueError(f"learn_rate must be a finite number > 0, got {learn_rate!r}")
     check_n_components(n_components, d)
     L0 = init_components(X, codes, n_components=n_components, init=init, key=key)

@@ -395,6 +395,8 @@ def fit_mmc(
     dtype = P.dtype
     d = P.shape[-1]
     check_choice(solver, "solver", SOLVERS)
+    if not isinstance(diagonal, bool | np.bool_):
+        raise ValueError(f"diagonal must be True or False, got {diagonal!r}")
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER["diagonal" if diagonal else solver]
     max_iter = check_positive_int(max_iter, "max_iter")
