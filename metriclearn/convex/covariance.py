@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from metriclearn._validation import check_array
+from metriclearn.convex._common import in_float64
 
 __all__ = ["fit_covariance"]
 
@@ -31,6 +32,7 @@ def _inverse_covariance(X):
     return 0.5 * (M + M.T), (V * jnp.sqrt(inv)).T, jnp.max(jnp.ptp(X, axis=0)) > 0
 
 
+@in_float64
 def fit_covariance(X, *, return_factor: bool = False):
     """Inverse (pseudo-inverse if singular) sample covariance of ``X``, a PSD metric ``M [d, d]``.
 

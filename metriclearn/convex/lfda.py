@@ -38,6 +38,7 @@ from metriclearn.convex._common import (
     check_n_components,
     check_Xy,
     generalized_eigh,
+    in_float64,
     map_row_blocks,
     pad_rows,
     row_block,
@@ -106,6 +107,7 @@ def _lfda_scatter(X, codes, valid, *, k: int, n_classes: int, block: int):
     return 0.5 * (S_lb + S_lb.T), 0.5 * (S_lw + S_lw.T)
 
 
+@in_float64
 def fit_lfda(
     X,
     y,

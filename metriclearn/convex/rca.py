@@ -48,7 +48,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, is_traced
-from metriclearn.convex._common import bucket_size, check_n_components, generalized_eigh, pad_rows
+from metriclearn.convex._common import (
+    bucket_size,
+    check_n_components,
+    generalized_eigh,
+    in_float64,
+    pad_rows,
+)
 
 __all__ = ["RCAResult", "fit_rca"]
 
@@ -157,6 +163,7 @@ def _rca_core(X, chunks, alpha, *, n_components: int, auto: bool):
     return L, M, a, singular, dof
 
 
+@in_float64
 def fit_rca(
     X,
     chunks,
