@@ -275,6 +275,6 @@ def fit_rca(
             f"towards a scaled identity with alpha={float(a):.3g}. More or larger chunklets, or "
             f"removing constant features, give a better-determined metric.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # past the in_float64 wrapper
         )
     return RCAResult(components=L, M=M, n_iter=1, converged=True)
