@@ -20,16 +20,18 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import math
 import os
 import random
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from metriclearn._validation import check_array, check_labels, check_positive_int
+from metriclearn._validation import as_real, check_array, check_labels, check_positive_int
 
 __all__ = [
     "DATASETS",
@@ -201,6 +203,13 @@ def load_mnist1d(**kw) -> Dataset:
         check_positive_int(kw["num_samples"], "num_samples", minimum=10)
     if "seed" in kw:
         check_positive_int(kw["seed"], "seed", minimum=0)
+    if "train_split" in kw:
+        split = as_real(kw["train_split"], "train_split")
+        n = kw.get("num_samples", 5000)
+        if not (0.0 < split < 1.0 and 1 <= int(n * split) < n):
+            raise ValueError(
+                f"train_split must leave rows on both sides (0 < train_split < 1), got {split!r}"
+            )
     options = tuple(
         sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in kw.items())
     )
@@ -246,6 +255,7 @@ def gaussian_classes(
     if n_classes > n_samples:
         raise ValueError(f"n_classes ({n_classes}) must be <= n_samples ({n_samples})")
     for value, name in ((class_sep, "class_sep"), (scale, "scale")):
+        value = as_real(value, name)
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     means = class_sep * rng.standard_normal((n_classes, n_features))
@@ -262,7 +272,17 @@ def gaussian_classes(
 synthetic = gaussian_classes
 
 
+_SYNTHETIC_OPTIONS = ("key", "seed", "n_samples", "n_features", "n_classes", "class_sep", "scale")
+
+
 def _load_synthetic(**kw) -> Dataset:
+    unknown = sorted(set(kw) - set(_SYNTHETIC_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown synthetic option(s) {unknown}; valid: {', '.join(sorted(_SYNTHETIC_OPTIONS))}"
+        )
+    if "key" in kw and "seed" in kw:
+        raise ValueError("give key= or seed=, not both")
     key = kw.pop("key", kw.pop("seed", 0))
     return gaussian_classes(key, **kw)
 
@@ -290,7 +310,8 @@ def load(name: str, **kw) -> Dataset:
       **kw: options of that loader.
 
     Returns:
-      :class:`Dataset`. Shipped and generated sets are cached per process and read-only (copy to modify).
+      :class:`Dataset`. The shipped sets and MNIST-1D are cached per process and read-only (copy to
+      modify); ``synthetic`` is drawn afresh on each call.
 
     Example:
       >>> ds = load("iris")
@@ -325,7 +346,7 @@ def _read_bytes(path) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, zipfile.BadZipFile) as err:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise ValueError(f"{path!r} is not a valid gzip file: {err}") from err
     return raw
 
@@ -372,7 +393,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path!r}: truncated IDX header: {ndim} dimensions need {header} bytes")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no int64 wrap-around
     got = len(raw) - header
     if got != expected:
         kind = "truncated" if got < expected else "has trailing bytes"
@@ -423,11 +444,22 @@ def load_mnist_idx(
         )
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"images_path has {images.shape[0]} images but labels_path has {labels.shape[0]} labels"
+            f"images_path {os.fspath(images_path)!r} has {images.shape[0]} images but labels_path "
+            f"{os.fspath(labels_path)!r} has {labels.shape[0]} labels"
         )
-    X = images.reshape(images.shape[0], -1).astype(np.float32)
+    if images.shape[0] == 0 or math.prod(images.shape[1:]) == 0:
+        raise ValueError(
+            f"images_path {os.fspath(images_path)!r} holds no data (shape {images.shape})"
+        )
+    with np.errstate(over="ignore"):
+        X = images.reshape(images.shape[0], -1).astype(np.float32)
     if images.dtype == np.uint8:
         X /= 255.0
+    if not np.all(np.isfinite(X)):
+        raise ValueError(
+            f"images_path {os.fspath(images_path)!r} holds NaN or infinite values, or values beyond "
+            "float32's range"
+        )
     name = name or os.path.basename(os.fspath(images_path))
     desc = (
         f"{name}: {X.shape[0]} images of shape {images.shape[1:]} from IDX files "
@@ -487,6 +519,9 @@ def load_npz(
             y = archive[y_key]
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
             raise ValueError(f"{path!r}: cannot read arrays: {err}") from err
+    for arr, key in ((X, x_key), (y, y_key)):
+        if not isinstance(arr, np.ndarray):  # NpzFile returns a member that is no .npy as bytes
+            raise ValueError(f"{path!r}: member {key!r} is not a .npy array")
     if X.ndim < 2:
         raise ValueError(f"{path!r}: {x_key!r} must be at least 2-D [n, ...], got shape {X.shape}")
     if y.ndim != 1:
@@ -497,16 +532,26 @@ def load_npz(
         )
     if not (np.issubdtype(X.dtype, np.number) and not np.iscomplexobj(X)):
         raise ValueError(f"{path!r}: {x_key!r} must be real numeric, got {X.dtype}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{path!r}: {x_key!r} contains NaN or infinite values")
+    if X.shape[0] == 0 or math.prod(X.shape[1:]) == 0:
+        raise ValueError(f"{path!r}: {x_key!r} holds no data (shape {X.shape})")
+    with np.errstate(over="ignore"):
+        X32 = X.reshape(X.shape[0], -1).astype(np.float32)
+    if not np.all(np.isfinite(X32)):  # after the cast: 1e300 would become inf
+        raise ValueError(
+            f"{path!r}: {x_key!r} contains NaN or infinite values, or values beyond float32's range"
+        )
     if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if np.abs(y).max() >= 2.0**63:
+            raise ValueError(f"{path!r}: {y_key!r} holds labels beyond the int64 range")
         y = y.astype(np.int64)
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path!r}: {y_key!r} must hold integer labels, got {y.dtype}")
+    if y.dtype == np.uint64 and y.size and y.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{path!r}: {y_key!r} holds labels beyond the int64 range")
     name = name or os.path.basename(path)
     desc = f"{name}: {X.shape[0]} samples of shape {X.shape[1:]} from {x_key!r}/{y_key!r}"
     return Dataset(
-        X.reshape(X.shape[0], -1).astype(np.float32),
+        X32,
         y.astype(np.int64),
         name,
         desc,
@@ -521,6 +566,8 @@ def load_npz(
 
 def _largest_remainder(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
     """Integers ``a_c <= counts_c`` summing to ``total``, as close as possible to proportional."""
+    if total <= 0 or counts.sum() <= 0:  # nothing to share (0 / 0 would make the shares NaN)
+        return np.zeros_like(counts, dtype=np.int64)
     ideal = counts * (total / counts.sum())
     alloc = np.floor(ideal).astype(np.int64)
     rest = total - alloc.sum()
@@ -640,8 +687,12 @@ def standardize(train, test=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     out_dtype = np.float64 if np.asarray(train).dtype == np.float64 else np.float32
     mean = tr.mean(axis=0)
     std = tr.std(axis=0)
-    tiny = 10.0 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
-    std = np.where(std < tiny, 1.0, std)
+    # constant up to rounding, relative to the feature's own magnitude (scikit-learn's bound): a
+    # feature of values around 1e-17 is scaled, not left as is
+    eps, n = np.finfo(np.float64).eps, tr.shape[0]
+    var = std * std
+    constant = (var == 0) | (var <= n * eps * var + (n * np.abs(mean) * eps) ** 2)
+    std = np.where(constant, 1.0, std)
     tr_s = ((tr - mean) / std).astype(out_dtype)
     if test is None:
         return tr_s

@@ -74,8 +74,7 @@ def plot_distance_curves(
     Raises:
       ValueError: empty history or missing distance columns.
     """
-    if not history:
-        raise ValueError("history is empty: nothing to plot")
+    _check_rows(history, "history")
     for key in ("epoch", "pos_distance", "neg_distance"):
         if key not in history[0]:
             raise ValueError(f"history rows lack the {key!r} column; got {sorted(history[0])}")
@@ -131,9 +130,7 @@ def plot_distance_curves(
     ax_l.set_title("loss and retrieval metrics")
     if title:
         fig.suptitle(title)
-    if path is not None:
-        fig.savefig(os.fspath(path), dpi=dpi)
-    return fig
+    return _save(fig, path, dpi)
 
 
 _LABELS = {
@@ -145,6 +142,19 @@ _LABELS = {
     "pos_distance": "similar-pair distance",
     "neg_distance": "dissimilar-pair distance",
 }
+
+
+def _check_rows(history, name: str) -> None:
+    """A history is a non-empty sequence of per-epoch dicts (``FitResult.history``)."""
+    if isinstance(history, Mapping) or isinstance(history, str) or not history:
+        if isinstance(history, Mapping):
+            raise ValueError(
+                f"{name} must be a list of per-epoch dicts (FitResult.history), got a dict of "
+                f"columns {sorted(history)[:5]}"
+            )
+        raise ValueError(f"{name} is empty: nothing to plot")
+    if not all(isinstance(row, Mapping) for row in history):
+        raise ValueError(f"{name} must be a list of per-epoch dicts (FitResult.history)")
 
 
 def _save(fig: Figure, path: str | os.PathLike | None, dpi: int) -> Figure:
@@ -188,12 +198,13 @@ def plot_metric_curves(
     """
     if not histories:
         raise ValueError("histories is empty: nothing to plot")
+    if isinstance(keys, str):  # one column name, not its letters
+        keys = (keys,)
     keys = list(keys)
     if not keys:
         raise ValueError("keys is empty: give at least one history column")
     for label, history in histories.items():
-        if not history:
-            raise ValueError(f"history {label!r} is empty")
+        _check_rows(history, f"history {label!r}")
         missing = [k for k in ("epoch", *keys) if k not in history[0]]
         if missing:
             raise ValueError(
@@ -284,10 +295,14 @@ def plot_embedding_2d(
     else:
         fig = ax.figure
     classes = np.unique(y)
-    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    if len(classes) <= 20:
+        cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        colors = [cmap(i % cmap.N) for i in range(len(classes))]
+    else:  # a distinct colour per class (tab20 would repeat from class 20 on)
+        colors = matplotlib.colormaps["turbo"](np.linspace(0.0, 1.0, len(classes)))
     for i, c in enumerate(classes):
         sel = y == c
-        ax.scatter(Z[sel, 0], Z[sel, 1], s=12, alpha=0.8, color=cmap(i % cmap.N), label=str(c))
+        ax.scatter(Z[sel, 0], Z[sel, 1], s=12, alpha=0.8, color=colors[i], label=str(c))
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     if title:
@@ -366,8 +381,8 @@ def plot_mahalanobis_matrix(
       ValueError: ``M`` not square 2-D, NaN/inf, or ``feature_names`` of the wrong length.
     """
     M = np.asarray(M, dtype=np.float64)
-    if M.ndim != 2 or M.shape[0] != M.shape[1]:
-        raise ValueError(f"M must be a square [d, d] matrix, got shape {M.shape}")
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
+        raise ValueError(f"M must be a square [d, d] matrix with d >= 1, got shape {M.shape}")
     if not np.all(np.isfinite(M)):
         raise ValueError("M contains NaN or inf")
     d = M.shape[0]
@@ -432,13 +447,14 @@ def plot_accuracy_bars(
     ax = fig.subplots()
     width = 0.8 / len(learners)
     x = np.arange(len(datasets))
-    lows = []
+    lows, highs = [], []
     cmap = matplotlib.colormaps["tab20"]
     for i, learner in enumerate(learners):
         cells = [split(results[learner].get(d, math.nan)) for d in datasets]
         means = np.array([c[0] for c in cells])
         stds = np.array([c[1] for c in cells])
         lows += list((means - stds)[np.isfinite(means)])
+        highs += list((means + stds)[np.isfinite(means)])
         ax.bar(
             x - 0.4 + width * (i + 0.5),
             np.nan_to_num(means, nan=0.0),
@@ -452,7 +468,11 @@ def plot_accuracy_bars(
     ax.set_xlabel("data set")
     ax.set_ylabel(ylabel)
     if ylim is None and lows:
-        ylim = (max(0.0, math.floor(20 * min(lows)) / 20 - 0.05), 1.0)
+        # accuracies sit in [0, 1]: from just below the lowest bar to 1, or past the highest bar
+        # for values above 1 (percentages, other scores)
+        upper = max(1.0, max(highs) * 1.02)
+        lower = max(0.0, math.floor(20 * min(lows)) / 20 - 0.05) if upper == 1.0 else 0.0
+        ylim = (min(lower, upper), upper)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.set_title(title or f"{ylabel} by learner and data set")
@@ -523,9 +543,15 @@ def plot_retrieval_examples(
         return a.reshape(a.shape[0], h, w)
 
     qi, ri = as_images(qi, "query_images"), as_images(ri, "ref_images")
+    if qi.shape[0] == 0 or ri.shape[0] == 0:
+        raise ValueError("query_images and ref_images need at least one image each")
     idx = {}
     for label, nb in neighbors.items():
         nb = np.asarray(nb)
+        if nb.dtype.kind not in "iu" and not (
+            nb.dtype.kind == "f" and np.all(np.isfinite(nb)) and np.all(nb == np.round(nb))
+        ):
+            raise ValueError(f"neighbors[{label!r}] must hold integer indices, got {nb.dtype}")
         if nb.ndim != 2 or nb.shape[0] != qi.shape[0]:
             raise ValueError(
                 f"neighbors[{label!r}] must be [q={qi.shape[0]}, k], got shape {nb.shape}"

@@ -221,7 +221,7 @@ def test_load_mnist_idx_bad_pairs(tmp_path):
     write_idx(tmp_path / "lab2d", np.zeros((4, 1), np.uint8))
     write_idx(tmp_path / "labf", np.zeros(4, np.float32))
     write_idx(tmp_path / "img1d", np.zeros(4, np.uint8))
-    with pytest.raises(ValueError, match="4 images but labels_path has 3"):
+    with pytest.raises(ValueError, match="img' has 4 images but labels_path .*lab3' has 3 labels"):
         datasets.load_mnist_idx(tmp_path / "img", tmp_path / "lab3")
     with pytest.raises(ValueError, match="labels_path.*1-D"):
         datasets.load_mnist_idx(tmp_path / "img", tmp_path / "lab2d")
@@ -360,3 +360,74 @@ def test_standardize_bad_input():
         datasets.standardize(np.zeros(3))
     with pytest.raises(ValueError, match="train needs at least 1 rows"):
         datasets.standardize(np.zeros((0, 3)))
+
+
+# ------------------------------------------------------------------ edge cases found by an audit
+
+
+def test_split_when_every_class_has_two_rows():
+    """counts - 2 summed to 0: 0/0 shares cast to INT64_MIN made the test set silently empty."""
+    for y, size in (([0, 0, 1, 1], 0.5), ([0, 0, 1, 1, 2, 2], 3)):
+        X = np.arange(len(y))
+        X_tr, X_te, y_tr, y_te = datasets.train_test_split(0, X, np.array(y), test_size=size)
+        assert sorted(y_te.tolist()) == sorted(set(y)) and sorted(y_tr.tolist()) == sorted(set(y))
+
+
+def test_bad_files_give_value_errors_naming_them(tmp_path):
+    good = write_idx(tmp_path / "ok.idx", np.arange(64, dtype=np.uint8).reshape(4, 4, 4))
+    corrupt = bytearray(gzip.compress(good))
+    corrupt[12:20] = b"\xff" * 8  # a damaged deflate stream: zlib.error before
+    (tmp_path / "bad.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="bad.gz"):
+        datasets.load_idx(tmp_path / "bad.gz")
+    # dimensions whose product wraps int64 to 0 matched the 0 data bytes
+    (tmp_path / "wrap.idx").write_bytes(bytes([0, 0, 8, 4]) + struct.pack(">4I", *[65536] * 4))
+    with pytest.raises(ValueError, match="wrap.idx.*truncated"):
+        datasets.load_idx(tmp_path / "wrap.idx")
+    # images of no rows, and non-finite or float32-overflowing images
+    write_idx(tmp_path / "img0", np.zeros((0, 2, 2), np.uint8))
+    write_idx(tmp_path / "lab0", np.zeros(0, np.uint8))
+    with pytest.raises(ValueError, match="img0.*holds no data"):
+        datasets.load_mnist_idx(tmp_path / "img0", tmp_path / "lab0")
+    write_idx(tmp_path / "fimg", np.array([[[np.nan, 1.0]], [[1e300, 0.0]]]))
+    write_idx(tmp_path / "flab", np.array([0, 1], np.uint8))
+    with pytest.raises(ValueError, match="fimg.*NaN or infinite"):
+        datasets.load_mnist_idx(tmp_path / "fimg", tmp_path / "flab")
+    # npz: overflowing float32 after the cast, labels beyond int64, a member that is no .npy, no rows
+    for fname, arrays, match in (
+        ("big.npz", {"X": np.full((2, 2), 1e300), "y": np.array([0, 1])}, "beyond float32"),
+        ("bigy.npz", {"X": np.ones((3, 2)), "y": np.array([1e19, 2e19, 3.0])}, "int64 range"),
+        ("u64.npz", {"X": np.ones((2, 2)), "y": np.array([2**63, 1], np.uint64)}, "int64 range"),
+        ("z.npz", {"X": np.zeros((0, 3)), "y": np.zeros(0, int)}, "holds no data"),
+        ("nofeat.npz", {"X": np.zeros((3, 0)), "y": np.zeros(3, int)}, "holds no data"),
+    ):
+        np.savez(tmp_path / fname, **arrays)
+        with pytest.raises(ValueError, match=f"{fname}.*{match}"):
+            datasets.load_npz(tmp_path / fname)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as zf:
+        zf.writestr("X.npy", b"not an npy")
+        zf.writestr("y.npy", b"not an npy")
+    with pytest.raises(ValueError, match="raw.npz.*not a .npy array"):
+        datasets.load_npz(tmp_path / "raw.npz")
+
+
+def test_generator_options_are_checked():
+    for split in (0.0, 1.0, 1.5, "0.5"):
+        with pytest.raises(ValueError, match="train_split"):
+            datasets.load_mnist1d(num_samples=100, train_split=split)
+    with pytest.raises(ValueError, match="not both"):
+        datasets.load("synthetic", key=1, seed=2)
+    with pytest.raises(ValueError, match=r"unknown synthetic option\(s\) \['n_sample'\]"):
+        datasets.load("synthetic", n_sample=10)
+    for bad in ("2", None):
+        with pytest.raises(ValueError, match="class_sep must be a real number"):
+            datasets.gaussian_classes(0, class_sep=bad)
+
+
+def test_standardize_scales_small_scale_features():
+    X = np.array([[2.0], [1.0], [4.0], [-1.0]]) * 1e-17
+    np.testing.assert_allclose(
+        datasets.standardize(X), StandardScaler().fit_transform(X), rtol=1e-12
+    )

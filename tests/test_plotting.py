@@ -166,3 +166,34 @@ def test_retrieval_examples(tmp_path):
         )
     with pytest.raises(ValueError, match="empty"):
         plotting.plot_retrieval_examples(queries, q_y, refs, ref_y, {})
+
+
+def test_audit_edge_cases(tmp_path):
+    """Fixes from an audit: plot_distance_curves creates its directory as the others do; the bar
+    chart's default range holds bars above 1; more than 20 classes get distinct colours; bad
+    inputs raise ValueError instead of KeyError / IndexError / matplotlib's errors."""
+    path = tmp_path / "new" / "curves.png"
+    plotting.plot_distance_curves(_history(), path)
+    assert _is_png(path)
+    fig = plotting.plot_accuracy_bars({"a": {"x": 95.0}, "b": {"x": 97.0}})
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo <= 95.0 <= hi and hi >= 97.0
+    rng = np.random.default_rng(0)
+    fig = plotting.plot_embedding_2d(rng.normal(size=(50, 2)), np.arange(50) % 25)
+    colours = {tuple(c.get_facecolor()[0]) for c in fig.axes[0].collections}
+    assert len(colours) == 25
+    with pytest.raises(ValueError, match="d >= 1"):
+        plotting.plot_mahalanobis_matrix(np.zeros((0, 0)))
+    columns = {k: [row[k] for row in _history()] for k in _history()[0]}
+    with pytest.raises(ValueError, match="list of per-epoch dicts"):
+        plotting.plot_distance_curves(columns)
+    fig = plotting.plot_metric_curves({"a": _history()}, keys="loss")  # a name, not its letters
+    assert len(fig.axes) == 1
+    refs, ref_y = rng.random((6, 4)), np.arange(6) % 2
+    for nb in (np.array([[np.nan]]), np.array([[1.7]])):
+        with pytest.raises(ValueError, match="integer indices"):
+            plotting.plot_retrieval_examples(refs[:1], ref_y[:1], refs, ref_y, {"m": nb})
+    with pytest.raises(ValueError, match="at least one image"):
+        plotting.plot_retrieval_examples(
+            refs[:0], ref_y[:0], refs, ref_y, {"m": np.zeros((0, 1), int)}
+        )
