@@ -221,6 +221,14 @@ def _check_mesh(mesh) -> int:
         )
     if len(mesh.axis_names) != 1:
         raise ValueError(f"mesh must be 1-D (one data axis), got axes {mesh.axis_names}")
+    others = sorted({d.process_index for d in mesh.devices.flat} - {jax.process_index()})
+    if others:
+        raise ValueError(
+            f"mesh holds devices of other processes ({others}): evaluation runs on the arrays this "
+            "process holds and reads its results back here, so give it a mesh of this process's "
+            "devices, e.g. Mesh(np.array(jax.local_devices()), ('data',)) (the parallel.sharded_* "
+            "helpers build one when mesh is None)"
+        )
     return int(mesh.devices.size)
 
 

@@ -362,8 +362,10 @@ def train_and_evaluate(config: Mapping[str, Any], workdir) -> dict[str, Any]:
 def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Shard per-tuple arrays (pair / triplet differences, signs, ...) over the mesh, padding if needed.
 
-    The ``n`` tuples are zero-padded to a multiple of the device count and a weight vector marks the
-    real ones, so a weighted mean over the padded set equals the mean over the ``n`` tuples.
+    The ``n`` tuples are padded to a multiple of the device count by repeating the last one, and a
+    weight vector marks the real ones, so a weighted mean over the padded set equals the mean over the
+    ``n`` tuples. (Zero rows would do for the value, but a loss not differentiable at a zero
+    difference, e.g. a hinge on ``sqrt(a M a)``, gives them a NaN gradient, and 0 * NaN is NaN.)
 
     Args:
       *arrays: arrays ``[n, ...]`` with a common leading size ``n >= 1``.
@@ -386,7 +388,8 @@ def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, 
     n_dev = mesh.devices.size
     n_pad = -(-n // n_dev) * n_dev
     padded = tuple(
-        np.pad(np.asarray(a), [(0, n_pad - n)] + [(0, 0)] * (a.ndim - 1)) for a in checked
+        np.pad(np.asarray(a), [(0, n_pad - n)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+        for a in checked
     )
     dtype = np.result_type(*[a.dtype for a in padded], np.float32)
     if not np.issubdtype(dtype, np.floating):
@@ -476,7 +479,10 @@ def sharded_projected_gradient(
 
 
 def _eval_mesh(mesh: Mesh | None) -> Mesh:
-    mesh = make_mesh() if mesh is None else mesh
+    """The given mesh, or one over this process's own devices: evaluation runs on the arrays each
+    process holds, so a default mesh spanning other hosts' devices could not be read back."""
+    if mesh is None:
+        mesh = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
     _axis(mesh)
     return mesh
 
@@ -639,7 +645,9 @@ def initialize_distributed(
       **kwargs: forwarded (``local_device_ids``, ``initialization_timeout``, ...).
 
     Raises:
-      ValueError: ``process_id`` outside ``[0, num_processes)``.
+      ValueError: ``process_id`` outside ``[0, num_processes)``; a ``coordinator_address`` not of the
+        form ``host:port``; a repeated call whose ``num_processes`` / ``process_id`` contradict the
+        run this process already belongs to.
     """
     if num_processes is not None:
         num_processes = check_positive_int(num_processes, "num_processes")
@@ -647,7 +655,21 @@ def initialize_distributed(
             raise ValueError(
                 f"process_id={process_id} must be in [0, num_processes={num_processes})"
             )
+    if coordinator_address is not None:
+        host, _, port = str(coordinator_address).rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(
+                f"coordinator_address must be 'host:port' (e.g. '127.0.0.1:12355'), got "
+                f"{coordinator_address!r}"
+            )
     if jax.distributed.is_initialized():
+        if (num_processes is not None and num_processes != jax.process_count()) or (
+            process_id is not None and int(process_id) != jax.process_index()
+        ):
+            raise ValueError(
+                f"this process already runs as process {jax.process_index()} of "
+                f"{jax.process_count()}; got num_processes={num_processes}, process_id={process_id}"
+            )
         return
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
@@ -678,6 +700,14 @@ def host_local_to_global(local_batch: Any, mesh: Mesh) -> Any:
     """
     sharding = data_sharding(mesh)
     n_local = sum(1 for dv in mesh.devices.flat if dv.process_index == jax.process_index())
+    covered = {dv.process_index for dv in mesh.devices.flat}
+    if covered != set(range(jax.process_count())):
+        missing = sorted(set(range(jax.process_count())) - covered)
+        raise ValueError(
+            f"mesh has no device of process(es) {missing}: every process contributes rows, so the "
+            "mesh must span the devices of all processes (parallel.make_mesh() after "
+            "initialize_distributed)"
+        )
 
     def one(x):
         x = np.asarray(x)

@@ -321,6 +321,32 @@ def test_host_local_to_global_single_process_shard(mesh8):
         parallel.host_local_to_global(X[:10], mesh8)
     with pytest.raises(ValueError, match="process_id=2"):
         parallel.initialize_distributed("127.0.0.1:1", num_processes=2, process_id=2)
+    with pytest.raises(ValueError, match="must be 'host:port'"):
+        parallel.initialize_distributed("nonsense", num_processes=2, process_id=0)
+
+
+def test_constraints_padding_keeps_gradients_finite_parallel():
+    """Padding with zero rows gave a hinge on sqrt(a M a) a NaN gradient there (0 * inf), and the
+    solver returned its start matrix after one step; the padding now repeats a real tuple."""
+    rng = np.random.default_rng(0)
+    ab = (0.5 * rng.normal(size=(7, 3))).astype(np.float32)  # 7 tuples on 4 devices: 1 padded
+    ac = (1.5 * rng.normal(size=(7, 3))).astype(np.float32)
+
+    def hinge(M, a, c):
+        return jnp.maximum(1.0 + jnp.sqrt(a @ M @ a) - jnp.sqrt(c @ M @ c), 0.0)
+
+    kw = {"regularizer": "frobenius", "lam": 0.1, "max_iter": 30}
+    ref = solver.projected_gradient(
+        lambda M, a, c: jnp.mean(jax.vmap(hinge, (None, 0, 0))(M, a, c)),
+        jnp.eye(3),
+        args=(jnp.asarray(ab), jnp.asarray(ac)),
+        **kw,
+    )
+    res = parallel.sharded_projected_gradient(
+        hinge, np.eye(3), (ab, ac), mesh=parallel.make_mesh(4), **kw
+    )
+    assert bool(res.converged) and int(res.n_iter) == int(ref.n_iter)
+    np.testing.assert_allclose(np.asarray(res.M), np.asarray(ref.M), atol=1e-5)
 
 
 _WORKER = textwrap.dedent(
@@ -338,6 +364,24 @@ _WORKER = textwrap.dedent(
     g = parallel.host_local_to_global(local, mesh)
     total = jax.jit(lambda a: jnp.sum(a, axis=0), out_shardings=parallel.replicated_sharding(mesh))(g)
     print("SHAPE", g.shape, "SUM", np.asarray(total).tolist(), flush=True)
+    # evaluation on each process's own (full) arrays: the default mesh is this process's devices;
+    # a mesh with the other process's devices is refused instead of failing to read back
+    rng = np.random.default_rng(0)
+    E, lab = rng.normal(size=(24, 3)).astype(np.float32), np.arange(24) % 3
+    from metriclearn import evaluation
+    want = evaluation.retrieval_metrics(E, lab, nmi=False)["map_at_r"]
+    got = parallel.sharded_retrieval_metrics(E, lab, nmi=False)["map_at_r"]
+    print("EVAL", got == want, flush=True)
+    for name, call in (
+        ("global-mesh", lambda: evaluation.retrieval_metrics(E, lab, nmi=False, mesh=mesh)),
+        ("reinit", lambda: parallel.initialize_distributed(num_processes=5, process_id=3)),
+        ("subset", lambda: parallel.host_local_to_global(local, parallel.make_mesh(2))),
+    ):
+        try:
+            call()
+            print("NOERROR", name, flush=True)
+        except ValueError:
+            print("VALUEERROR", name, flush=True)
     jax.distributed.shutdown()
     """
 )
@@ -379,3 +423,6 @@ def test_two_process_loopback_parallel(tmp_path):
         assert rc == 0, err[-2000:]
         # rows 0..3 of the global batch: [[0,1],[2,3]] from process 0, [[10,11],[12,13]] from process 1
         assert "SHAPE (4, 2) SUM [24.0, 28.0]" in out, out
+        assert "EVAL True" in out, out
+        for name in ("global-mesh", "reinit", "subset"):
+            assert f"VALUEERROR {name}" in out, out
