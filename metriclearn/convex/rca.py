@@ -27,7 +27,9 @@ exist. ``C`` is then shrunk towards a scaled identity,
 with ``alpha = max(alpha_LW, (d - r) / d, 1e-3)``: ``alpha_LW`` the Ledoit-Wolf shrinkage computed
 from the chunk-centred points and ``r`` the numerical rank of ``C`` (so the directions no chunklet
 informs about get the average within-chunklet variance rather than an arbitrary tiny one), and a
-``UserWarning`` says so. If ``C`` is zero up to rounding (``tr C <= 100 d eps tr T``: every
+``UserWarning`` says so. "Singular" is judged on ``C`` with every feature divided by its total
+standard deviation (so units do not matter), as an eigenvalue ratio below ``100 d`` float32 epsilons
+(so the verdict does not depend on the dtype: the fit runs in float64 either way). If ``C`` is zero up to rounding (``tr C <= 100 d eps tr T``: every
 chunklet a single point or a set of identical points) ``mu`` falls back to the mean variance of the chunked points (or 1 when
 all of them coincide) and ``alpha = 1``: the metric is a scaled identity. Whatever happens, the result
 is finite. A fixed ``regularization=alpha`` in ``[0, 1]`` uses that shrinkage instead; with
@@ -135,11 +137,18 @@ def _rca_core(X, chunks, alpha, *, n_components: int, auto: bool):
     c_zero = (trC <= rtol * trT) | t_zero
     mu = jnp.where(c_zero, jnp.where(t_zero, 1.0, trT / d), trC / d)
 
-    lam = jnp.linalg.eigvalsh(C)
+    # Singular (to be shrunk) = ill-conditioned at float32 precision once every feature is put on
+    # the scale of its total spread: a test independent of the units (raw wine's variances span 1e8,
+    # which a plain eigenvalue ratio would call singular) and of the dtype the fit runs in
+    # (in_float64 runs it in float64; breast cancer's C, full rank but ill-conditioned, is shrunk as
+    # in a float32 session).
+    spread = jnp.sqrt(jnp.maximum(jnp.diag(T), tiny))
+    lam = jnp.linalg.eigvalsh(C / (spread[:, None] * spread[None, :]))
     lam_max = jnp.maximum(lam[-1], 0.0)
-    singular = (lam[0] <= rtol * lam_max) | c_zero
+    cond_rtol = 100.0 * d * float(np.finfo(np.float32).eps)
+    singular = (lam[0] <= cond_rtol * lam_max) | c_zero
     if auto:
-        rank = jnp.sum(lam > rtol * lam_max)
+        rank = jnp.sum(lam > cond_rtol * lam_max)
         lw = jnp.maximum(_ledoit_wolf(Xc, n_chunked), (d - rank) / d)
         lw = jnp.maximum(lw, _MIN_AUTO_SHRINKAGE)
         a = jnp.where(c_zero, 1.0, jnp.where(singular, lw, 0.0))
