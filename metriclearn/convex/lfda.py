@@ -107,6 +107,11 @@ def _lfda_scatter(X, codes, valid, *, k: int, n_classes: int, block: int):
     return 0.5 * (S_lb + S_lb.T), 0.5 * (S_lw + S_lw.T)
 
 
+#: relative floor of the within-class local scatter's eigenvalues (``generalized_eigh``'s float32
+#: default, 10 sqrt(eps32)), whatever dtype the fit runs in
+_FLOOR_RTOL = 10.0 * float(np.sqrt(np.finfo(np.float32).eps))
+
+
 @in_float64
 def fit_lfda(
     X,
@@ -153,7 +158,14 @@ def fit_lfda(
     Xp, valid = pad_rows(X, size)
     cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)
     S_lb, S_lw = _lfda_scatter(Xp, cp, valid, k=k_eff, n_classes=n_classes, block=row_block(size))
-    vals, vecs = generalized_eigh(S_lb, S_lw)
+    # The eigenproblem in unit-free coordinates (each feature over its standard deviation; v = w / sd
+    # maps back exactly) with the within-scatter floor of a float32 session: what is floored then
+    # depends neither on the features' units nor on the dtype (in_float64 runs this in float64).
+    sd = np.std(np.asarray(X, np.float64), axis=0)
+    sd = jnp.asarray(np.where(sd > 0, sd, 1.0), X.dtype)
+    outer = sd[:, None] * sd[None, :]
+    vals, vecs = generalized_eigh(S_lb / outer, S_lw / outer, rtol=_FLOOR_RTOL)
+    vecs = vecs / sd[:, None]
     vals, vecs = vals[:dim], vecs[:, :dim]
     if embedding_type == "weighted":
         vecs = vecs * jnp.sqrt(jnp.maximum(vals, 0.0))[None, :]
