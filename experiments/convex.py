@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from experiments import check_output_dir, exit_with_help
 from metriclearn._json import plain
 
 # short name -> (estimator class name in metriclearn, its neighbourhood-size argument or None)
@@ -92,7 +93,13 @@ def define_flags() -> None:
         "iteration cap of iterative learners (default: the learner's)",
         lower_bound=1,
     )
-    flags.DEFINE_integer("seed", 0, "random_state of the folds and of the learner", lower_bound=0)
+    flags.DEFINE_integer(
+        "seed",
+        0,
+        "random_state of the folds and of the learner",
+        lower_bound=0,
+        upper_bound=2**32 - 1,
+    )
     flags.DEFINE_integer("n_folds", 5, "folds of StratifiedKFold", lower_bound=2)
     flags.DEFINE_integer(
         "max_samples",
@@ -302,6 +309,13 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     cfg.update(dict(config))
     if cfg["dataset"] not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(DATASET_NAMES)}")
+    both = sorted(
+        k
+        for k in dict(cfg["learner_kwargs"] or {})
+        if k in ("n_components", "n_neighbors", "max_iter") and cfg[k] is not None
+    )
+    if both:
+        raise ValueError(f"{both} given both as a setting and in learner_kwargs; give each once")
     learner_kwargs = {
         "n_components": cfg["n_components"],
         "n_neighbors": cfg["n_neighbors"],
@@ -313,6 +327,16 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     X, y = load_standardized(cfg["dataset"], max_samples=cfg["max_samples"], seed=cfg["seed"])
+    # the folds and the k-NN need enough rows: say so before any file is written
+    smallest = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+    if smallest < cfg["n_folds"]:
+        raise ValueError(
+            f"n_folds={cfg['n_folds']} needs at least that many rows per class; the smallest class "
+            f"of {cfg['dataset']} has {smallest} (max_samples={cfg['max_samples']})"
+        )
+    n_train = X.shape[0] - -(-X.shape[0] // cfg["n_folds"])
+    if cfg["k"] > n_train:
+        raise ValueError(f"k={cfg['k']} neighbours but a training fold has only {n_train} rows")
     resolved = dict(cfg)
     resolved["learner"] = type(template).__name__ if template is not None else "Euclidean"
     resolved["learner_params"] = (
@@ -394,6 +418,14 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = build_config()
+    check_output_dir(FLAGS.workdir, "--workdir")
+    repeated = sorted(
+        k
+        for k in config["learner_kwargs"]
+        if k in ("n_components", "n_neighbors", "max_iter") and config[k] is not None
+    )
+    if repeated:
+        raise app.UsageError(f"--learner_kwargs repeats {repeated}, given as flags too")
     try:
         make_learner(
             config["algorithm"],
@@ -406,7 +438,10 @@ def main(argv: Sequence[str]) -> None:
         )
     except ValueError as err:
         raise app.UsageError(f"--algorithm={config['algorithm']}: {err}") from err
-    metrics = run(config, FLAGS.workdir)
+    try:
+        metrics = run(config, FLAGS.workdir)
+    except ValueError as err:  # settings that only the data can refute (k, n_folds vs classes)
+        raise app.UsageError(str(err)) from err
     if metrics["failed"]:
         print(f"{config['algorithm']} failed on {config['dataset']}: {metrics['failed']}")
         raise SystemExit(2)
@@ -418,16 +453,8 @@ def main(argv: Sequence[str]) -> None:
     )
 
 
-def _print_help_and_exit() -> None:
-    """``--help``/``-h``: print the docstring and the flags, exit 0 (absl's ``--help`` exits 1)."""
-    print((__doc__ or "").strip())
-    print()
-    print(FLAGS.main_module_help())
-    raise SystemExit(0)
-
-
 if __name__ == "__main__":
     define_flags()
     if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
-        _print_help_and_exit()
+        exit_with_help(__doc__)
     app.run(main)

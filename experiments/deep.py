@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 
 from absl import app, flags
+
+from experiments import check_output_dir, exit_with_help
 
 FLAGS = flags.FLAGS
 
@@ -200,6 +203,7 @@ def run(fv: flags.FlagValues = FLAGS) -> dict:
             f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={fv.devices}"
         )
     config = build_config(fv)
+    check_output_dir(fv.workdir, "--workdir")
     from metriclearn import training
 
     try:
@@ -222,4 +226,6 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
+    if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
+        exit_with_help(__doc__)
     app.run(main)

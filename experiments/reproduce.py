@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from experiments import check_output_dir, exit_with_help
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "results_dir", "results", "Directory the Markdown tables and PNG figures are written to."
@@ -59,7 +61,13 @@ SECTIONS = ("distances", "nca_iris", "convex", "curves", "mining", "losses")
 flags.DEFINE_list(
     "sections", list(SECTIONS), f"comma-separated sections to run; valid: {','.join(SECTIONS)}"
 )
-flags.DEFINE_integer("seed", 0, "seed of the folds, the learners and the deep runs", lower_bound=0)
+flags.DEFINE_integer(
+    "seed",
+    0,
+    "seed of the folds, the learners and the deep runs",
+    lower_bound=0,
+    upper_bound=2**32 - 1,
+)
 flags.DEFINE_integer(
     "epochs", None, "epochs of the deep sections (default 10, or 30 with --full)", lower_bound=1
 )
@@ -177,6 +185,17 @@ def write_markdown(path: str, title: str, protocol: str, table: str) -> str:
     return text
 
 
+def command_flags(section: str, *, full: bool = False, seed: int = 0, epochs=None) -> str:
+    """The flags of the command that regenerates one section's table as it was made."""
+    parts = [" --full"] if full else []
+    if epochs is not None and epochs != (FULL_EPOCHS if full else QUICK_EPOCHS):
+        parts.append(f" --epochs={epochs}")
+    if seed:
+        parts.append(f" --seed={seed}")
+    parts.append(f" --sections={section}")
+    return "".join(parts)
+
+
 DISTANCE_PROTOCOL = """\
 Protocol: 5-fold `StratifiedKFold(shuffle=True, random_state={seed})`; features standardized with the
 training fold's mean and standard deviation (constant features become 0); {k}-NN majority vote with
@@ -211,7 +230,7 @@ def run_distances(
         seed=seed,
         k=3,
         extra=" MNIST-1D pools its 4,000 train and 1,000 test signals." if full else "",
-        flag=" --full" if full else "",
+        flag=command_flags("distances", full=full, seed=seed),
         seconds=seconds,
     )
     path = os.path.join(results_dir, "distances.md")
@@ -231,7 +250,7 @@ the whole set; 5-fold `StratifiedKFold(shuffle=True, random_state={seed})`; on e
 `KNeighborsClassifier(3)` on the transformed training rows scores the test rows. Cells: mean ± std of
 the test accuracy over the 5 folds; fit time: mean seconds per fit (the first fold includes JAX
 compilation). Figures: learner of fold 1. Reference: ANCHORS.md, Euclidean 0.947, metric-learn NCA 0.967.
-Command: `python -m experiments.reproduce --sections=nca_iris` ({seconds:.0f} s).
+Command: `python -m experiments.reproduce{flag}` ({seconds:.0f} s).
 """
 
 
@@ -263,7 +282,9 @@ def run_nca_iris(results_dir: str, *, seed: int = 0) -> tuple[list[str], str]:
     text = write_markdown(
         path,
         "Before / after metric learning: 3-NN on iris, Euclidean vs NCA",
-        NCA_IRIS_PROTOCOL.format(seed=seed, seconds=seconds),
+        NCA_IRIS_PROTOCOL.format(
+            seed=seed, seconds=seconds, flag=command_flags("nca_iris", seed=seed)
+        ),
         table,
     )
     learner = res["learners"][0]
@@ -314,7 +335,7 @@ with metriclearn's defaults plus the hyperparameters in its row name and `random
 `KNeighborsClassifier(3)` on the transformed data. Cells: 3-NN test accuracy mean ± std over the folds /
 mean fit seconds per fold (the first fold of each learner and data set includes JAX compilation, so
 small data sets are dominated by it). "fails" = the learner raised or produced non-finite output.
-Measured on a shared 2-core CPU. Command: `python -m experiments.reproduce{flag} --sections=convex`
+Measured on a shared 2-core CPU. Command: `python -m experiments.reproduce{flag}`
 ({seconds:.0f} s).
 """
 
@@ -398,7 +419,10 @@ def run_convex(
         for d, per in overrides.items()
     )
     protocol = CONVEX_PROTOCOL.format(
-        seed=seed, subsample=subsample, flag=" --full" if full else "", seconds=seconds
+        seed=seed,
+        subsample=subsample,
+        flag=command_flags("convex", full=full, seed=seed),
+        seconds=seconds,
     )
     lines = [
         "| learner | " + " | ".join(f"{d} acc / fit" for d in names) + " |",
@@ -451,7 +475,7 @@ Protocol (ANCHORS.md deep protocol): MLP in→256→ReLU→256→ReLU→64 (PyTo
 m-per-class batches (m=16, batch 128, n_train // 128 steps per epoch), {epochs} epochs, seed {seed}.
 Data: {data}; features standardized with training statistics. Retrieval on the held-out split
 (queries = references, self excluded; MAP@R, R-precision, P@1; NMI of k-means on the embeddings),
-evaluated {evaluated}. {extra}Command: `python -m experiments.reproduce{flag} --sections={section}`
+evaluated {evaluated}. {extra}Command: `python -m experiments.reproduce{flag}`
 ({seconds:.0f} s on a shared 2-core CPU).
 """
 DATA_DESCRIPTION = {
@@ -510,6 +534,9 @@ class DeepRuns:
         self.root = os.path.join(results_dir, "runs")
         self.overrides = overrides
         self._done: dict[str, tuple[dict[str, Any], list[dict[str, float]]]] = {}
+        #: wall seconds of runs handed out again instead of trained (a section that reuses them
+        #: adds these to its own time, so its table quotes what its command alone would take)
+        self.reused_seconds = 0.0
 
     def run(
         self, name: str, config: Mapping[str, Any]
@@ -525,6 +552,8 @@ class DeepRuns:
             workdir = os.path.join(self.root, name)
             metrics = training.train_and_evaluate(cfg, workdir)
             self._done[key] = (metrics, read_history(os.path.join(workdir, "history.csv")))
+        else:
+            self.reused_seconds += float(self._done[key][0].get("wall_seconds") or 0.0)
         return self._done[key]
 
 
@@ -554,11 +583,11 @@ def run_curves(
     epochs = epochs or (FULL_EPOCHS if full else QUICK_EPOCHS)
     paths, texts = [], []
     for ds in _deep_datasets(full, dataset_names):
-        start = time.perf_counter()
+        start, reused0 = time.perf_counter(), runs.reused_seconds
         metrics, history = runs.run(
             f"{ds}_contrastive", deep_config(ds, "contrastive", epochs=epochs, seed=seed)
         )
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start + (runs.reused_seconds - reused0)
         rows = [
             {
                 "epoch": int(h["epoch"]),
@@ -580,8 +609,7 @@ def run_curves(
                 "different-class (dissimilar) pairs of every training batch of the epoch, measured in "
                 "the forward pass of each step; cells mean ± std. "
             ),
-            flag=" --full" if full else "",
-            section="curves",
+            flag=command_flags("curves", full=full, seed=seed, epochs=epochs),
             seconds=seconds,
         )
         table = markdown_table(
@@ -613,7 +641,7 @@ def run_mining(
 
     runs = runs or DeepRuns(results_dir)
     epochs = epochs or (FULL_EPOCHS if full else QUICK_EPOCHS)
-    start = time.perf_counter()
+    start, reused0 = time.perf_counter(), runs.reused_seconds
     histories, rows = {}, []
     for label, (miner, miner_kwargs) in MINING.items():
         metrics, history = runs.run(
@@ -640,7 +668,7 @@ def run_mining(
                 "ms / step": metrics["steady_ms_per_step"],
             }
         )
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + (runs.reused_seconds - reused0)
     protocol = DEEP_PROTOCOL.format(
         epochs=epochs,
         seed=seed,
@@ -652,8 +680,7 @@ def run_mining(
             "(PML `TripletMarginMiner(margin=0.2, type_of_triplets='semihard')`), batch-hard "
             "(hardest positive and hardest negative per anchor, Hermans et al. 2017). "
         ),
-        flag=" --full" if full else "",
-        section="mining",
+        flag=command_flags("mining", full=full, seed=seed, epochs=epochs),
         seconds=seconds,
     )
     columns = ["MAP@R (epoch 1)", "MAP@R (final)", "best MAP@R (epoch)", "P@1", "ms / step"]
@@ -690,7 +717,7 @@ def run_losses(
         raise ValueError(f"unknown loss row(s) {unknown}; valid: {', '.join(DEEP_LOSSES)}")
     paths, texts = [], []
     for ds in _deep_datasets(full, dataset_names):
-        start = time.perf_counter()
+        start, reused0 = time.perf_counter(), runs.reused_seconds
         rows = []
         for label in loss_names:
             loss, loss_kwargs, miner, miner_kwargs = DEEP_LOSSES[label]
@@ -720,7 +747,7 @@ def run_losses(
                     "train s": metrics["wall_seconds"],
                 }
             )
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start + (runs.reused_seconds - reused0)
         protocol = DEEP_PROTOCOL.format(
             epochs=epochs,
             seed=seed,
@@ -733,8 +760,7 @@ def run_losses(
                 "ms per training step (after the compiling first epoch) and wall seconds of the run "
                 "including compilation and per-epoch evaluation. "
             ),
-            flag=" --full" if full else "",
-            section="losses",
+            flag=command_flags("losses", full=full, seed=seed, epochs=epochs),
             seconds=seconds,
         )
         columns = ["P@1", "R-precision", "MAP@R", "NMI", "ms / step", "train s"]
@@ -792,13 +818,14 @@ def run_sections(
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    sections = [s.strip() for s in FLAGS.sections if s.strip()]
+    sections = list(dict.fromkeys(s.strip() for s in FLAGS.sections if s.strip()))  # once each
     bad = [s for s in sections if s not in SECTIONS]
     if bad or not sections:
         raise app.UsageError(
             f"--sections={','.join(FLAGS.sections)}: unknown section(s) {bad}; valid: "
             f"{','.join(SECTIONS)}"
         )
+    check_output_dir(FLAGS.results_dir, "--results_dir")
     if sections == ["distances"]:  # the original single-table behaviour: print the table
         path, text = run_distances(FLAGS.results_dir, full=FLAGS.full, seed=FLAGS.seed)
         print(text)
@@ -817,15 +844,7 @@ def main(argv: Sequence[str]) -> None:
         print(f"  {section:<10} {seconds:6.0f} s  " + "  ".join(os.path.basename(p) for p in paths))
 
 
-def _print_help_and_exit() -> None:
-    """``--help``/``-h``: print the flags and exit 0 (absl's own ``--help`` exits with status 1)."""
-    print((__doc__ or "").strip())
-    print()
-    print(FLAGS.main_module_help())
-    raise SystemExit(0)
-
-
 if __name__ == "__main__":
     if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
-        _print_help_and_exit()
+        exit_with_help(__doc__)
     app.run(main)

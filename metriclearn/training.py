@@ -892,6 +892,37 @@ def write_history_csv(history: Sequence[Mapping[str, float]], path: str | os.Pat
             writer.writerow(cells)
 
 
+#: config keys a resumed run may change: how long, how often, how shown, on how many devices
+_RESUME_FREE = frozenset({"epochs", "eval_every", "checkpoint_every", "progress", "devices"})
+
+
+def _check_resumable(workdir: str, cfg: Mapping[str, Any], checkpoint_every: int) -> None:
+    """Refuse to resume ``workdir``'s checkpoints under other settings than they were made with.
+
+    ``fit`` checks that the stored arrays fit the model; a different seed, loss or learning rate
+    fits as well, and the run would silently return the old run's results.
+    """
+    ckpt = os.path.join(workdir, "checkpoints")
+    old_path = os.path.join(workdir, "config.json")
+    if checkpoint_every <= 0 or not os.path.isdir(ckpt) or not os.listdir(ckpt):
+        return
+    if not os.path.isfile(old_path):
+        return
+    with open(old_path) as fh:
+        old = json.load(fh)
+    new = json.loads(json.dumps(plain(cfg)))
+    changed = sorted(
+        k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k)
+    )
+    if changed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{workdir!r} holds checkpoints of a run with other settings ({diff}); resuming would "
+            "continue that run. Use a new workdir, or the same settings (only "
+            f"{', '.join(sorted(_RESUME_FREE))} may change on resume)"
+        )
+
+
 def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
     """Run one experiment from a config and write its results into ``workdir``.
 
@@ -955,10 +986,11 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         learning_rate=float(cfg["learning_rate"]),
         weight_decay=cfg["weight_decay"],
     )
+    checkpoint_every = int(cfg["checkpoint_every"])
+    _check_resumable(workdir, cfg, checkpoint_every)
     with open(os.path.join(workdir, "config.json"), "w") as fh:
         json.dump(plain(cfg), fh, indent=2, sort_keys=True)
 
-    checkpoint_every = int(cfg["checkpoint_every"])
     t0 = time.perf_counter()
     result = fit(
         model,

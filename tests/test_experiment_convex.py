@@ -217,3 +217,16 @@ def test_mining_section_all_miners(tmp_path):
 def test_run_sections_rejects_unknown(tmp_path):
     with pytest.raises(ValueError, match="unknown section"):
         reproduce.run_sections(str(tmp_path), ["convexx"])
+
+
+def test_settings_the_data_refute_fail_before_any_file(tmp_path):
+    with pytest.raises(ValueError, match=r"\['max_iter'\] given both"):
+        convex.run(
+            {"algorithm": "nca", "max_iter": 5, "learner_kwargs": {"max_iter": 7}}, tmp_path / "a"
+        )
+    with pytest.raises(ValueError, match="k=200 neighbours but a training fold has only 120 rows"):
+        convex.run({"algorithm": "euclidean", "k": 200}, tmp_path / "b")
+    with pytest.raises(ValueError, match="n_folds=5 needs at least that many rows per class"):
+        convex.run({"algorithm": "euclidean", "max_samples": 10}, tmp_path / "c")
+    for d in ("a", "b", "c"):
+        assert not (tmp_path / d / "config.json").exists()

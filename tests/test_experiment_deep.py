@@ -284,3 +284,20 @@ def test_benchmark_burn_in_trains_both_networks_before_timing(monkeypatch):
     for bad in (["--burn-in", "5"], ["--processes", "2", "--burn-in", "-1"]):
         with pytest.raises(SystemExit):
             bench.main(bad)
+
+
+def test_resume_under_other_settings_is_refused(tmp_path):
+    """A second run in a workdir with checkpoints resumed whatever its settings: --seed=1 returned
+    the seed-0 run's results, untrained. Only epochs, eval_every, checkpoint_every, progress and
+    devices may change on resume."""
+    workdir = tmp_path / "run"
+    deep.run(_parse([*TINY, "--epochs=1", f"--workdir={workdir}"]))
+    before = (workdir / "config.json").read_text()
+    with pytest.raises(app.UsageError, match=r"other settings \(seed: 0 -> 1\)"):
+        deep.run(_parse([*TINY, "--epochs=1", "--seed=1", f"--workdir={workdir}"]))
+    assert (workdir / "config.json").read_text() == before  # left as it was
+    metrics = deep.run(_parse([*TINY, "--epochs=2", f"--workdir={workdir}"]))  # longer: fine
+    assert json.loads((workdir / "metrics.json").read_text())["steps"] == metrics["steps"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(app.UsageError, match="--workdir=.*cannot be created as a directory"):
+        deep.run(_parse([*TINY, f"--workdir={tmp_path / 'file'}"]))

@@ -90,3 +90,47 @@ def test_main_rejects_unknown_section(tmp_path):
         reproduce.FLAGS.mark_as_parsed()
         with pytest.raises(app.UsageError, match="--sections=distances,convexx.*valid: distances"):
             reproduce.main(["reproduce"])
+
+
+def test_tables_name_the_command_that_made_them(tmp_path):
+    """The header said `python -m experiments.reproduce` for a table made with --seed=1 of one
+    section (which the plain command would not reproduce)."""
+    assert reproduce.command_flags("distances") == " --sections=distances"
+    assert (
+        reproduce.command_flags("convex", full=True, seed=3) == " --full --seed=3 --sections=convex"
+    )
+    assert reproduce.command_flags("curves", seed=0, epochs=1) == " --epochs=1 --sections=curves"
+    assert reproduce.command_flags("curves", epochs=reproduce.QUICK_EPOCHS) == " --sections=curves"
+    _, text = reproduce.run_distances(
+        str(tmp_path / "out"), dataset_names=["iris"], distance_names=["Euclidean"], seed=1
+    )
+    assert "Command: `python -m experiments.reproduce --seed=1 --sections=distances`" in text
+
+
+def test_shared_runs_count_in_each_section_time(tmp_path, monkeypatch):
+    """A section that reuses another section's run adds that run's time to its own."""
+    from metriclearn import training
+
+    monkeypatch.setattr(training, "train_and_evaluate", lambda cfg, workdir: {"wall_seconds": 7.0})
+    monkeypatch.setattr(reproduce, "read_history", lambda path: [])
+    runs = reproduce.DeepRuns(str(tmp_path))
+    runs.run("a", {"x": 1})
+    assert runs.reused_seconds == 0.0
+    runs.run("a", {"x": 1})
+    assert runs.reused_seconds == 7.0
+
+
+def test_main_dedupes_sections_and_checks_results_dir(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        reproduce, "run_sections", lambda d, sections, **kw: calls.append(list(sections)) or {}
+    )
+    with flagsaver.flagsaver(results_dir=str(tmp_path / "res"), sections=["nca_iris", "nca_iris"]):
+        reproduce.FLAGS.mark_as_parsed()
+        reproduce.main(["reproduce"])
+    assert calls == [["nca_iris"]]
+    (tmp_path / "file").write_text("")
+    with flagsaver.flagsaver(results_dir=str(tmp_path / "file"), sections=["nca_iris"]):
+        reproduce.FLAGS.mark_as_parsed()
+        with pytest.raises(app.UsageError, match="--results_dir=.*cannot be created"):
+            reproduce.main(["reproduce"])
