@@ -6,19 +6,28 @@ import os
 
 
 def check_output_dir(path: str, flag: str) -> None:
-    """Create the output directory ``path`` and check it is writable, before any work is done.
+    """Check that the output directory ``path`` can be used, before any work is done (not created
+    here: a run refused later for another reason leaves nothing behind).
 
-    Raises ``absl.app.UsageError`` naming ``flag`` (a file in the way, no permission), instead of a
+    Raises ``absl.app.UsageError`` naming ``flag`` when a file is in the way or the directory (or
+    the nearest existing parent it would be created in) is not writable, instead of a
     ``FileExistsError`` traceback after the computation.
     """
     from absl import app
 
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as err:
-        raise app.UsageError(f"{flag}={path!r} cannot be created as a directory: {err}") from err
-    if not os.access(path, os.W_OK):
-        raise app.UsageError(f"{flag}={path!r} is not writable")
+    path = os.path.abspath(path)
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise app.UsageError(
+            f"{flag}={path!r} cannot be created as a directory: {probe!r} is a file"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise app.UsageError(f"{flag}={path!r} is not writable ({probe!r})")
 
 
 def exit_with_help(doc: str | None) -> None:
