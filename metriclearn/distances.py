@@ -177,7 +177,9 @@ def _sqeuclidean(x, y):
 
 
 def _euclidean(x, y):
-    return safe_sqrt(_sqeuclidean(x, y))
+    # as minkowski(p=2): rescaled by the largest coordinate difference, so |x - y|^2 cannot
+    # overflow (3e200 and 4e200 apart give 5e200, as SciPy, not inf); zero gradient where x = y
+    return _minkowski(x, y, 2.0)
 
 
 def _manhattan(x, y):

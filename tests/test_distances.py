@@ -717,3 +717,12 @@ def test_identity_tolerance_is_not_the_spread_of_the_sample():
     P = np.concatenate([P0, P0 * (1 + 1e-4 * rng.standard_normal(P0.shape))])
     P = (P / P.sum(-1, keepdims=True)).astype(np.float32)
     assert D.check_metric_axioms("matusita", P)["kind"] == "metric"
+
+
+@pytest.mark.usefixtures("x64")
+def test_paired_euclidean_does_not_overflow():
+    """|x - y|^2 overflowed to inf for coordinates 3e200 and 4e200 apart (SciPy: 5e200)."""
+    x, y = np.array([3e200, 0.0]), np.array([0.0, 4e200])
+    assert float(D.euclidean(x, y)) == pytest.approx(sd.euclidean(x, y), rel=1e-15)
+    g = jax.grad(lambda a: D.euclidean(a, jnp.ones(3)))(jnp.ones(3))
+    np.testing.assert_array_equal(np.asarray(g), 0.0)  # coincident points: zero gradient
