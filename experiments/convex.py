@@ -289,6 +289,20 @@ def default_config() -> dict[str, Any]:
     }
 
 
+_SETTINGS = ("n_components", "n_neighbors", "max_iter")
+
+
+def _learner_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The learner's keyword arguments: the settings given (not None) and ``learner_kwargs``; a key
+    in both raises ``ValueError`` (one would silently override the other)."""
+    extra = dict(cfg["learner_kwargs"] or {})
+    both = sorted(k for k in extra if k in _SETTINGS and cfg[k] is not None)
+    if both:
+        raise ValueError(f"{both} given both as a setting and in learner_kwargs; give each once")
+    merged = {**{k: cfg[k] for k in _SETTINGS}, **extra}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
     """Run the cross-validated protocol for one learner and data set; write results to ``workdir``.
 
@@ -309,20 +323,7 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     cfg.update(dict(config))
     if cfg["dataset"] not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(DATASET_NAMES)}")
-    both = sorted(
-        k
-        for k in dict(cfg["learner_kwargs"] or {})
-        if k in ("n_components", "n_neighbors", "max_iter") and cfg[k] is not None
-    )
-    if both:
-        raise ValueError(f"{both} given both as a setting and in learner_kwargs; give each once")
-    learner_kwargs = {
-        "n_components": cfg["n_components"],
-        "n_neighbors": cfg["n_neighbors"],
-        "max_iter": cfg["max_iter"],
-        **dict(cfg["learner_kwargs"] or {}),
-    }
-    learner_kwargs = {k: v for k, v in learner_kwargs.items() if v is not None}
+    learner_kwargs = _learner_kwargs(cfg)
     template = make_learner(cfg["algorithm"], seed=cfg["seed"], **learner_kwargs)  # validates early
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -419,23 +420,12 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = build_config()
     check_output_dir(FLAGS.workdir, "--workdir")
-    repeated = sorted(
-        k
-        for k in config["learner_kwargs"]
-        if k in ("n_components", "n_neighbors", "max_iter") and config[k] is not None
-    )
-    if repeated:
-        raise app.UsageError(f"--learner_kwargs repeats {repeated}, given as flags too")
     try:
-        make_learner(
-            config["algorithm"],
-            **{
-                k: config[k]
-                for k in ("n_components", "n_neighbors", "max_iter")
-                if config[k] is not None
-            },
-            **config["learner_kwargs"],
-        )
+        kwargs = _learner_kwargs(config)
+    except ValueError as err:
+        raise app.UsageError(f"--learner_kwargs: {err}") from err
+    try:
+        make_learner(config["algorithm"], **kwargs)
     except ValueError as err:
         raise app.UsageError(f"--algorithm={config['algorithm']}: {err}") from err
     try:

@@ -146,14 +146,14 @@ _LABELS = {
 
 def _check_rows(history, name: str) -> None:
     """A history is a non-empty sequence of per-epoch dicts (``FitResult.history``)."""
-    if isinstance(history, Mapping) or isinstance(history, str) or not history:
-        if isinstance(history, Mapping):
-            raise ValueError(
-                f"{name} must be a list of per-epoch dicts (FitResult.history), got a dict of "
-                f"columns {sorted(history)[:5]}"
-            )
+    if isinstance(history, Mapping):
+        raise ValueError(
+            f"{name} must be a list of per-epoch dicts (FitResult.history), got a dict of "
+            f"columns {sorted(history)[:5]}"
+        )
+    if not isinstance(history, str) and not history:
         raise ValueError(f"{name} is empty: nothing to plot")
-    if not all(isinstance(row, Mapping) for row in history):
+    if isinstance(history, str) or not all(isinstance(row, Mapping) for row in history):
         raise ValueError(f"{name} must be a list of per-epoch dicts (FitResult.history)")
 
 
