@@ -1017,8 +1017,10 @@ class LSML_Supervised(_SupervisedWeak, _BaseLSML):
 
         X, codes = self._labels(X, y)
         n = _default_constraints(self.n_constraints, codes)
-        kc, self._fit_key = self._constraint_keys()
+        kc, kf = self._constraint_keys()
         idx = constraints.quadruplets(kc, codes, n_quadruplets=n)
+        # stashed only now: a refused constraint draw must not leave a key for a later fit
+        self._fit_key = kf
         self._set_components(self._fit_quadruplets(np.asarray(X)[idx], None), X.shape[1])
         return self
 
@@ -1146,7 +1148,7 @@ class SCML_Supervised(_SupervisedWeak, _BaseSCML):
 
         X, y = self._validate_Xy(X, y)
         codes = check_labels(y, X.shape[0], min_classes=2)
-        kc, self._fit_key = self._constraint_keys()
+        kc, kf = self._constraint_keys()
         # the user's labels, so that a shortfall warning names the classes as given
         idx = constraints.knn_triplets(X, y, k_genuine=self.k_genuine, k_impostor=self.k_impostor)
         if self.n_constraints is not None:
@@ -1155,6 +1157,7 @@ class SCML_Supervised(_SupervisedWeak, _BaseSCML):
                 pick = np.sort(jax.random.choice(kc, len(idx), (n,), replace=False))
                 idx = idx[np.asarray(pick)]
         # index triplets into X: the solver never materialises [n * k_genuine * k_impostor, 3, d]
+        self._fit_key = kf
         L = self._fit_triplets(idx, X=X, y=codes)
         self._set_components(L, X.shape[1])
         return self

@@ -255,6 +255,17 @@ def test_supervised_weak_learners_are_seeded():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["LSML_Supervised", "SCML_Supervised"])
+def test_refused_constraint_draw_leaves_no_state(name):
+    # every class a singleton: no quadruplet / k-NN triplet exists, so the fit is refused before
+    # the solver runs; no solver key stays stashed for a later fit of the same estimator
+    X, _ = _iris_small()
+    est = _SUPERVISED[name]()
+    with pytest.raises(ValueError, match="single member"):
+        est.fit(X, np.arange(len(X)))
+    assert "_fit_key" not in vars(est) and not hasattr(est, "components_")
+
+
 def test_default_constraint_count():
     assert est_mod._default_constraints(None, np.array([0, 1, 2])) == 180
     assert est_mod._default_constraints(7, np.array([0, 1])) == 7
