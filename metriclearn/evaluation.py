@@ -9,8 +9,10 @@ per query (from a sorted sample of its distances), one comparison per distance a
 entries below the threshold, overlapped with the next block's matmul; on GPU/TPU
 (``selection="device"``) the best ``k`` are merged across reference blocks with ``jax.lax.top_k``.
 Ties in distance go to the reference with the lower index, so results are deterministic and
-independent of the chunk sizes. With ``mesh=`` (a 1-D ``jax.sharding.Mesh``) each query block is
-sharded over the devices (:mod:`metriclearn.parallel` wraps this).
+independent of the chunk sizes. Distances are computed in float32 at least (float16 / bfloat16
+embeddings are upcast), in float64 when either set is float64. With ``mesh=`` (a 1-D
+``jax.sharding.Mesh``) each query block is sharded over the devices (:mod:`metriclearn.parallel`
+wraps this).
 
 Example::
 
@@ -42,6 +44,7 @@ from jax.sharding import PartitionSpec as P
 from metriclearn import distances
 from metriclearn._cache import reuse
 from metriclearn._validation import (
+    as_real,
     check_array,
     check_choice,
     check_comparable_labels,
@@ -82,6 +85,12 @@ _SAMPLE_Z = 3.0  # threshold margin in binomial standard deviations (misses are 
 _HOST_THREADS = max(1, min(8, os.cpu_count() or 1))  # threads of the host selection
 
 
+# public distance function -> its name (the first name of each function in DISTANCES)
+_DISTANCE_NAMES: dict[Callable, str] = {
+    fn: name for name, fn in reversed(list(distances.DISTANCES.items()))
+}
+
+
 def _resolve_metric(metric, metric_kwargs) -> tuple[Any, tuple, dict]:
     """Return (dist, static_kw, array_kw) for the block kernel.
 
@@ -93,14 +102,20 @@ def _resolve_metric(metric, metric_kwargs) -> tuple[Any, tuple, dict]:
             f"metric_kwargs must be a dict or None, got {type(metric_kwargs).__name__}"
         )
     kw = dict(metric_kwargs or {})
+    if callable(metric) and not isinstance(metric, str):
+        # a public distance function is its name: same kernel (matmul, centred data) either way
+        try:
+            metric = _DISTANCE_NAMES.get(metric, metric)
+        except TypeError:  # an unhashable callable object: not one of ours
+            pass
+    if isinstance(metric, str) and metric == "cosine_similarity":  # would rank the farthest first
+        raise ValueError(
+            "metric 'cosine_similarity' is a similarity (larger is nearer); use 'cosine' "
+            "(cosine distance) for nearest neighbours"
+        )
     if isinstance(metric, str):
         if metric in _EUCLIDEAN_NAMES and not kw:
             return None, (), {}
-        if metric == "cosine_similarity":
-            raise ValueError(
-                "metric 'cosine_similarity' is a similarity (larger is nearer); use 'cosine' "
-                "(cosine distance) for nearest neighbours"
-            )
     elif callable(metric):
         pass
     else:
@@ -340,6 +355,10 @@ def _nearest(
     selection = _resolve_selection(selection, mesh)
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
     Q_np, R_np = np.asarray(Q), np.asarray(R)
+    # one dtype for both sets, at least float32: float16 / bfloat16 distances overflow (|x|^2 > 65504
+    # is +inf in float16) or round most distances into ties
+    dtype = np.float64 if np.float64 in (Q_np.dtype, R_np.dtype) else np.float32
+    Q_np, R_np = Q_np.astype(dtype, copy=False), R_np.astype(dtype, copy=False)
     if dist is None or dist in (*_EUCLIDEAN_NAMES, "mahalanobis"):
         # Both rank by |q|^2 + |r|^2 - 2 q.r (a matmul), which cancels catastrophically in float32
         # for data far from the origin (1000 + N(0, 1): a third of the 1-NN wrong). They are
@@ -401,6 +420,57 @@ def _nearest(
             raise ValueError(f"metric {metric!r} produced NaN or infinite distances")
         for r, cols in enumerate(np.asarray(idx)[: stop - start]):
             on_row(start + r, cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels of two arrays compared with each other
+# --------------------------------------------------------------------------------------------------
+
+
+def _string_type(y: np.ndarray) -> str | None:
+    """``"bytes"``, ``"str"``, ``"both"`` or ``None`` (no strings) for a label array."""
+    if y.dtype.kind == "S":
+        return "bytes"
+    if y.dtype.kind == "U":
+        return "str"
+    if y.dtype.kind != "O":
+        return None
+    kinds = {
+        "bytes" if isinstance(v, bytes) else "str" for v in y.tolist() if isinstance(v, str | bytes)
+    }
+    return None if not kinds else kinds.pop() if len(kinds) == 1 else "both"
+
+
+def _exact_in(y: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every value of the numeric label array ``y`` is exactly representable in float ``dtype``."""
+    if y.dtype.kind not in "iu" or y.size == 0:
+        return True
+    bound = 2 ** (np.finfo(dtype).nmant + 1)
+    return -bound <= int(y.min()) and int(y.max()) <= bound
+
+
+def _comparable_labels(
+    a: np.ndarray, b: np.ndarray, name_a: str, name_b: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` in forms whose ``==`` and joint ``np.unique`` are exact; ``ValueError`` if none is.
+
+    Bytes never equal str (``b"a" != "a"``), so mixing them is refused like numbers and strings.
+    Integer labels that NumPy would promote to a float that cannot hold them (``uint64`` with ``int64``,
+    or ``int64`` beyond ``2**53`` with ``float64``) would merge distinct classes: they are compared as
+    Python numbers (object arrays) instead.
+    """
+    check_comparable_labels(a, b, name_a, name_b)
+    sa, sb = _string_type(a), _string_type(b)
+    if "both" in (sa, sb) or {sa, sb} == {"bytes", "str"}:
+        raise ValueError(
+            f"{name_a} ({a.dtype}) and {name_b} ({b.dtype}) mix bytes and str labels, which never "
+            "compare equal (b'a' != 'a'); decode the bytes first"
+        )
+    if a.dtype.kind in "biuf" and b.dtype.kind in "biuf" and a.dtype != b.dtype:
+        common = np.result_type(a.dtype, b.dtype)
+        if common.kind == "f" and not (_exact_in(a, common) and _exact_in(b, common)):
+            return a.astype(object), b.astype(object)
+    return a, b
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,7 +544,7 @@ def knn_predict(
         metric_kwargs=metric_kwargs,
         exclude_self=False,
         chunk_size=chunk_size,
-        ref_chunk_size=train_X.shape[0],
+        ref_chunk_size=None,  # bounded blocks (the whole training set per block: chunk_size x n)
         selection=selection,
         mesh=mesh,
         on_row=vote,
@@ -521,7 +591,7 @@ def knn_accuracy(
         raise ValueError(
             f"test_y must be 1-D with one label per row of test_X ({n_test}), got shape {test_y.shape}"
         )
-    check_comparable_labels(label_array(train_y, "train_y"), test_y, "train_y", "test_y")
+    _comparable_labels(label_array(train_y, "train_y"), test_y, "train_y", "test_y")
     pred = knn_predict(
         train_X,
         train_y,
@@ -533,6 +603,7 @@ def knn_accuracy(
         selection=selection,
         mesh=mesh,
     )
+    pred, test_y = _comparable_labels(pred, test_y, "train_y", "test_y")
     return float(np.mean(pred == test_y))
 
 
@@ -597,7 +668,7 @@ def _check_retrieval_inputs(embeddings, labels, ref_embeddings, ref_labels):
                 f"got shape {r_labels.shape}"
             )
         check_labels(r_labels, R.shape[0], name="ref_labels", min_classes=1)
-        check_comparable_labels(q_labels, r_labels, "labels", "ref_labels")
+        q_labels, r_labels = _comparable_labels(q_labels, r_labels, "labels", "ref_labels")
     return Q, q_labels, R, r_labels
 
 
@@ -894,7 +965,8 @@ def accuracy_at_threshold(
         )
     if same.dtype != bool and not np.all(np.isin(same, (0, 1))):
         raise ValueError("same must be boolean (or 0/1)")
-    if not isinstance(threshold, int | float | np.number) or np.isnan(threshold):
+    threshold = as_real(threshold, "threshold")  # also NumPy / JAX 0-d arrays; not bool or str
+    if np.isnan(threshold):
         raise ValueError(f"threshold must be a number, got {threshold!r}")
     pred = s >= threshold if higher_is_similar else s <= threshold
     return float(np.mean(pred == same.astype(bool)))

@@ -573,3 +573,116 @@ def test_float32_neighbours_of_data_far_from_the_origin():
         for s in ("host", "device")
     ]
     assert len(set(runs)) == 1
+
+
+# ------------------------------------------------------------------------------ exotic but valid input
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
+def test_half_precision_embeddings_are_ranked_in_float32(dtype):
+    # float16 |x|^2 overflows at 65504 (was: "produced NaN distances"); bfloat16 distances rounded
+    # most neighbours into ties (was: P@1 0.275 instead of 0.29)
+    rng = np.random.default_rng(0)
+    X = (100.0 * rng.normal(size=(200, 8))).astype(dtype)
+    y = rng.integers(0, 4, 200)
+    X64 = np.asarray(X, np.float64)
+    ours = evaluation.retrieval_metrics(X, y, nmi=False)
+    assert_metrics_close(ours, brute_retrieval(X64, y), tol=1e-9)
+    np.testing.assert_array_equal(
+        evaluation.knn_predict(X[:150], y[:150], X[150:], k=1),
+        brute_knn_predict(X64[:150], y[:150], X64[150:], 1),
+    )
+
+
+def test_integer_labels_are_not_merged_by_float_promotion():
+    # uint64 with int64 promotes to float64 in NumPy: 2**60 + 0..3 became one class (all metrics 1.0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    yq = (2**60 + rng.integers(0, 4, 20)).astype(np.uint64)
+    yr = (2**60 + rng.integers(0, 4, 20)).astype(np.int64)
+    ours = evaluation.retrieval_metrics(X[:20], yq, X[20:], yr, nmi=False, k_values=(1,))
+    ref = brute_retrieval(X[:20], yq.astype(object), X[20:], yr.astype(object), k_values=(1,))
+    assert ref["precision_at_1"] < 0.5
+    assert_metrics_close(ours, ref)
+    # int64 beyond 2**53 against float64: 2**53 + 1 == 2.0**53 in NumPy, not in Python
+    Xtr = np.array([[0.0], [1.0]])
+    ytr = np.array([2**53 + 1, 2**53 + 3], np.int64)
+    acc = evaluation.knn_accuracy(Xtr, ytr, Xtr, np.array([2.0**53, 2.0**53 + 4]), k=1)
+    assert acc == 0.0
+
+
+def test_bytes_and_str_labels_are_refused_not_compared():
+    X = np.arange(6.0)[:, None]
+    yb, ys = np.array([b"a", b"b"] * 3), np.array(["a", "b"] * 3)
+    with pytest.raises(ValueError, match="mix bytes and str"):  # was: accuracy 0.0
+        evaluation.knn_accuracy(X, yb, X, ys, k=1)
+    with pytest.raises(ValueError, match="mix bytes and str"):
+        evaluation.retrieval_metrics(X, ys, X + 0.1, yb, nmi=False, k_values=(1,))
+    assert evaluation.knn_accuracy(X, yb, X, yb, k=1) == 1.0
+
+
+def test_accuracy_at_threshold_takes_0d_arrays():
+    d, same = [0.1, 0.6, 0.9], [True, True, False]
+    for thr in (np.float32(0.7), np.array(0.7), jnp.float32(0.7), jnp.array(0.7)):
+        assert evaluation.accuracy_at_threshold(d, same, thr) == 1.0
+    with pytest.raises(ValueError, match="threshold must be a real number"):
+        evaluation.accuracy_at_threshold(d, same, True)
+
+
+def test_knn_device_selection_keeps_blocks_bounded(monkeypatch):
+    # knn_predict used the whole training set as one reference block: chunk_size x n distances
+    shapes = []
+    real = evaluation._program
+
+    def spy(kind, *args):
+        prog = real(kind, *args)
+
+        def run(q, q_idx, refs, *rest):
+            shapes.append((q.shape[0], refs.shape[1]))
+            return prog(q, q_idx, refs, *rest)
+
+        return run
+
+    monkeypatch.setattr(evaluation, "_program", spy)
+    rng = np.random.default_rng(0)
+    Xtr = rng.normal(size=(20000, 2)).astype(np.float32)
+    ytr = rng.integers(0, 3, 20000)
+    Xte = rng.normal(size=(1024, 2)).astype(np.float32)
+    pred = evaluation.knn_predict(Xtr, ytr, Xte, k=3, selection="device", chunk_size=1024)
+    assert shapes and all(bq * br <= 2**24 for bq, br in shapes), shapes
+    monkeypatch.setattr(evaluation, "_program", real)
+    np.testing.assert_array_equal(
+        pred, evaluation.knn_predict(Xtr, ytr, Xte, k=3, selection="host")
+    )
+
+
+def test_cosine_similarity_function_is_refused_as_a_metric():
+    # the name was refused, the function itself ranked the farthest first (1-NN on the training set
+    # scored 0.37 instead of 1.0)
+    from metriclearn import distances
+
+    X, y = _blobs(0, 60, 3, [0.4, 0.3, 0.3])
+    for sim in ("cosine_similarity", distances.cosine_similarity):
+        with pytest.raises(ValueError, match="is a similarity"):
+            evaluation.knn_accuracy(X, y, X, y, k=1, metric=sim)
+        with pytest.raises(ValueError, match="is a similarity"):
+            evaluation.retrieval_metrics(X, y, metric=sim, nmi=False)
+    assert evaluation.knn_accuracy(X, y, X, y, k=1, metric=distances.cosine_distance) == 1.0
+
+
+def test_public_distance_functions_rank_like_their_names():
+    # metric=distances.euclidean skipped the centring of metric="euclidean": 1000 + N(0, 1) data
+    # had a quarter of its 1-NN wrong in float32
+    from metriclearn import distances
+
+    rng = np.random.default_rng(0)
+    X = (1000.0 + rng.normal(size=(400, 8))).astype(np.float32)
+    y = rng.integers(0, 4, 400)
+    want = brute_knn_predict(X[:200], y[:200], X[200:], 1)
+    for fn, kw in (
+        (distances.euclidean, None),
+        (distances.sqeuclidean, None),
+        (distances.mahalanobis, {"M": np.eye(8)}),
+    ):
+        pred = evaluation.knn_predict(X[:200], y[:200], X[200:], k=1, metric=fn, metric_kwargs=kw)
+        np.testing.assert_array_equal(pred, want)
