@@ -40,14 +40,63 @@ __all__ = [
 
 
 def _symmetrize(M: jax.Array) -> jax.Array:
-    return 0.5 * (M + jnp.swapaxes(M, -1, -2))
+    # halve first: M + Mᵀ overflows for entries above half the largest float
+    return 0.5 * M + 0.5 * jnp.swapaxes(M, -1, -2)
 
 
+@jax.custom_jvp
 def _project_psd(M: jax.Array, eps: float = 0.0) -> jax.Array:
-    """Frobenius-nearest matrix with eigenvalues ``>= eps`` to ``M`` (no checks; jittable)."""
-    w, V = jnp.linalg.eigh(_symmetrize(M))
-    w = jnp.maximum(w, eps)
-    return _symmetrize((V * w) @ V.T)
+    """Frobenius-nearest matrix with eigenvalues ``>= eps`` to ``M`` (no checks; jittable).
+
+    Differentiable everywhere, also at repeated eigenvalues (``M = I``), where the derivative of
+    ``eigh``'s eigenvectors is NaN: the JVP is the Daleckii-Krein formula
+    ``dP = V (F ∘ (Vᵀ dS V)) Vᵀ`` with ``F_ij`` the divided difference of ``max(·, eps)`` at
+    ``(w_i, w_j)`` (its derivative where the eigenvalues coincide), ``dS`` the symmetric part of ``dM``.
+    """
+    return _project_psd_impl(M, eps)[0]
+
+
+def _eigh_scaled(M: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``eigh`` of the symmetric part of ``M / c``, ``c = max|M|``: ``(w, V, c)``; ``M``'s are ``c w``.
+
+    XLA's ``eigh`` returns NaN, and ``(M + Mᵀ) / 2`` overflows, for entries near the largest float
+    (float32 ``~1e38``); scaling to unit size first costs one reduction and keeps finite inputs finite.
+    """
+    c = jnp.max(jnp.abs(M))
+    c = jnp.where((c > 0) & jnp.isfinite(c), c, 1.0).astype(M.dtype)
+    # two factors 1/sqrt(c): 1/c itself is subnormal (flushed to zero on CPU) for c near the max
+    r = 1.0 / jnp.sqrt(c)
+    w, V = jnp.linalg.eigh(_symmetrize((M * r) * r))
+    return w, V, c
+
+
+def _project_psd_impl(M, eps):
+    w, V, c = _eigh_scaled(M)
+    floor = eps / c
+    fw = jnp.maximum(w, floor)
+    P = c * _symmetrize((V * fw) @ V.T)
+    return P, w, fw, V, floor
+
+
+@_project_psd.defjvp
+def _project_psd_jvp(primals, tangents):
+    M, eps = primals
+    dM, _ = tangents  # the floor eps is a hyperparameter: no derivative through it
+    # w, fw, floor in units of c = max|M|: the divided differences below are scale-free
+    P, w, fw, V, floor = _project_psd_impl(M, eps)
+    dw = w[:, None] - w[None, :]
+    scale = jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(w.dtype).tiny)
+    close = jnp.abs(dw) <= 100.0 * jnp.finfo(w.dtype).eps * scale
+    # the derivative of max(., floor) where eigenvalues coincide (1/2 exactly at the floor, as
+    # jnp.maximum's)
+    mid = 0.5 * (w[:, None] + w[None, :])
+    deriv = jnp.where(mid > floor, 1.0, jnp.where(mid < floor, 0.0, 0.5)).astype(w.dtype)
+    divided = (fw[:, None] - fw[None, :]) / jnp.where(close, 1.0, dw)
+    # max(., floor) is monotone and 1-Lipschitz: its divided differences lie in [0, 1]
+    F = jnp.where(close, deriv, jnp.clip(divided, 0.0, 1.0))
+    dS = _symmetrize(dM)
+    dP = V @ (F * (V.T @ dS @ V)) @ V.T
+    return P, _symmetrize(dP)
 
 
 def _factor_eigh(M: jax.Array, n_components: int | None = None) -> jax.Array:
@@ -55,12 +104,12 @@ def _factor_eigh(M: jax.Array, n_components: int | None = None) -> jax.Array:
 
     Negative eigenvalues (rounding) are clipped at zero, so ``LᵀL`` is the PSD projection of ``M``.
     """
-    w, V = jnp.linalg.eigh(_symmetrize(M))
+    w, V, c = _eigh_scaled(M)  # eigenvalues c w: finite also for entries near the largest float
     w, V = w[::-1], V[:, ::-1]
     if n_components is not None:
         w, V = w[:n_components], V[:, :n_components]
     pos = w > 0
-    root = jnp.where(pos, jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
+    root = jnp.where(pos, jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0) * jnp.sqrt(c)
     return root[:, None] * V.T
 
 

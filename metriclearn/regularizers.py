@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_positive_int, is_traced
+from metriclearn._validation import as_key, check_array, check_positive_int, is_traced
 from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
@@ -95,11 +95,25 @@ def _check_prior(M0, d: int | None = None, name: str = "M0") -> jax.Array:
     scale = max(float(np.max(np.abs(A))), np.finfo(np.float64).tiny)
     if np.max(np.abs(A - A.T)) > 1e-6 * scale:
         raise ValueError(f"{name} must be symmetric (a positive-definite prior)")
-    wmin = float(np.linalg.eigvalsh(0.5 * (A + A.T))[0])
+    w = np.linalg.eigvalsh(0.5 * (A + A.T))
+    wmin = float(w[0])
     if wmin <= 1e-12 * scale:
         raise ValueError(
             f"{name} must be positive definite for the LogDet divergence: smallest eigenvalue "
             f"{wmin:.3g} (shape {tuple(M0.shape)})"
+        )
+    # positive definite in float64 but numerically singular in its own dtype (float32, condition
+    # number beyond 1 / (d eps)): the Cholesky whitening is then garbage (the divergence of M = I
+    # from a float32 prior of condition 1e9 came out inf) or NaN
+    d0 = M0.shape[0]
+    eps = float(np.finfo(np.dtype(M0.dtype)).eps)
+    if wmin <= d0 * eps * float(w[-1]) or not bool(
+        jnp.all(jnp.isfinite(jnp.linalg.cholesky(0.5 * (M0 + M0.T))))
+    ):
+        raise ValueError(
+            f"{name} is numerically singular in {np.dtype(M0.dtype)}: eigenvalues {wmin:.3g} to "
+            f"{float(w[-1]):.3g} (condition number above 1 / (d eps) = {1.0 / (d0 * eps):.3g}); "
+            "use float64 (jax_enable_x64) or a better-conditioned prior"
         )
     return M0
 
@@ -256,6 +270,9 @@ def laplacian(M: jax.Array, X: jax.Array, W: jax.Array) -> jax.Array:
     """
     Ws = 0.5 * (W + W.T)
     deg = jnp.sum(Ws, axis=1)
+    # Lap 1 = 0, so centring changes nothing in exact arithmetic; without it, deg x_i - sum_j W_ij x_j
+    # cancels catastrophically for data far from the origin (float32, offset 1e4: 25% error)
+    X = X - jnp.mean(X, axis=0)
     LX = deg[:, None] * X - Ws @ X  # Lap @ X
     S = X.T @ LX  # X^T Lap X, [d, d]
     return jnp.sum(M * S.T)
@@ -265,7 +282,9 @@ def knn_affinity(X, *, k: int = 5, sigma: float | None = None) -> jax.Array:
     """Symmetric k-NN heat-kernel graph for :func:`laplacian`.
 
     ``W_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` if ``j`` is among the ``k`` nearest neighbours of ``i``
-    or vice versa, else 0; ``sigma`` defaults to the median k-NN distance.
+    or vice versa, else 0; ``sigma`` defaults to the median of the non-zero k-NN distances (duplicate
+    points do not shrink it to 0; 1 if every k-NN distance is 0). Translation invariant: ``X`` is
+    centred first and the edge weights use exact differences ``x_i - x_j``.
 
     Args:
       X: ``[n, d]``.
@@ -280,19 +299,28 @@ def knn_affinity(X, *, k: int = 5, sigma: float | None = None) -> jax.Array:
     k = check_positive_int(k, "k")
     if k >= n:
         raise ValueError(f"k must be smaller than the number of points n={n}, got k={k}")
-    d2 = pairwise_sqeuclidean(X)
-    d2_self = d2 + jnp.diag(jnp.full((n,), jnp.inf, d2.dtype))
-    neg, idx = jax.lax.top_k(-d2_self, k)
-    knn_d2 = -neg
-    if sigma is None:
-        s2 = jnp.maximum(jnp.median(knn_d2), jnp.finfo(d2.dtype).tiny)
-    else:
+    if sigma is not None:
+        if isinstance(sigma, bool) or not isinstance(sigma, int | float | np.floating | np.integer):
+            raise ValueError(f"sigma must be a positive finite number or None, got {sigma!r}")
         if not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    X = X - jnp.mean(X, axis=0)  # |x|^2 + |y|^2 - 2 x.y loses small distances far from the origin
+    d2 = pairwise_sqeuclidean(X)
+    d2_self = d2 + jnp.diag(jnp.full((n,), jnp.inf, d2.dtype))
+    _, idx = jax.lax.top_k(-d2_self, k)
+    # exact squared distances of the chosen edges (duplicates give exactly 0, symmetric bit for bit)
+    knn_d2 = jnp.sum((X[:, None, :] - X[idx]) ** 2, axis=-1)  # [n, k]
+    if sigma is None:
+        dist = np.sqrt(np.asarray(knn_d2, np.float64))
+        dist = dist[dist > 0]
+        s2 = jnp.asarray(float(np.median(dist)) ** 2 if dist.size else 1.0, d2.dtype)
+        s2 = jnp.maximum(s2, jnp.finfo(d2.dtype).tiny)
+    else:
         s2 = jnp.asarray(sigma, d2.dtype) ** 2
-    mask = jnp.zeros((n, n), bool).at[jnp.arange(n)[:, None], idx].set(True)
-    mask = mask | mask.T
-    return jnp.where(mask, jnp.exp(-d2 / (2.0 * s2)), 0.0)
+    rows = jnp.arange(n)[:, None]
+    Wd = jnp.zeros((n, n), d2.dtype).at[rows, idx].set(jnp.exp(-knn_d2 / (2.0 * s2)))
+    # an edge chosen from both ends has the same exact weight; one chosen once counts both ways
+    return jnp.maximum(Wd, Wd.T)
 
 
 def soft_threshold(M: jax.Array, threshold, *, offdiagonal: bool = False) -> jax.Array:
@@ -340,13 +368,14 @@ def prior_matrix(prior, X, *, key=None, name: str = "prior", ridge: float = 1e-3
     X = check_array(X, "X", ndim=2, min_rows=1)
     d = X.shape[1]
     if not isinstance(prior, str):
-        return _check_prior(prior, d, name).astype(X.dtype)
+        P = _check_prior(prior, d, name).astype(X.dtype)
+        return 0.5 * (P + P.T)
     if prior not in PRIORS:
         raise ValueError(f"unknown {name} {prior!r}; valid: {', '.join(PRIORS)} or a [d, d] array")
     if prior == "identity":
         return jnp.eye(d, dtype=X.dtype)
     if prior == "random":
-        key = jax.random.key(0) if key is None else key
+        key = jax.random.key(0) if key is None else as_key(key)
         k1, k2 = jax.random.split(key)
         Q, _ = jnp.linalg.qr(jax.random.normal(k1, (d, d), X.dtype))
         u = jax.random.uniform(k2, (d,), X.dtype, 0.5, 1.5)
@@ -359,6 +388,12 @@ def prior_matrix(prior, X, *, key=None, name: str = "prior", ridge: float = 1e-3
         return jnp.eye(d, dtype=X.dtype)
     w, V = np.linalg.eigh(cov + ridge * scale * np.eye(d))
     w = np.maximum(w, ridge * scale)
+    info = np.finfo(np.dtype(X.dtype))
+    if 1.0 / w[0] > float(info.max) / d or 1.0 / w[-1] < float(info.tiny):
+        raise ValueError(
+            f"the inverse covariance of X (eigenvalues {1.0 / w[-1]:.3g} to {1.0 / w[0]:.3g}) is "
+            f"not representable in {np.dtype(X.dtype)}: rescale X (e.g. standardise it) or use float64"
+        )
     inv = (V / w) @ V.T
     return jnp.asarray(0.5 * (inv + inv.T), X.dtype)
 
@@ -381,7 +416,7 @@ def get_regularizer(name_or_fn) -> Callable[..., jax.Array]:
     """
     if callable(name_or_fn):
         return name_or_fn
-    if name_or_fn not in REGULARIZERS:
+    if not isinstance(name_or_fn, str) or name_or_fn not in REGULARIZERS:
         valid = ", ".join(sorted(REGULARIZERS))
         raise ValueError(f"unknown regularizer {name_or_fn!r}; valid: {valid}")
     return REGULARIZERS[name_or_fn]

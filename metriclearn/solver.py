@@ -91,6 +91,18 @@ def squared_mahalanobis(M: jax.Array, diff: jax.Array) -> jax.Array:
     return diff @ (M @ diff)
 
 
+def _check_diffs(M, *named) -> None:
+    """Static shape checks of the loss helpers (shapes are known under ``jit``, so this is free)."""
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"M must be a square [d, d] matrix, got shape {tuple(M.shape)}")
+    d = M.shape[0]
+    for name, arr in named:
+        if arr.ndim != 2 or arr.shape[1] != d:
+            raise ValueError(
+                f"{name} must be [n, {d}] (M has shape {tuple(M.shape)}), got shape {tuple(arr.shape)}"
+            )
+
+
 def _pair_hinge_one(M, diff, sign, u, l):
     d2 = squared_mahalanobis(M, diff)
     return jnp.where(sign > 0, jnp.maximum(d2 - u, 0.0), jnp.maximum(l - d2, 0.0))
@@ -111,14 +123,36 @@ def pair_hinge_loss(M: jax.Array, diffs_sim: jax.Array, diffs_dis: jax.Array, *,
     Returns:
       scalar.
 
+    Raises:
+      ValueError: shapes not ``[n, d]`` for a ``[d, d]`` ``M``, or no pair at all (the mean of an empty
+        set would be NaN).
+
     Reference: the thresholded pair constraints of Davis et al. (ITML), ICML 2007.
     """
+    _check_diffs(M, ("diffs_sim", diffs_sim), ("diffs_dis", diffs_dis))
+    if diffs_sim.shape[0] + diffs_dis.shape[0] == 0:
+        raise ValueError(
+            "pair_hinge_loss needs at least one pair: diffs_sim and diffs_dis are both empty "
+            f"(shapes {tuple(diffs_sim.shape)} and {tuple(diffs_dis.shape)})"
+        )
     diffs = jnp.concatenate([diffs_sim, diffs_dis], axis=0)
     sign = jnp.concatenate(
         [jnp.ones(diffs_sim.shape[0], diffs.dtype), -jnp.ones(diffs_dis.shape[0], diffs.dtype)]
     )
     per = jax.vmap(_pair_hinge_one, in_axes=(None, 0, 0, None, None))(M, diffs, sign, u, l)
     return jnp.mean(per)
+
+
+def _check_triplets(M, d_ab, d_ac) -> None:
+    _check_diffs(M, ("d_ab", d_ab), ("d_ac", d_ac))
+    if d_ab.shape != d_ac.shape:
+        raise ValueError(
+            f"d_ab and d_ac must have the same shape, got {tuple(d_ab.shape)} and {tuple(d_ac.shape)}"
+        )
+    if d_ab.shape[0] == 0:
+        raise ValueError(
+            f"need at least one triplet: d_ab and d_ac are empty (shape {tuple(d_ab.shape)})"
+        )
 
 
 def _triplet_margin_one(M, d_ab, d_ac):
@@ -137,8 +171,12 @@ def triplet_hinge_loss(M: jax.Array, d_ab: jax.Array, d_ac: jax.Array, *, margin
     Returns:
       scalar.
 
+    Raises:
+      ValueError: ``d_ab``, ``d_ac`` not both ``[n, d]`` with ``n >= 1`` for a ``[d, d]`` ``M``.
+
     Reference: Schultz & Joachims, NIPS 2003; Weinberger & Saul (LMNN), JMLR 2009.
     """
+    _check_triplets(M, d_ab, d_ac)
     gap = jax.vmap(_triplet_margin_one, in_axes=(None, 0, 0))(M, d_ab, d_ac)
     return jnp.mean(jnp.maximum(margin + gap, 0.0))
 
@@ -158,7 +196,11 @@ def triplet_logistic_loss(
 
     Returns:
       scalar.
+
+    Raises:
+      ValueError: ``d_ab``, ``d_ac`` not both ``[n, d]`` with ``n >= 1`` for a ``[d, d]`` ``M``.
     """
+    _check_triplets(M, d_ab, d_ac)
     gap = jax.vmap(_triplet_margin_one, in_axes=(None, 0, 0))(M, d_ab, d_ac)
     return jnp.mean(jax.nn.softplus(margin + gap))
 
@@ -189,6 +231,9 @@ class _State(NamedTuple):
     f: jax.Array
     g: jax.Array
     t: jax.Array
+    informed: (
+        jax.Array
+    )  # t comes from curvature (Barzilai-Borwein) or from an earlier failed search
     opt_state: Any
     done: jax.Array
     converged: jax.Array
@@ -210,7 +255,7 @@ def _next_trial_step(dx, dg, t):
     sy = jnp.sum(dx * dg)
     bb = ss / jnp.where(sy > 0, sy, 1.0)
     ok = (sy > 0) & (ss > 0) & jnp.isfinite(bb)
-    return jnp.clip(jnp.where(ok, bb, 2.0 * t), 1e-30, 1e12)
+    return jnp.clip(jnp.where(ok, bb, 2.0 * t), 1e-30, 1e12), ok
 
 
 def _l1_value(x, w, diagonal):
@@ -277,6 +322,7 @@ def _run(
         f=f0,
         g=g0,
         t=jnp.asarray(step_size, dtype),
+        informed=jnp.asarray(False),
         opt_state=opt_state,
         done=~jnp.isfinite(f0),
         converged=jnp.asarray(False),
@@ -317,34 +363,61 @@ def _run(
 
     def body(s: _State) -> _State:
         grad_ok = jnp.all(jnp.isfinite(s.g))
+        eps10 = 10.0 * jnp.finfo(dtype).eps
+        xnorm_old = jnp.sqrt(jnp.sum(s.x * s.x))
+        gnorm = jnp.sqrt(jnp.sum(s.g * s.g))
         if optimizer is None:
-            x_new, _, t, ok = line_search(s.x, s.f, s.g, s.t)
+            # an uninformed first trial that cannot move x at machine precision (step_size far too
+            # small for the problem's scale) starts instead from the step moving x by its own norm
+            tiny_step = ~s.informed & (s.t * gnorm <= eps10 * xnorm_old) & (gnorm > 0)
+            t0 = jnp.where(tiny_step, xnorm_old / jnp.where(gnorm > 0, gnorm, 1.0), s.t)
+            x_try, _, t, ok = line_search(s.x, s.f, s.g, t0)
             opt_state = s.opt_state
-            # a failed search means no decrease at any tested step: stay (zero step, converged)
-            x_new = jnp.where(ok, x_new, s.x)
+            # a failed search (no decrease at any tested step) keeps x; it means convergence only
+            # when its smallest trial step was already at machine precision (below), else the
+            # next search resumes halving from where this one stopped
+            x_new = jnp.where(ok, x_try, s.x)
+            dx_try = jnp.sqrt(jnp.sum((x_try - s.x) ** 2))
         else:
             updates, opt_state = optimizer.update(s.g, s.opt_state, s.x)
             x_new = proj(optax.apply_updates(s.x, updates))
             t = jnp.asarray(jnp.nan, dtype)
+            ok = jnp.asarray(True)
         f_new, g_new = value_and_grad(x_new)
         if optimizer is None:
-            t_next = jnp.where(ok, _next_trial_step(x_new - s.x, g_new - s.g, t), s.t)
+            t_bb, bb_ok = _next_trial_step(x_new - s.x, g_new - s.g, t)
+            t_next = jnp.where(ok, t_bb, 0.5 * t)
+            informed = jnp.where(ok, bb_ok, True)
+            # a step accepted at the first trial of an uninformed step size (the caller's
+            # step_size, or a doubling) may just be far too short for the problem's scale: a
+            # small change or a tiny step then says nothing about convergence
+            trusted = s.informed | (t < t0) | ~ok
         else:
             t_next = s.t
+            informed = s.informed
+            trusted = jnp.asarray(True)
         F_old = total(s.x, s.f)
         F_new = total(x_new, f_new)
         dx = jnp.sqrt(jnp.sum((x_new - s.x) ** 2))
-        xnorm = jnp.sqrt(jnp.sum(x_new * x_new))
-        # no progress possible at machine precision (e.g. the line search found no decrease)
-        stalled = dx <= 10.0 * jnp.finfo(dtype).eps * jnp.maximum(xnorm, 1.0)
+        xnorm = jnp.maximum(jnp.sqrt(jnp.sum(x_new * x_new)), xnorm_old)
+        # no progress possible at machine precision, relative to the size of x (scale-free)
+        resolution = eps10 * xnorm
+        if optimizer is None:
+            stalled = jnp.where(ok, dx, dx_try) <= resolution
+            # a zero step is conclusive without an informed step size when the gradient is zero, or
+            # when the plain gradient step was resolvable and the projection/prox undid it (an
+            # optimum on the boundary of the cone)
+            stalled = stalled & (trusted | (gnorm == 0) | (t * gnorm > resolution))
+        else:
+            stalled = dx <= resolution
         denom = jnp.maximum(jnp.maximum(jnp.abs(F_old), jnp.abs(F_new)), jnp.finfo(dtype).tiny)
-        small_change = jnp.abs(F_new - F_old) <= tol * denom
+        small_change = ok & (jnp.abs(F_new - F_old) <= tol * denom)
         finite = jnp.isfinite(F_new) & grad_ok
-        converged = finite & (stalled | small_change)
+        converged = finite & (stalled | (trusted & small_change))
         i = s.it
         hist = {
             "objective": s.hist["objective"].at[i].set(F_new),
-            "grad_norm": s.hist["grad_norm"].at[i].set(jnp.sqrt(jnp.sum(s.g * s.g))),
+            "grad_norm": s.hist["grad_norm"].at[i].set(gnorm),
             "step": s.hist["step"].at[i].set(dx),
             "step_size": s.hist["step_size"].at[i].set(t),
         }
@@ -355,6 +428,7 @@ def _run(
             f=jnp.where(keep, f_new, s.f),
             g=jnp.where(keep, g_new, s.g),
             t=t_next.astype(dtype),
+            informed=informed,
             opt_state=opt_state,
             done=converged | ~finite,
             converged=converged,
@@ -379,6 +453,39 @@ def _check_float(value, name: str, *, minimum: float = 0.0, strict: bool = False
         op = ">" if strict else ">="
         raise ValueError(f"{name} must be a finite number {op} {minimum}, got {value!r}")
     return value
+
+
+def _check_finite_leaves(tree, name: str) -> None:
+    """``ValueError`` for a concrete floating array holding NaN/inf in ``args``/``regularizer_kwargs``.
+
+    Inside ``jit`` NaN data would only stop the loop at iteration 0 (``converged=False``), silently.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if is_traced(leaf) or not hasattr(leaf, "dtype"):
+            continue
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(np.all(np.isfinite(leaf))):
+            where = f"{name}{jax.tree_util.keystr(path)}"
+            raise ValueError(f"{where} contains NaN or infinite values (shape {tuple(leaf.shape)})")
+
+
+def _probe_regularizer(reg, x0, reg_kw, factored: bool) -> None:
+    """Evaluate the regularizer once on concrete inputs, so its own boundary checks run.
+
+    Inside the solver's ``jit`` the keyword arrays are traced and e.g. the LogDet prior's positive
+    definiteness check is skipped: a non-PD prior would make every objective value NaN/inf and stop the
+    loop at iteration 0 without an error.
+    """
+    if is_traced(x0) or any(is_traced(v) for v in jax.tree_util.tree_leaves(reg_kw)):
+        return
+    M = x0.T @ x0 if factored else x0
+    try:
+        reg(M, **reg_kw)
+    except TypeError as err:
+        name = getattr(reg, "__name__", repr(reg))
+        raise ValueError(
+            f"regularizer {name} does not accept regularizer_kwargs {sorted(reg_kw)} for a "
+            f"{tuple(M.shape)} metric: {err}"
+        ) from err
 
 
 def _solve(
@@ -433,6 +540,10 @@ def _solve(
         raise ValueError(
             f"args must be a tuple of extra objective arguments, got {type(args).__name__}"
         )
+    _check_finite_leaves(args, "args")
+    _check_finite_leaves(reg_kw, "regularizer_kwargs")
+    if reg is not None:
+        _probe_regularizer(reg, x0, reg_kw, factored)
     problem = _Problem(objective=objective, regularizer=reg, factored=factored)
     x, n_iter, converged, hist = _run(
         x0,
@@ -478,12 +589,17 @@ def projected_gradient(
 
     Each iteration: gradient ``g`` of the smooth part; candidate ``M+ = P(S(M - t g, t * l1_prox))``
     (``S`` soft-thresholding, ``P`` PSD projection); for ``optimizer="line_search"`` the step ``t``
-    starts at twice the last accepted one and halves until
-    ``f(M+) <= f(M) + <g, M+ - M> + ||M+ - M||^2 / (2t)``; for an optax optimizer
-    ``M+ = P(M + update)``. Stops when ``|F+ - F| <= tol max(|F|, |F+|)`` (``F`` the full objective) or
-    when the step is zero at machine precision (a line search that finds no decrease within
-    ``max_backtracks`` halvings keeps ``M``): converged; at ``max_iter``; or when the objective or
-    gradient becomes non-finite (not converged, the last finite iterate is returned).
+    starts at ``step_size``, later at the Barzilai-Borwein step ``<s, s> / <s, y>`` of the last move
+    (twice the last step where the curvature is not positive), and halves until the Armijo test
+    ``F(M+) <= F(M) + 1e-4 (<g, M+ - M> + h(M+) - h(M))`` holds (``h`` the L1 part); for an optax
+    optimizer ``M+ = P(M + update)``. Stops, converged, when ``|F+ - F| <= tol max(|F|, |F+|)`` (``F``
+    the full objective) or when the step is zero at machine precision relative to ``||M||``, provided
+    the step size was informed (a Barzilai-Borwein step, or one found by halving): a step accepted at
+    an uninformed first trial (``step_size``, or a doubling) may merely be too short for the
+    problem's scale. A line search that finds no decrease within ``max_backtracks`` halvings keeps
+    ``M``; the next one resumes halving where it stopped (converged once the trial step is zero at
+    machine precision). Also stops at ``max_iter``, or when the objective or gradient becomes
+    non-finite (not converged, the last finite iterate is returned).
 
     Args:
       objective: JAX function ``objective(M, *args) -> scalar`` (e.g. built from

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from metriclearn import psd
 
@@ -172,3 +173,33 @@ def test_bad_input():
         psd.components_to_metric(np.ones((0, 3)))
     with pytest.raises(ValueError, match="concrete"):
         jax.jit(psd.is_psd)(jnp.eye(2))
+
+
+def test_project_psd_gradient_finite_at_repeated_eigenvalues(x64):
+    # before: jax.grad through project_psd at M = I (eigh's eigenvector derivative) was all NaN
+    g = jax.grad(lambda M: jnp.sum(psd.project_psd(M) ** 2))(jnp.eye(3))
+    np.testing.assert_allclose(g, 2.0 * np.eye(3), atol=1e-12)  # P(I + E) = I + sym(E) near I
+    # against central finite differences at a repeated positive and a repeated negative eigenvalue
+    rng = np.random.default_rng(7)
+    Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    M = Q @ np.diag([2.0, 2.0, -1.0, -1.0]) @ Q.T
+    E = rng.standard_normal((4, 4))
+    h = 1e-6
+    fd = (_brute_projection(M + h * E) - _brute_projection(M - h * E)) / (2 * h)
+    _, jvp = jax.jvp(psd.project_psd, (jnp.asarray(M),), (jnp.asarray(E),))
+    np.testing.assert_allclose(jvp, fd, atol=1e-7)
+    # and at generic points, with an eigenvalue floor, forward and reverse mode
+    A = jnp.asarray(rng.standard_normal((3, 3)))
+    check_grads(lambda X: psd.project_psd(X, eps=0.1), (A,), order=1, modes=("fwd", "rev"))
+
+
+def test_huge_entries_stay_finite_in_float32():
+    # before: NaN for entries near the float32 maximum (M + Mᵀ overflowed; eigh failed)
+    A = np.array([[2.0, 0.5], [0.5, -1.0]])
+    big = (A * 1e38).astype(np.float32)
+    want = _brute_projection(A) * 1e38
+    for P in (psd.project_psd(big), jax.jit(psd.project_psd)(big)):
+        assert np.all(np.isfinite(np.asarray(P)))
+        np.testing.assert_allclose(np.asarray(P, np.float64), want, rtol=1e-5, atol=1e32)
+    L = np.asarray(psd.factor(psd.project_psd(big)), np.float64)
+    np.testing.assert_allclose(L.T @ L, want, rtol=1e-5, atol=1e32)

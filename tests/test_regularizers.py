@@ -195,3 +195,66 @@ def test_prior_matrix():
         R.prior_matrix("lda", X)
     with pytest.raises(ValueError, match="NaN"):
         R.prior_matrix(np.full((4, 4), np.nan), X)
+
+
+def test_float32_prior_numerically_singular_raises():
+    # condition number 1e9 is positive definite in float64 but singular in float32: before, the
+    # divergence of M = I from it came out inf (garbage Cholesky whitening), with no error
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
+    M0 = (Q * np.array([1.0, 1.0, 1e-9])) @ Q.T
+    with pytest.raises(ValueError, match="numerically singular in float32"):
+        R.logdet_divergence(jnp.eye(3), jnp.asarray(M0, jnp.float32))
+    with jax.enable_x64(True):  # fine in float64: D = sum(1/w - 1 + log w) over the eigenvalues
+        expect = 1e9 - 1 + np.log(1e-9)
+        assert np.isclose(float(R.logdet_divergence(jnp.eye(3), jnp.asarray(M0))), expect)
+
+
+def test_laplacian_and_knn_graph_translation_invariant_in_float32():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    W = np.abs(rng.normal(size=(30, 30)))
+    B = rng.normal(size=(3, 3))
+    M = B @ B.T
+    ref = 0.5 * sum(
+        W[i, j] * (X[i] - X[j]) @ M @ (X[i] - X[j]) for i in range(30) for j in range(30)
+    )
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    # before: 25% off at an offset of 1e4 (deg x_i - sum_j W_ij x_j cancelled)
+    for off in (0.0, 1e4):
+        assert abs(float(R.laplacian(f32(M), f32(X + off), f32(W))) - ref) < 1e-3 * ref
+    # before: 30 of the k-NN edges changed and weights moved by 0.78 when X was shifted by 1e3
+    G = np.asarray(R.knn_affinity(f32(X), k=4))
+    G_off = np.asarray(R.knn_affinity(f32(X + 1e3), k=4))
+    assert np.array_equal(G > 0, G_off > 0)
+    np.testing.assert_allclose(G_off, G, atol=2e-3)
+
+
+def test_knn_affinity_default_sigma_ignores_duplicates():
+    # before: sigma = median k-NN distance = 0 with duplicated points, so every other edge had
+    # weight exp(-d / tiny) = 0 and points 4, 5 were cut off from the graph
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    X[1] = X[2] = X[3] = X[0]
+    W = np.asarray(R.knn_affinity(X, k=2))
+    assert np.all(W.sum(1) > 0)
+    d2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    knn = np.sort(np.sqrt(d2), axis=1)[:, :2]
+    sigma = np.median(knn[knn > 0])
+    i, j = 4, int(np.argmin(d2[4]))
+    assert np.isclose(W[i, j], np.exp(-d2[i, j] / (2 * sigma**2)), rtol=1e-5)
+
+
+def test_bad_arguments_raise_value_error():
+    X = np.random.default_rng(1).normal(size=(8, 2))
+    for bad in ("a", True, [1.0]):
+        with pytest.raises(ValueError, match="sigma"):
+            R.knn_affinity(X, k=2, sigma=bad)
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        R.get_regularizer(["trace"])  # before: TypeError (unhashable)
+    # an int seed is a key, as everywhere in metriclearn (before: TypeError)
+    np.testing.assert_array_equal(
+        R.prior_matrix("random", X, key=3), R.prior_matrix("random", X, key=jax.random.key(3))
+    )
+    # an inverse covariance outside float32's range raises (before: inf entries)
+    with pytest.raises(ValueError, match="not representable"):
+        R.prior_matrix("covariance", np.asarray(X * 1e-20, np.float32))

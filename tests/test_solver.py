@@ -226,3 +226,98 @@ def test_loss_gradients(x64):
         lambda A: solver.triplet_hinge_loss(A, ab, ac, margin=0.3), (M,), order=1, modes=("rev",)
     )
     check_grads(lambda A: solver.triplet_logistic_loss(A, ab, ac), (M,), order=2, modes=("rev",))
+
+
+# ---------------------------------------------------------------------------------------------------
+# audit regressions: honest convergence flags at any scale, clear errors for bad data
+
+
+@pytest.mark.parametrize("scale", [1e14, 1e-9])
+def test_converged_flag_honest_at_extreme_objective_scales(x64, scale):
+    # c ||M - A||^2: the answer does not depend on c. Before, c = 1e14 stopped at iteration 1 with
+    # converged=True and M = M0 (the first search failed within 40 halvings of step_size=1), and
+    # c = 1e-9 likewise (the tiny first step changed F by less than tol)
+    A = jnp.asarray(A3)
+    res = solver.projected_gradient(lambda M, A: scale * sq_dist(M, A), jnp.eye(3), args=(A,))
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.M, psd.project_psd(A), atol=1e-9)
+
+
+def test_scaled_data_same_metric_in_float32():
+    # triplets scaled by s and prior by 1/s^2: the solution scales exactly by 1/s^2. Before, s = 1e3
+    # and s = 1e-2 stopped at iteration 1 (float32) reporting converged=True, 40-56% away
+    rng = np.random.default_rng(0)
+    ab = rng.normal(size=(30, 4)) * [1.0, 0.2, 1.0, 0.5]
+    ac = rng.normal(size=(30, 4)) * [0.2, 1.0, 1.0, 2.0]
+
+    def obj(M, ab, ac):
+        return solver.triplet_logistic_loss(M, ab, ac, margin=0.5)
+
+    sols = []
+    for s in (1.0, 1e3, 1e-2):
+        M0 = jnp.eye(4, dtype=jnp.float32) / s**2
+        args = (jnp.asarray(ab * s, jnp.float32), jnp.asarray(ac * s, jnp.float32))
+        res = solver.projected_gradient(
+            obj,
+            M0,
+            args=args,
+            regularizer="logdet",
+            regularizer_kwargs={"M0": M0},
+            lam=0.1,
+            tol=1e-9,
+        )
+        assert bool(res.converged)
+        sols.append(np.asarray(res.M, np.float64) * s**2)
+    for M in sols[1:]:
+        np.testing.assert_allclose(M, sols[0], atol=2e-3 * np.abs(sols[0]).max())
+
+
+def test_converges_at_once_at_an_optimum_and_on_the_boundary(x64):
+    # zero gradient at the start, and an optimum (0) where the projection undoes every step
+    res = solver.projected_gradient(sq_dist, jnp.asarray(psd.project_psd(A3)), args=(A3,))
+    assert bool(res.converged) and int(res.n_iter) == 1
+    neg = -jnp.asarray([[2.0, 0.5], [0.5, 1.0]])
+    res = solver.projected_gradient(sq_dist, jnp.zeros((2, 2)), args=(neg,))
+    assert bool(res.converged) and int(res.n_iter) == 1
+
+
+def test_empty_or_mismatched_tuples_raise():
+    M = jnp.eye(2)
+    e = jnp.zeros((0, 2))
+    # before: NaN (mean over an empty set)
+    with pytest.raises(ValueError, match="at least one pair"):
+        solver.pair_hinge_loss(M, e, e, u=1.0, l=2.0)
+    for f in (solver.triplet_hinge_loss, solver.triplet_logistic_loss):
+        with pytest.raises(ValueError, match="at least one triplet"):
+            f(M, e, e)
+        with pytest.raises(ValueError, match="same shape"):
+            f(M, jnp.ones((3, 2)), jnp.ones((2, 2)))
+        with pytest.raises(ValueError, match=r"d_ab must be \[n, 2\]"):
+            f(M, jnp.ones((3, 3)), jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"diffs_sim must be \[n, 2\]"):
+        solver.pair_hinge_loss(M, jnp.ones((3, 3)), jnp.ones((2, 2)), u=1.0, l=2.0)
+    # one empty side is fine
+    assert float(solver.pair_hinge_loss(M, e, jnp.ones((2, 2)), u=1.0, l=2.0)) == 0.0
+
+
+def test_bad_data_and_prior_raise_instead_of_stopping_silently():
+    # before: n_iter=0, converged=False, no error (the checks were skipped inside jit)
+    def f(M):
+        return jnp.sum(M * M)
+
+    with pytest.raises(ValueError, match="positive definite"):
+        solver.projected_gradient(
+            f, jnp.eye(2), regularizer="logdet", regularizer_kwargs={"M0": -jnp.eye(2)}, lam=1.0
+        )
+    with pytest.raises(ValueError, match=r"args\[0\] contains NaN"):
+        solver.projected_gradient(sq_dist, jnp.eye(2), args=(jnp.full((2, 2), jnp.nan),))
+    with pytest.raises(ValueError, match=r"regularizer_kwargs\['X'\] contains NaN"):
+        solver.projected_gradient(
+            f,
+            jnp.eye(2),
+            regularizer="laplacian",
+            lam=1.0,
+            regularizer_kwargs={"X": jnp.full((4, 2), jnp.nan), "W": jnp.ones((4, 4))},
+        )
+    with pytest.raises(ValueError, match="does not accept regularizer_kwargs"):
+        solver.projected_gradient(f, jnp.eye(2), regularizer="logdet", lam=1.0)
