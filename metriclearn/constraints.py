@@ -36,6 +36,7 @@ import numpy as np
 
 from metriclearn._validation import (
     as_key,
+    as_real,
     check_array,
     check_labels,
     check_positive_int,
@@ -122,22 +123,29 @@ def _similar_pairs(rng, codes, n_req):
 
 
 def _dissimilar_pairs(rng, codes, n_req):
-    """Distinct unordered pairs from different classes."""
+    """Distinct unordered pairs from different classes.
+
+    Pairs are ranked by class pair ``(c, c')``, ``c < c'`` (upper-triangle order), then member of
+    ``c``, then member of ``c'``. Unranking goes through the ``C`` blocks of a first class and the
+    class-sorted positions, so memory is ``O(n)``, never ``O(C^2)`` (huge with many classes).
+    """
     order, counts, starts = _class_layout(codes)
-    n_classes = len(counts)
-    ca, cb = np.triu_indices(n_classes, k=1)
-    per_pair = counts[ca] * counts[cb]
-    total = int(per_pair.sum())
+    n = len(codes)
+    end = starts + counts
+    per_first = counts * (n - end)  # pairs whose lower class is c
+    total = int(per_first.sum())
     k = min(n_req, total)
     if n_req > total:
         _shortfall("dissimilar pairs", n_req, total)
     lin = rng.choice(total, size=k, replace=False) if k else np.zeros(0, np.int64)
-    cum = np.cumsum(per_pair)
-    which = np.searchsorted(cum, lin, side="right")
-    local = lin - (cum[which] - per_pair[which])
-    ra, rb = np.divmod(local, counts[cb[which]])
-    a = order[starts[ca[which]] + ra]
-    b = order[starts[cb[which]] + rb]
+    cum = np.cumsum(per_first)
+    ca = np.searchsorted(cum, lin, side="right")
+    local = lin - (cum[ca] - per_first[ca])  # sum_{ca < c' < cb} n_ca n_c' + ra n_cb + rb
+    cls_of_pos = np.repeat(np.arange(len(counts)), counts)
+    cb = cls_of_pos[end[ca] + local // counts[ca]]
+    ra, rb = np.divmod(local - counts[ca] * (starts[cb] - end[ca]), counts[cb])
+    a = order[starts[ca] + ra]
+    b = order[starts[cb] + rb]
     return np.stack([a, b], axis=1)
 
 
@@ -455,6 +463,12 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
             d2[np.arange(d2.shape[0]), np.arange(s, s + d2.shape[0])] = np.inf
             part = np.argpartition(d2, k - 1, axis=1)[:, :k]
             dk = np.take_along_axis(d2, part, axis=1)
+            # argpartition keeps an arbitrary subset of the points tied at the k-th distance; where
+            # such ties straddle the cut, take the lowest indices (a stable sort of those rows)
+            tied = np.sum(d2 <= dk.max(axis=1, keepdims=True), axis=1) > k
+            if np.any(tied):
+                part[tied] = np.argsort(d2[tied], axis=1, kind="stable")[:, :k]
+                dk = np.take_along_axis(d2, part, axis=1)
             sort = np.lexsort((part, dk), axis=1)
             out[members[rows]] = members[np.take_along_axis(part, sort, axis=1)]
     return out.astype(np.int32)
@@ -496,7 +510,11 @@ def _impostor_block_stats(XL, y, target_idx, rows, margin):
     return d2, cand
 
 
-def _check_impostor_inputs(XL, y, target_idx):
+def _check_impostor_inputs(XL, y, target_idx, margin):
+    if not is_traced(margin):
+        m = as_real(margin, "margin")
+        if not np.isfinite(m):
+            raise ValueError(f"margin must be finite, got {margin!r}")
     XL = check_array(XL, "XL", ndim=2, min_rows=1)
     if is_traced(y):
         y = jnp.asarray(y)
@@ -541,7 +559,7 @@ def impostors(
       XL: ``[n, e]`` transformed inputs ``X @ L.T``.
       y: labels ``[n]`` (integer codes when called under ``jit``).
       target_idx: int ``[n, k]`` from :func:`target_neighbors`.
-      margin: the LMNN margin (1.0 in the paper).
+      margin: the LMNN margin (1.0 in the paper); finite (``ValueError`` otherwise).
       max_impostors: list length ``m`` (static). ``None`` means no truncation,
         ``m = n - min_c n_c`` (needs concrete ``y``).
       block_size: rows per block.
@@ -556,7 +574,7 @@ def impostors(
 
     Reference: Weinberger & Saul, JMLR 2009, section 3 (active set of impostors).
     """
-    XL, y, target_idx = _check_impostor_inputs(XL, y, target_idx)
+    XL, y, target_idx = _check_impostor_inputs(XL, y, target_idx, margin)
     n = XL.shape[0]
     if max_impostors is None:
         if is_traced(y):
@@ -597,7 +615,7 @@ def impostor_mask(XL, y, target_idx, *, margin: float = 1.0, block_size: int = 1
     Returns:
       bool ``[n, n]``.
     """
-    XL, y, target_idx = _check_impostor_inputs(XL, y, target_idx)
+    XL, y, target_idx = _check_impostor_inputs(XL, y, target_idx, margin)
     n = XL.shape[0]
     b, n_blocks = _block_rows(n, block_size)
     starts = jnp.arange(n_blocks) * b

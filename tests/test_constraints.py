@@ -69,6 +69,31 @@ def test_pairs_uniform_coverage_large():
     assert counts.min() > 0
 
 
+def test_dissimilar_pairs_memory_linear_in_n_with_many_classes():
+    # used to enumerate all C (C - 1) / 2 class pairs: ~8 GB for 30k singleton classes
+    import tracemalloc
+
+    y = np.arange(4000)
+    tracemalloc.start()
+    try:
+        idx, py = C.pairs(0, y, n_similar=0, n_dissimilar=50)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak  # O(n) work arrays, not O(C^2)
+    assert idx.shape == (50, 2) and len(as_set(idx)) == 50 and np.all(idx[:, 0] != idx[:, 1])
+
+
+def test_dissimilar_pairs_uniform_over_brute_force():
+    counts = dict.fromkeys(brute_dissimilar(Y), 0)
+    for seed in range(300):
+        idx, _ = C.pairs(seed, Y, n_similar=0, n_dissimilar=5)
+        for r in as_set(idx):
+            counts[r] += 1  # KeyError if a pair is not dissimilar
+    freq = np.array(list(counts.values())) / 300
+    assert freq.min() > 0.05 and freq.max() < 0.25  # each has probability 5/35 = 0.143
+
+
 def test_pairs_errors():
     with pytest.raises(ValueError, match="single class"):
         C.pairs(0, np.zeros(5), n_similar=1, n_dissimilar=1)
@@ -197,6 +222,19 @@ def test_target_neighbors_brute_force():
     np.testing.assert_array_equal(got, brute_targets(X, y, 3))
 
 
+def test_target_neighbors_ties_go_to_lower_index():
+    # integer grid: many exact distance ties at the k-th neighbour (argpartition picks arbitrarily)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, size=(30, 2)).astype(float)
+    y = rng.integers(0, 2, 30)
+    np.testing.assert_array_equal(C.target_neighbors(X, y, k=3), brute_targets(X, y, 3))
+    X = np.zeros((40, 2))  # all tied: the k lowest other indices of the class
+    y = np.repeat([0, 1], 20)
+    got = C.target_neighbors(X, y, k=3, block_size=7)
+    np.testing.assert_array_equal(got[5], [0, 1, 2])
+    np.testing.assert_array_equal(got[21], [20, 22, 23])
+
+
 def test_target_neighbors_errors():
     X = np.random.RandomState(0).randn(6, 2)
     with pytest.raises(ValueError, match="class 'b' has 2 member"):
@@ -245,6 +283,17 @@ def test_impostors_brute_force_and_jit():
         jax.jit(lambda a, b, c: C.impostors(a, b, c).idx)(XL, jnp.asarray(y), targets)
     with pytest.raises(ValueError, match="target_idx"):
         C.impostors(XL, y, targets[:5])
+
+
+@pytest.mark.parametrize("fn", [C.impostors, C.impostor_mask])
+def test_impostors_reject_nonfinite_margin(fn):
+    # a NaN margin used to give an empty impostor set (every comparison with NaN is False), silently
+    X = np.random.RandomState(0).randn(8, 2)
+    y = np.repeat([0, 1], 4)
+    targets = C.target_neighbors(X, y, k=1)
+    for bad in (float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="margin"):
+            fn(X, y, targets, margin=bad)
 
 
 def test_check_pairs_errors():
