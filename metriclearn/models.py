@@ -28,6 +28,7 @@ CVPR 2006; Hoffer & Ailon, "Deep metric learning using triplet network", SIMBAD 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,9 +72,28 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
 
     Returns:
       Array of the shape of ``x`` with rows of norm 1 (or 0 for all-zero rows).
+
+    The norm is computed in at least float32, and the floor is raised to ``1 / finfo(x.dtype).max``
+    where ``eps`` is below it (float16), so that ``eps * eps`` does not underflow to 0 (a NaN at zero)
+    and the gradient ``1 / eps`` stays representable.
     """
-    sq = jnp.sum(x * x, axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+    dtype = x.dtype
+    xf = x.astype(jnp.promote_types(dtype, jnp.float32))
+    if jnp.issubdtype(dtype, jnp.floating):
+        eps = jnp.maximum(jnp.asarray(eps, xf.dtype), 1.0 / float(jnp.finfo(dtype).max))
+    sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
+    return (xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))).astype(jnp.result_type(dtype, 1.0))
+
+
+def _flatten_batch(x: jax.Array, model: str) -> jax.Array:
+    """``[B, ...] -> [B, prod(...)]``; rank < 2 is refused (a single example would become a batch of
+    scalars), and an empty batch stays ``[0, features]``."""
+    if x.ndim < 2:
+        raise ValueError(
+            f"{model} needs x of shape [batch, n_features, ...], got {tuple(x.shape)} "
+            "(add a batch axis: x[None])"
+        )
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -132,7 +152,7 @@ class MLP(nn.Module):
         ``nn.Linear`` default: weights and bias uniform in ``+-1/sqrt(fan_in)``).
 
     Call: ``model.apply(params, x, train=False)`` with ``x`` ``[B, n_features]`` (extra trailing axes
-    are flattened) -> ``[B, embedding_dim]``.
+    are flattened; an input without a batch axis raises ``ValueError``) -> ``[B, embedding_dim]``.
     """
 
     hidden: Sequence[int] = (256, 256)
@@ -145,7 +165,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = _activation(self.activation)
-        h = x.reshape(x.shape[0], -1)
+        h = _flatten_batch(x, "MLP")
         for i, width in enumerate(self.hidden):
             h = act(_dense(int(width), h.shape[-1], self.initializer, f"dense_{i}")(h))
             if self.dropout > 0:
@@ -178,7 +198,7 @@ class ResMLP(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = _activation(self.activation)
         init = self.initializer
-        h = x.reshape(x.shape[0], -1)
+        h = _flatten_batch(x, "ResMLP")
         h = _dense(self.width, h.shape[-1], init, "stem")(h)
         for i in range(self.n_blocks):
             r = nn.LayerNorm(name=f"norm_{i}")(h)
@@ -201,7 +221,8 @@ class Conv1DNet(nn.Module):
       channels: output channels of each convolution.
       kernel_size: convolution width.
       hidden: width of the dense layer after the convolutions (0 for none).
-      embedding_dim, normalize, dropout, activation: as in :class:`MLP`.
+      dropout: dropout rate after the dense layer's activation (needs ``hidden > 0``).
+      embedding_dim, normalize, activation: as in :class:`MLP`.
     """
 
     channels: Sequence[int] = (32, 32, 32)
@@ -224,7 +245,12 @@ class Conv1DNet(nn.Module):
                     int(c), (self.kernel_size,), strides=(2,), padding="SAME", name=f"conv_{i}"
                 )(h)
             )
-        h = h.reshape(h.shape[0], -1)
+        h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
+        if self.dropout > 0 and not self.hidden:
+            raise ValueError(
+                f"Conv1DNet applies dropout after its dense layer: dropout={self.dropout} needs "
+                "hidden > 0 (hidden=0 would silently ignore it)"
+            )
         if self.hidden:
             h = act(nn.Dense(self.hidden, name="dense")(h))
             if self.dropout > 0:
@@ -243,7 +269,8 @@ class Conv2DNet(nn.Module):
       image_shape: ``(H, W, C)`` used to un-flatten 2-D inputs, e.g. ``(8, 8, 1)`` or ``(28, 28, 1)``.
       features: output channels of each stage.
       hidden: width of the dense layer (0 for none).
-      embedding_dim, normalize, dropout, activation: as in :class:`MLP`.
+      dropout: dropout rate after the dense layer's activation (needs ``hidden > 0``).
+      embedding_dim, normalize, activation: as in :class:`MLP`.
     """
 
     image_shape: Sequence[int] = (8, 8, 1)
@@ -279,7 +306,12 @@ class Conv2DNet(nn.Module):
             h = act(nn.Conv(int(f), (3, 3), padding="SAME", name=f"conv_{i}")(h))
             if h.shape[1] >= 2 and h.shape[2] >= 2:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-        h = h.reshape(h.shape[0], -1)
+        h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
+        if self.dropout > 0 and not self.hidden:
+            raise ValueError(
+                f"Conv2DNet applies dropout after its dense layer: dropout={self.dropout} needs "
+                "hidden > 0 (hidden=0 would silently ignore it)"
+            )
         if self.hidden:
             h = act(nn.Dense(self.hidden, name="dense")(h))
             if self.dropout > 0:
@@ -320,22 +352,39 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(
             f"model {name!r} has no option(s) {unknown}; valid: {', '.join(sorted(fields))}"
         )
-    if "hidden" in kwargs and isinstance(kwargs["hidden"], list):
-        kwargs["hidden"] = tuple(kwargs["hidden"])
-    _check_sizes(kwargs)
+    for seq in ("hidden", "channels", "features", "image_shape"):
+        if seq in kwargs and isinstance(kwargs[seq], list):
+            kwargs[seq] = tuple(kwargs[seq])
+    _check_sizes(kwargs, name)
     return cls(**kwargs)
 
 
-def _check_sizes(kwargs: dict[str, Any]) -> None:
+def _check_sizes(kwargs: dict[str, Any], name: str) -> None:
     """Out-of-range sizes and rates would build a model that trains to nothing or fails deep in JAX."""
-    if "embedding_dim" in kwargs:
-        check_positive_int(kwargs["embedding_dim"], "embedding_dim")
-    if "width" in kwargs:
-        check_positive_int(kwargs["width"], "width")
+    for key in ("embedding_dim", "width", "expansion", "kernel_size"):
+        if key in kwargs:
+            check_positive_int(kwargs[key], key)
+    if "n_blocks" in kwargs:
+        check_positive_int(kwargs["n_blocks"], "n_blocks", minimum=0)
+    for key in ("channels", "features"):  # conv stages: each needs output channels
+        if key in kwargs:
+            if not isinstance(kwargs[key], tuple):
+                raise ValueError(f"{key} must be a sequence of ints, got {kwargs[key]!r}")
+            for c in kwargs[key]:
+                check_positive_int(c, key)
+    if "image_shape" in kwargs:
+        shape = kwargs["image_shape"]
+        if not isinstance(shape, tuple) or len(shape) not in (2, 3):
+            raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {shape!r}")
+        for v in shape:
+            check_positive_int(v, "image_shape")
     hidden = kwargs.get("hidden")
-    if isinstance(hidden, tuple):  # MLP widths: each layer needs units
-        for h in hidden:
-            check_positive_int(h, "hidden")
+    if name in ("mlp",):  # MLP widths: each layer needs units
+        if hidden is not None:
+            if not isinstance(hidden, tuple):
+                raise ValueError(f"hidden must be a sequence of layer widths, got {hidden!r}")
+            for h in hidden:
+                check_positive_int(h, "hidden")
     elif hidden is not None:  # the conv nets' dense layer: 0 means none
         check_positive_int(hidden, "hidden", minimum=0)
     if "dropout" in kwargs:

@@ -2,8 +2,9 @@
 
 Each reducer takes the per-item losses and optional non-negative ``weights`` of the same shape (a 0/1
 mask from a miner, or multiplicities / importance weights) and returns a scalar. Items with weight 0
-do not count at all. Every reducer is jittable and NaN-safe: an empty selection gives exactly 0 with
-finite (zero) gradients.
+do not count at all (even an infinite or NaN loss in a masked slot); a NaN loss with non-zero weight
+gives NaN in every reducer. Integer losses are reduced in the default float dtype. Every reducer is
+jittable and NaN-safe: an empty selection gives exactly 0 with finite (zero) gradients.
 
     mean(l, w)        = sum_i w_i l_i / sum_i w_i                        (0 if sum_i w_i = 0)
     sum(l, w)         = sum_i w_i l_i
@@ -41,10 +42,21 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-def _weights(losses: jax.Array, weights: jax.Array | None) -> jax.Array:
+def _prepare(losses: jax.Array, weights: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Floating losses (integer/bool ones go to the default float, so fractional weights are not
+    truncated) and weights of the same dtype and shape."""
+    losses = jnp.asarray(losses)
+    if not jnp.issubdtype(losses.dtype, jnp.inexact):
+        losses = losses.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
     if weights is None:
-        return jnp.ones_like(losses)
-    return jnp.broadcast_to(jnp.asarray(weights, dtype=losses.dtype), losses.shape)
+        return losses, jnp.ones_like(losses)
+    return losses, jnp.broadcast_to(jnp.asarray(weights, dtype=losses.dtype), losses.shape)
+
+
+def _weighted(losses: jax.Array, w: jax.Array) -> jax.Array:
+    """``w * l`` with weight-0 items exactly 0 (a masked inf / NaN loss does not count); finite
+    losses keep ``w * l`` as is, so the gradient w.r.t. the weights is ``l`` even at ``w = 0``."""
+    return w * jnp.where(jnp.isfinite(losses) | (w != 0), losses, 0.0)
 
 
 def mean(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -57,8 +69,8 @@ def mean(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     Returns:
       Scalar.
     """
-    w = _weights(losses, weights)
-    return safe_divide(jnp.sum(w * losses), jnp.sum(w))
+    losses, w = _prepare(losses, weights)
+    return safe_divide(jnp.sum(_weighted(losses, w)), jnp.sum(w))
 
 
 def sum(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -71,8 +83,8 @@ def sum(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     Returns:
       Scalar.
     """
-    w = _weights(losses, weights)
-    return jnp.sum(w * losses)
+    losses, w = _prepare(losses, weights)
+    return jnp.sum(_weighted(losses, w))
 
 
 def avg_nonzero(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -88,10 +100,11 @@ def avg_nonzero(losses: jax.Array, weights: jax.Array | None = None) -> jax.Arra
     Returns:
       Scalar.
     """
-    w = _weights(losses, weights)
-    positive = (losses > 0) & (w > 0)
-    num = jnp.sum(jnp.where(positive, w * losses, 0.0))
-    den = jnp.sum(jnp.where(positive, w, 0.0))
+    losses, w = _prepare(losses, weights)
+    # NaN counts as "nonzero", so a NaN loss that carries weight surfaces (as in mean and sum)
+    counted = ~(losses <= 0) & (w > 0)
+    num = jnp.sum(jnp.where(counted, w * losses, 0.0))
+    den = jnp.sum(jnp.where(counted, w, 0.0))
     return safe_divide(num, den)
 
 

@@ -190,3 +190,57 @@ def test_torch_initializer_bounds():
     )
     with pytest.raises(ValueError, match="initializer.*lecun, torch"):
         _init(models.MLP(hidden=(4,), initializer="xavier"), jnp.zeros((1, 2)))
+
+
+@pytest.mark.parametrize(
+    "model", [models.MLP(hidden=(8,), embedding_dim=3), models.ResMLP(width=8)]
+)
+def test_mlps_refuse_unbatched_input(model):
+    # a single example [d] used to be taken as a batch of d scalars: params for 1 feature, [d, e] out
+    with pytest.raises(ValueError, match="needs x of shape"):
+        model.init(jax.random.key(0), jnp.zeros(5))
+    params = _init(model, jnp.zeros((1, 5)))
+    with pytest.raises(ValueError, match="needs x of shape"):
+        model.apply(params, jnp.zeros(5))
+
+
+@pytest.mark.parametrize("name,kw,shape", CASES[:4])
+def test_empty_batch_gives_empty_embeddings(name, kw, shape):
+    model = models.build_model(name, embedding_dim=7, **kw)
+    params = _init(model, jnp.zeros(shape))
+    assert model.apply(params, jnp.zeros((0, *shape[1:]))).shape == (0, 7)
+
+
+def test_l2_normalize_float16_zero_row_not_nan():
+    z = jnp.zeros((2, 3), jnp.float16)
+    out = models.l2_normalize(z)
+    assert out.dtype == jnp.float16 and np.all(np.asarray(out, np.float32) == 0.0)
+    g = jax.grad(lambda v: jnp.sum(models.l2_normalize(v)).astype(jnp.float32))(z)
+    assert np.all(np.isfinite(np.asarray(g, np.float32)))
+    v = models.l2_normalize(jnp.array([[3e-3, 4e-3]], jnp.float16))
+    np.testing.assert_allclose(np.asarray(v, np.float32), [[0.6, 0.8]], rtol=2e-3)
+
+
+@pytest.mark.parametrize("name,x", [("conv1d", jnp.zeros((2, 40))), ("conv2d", jnp.zeros((2, 64)))])
+def test_conv_dropout_without_dense_layer_is_refused(name, x):
+    # hidden=0 has no dense layer, so dropout used to be silently ignored in training
+    model = models.build_model(name, hidden=0, dropout=0.5, embedding_dim=4)
+    with pytest.raises(ValueError, match="needs hidden > 0"):
+        model.init(jax.random.key(0), x)
+
+
+def test_build_model_checks_conv_and_residual_sizes():
+    for name, kw, message in [
+        ("resmlp", {"n_blocks": -1}, "n_blocks must be an integer >= 0"),
+        ("resmlp", {"expansion": 0}, "expansion must be an integer >= 1"),
+        ("conv1d", {"kernel_size": 0}, "kernel_size must be an integer >= 1"),
+        ("conv1d", {"channels": (0, 8)}, "channels must be an integer >= 1"),
+        ("conv1d", {"hidden": (8,)}, "hidden must be an integer >= 0"),
+        ("conv2d", {"features": [4, 0]}, "features must be an integer >= 1"),
+        ("conv2d", {"image_shape": (-8, -8, 1)}, "image_shape must be an integer >= 1"),
+        ("conv2d", {"image_shape": (64,)}, r"image_shape must be \(H, W\)"),
+        ("mlp", {"hidden": 16}, "hidden must be a sequence"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            models.build_model(name, **kw)
+    assert models.build_model("conv2d", features=[4, 8]).features == (4, 8)
