@@ -289,6 +289,8 @@ def _select_rows(D, k_rows, hi, rows, offset, metric, on_row) -> None:
             if cols.size < k:
                 raise ValueError(f"metric {metric!r} produced infinite distances")
         vals = row[cols] + 0.0  # -0.0 -> 0.0 (on the host: XLA folds x + 0 to x)
+        if vals.size and np.min(vals) == -np.inf:  # -inf sits below every threshold: only k checks
+            raise ValueError(f"metric {metric!r} produced NaN or infinite distances")
         if D.dtype == np.float32:  # one int64 key: (distance bits, column)
             keys = (_monotone_bits(vals).astype(np.int64) << 32) | cols
             keys.sort()

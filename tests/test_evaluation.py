@@ -395,9 +395,15 @@ def test_selection_and_mesh_bad_input():
     def nan_metric(a, b):
         return jnp.sqrt(-1.0 - ((a - b) ** 2).sum(-1))
 
+    def neg_inf_metric(a, b):  # -inf for one reference point: would be every query's nearest
+        d = jnp.sqrt(((a - b) ** 2).sum(-1))
+        return jnp.where(jnp.all(b == X[0]), -jnp.inf, d)
+
     for sel in ("host", "device"):
         with pytest.raises(ValueError, match="NaN"):
             evaluation.knn_predict(X, y, X, metric=nan_metric, selection=sel)
+        with pytest.raises(ValueError, match="infinite distances"):
+            evaluation.knn_predict(X, y, X, metric=neg_inf_metric, selection=sel)
 
 
 def test_nmi_matches_sklearn_kmeans():
