@@ -563,6 +563,14 @@ def _solve(
     )
     if not is_traced(n_iter):
         k = int(n_iter)
+        if k == 0:  # max_iter >= 1: the loop stops before its first step only at a non-finite start
+            start = "L0" if factored else "M0"
+            raise ValueError(
+                f"the objective is not finite at the starting point {start} (shape "
+                f"{tuple(x0.shape)}): nothing to minimise from there. Check the data in args, and "
+                "that the regularizer is finite at the start (e.g. 'logdet' needs a positive "
+                "definite M: with factored_gradient, an L of full rank d)"
+            )
         hist = {name: h[:k] for name, h in hist.items()}
     return SolverResult(x, n_iter, converged, hist)
 
@@ -627,7 +635,8 @@ def projected_gradient(
       :class:`SolverResult` ``(M, n_iter, converged, history)``; ``M`` is symmetric PSD when ``project``.
 
     Raises:
-      ValueError: non-square/non-finite ``M0``, unknown regularizer/optimizer names, bad numbers.
+      ValueError: non-square/non-finite ``M0``, unknown regularizer/optimizer names, bad numbers, an
+        objective that is not finite at the (projected) start.
 
     Example::
 
@@ -688,6 +697,10 @@ def factored_gradient(
 
     Returns:
       :class:`SolverResult` with ``M`` holding the factor ``L [k, d]``.
+
+    Raises:
+      ValueError: as :func:`projected_gradient`; e.g. ``regularizer="logdet"`` with ``k < d`` (``L^T L``
+        is singular, the divergence infinite at the start).
 
     Example::
 

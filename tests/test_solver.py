@@ -154,9 +154,27 @@ def test_regularizer_by_name_and_under_jit(x64):
     assert hist.shape == (50,) and np.isnan(np.asarray(hist)[-1])
 
 
-def test_nonfinite_objective_stops_unconverged():
-    res = solver.projected_gradient(lambda M: jnp.log(-jnp.trace(M)), jnp.eye(2))
-    assert int(res.n_iter) == 0 and not bool(res.converged)
+def test_nonfinite_start_raises_and_stops_unconverged_under_jit():
+    def f(M):
+        return jnp.log(-jnp.trace(M))  # NaN on the PSD cone
+
+    # called eagerly: a clear error (it used to return M0 with n_iter=0, silently)
+    with pytest.raises(ValueError, match="not finite at the starting point M0"):
+        solver.projected_gradient(f, jnp.eye(2))
+    # factored with a rank-deficient L: L^T L singular, the LogDet divergence infinite at the start
+    with pytest.raises(ValueError, match="not finite at the starting point L0"):
+        solver.factored_gradient(
+            lambda L: jnp.sum(L * L),
+            jnp.ones((1, 3)),
+            regularizer="logdet",
+            regularizer_kwargs={"M0": jnp.eye(3)},
+            lam=1.0,
+        )
+    # under jit nothing can raise: the loop stops before its first step, not converged
+    n_iter, converged = jax.jit(
+        lambda M0: (lambda r: (r.n_iter, r.converged))(solver.projected_gradient(f, M0))
+    )(jnp.eye(2))
+    assert int(n_iter) == 0 and not bool(converged)
 
 
 def test_solver_errors():
