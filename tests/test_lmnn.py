@@ -118,6 +118,26 @@ def test_padding_rows_do_not_change_objective(x64):
     np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-14)
 
 
+def test_far_from_origin_matches_centred_data():
+    # float32 |a|^2 + |b|^2 - 2 a.b cancels far from the origin: iris shifted by 1e4 gave an
+    # objective of 132 instead of 4.0 at L = I, and fit_lmnn stopped at 118 instead of 1.5
+    X, y, L = tiny_problem(n=30)
+    X = X - X.mean(0)
+    targets = target_neighbors(X, y, k=2)
+    ref = float(lmnn_loss(L, X, y, targets))
+    np.testing.assert_allclose(float(lmnn_loss(L, X + 1e4, y, targets)), ref, rtol=1e-5)
+    a = fit_lmnn(X, y, n_neighbors=2, max_iter=5)
+    b = fit_lmnn(X + 1e4, y, n_neighbors=2, max_iter=5)
+    np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5)
+    np.testing.assert_allclose(b.components, a.components, rtol=1e-4, atol=1e-5)
+
+
+def test_overflowing_scale_raises_instead_of_inf():
+    X, y, _ = tiny_problem(n=30)
+    with pytest.raises(ValueError, match="not finite.*rescale"):
+        fit_lmnn(X.astype(np.float32) * 1e20, y, n_neighbors=2, max_iter=3)
+
+
 def test_bucket_sizes():
     assert lmnn._bucket(1437) == lmnn._bucket(1438) == 1536
     assert lmnn._bucket(20000) == 20480
@@ -279,7 +299,7 @@ def test_candidate_objective_with_all_candidates_equals_full_objective(x64):
 @pytest.mark.parametrize("solver", ["lbfgs", "gd"])
 def test_active_set_reaches_the_full_objective_optimum(solver):
     X, y = noisy_dims(n_per_class=60)
-    kw = dict(init="identity", max_iter=400, solver=solver)
+    kw = dict(init="identity", max_iter=1000, solver=solver)
     full = fit_lmnn(X, y, impostors="all", **kw)
     active = fit_lmnn(X, y, impostors="active_set", **kw)
     assert active.converged

@@ -359,6 +359,38 @@ def test_nca_bad_input():
         nca.fit_nca(X[:, 0], y)
 
 
+def test_nca_far_from_origin_matches_centred_data():
+    # float32 squared distances |a|^2 + |b|^2 - 2 a.b cancel far from the origin: shifting iris
+    # by 1e4 used to give -53 instead of -126 at L = I and a different fit
+    X, y = load_iris(return_X_y=True)
+    X = X - X.mean(0)
+    ref = float(nca.nca_objective(np.eye(4), X, y))
+    np.testing.assert_allclose(float(nca.nca_objective(np.eye(4), X + 1e4, y)), ref, rtol=1e-5)
+    a, b = nca.fit_nca(X, y, max_iter=10), nca.fit_nca(X + 1e4, y, max_iter=10)
+    np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5)
+    np.testing.assert_allclose(b.components, a.components, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["nca", "mlkr"])
+def test_numpy_integer_max_iter_is_accepted(which):
+    # GridSearchCV over np.arange(...) passes NumPy integers; they used to raise "must be an integer"
+    X, y = _toy()
+    fit = nca.fit_nca if which == "nca" else mlkr.fit_mlkr
+    res = fit(X, y, max_iter=np.int64(2))
+    assert 1 <= res.n_iter <= 2
+    with pytest.raises(ValueError, match="max_iter"):
+        fit(X, y, max_iter=np.int64(0))
+
+
+@pytest.mark.parametrize("which", ["nca", "mlkr"])
+def test_overflowing_scale_raises_instead_of_nan(which):
+    # finite float32 inputs whose squared distances overflow: a clear ValueError, not objective NaN
+    X, y = _toy()
+    fit = nca.fit_nca if which == "nca" else mlkr.fit_mlkr
+    with pytest.raises(ValueError, match="not finite.*rescale"):
+        fit(X.astype(np.float32) * 1e20, y, max_iter=3)
+
+
 # ----------------------------------------------------------------------------------------------------
 # MLKR
 
@@ -385,6 +417,18 @@ def test_mlkr_fit_decreases_loss_and_far_points_stay_finite():
     # kernel weights underflow in the linear domain for far-apart points: log-space keeps it finite
     far = mlkr.mlkr_objective(np.eye(4) * 100.0, X, t)
     assert np.isfinite(float(far))
+
+
+def test_mlkr_invariant_to_offsets_of_points_and_targets():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    t = X[:, 0] + 0.1 * rng.normal(size=60)
+    L = np.eye(4)
+    ref = float(mlkr.mlkr_objective(L, X, t))
+    np.testing.assert_allclose(float(mlkr.mlkr_objective(L, X + 1e4, t)), ref, rtol=1e-4)
+    np.testing.assert_allclose(float(mlkr.mlkr_objective(L, X, t + 1e6)), ref, rtol=1e-4)
+    a, b = mlkr.fit_mlkr(X, t, max_iter=10), mlkr.fit_mlkr(X + 1e4, t + 1e6, max_iter=10)
+    np.testing.assert_allclose(b.objective, a.objective, rtol=1e-4)
 
 
 def test_mlkr_bad_input():

@@ -49,6 +49,8 @@ from metriclearn._validation import (
 from metriclearn.constraints import target_neighbors
 from metriclearn.convex._common import (
     FitResult,
+    centred,
+    check_finite_objective,
     check_n_components,
     check_Xy,
     init_components,
@@ -269,7 +271,9 @@ def lmnn_loss(L, X, y, targets, *, regularization: float = 0.5, block_size: int 
 
     Reference: Weinberger & Saul, JMLR 2009, eq. (14).
     """
+    X_raw = X
     X = check_array(X, "X", ndim=2, min_rows=1)
+    X = centred(X_raw, X)
     L = check_array(L, "L", ndim=2, dtype=X.dtype)
     check_same_dim(L, X, "L", "X")
     if not is_traced(y):
@@ -581,8 +585,9 @@ def fit_lmnn(
       memory_size: L-BFGS history length.
       impostors: how the push term finds impostors. ``"all"``: every evaluation scans all
         differently labelled points (``O(n^2 r)`` per evaluation). ``"active_set"``: the scan runs
-        once per round of at most 10 iterations and collects each point's candidate impostors (those
-        within twice its impostor radius); evaluations inside a round cost ``O(n m r)``
+        once per round of at most 10 iterations and collects each point's ``m`` nearest differently
+        labelled points as candidate impostors (``m`` at least twice the largest number of active
+        impostors); evaluations inside a round cost ``O(n m r)``
         (``m`` candidates per point), and a round only counts as converged when a fresh scan shows no
         active impostor outside the candidates, so the result is exact at convergence (Weinberger &
         Saul 2009, sec. 5.1). ``"auto"`` (default): ``"active_set"`` from 4096 samples on.
@@ -593,7 +598,9 @@ def fit_lmnn(
 
     Raises:
       ValueError: NaN/inf in ``X``, ``len(y) != len(X)``, one class, a class with ``<= n_neighbors``
-        members (named in the message), ``n_components > d``, bad hyperparameters.
+        members (named in the message), ``n_components > d``, bad hyperparameters, or squared
+        distances overflowing ``X``'s dtype (``X`` is centred first, in float64, so an offset is
+        harmless; a scale near ``sqrt(finfo.max)`` is not).
 
     Example:
       >>> from sklearn.datasets import load_iris
@@ -607,7 +614,9 @@ def fit_lmnn(
     Classification", JMLR 2009.
     """
     k = check_positive_int(n_neighbors, "n_neighbors")
+    X_raw = X
     X, codes, n_classes = check_Xy(X, y, min_classes=2)
+    X = centred(X_raw, X)
     n, d = X.shape
     counts = np.bincount(codes)
     if counts.min() <= k:
@@ -672,6 +681,7 @@ def fit_lmnn(
             solver=solver,
             memory_size=memory_size,
         )
+    check_finite_objective(float(objective), X, "fit_lmnn")
     return FitResult(
         components=L, n_iter=int(it), converged=bool(converged), objective=float(objective)
     )

@@ -26,10 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array
+from metriclearn._validation import check_array, check_positive_int, is_traced
 from metriclearn.convex._common import (
     FitResult,
+    centred,
     check_components,
+    check_finite_objective,
     check_n_components,
     init_components,
     lbfgs_minimize,
@@ -91,6 +93,9 @@ def _mlkr_solve(L0, X, t, valid, max_iter, ftol, gtol, *, block: int):
 
 
 def _check_Xt(X, y):
+    """Validated ``(X, t)``, centred: the loss depends on differences of points and of targets only
+    (``hat t`` is a weighted mean, so shifting ``t`` shifts ``hat t`` alike)."""
+    X_raw = X
     X = check_array(X, "X", ndim=2, min_rows=2)
     if X.shape[1] < 1:
         raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
@@ -99,6 +104,14 @@ def _check_Xt(X, y):
         raise ValueError(f"y has {t.shape[0]} targets but X has {X.shape[0]} samples")
     if float(np.ptp(np.asarray(t))) == 0.0:
         raise ValueError("y is constant (a single target value): MLKR has nothing to learn")
+    X = centred(X_raw, X)
+    if is_traced(t):
+        return X, t
+    # Shift y only when its offset dominates its range (y = 2000 +- 10: float32 rounding of the
+    # offset swamps the residuals); small offsets keep their exact float32 values and fits.
+    t64 = np.asarray(y, dtype=np.float64)
+    if abs(t64.mean()) > np.ptp(t64):
+        t = jnp.asarray(t64 - t64.mean(), t.dtype)
     return X, t
 
 
@@ -133,6 +146,10 @@ def fit_mlkr(
         (default, as metric-learn) keeps scipy's ``ftol=2.2e-9, gtol=1e-5``.
       key: PRNG key for ``init="random"``.
 
+    ``X`` is centred first (mean taken in float64): the loss depends on differences only, and
+    float32 squared distances lose them far from the origin. ``ValueError`` if the loss at the
+    initial map overflows ``X``'s dtype (scale near ``sqrt(finfo.max)``).
+
     Returns:
       :class:`FitResult` with ``components [k, d]``, ``n_iter``, ``converged`` and
       ``objective = sum_i (y_i - hat y_i)^2``.
@@ -147,8 +164,7 @@ def fit_mlkr(
     """
     X, t = _check_Xt(X, y)
     k = check_n_components(n_components, X.shape[1])
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    max_iter = check_positive_int(max_iter, "max_iter")  # NumPy integers too (grid searches)
     ftol, gtol = lbfgs_tolerances(tol)
     if isinstance(init, str) and init == "lda":
         raise ValueError("init='lda' needs class labels; MLKR takes real targets: use 'pca'")
@@ -166,4 +182,5 @@ def fit_mlkr(
         jnp.asarray(gtol, X.dtype),
         block=block,
     )
+    check_finite_objective(float(res.value), X, "fit_mlkr", what="X's distances or y's residuals")
     return FitResult(res.params, int(res.n_iter), bool(res.converged), float(res.value))

@@ -30,9 +30,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from metriclearn._validation import check_positive_int
 from metriclearn.convex._common import (
     FitResult,
+    centred,
     check_components,
+    check_finite_objective,
     check_n_components,
     check_Xy,
     init_components,
@@ -101,7 +104,9 @@ def nca_objective(L, X, y) -> jax.Array:
       >>> bool(-150 <= nca_objective(jnp.eye(4), X, y) < 0)   # minus the expected correct count
       True
     """
+    X_raw = X
     X, codes, _ = check_Xy(X, y, min_per_class=1)
+    X = centred(X_raw, X)
     L = check_components(L, X)
     Xp, cp, valid, block = pad_for_softmax(X, codes, fill=-1)
     return _nca_loss_jit(L, Xp, cp, valid, block=block)
@@ -130,6 +135,10 @@ def fit_nca(
         keeps scipy's defaults ``ftol=2.2e-9, gtol=1e-5`` and runs closer to convergence).
       key: PRNG key for ``init="random"``.
 
+    ``X`` is centred first (mean taken in float64): the loss depends on differences only, and
+    float32 squared distances lose them far from the origin. ``ValueError`` if the loss at the
+    initial map overflows ``X``'s dtype (scale near ``sqrt(finfo.max)``).
+
     Returns:
       :class:`FitResult` with ``components [k, d]``, ``n_iter``, ``converged`` and
       ``objective = -sum_i p_i`` (``-n`` is the best possible value).
@@ -143,10 +152,11 @@ def fit_nca(
 
     Reference: Goldberger et al., "Neighbourhood Components Analysis", NIPS 2004.
     """
+    X_raw = X
     X, codes, _ = check_Xy(X, y, min_per_class=1)
+    X = centred(X_raw, X)
     check_n_components(n_components, X.shape[1])
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    max_iter = check_positive_int(max_iter, "max_iter")  # NumPy integers too (grid searches)
     ftol, gtol = lbfgs_tolerances(tol)
     L0 = init_components(X, codes, n_components=n_components, init=init, key=key)
     Xp, cp, valid, block = pad_for_softmax(X, codes, fill=-1)
@@ -160,4 +170,5 @@ def fit_nca(
         jnp.asarray(gtol, X.dtype),
         block=block,
     )
+    check_finite_objective(float(res.value), X, "fit_nca")
     return FitResult(res.params, int(res.n_iter), bool(res.converged), float(res.value))
