@@ -111,6 +111,34 @@ def test_itml_default_bounds_are_percentiles(x64):
     np.testing.assert_allclose(itml_bounds(P), np.percentile(sq, (5, 95)))
 
 
+def test_itml_bounds_points_far_from_the_origin(x64):
+    """A common offset leaves the squared distances (hence the bounds) unchanged."""
+    P, _ = make_pairs(n_pairs=30)
+    P = P.astype(np.float64)
+    np.testing.assert_allclose(itml_bounds(P + 1e8), itml_bounds(P), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e10, 1e-10])
+def test_itml_float32_extreme_feature_scale(data, scale):
+    """With default bounds the metric is invariant to the feature scale; in float32 the dual
+    variables' norm used to under/overflow and the sweeps stopped after one, far from the fit."""
+    P, py = data
+    ref = fit_itml(P, py)
+    res = fit_itml((P * scale).astype(np.float32), py)
+    assert res.n_iter == ref.n_iter and res.converged == ref.converged
+    np.testing.assert_allclose(res.M, ref.M, rtol=1e-3, atol=1e-4 * np.abs(ref.M).max())
+
+
+def test_sdml_float32_huge_features(data):
+    """Features ~1e19: K = sum y v v^T overflows float32 although the reduced eta * K is O(1); the
+    fit used to stop with "args[0] contains NaN or infinite values"."""
+    P, py = data
+    ref = np.asarray(fit_sdml(P, py).M)
+    M = np.asarray(fit_sdml((P * 1e19).astype(np.float32), py).M)
+    assert np.all(np.isfinite(M))
+    np.testing.assert_allclose(M, ref, rtol=0.02, atol=0.02 * np.abs(ref).max())
+
+
 def test_itml_satisfies_feasible_bounds(x64):
     """Feasible constraints (a metric stretching axis 0 and shrinking 1, 2 exists): nearly all hold."""
     rng = np.random.RandomState(0)
@@ -199,6 +227,33 @@ def test_bad_input(data, name):
         fit(P, py, **{prior_kw: -np.eye(5)})
     with pytest.raises(ValueError, match="unknown"):
         fit(P, py, **{prior_kw: "lda"})
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"solver": "optimal"}, {"solver": "alternating"}, {"diagonal": True}]
+)
+def test_mmc_all_similar_degenerate_raises(data, kw):
+    """sum_S d^2 = 0 for every M: the constraint bounds nothing (used to return an arbitrary M)."""
+    P, py = data
+    P = P.copy()
+    P[py == 1, 1] = P[py == 1, 0]
+    with pytest.raises(ValueError, match="every similar pair is degenerate"):
+        fit_mmc(P, py, **kw)
+
+
+@pytest.mark.parametrize("kw", [{"solver": "optimal"}, {"diagonal": True}])
+def test_mmc_unbounded_direction_warns_not_converged(data, kw):
+    """Feature 0 constant within every similar pair but not within dissimilar ones: the optimum is at
+    infinity along it, so no convergence can be reported (used to say converged=True)."""
+    P, py = data
+    P = P.copy()
+    P[py == 1, 1, 0] = P[py == 1, 0, 0]
+    with pytest.warns(UserWarning, match="unbounded"):
+        res = fit_mmc(P, py, **kw)
+    assert not res.converged and np.all(np.isfinite(np.asarray(res.M)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the bounded problem does not warn
+        assert fit_mmc(data[0], data[1], **kw).converged
 
 
 def test_mmc_all_dissimilar_degenerate_raises(data):

@@ -575,3 +575,14 @@ def test_scml_supervised_pipeline_compiles_once_per_bucket(data):
     for res in (first, second):
         _assert_psd_finite(res.M)
         assert np.any(np.asarray(res.weights) > 0)
+
+
+def test_scml_lda_basis_cap_warns():
+    """More directions than 2 scales x n centres x (C - 1) exist: n_basis was cut silently."""
+    from sklearn import datasets
+
+    X, y = datasets.load_iris(return_X_y=True)
+    X, y = X[::15], y[::15]  # 10 points, 3 classes: at most 2 * 10 * 2 = 40 directions
+    with pytest.warns(UserWarning, match="only 40 'lda' basis directions"):
+        B = scml.lda_basis(0, X, y, n_basis=100)
+    assert B.shape == (40, 4) and np.all(np.isfinite(np.asarray(B)))

@@ -80,6 +80,8 @@ def itml_bounds(pairs, *, key=None, max_points: int = 2000) -> tuple[float, floa
     """
     P = np.asarray(pairs, dtype=np.float64)
     pts = _unique_points(P)
+    # centred: |x|^2 + |y|^2 - 2 x.y cancels catastrophically for points far from the origin
+    pts = pts - pts.mean(axis=0)
     max_points = check_positive_int(max_points, "max_points", minimum=2)
     if len(pts) > max_points:
         key = jax.random.key(0) if key is None else key
@@ -198,9 +200,17 @@ def fit_itml(
             raise ValueError(f"bounds must be two positive finite numbers (u, l), got {bounds!r}")
         u, l = float(b[0]), float(b[1])
     M0 = prior_matrix(prior, _unique_points(P_np).astype(P_np.dtype), key=key, name="prior")
-    V = P[:, 0, :] - P[:, 1, :]
+    # The projections are invariant to v -> v / c, bounds -> bounds / c^2 (M unchanged; the duals
+    # scale by c^2). With c a power of two near the pair scale this is exact in floating point and
+    # keeps p = v^T M v and the duals O(1): in float32 the duals' norm in the stopping test otherwise
+    # underflows (features ~1e10) or overflows (~1e-10) and the loop stops after one sweep, wrong.
+    V64 = P_np[:, 0, :].astype(np.float64) - P_np[:, 1, :].astype(np.float64)
+    sq = np.sum(V64 * V64, axis=1)
+    sq = sq[sq > 0]
+    c2 = 2.0 ** (2 * int(np.round(0.5 * np.log2(np.mean(sq))))) if len(sq) else 1.0
+    V = (P[:, 0, :] - P[:, 1, :]) * jnp.asarray(1.0 / np.sqrt(c2), dtype)
     delta = jnp.asarray(yv, dtype)
-    xi0 = jnp.where(delta > 0, jnp.asarray(u, dtype), jnp.asarray(l, dtype))
+    xi0 = jnp.where(delta > 0, jnp.asarray(u / c2, dtype), jnp.asarray(l / c2, dtype))
     if np.isinf(gamma):
         gamma_proj, inv_gamma = 1.0, 0.0
     else:

@@ -58,7 +58,10 @@ Newton-Raphson there, here by projected gradient on the same objective
 ``sum_S d_M^2 - c log sum_D d_M`` over non-negative diagonals, ``c = diagonal_c``, returned unscaled).
 
 Degenerate pairs (``x = x'``) contribute zero to both sums (safe square root, zero gradient), never NaN;
-if *every* dissimilar pair is degenerate the objective is undefined and ``ValueError`` is raised.
+if *every* dissimilar pair is degenerate the objective is undefined, and if every similar pair is the
+constraint bounds nothing: both raise ``ValueError``. A direction (a feature, for ``diagonal``) with no
+similar-pair scatter that still separates dissimilar pairs makes the problem unbounded; ``"optimal"``
+and ``diagonal`` then warn and report ``converged=False`` (``"projection"`` is early-stopped anyway).
 
 Example::
 
@@ -341,6 +344,39 @@ def _project_nonneg_diagonal(M: jax.Array, floor: jax.Array) -> jax.Array:
     return jnp.diag(jnp.maximum(jnp.diagonal(M), floor))
 
 
+def _warn_if_unbounded(K: np.ndarray, Vd: np.ndarray, diagonal: bool) -> bool:
+    """``UserWarning`` when a direction without similar-pair scatter separates dissimilar pairs.
+
+    Along such a direction ``z`` (``z^T K_S z = 0``, some ``z . v_D != 0``; for the diagonal metric a
+    feature constant within every similar pair) ``g`` grows without bound while ``f`` stays put: the
+    optimum is at infinity and the returned metric only reflects where the solver stopped.
+    Returns whether it warned.
+    """
+    # per-feature scaling first: features of very different scales (breast_cancer) are not null
+    Kd = Vd.T @ Vd
+    s = np.sqrt(np.diag(K) + np.diag(Kd))
+    s = np.where(s > 0, s, 1.0)
+    Ks, Kd = K / np.outer(s, s), Kd / np.outer(s, s)
+    if diagonal:
+        null = np.diag(Ks) <= 1e-12
+        span = np.diag(Kd)[null].sum()
+    else:
+        w, U = np.linalg.eigh(Ks)
+        Un = U[:, w <= 1e-10 * w[-1]]
+        span = np.trace(Un.T @ Kd @ Un)
+    if span > 1e-6 * np.trace(Kd):
+        kind = "feature" if diagonal else "direction"
+        warnings.warn(
+            f"MMC: a {kind} with no similar-pair scatter separates dissimilar pairs, so the "
+            "objective is unbounded (its optimum is at infinity) and the metric returned only "
+            "reflects where the solver stopped; add similar pairs or use solver='projection'",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
+
+
 def fit_mmc(
     pairs,
     pair_y,
@@ -381,12 +417,14 @@ def fit_mmc(
       :class:`MMCResult` ``(M [d, d], n_iter, converged, accepted)``.
 
     Raises:
-      ValueError: bad pairs/labels, all dissimilar pairs degenerate, non-PD ``init``, bad numbers,
-        unknown ``solver``.
+      ValueError: bad pairs/labels, all dissimilar or all similar pairs degenerate, non-PD ``init``,
+        bad numbers, unknown ``solver``.
 
     Warns:
       UserWarning: ``"alternating"`` accepted no point (the initial metric is returned). The
         default ``"projection"`` starts from a feasible point and always accepts it.
+      UserWarning: ``"optimal"`` / ``diagonal`` on an unbounded problem (a direction without
+        similar-pair scatter separates dissimilar pairs); ``converged`` is then False.
 
     Reference: Xing, Ng, Jordan & Russell, "Distance metric learning, with application to clustering
     with side-information", NIPS 2002.
@@ -414,6 +452,11 @@ def fit_mmc(
     if not np.any(np.sum(Vd * Vd, axis=1) > 0):
         raise ValueError(
             "every dissimilar pair is degenerate (x = x'); MMC needs a dissimilar distance"
+        )
+    if not np.any(np.sum(Vs * Vs, axis=1) > 0):
+        raise ValueError(
+            "every similar pair is degenerate (x = x'); MMC's constraint sum_S d_M^2 <= t then "
+            "bounds nothing and the objective is unbounded: it needs a similar distance"
         )
     pts = np.unique(P_np.reshape(-1, d), axis=0)
     if not (isinstance(init, str) and init == "covariance"):
@@ -449,9 +492,8 @@ def fit_mmc(
             M = M0
         return MMCResult(jnp.asarray(0.5 * (M + M.T), dtype), int(it), bool(conv), int(n_acc))
     scale = float(np.trace(K)) / d
-    if not scale > 0:  # every similar pair degenerate: no preconditioning information
-        scale = float(np.sum(Vd * Vd)) / (d * len(Vd))
     eps = 1e-3 * scale
+    unbounded = _warn_if_unbounded(K, Vd, diagonal)
     if diagonal:
         p = 1.0 / np.sqrt(np.diag(K) + eps)
         Pm = np.diag(p)
@@ -492,4 +534,5 @@ def fit_mmc(
     if not np.all(np.isfinite(M)):  # cannot happen with finite inputs; never return NaN
         M = M0
     n_iter = int(res.n_iter)
-    return MMCResult(jnp.asarray(M, dtype), n_iter, bool(res.converged), n_iter)
+    converged = bool(res.converged) and not unbounded  # no optimum to converge to
+    return MMCResult(jnp.asarray(M, dtype), n_iter, converged, n_iter)

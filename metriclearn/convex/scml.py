@@ -283,7 +283,7 @@ def lda_basis(key, X, y, *, n_basis: int | None = None) -> jax.Array:
       n_basis: number of directions ``K``.
 
     Returns:
-      ``[K, d]`` unit rows.
+      ``[K, d]`` unit rows (at most ``2 n E``, with a warning when fewer than ``n_basis``).
     """
     X = check_array(X, "X", ndim=2, min_rows=2)
     n, d = X.shape
@@ -292,7 +292,14 @@ def lda_basis(key, X, y, *, n_basis: int | None = None) -> jax.Array:
     n_eig = min(n_classes - 1, d)
     K = min(20 * d, 2 * n * n_eig) if n_basis is None else check_positive_int(n_basis, "n_basis")
     n_clusters = min(math.ceil(K / (2 * n_eig)), n)
-    K = min(K, 2 * n_clusters * n_eig)
+    if K > 2 * n_clusters * n_eig:
+        warnings.warn(
+            f"SCML: only {2 * n_clusters * n_eig} 'lda' basis directions can be built from {n} "
+            f"points (2 scales x {n_clusters} centres x {n_eig} directions; n_basis={K} asked)",
+            UserWarning,
+            stacklevel=2,
+        )
+        K = 2 * n_clusters * n_eig
     start = _host_rng(key).choice(n, size=n_clusters, replace=False)
     # rows padded to a bucketed count (masked in k-means, label -1 so never a neighbour in the local
     # LDA): cross-validation folds of slightly different sizes share the compiled programs

@@ -156,10 +156,14 @@ def fit_sdml(
     ws, Us = np.linalg.eigh(S)
     M_init = (Us / ws) @ Us.T
     floor = 0.5 / (float(ws[-1]) + alpha * d)
+    # K and eta passed as K 2^-e, eta 2^e: the same products, exactly (a power of two), but K stays
+    # representable in float32 for huge features (~1e19: K ~ 1e40, while eta K is O(1))
+    k_max = float(np.abs(K).max())
+    e = int(np.floor(np.log2(k_max))) if k_max > 0 else 0
     res = projected_gradient(
         sdml_objective,
         jnp.asarray(M_init, dtype),
-        args=(jnp.asarray(K, dtype), jnp.asarray(eta, dtype)),
+        args=(jnp.asarray(K * 2.0**-e, dtype), jnp.asarray(eta * 2.0**e, dtype)),
         regularizer="logdet",
         regularizer_kwargs={"M0": jnp.asarray(M0, dtype)},
         lam=1.0,
