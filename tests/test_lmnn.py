@@ -136,6 +136,15 @@ def test_overflowing_scale_raises_instead_of_inf():
     X, y, _ = tiny_problem(n=30)
     with pytest.raises(ValueError, match="not finite.*rescale"):
         fit_lmnn(X.astype(np.float32) * 1e20, y, n_neighbors=2, max_iter=3)
+    # the objective function itself: called on concrete arrays it raises too (was inf); traced
+    # (under grad) it is not checked
+    Xbig = X.astype(np.float32) * 1e20
+    targets = target_neighbors(X, y, k=2)
+    L = jnp.eye(X.shape[1], dtype=jnp.float32)
+    with pytest.raises(ValueError, match="lmnn_loss: the objective at L is not finite"):
+        lmnn_loss(L, Xbig, y, targets)
+    assert np.isfinite(float(lmnn_loss(L, X.astype(np.float32), y, targets)))
+    jax.grad(lambda L: lmnn_loss(L, Xbig, y, targets))(L)
 
 
 def test_bucket_sizes():

@@ -389,6 +389,11 @@ def test_overflowing_scale_raises_instead_of_nan(which):
     fit = nca.fit_nca if which == "nca" else mlkr.fit_mlkr
     with pytest.raises(ValueError, match="not finite.*rescale"):
         fit(X.astype(np.float32) * 1e20, y, max_iter=3)
+    objective = nca.nca_objective if which == "nca" else mlkr.mlkr_objective
+    L = np.eye(X.shape[1], dtype=np.float32)
+    with pytest.raises(ValueError, match=f"{which}_objective: the objective at L is not finite"):
+        objective(L, X.astype(np.float32) * 1e20, y)  # was NaN
+    assert np.isfinite(float(objective(L, X.astype(np.float32), y)))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -91,16 +91,26 @@ def centred(X_raw, X: jax.Array) -> jax.Array:
     return jnp.asarray(A - A.mean(axis=0), X.dtype)
 
 
-def check_finite_objective(value: float, X: jax.Array, name: str, what: str = "X") -> None:
+def check_finite_objective(
+    value: float, X: jax.Array, name: str, what: str = "X", at: str = "the initial map"
+) -> None:
     """Raise ``ValueError`` when a fit ends with a non-finite objective: the solvers only accept
     finite steps, so the objective at the initial map overflowed (the data's scale is too large)."""
     if not np.isfinite(value):
         scale = float(jnp.max(jnp.abs(X)))
         raise ValueError(
-            f"{name}: the objective at the initial map is not finite ({value}) in {X.dtype}: the "
+            f"{name}: the objective at {at} is not finite ({value}) in {X.dtype}: the "
             f"squares of {what} overflow (largest |x - mean(x)| of X: {scale:.3g}); rescale "
             f"(e.g. sklearn.preprocessing.StandardScaler) or enable float64 (jax.enable_x64)"
         )
+
+
+def checked_objective(value: jax.Array, X: jax.Array, name: str, what: str = "X") -> jax.Array:
+    """``value`` of a public objective function; ``ValueError`` (via :func:`check_finite_objective`)
+    when it is concrete and not finite. Traced values (under ``jit`` / ``grad``) pass unchecked."""
+    if not is_traced(value):
+        check_finite_objective(float(value), X, name, what, at="L")
+    return value
 
 
 def check_Xy(

@@ -53,6 +53,7 @@ from metriclearn.convex._common import (
     check_finite_objective,
     check_n_components,
     check_Xy,
+    checked_objective,
     init_components,
     map_row_blocks,
     pad_rows,
@@ -293,7 +294,8 @@ def lmnn_loss(L, X, y, targets, *, regularization: float = 0.5, block_size: int 
         raise ValueError(f"block_size={block} must divide the number of samples n={n}")
     valid = jnp.ones((n,), bool)
     reg = jnp.asarray(regularization, X.dtype)
-    return _loss(L, X, jnp.asarray(y, jnp.int32), valid, targets, reg, block)
+    value = _loss(L, X, jnp.asarray(y, jnp.int32), valid, targets, reg, block)
+    return checked_objective(value, X, "lmnn_loss")
 
 
 def _candidate_terms(L, X, valid, targets, cand, cand_ok, reg, block):

@@ -33,6 +33,7 @@ from metriclearn.convex._common import (
     check_components,
     check_finite_objective,
     check_n_components,
+    checked_objective,
     init_components,
     lbfgs_minimize,
     lbfgs_tolerances,
@@ -120,7 +121,8 @@ def mlkr_objective(L, X, y) -> jax.Array:
     X, t = _check_Xt(X, y)
     L = check_components(L, X)
     Xp, tp, valid, block = pad_for_softmax(X, t)
-    return _mlkr_loss_jit(L, Xp, tp, valid, block=block)
+    value = _mlkr_loss_jit(L, Xp, tp, valid, block=block)
+    return checked_objective(value, X, "mlkr_objective", what="X's distances or y's residuals")
 
 
 def fit_mlkr(

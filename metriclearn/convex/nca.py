@@ -38,6 +38,7 @@ from metriclearn.convex._common import (
     check_finite_objective,
     check_n_components,
     check_Xy,
+    checked_objective,
     init_components,
     lbfgs_minimize,
     lbfgs_tolerances,
@@ -109,7 +110,7 @@ def nca_objective(L, X, y) -> jax.Array:
     X = centred(X_raw, X)
     L = check_components(L, X)
     Xp, cp, valid, block = pad_for_softmax(X, codes, fill=-1)
-    return _nca_loss_jit(L, Xp, cp, valid, block=block)
+    return checked_objective(_nca_loss_jit(L, Xp, cp, valid, block=block), X, "nca_objective")
 
 
 def fit_nca(
