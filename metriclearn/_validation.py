@@ -132,24 +132,41 @@ def check_same_dim(a, b, name_a: str, name_b: str) -> None:
         )
 
 
-def _label_kind(y: np.ndarray) -> str:
-    """The kind of values in a 1-D label array: ``"number"``, ``"string"``, ``"mixed"`` (both) or
-    ``"other"`` (``None``, complex or other objects)."""
+_KIND_PLURAL = {"number": "numbers", "string": "strings", "bytes": "bytes"}
+
+
+def _label_kinds(y: np.ndarray) -> set[str] | None:
+    """The kinds of values in a 1-D label array (``"number"``, ``"string"`` for str, ``"bytes"``), or
+    ``None`` for ``None``, complex or other objects. ``b"a"`` never equals ``"a"``: bytes are a kind
+    of their own."""
     if y.dtype.kind in "biuf":
-        return "number"
-    if y.dtype.kind in "US":
-        return "string"
+        return {"number"}
+    if y.dtype.kind == "U":
+        return {"string"}
+    if y.dtype.kind == "S":
+        return {"bytes"}
     if y.dtype.kind != "O":
-        return "other"
+        return None
     kinds = set()
     for v in y.tolist():
-        if isinstance(v, str | bytes):
+        if isinstance(v, str):
             kinds.add("string")
+        elif isinstance(v, bytes):
+            kinds.add("bytes")
         elif isinstance(v, numbers.Real):
             kinds.add("number")
         else:
-            return "other"
-    return "mixed" if len(kinds) > 1 else kinds.pop() if kinds else "number"
+            return None
+    return kinds or {"number"}
+
+
+def _label_kind(y: np.ndarray) -> str:
+    """The kind of values in a 1-D label array: ``"number"``, ``"string"``, ``"bytes"``, ``"mixed"``
+    (more than one) or ``"other"`` (``None``, complex or other objects)."""
+    kinds = _label_kinds(y)
+    if kinds is None:
+        return "other"
+    return "mixed" if len(kinds) > 1 else next(iter(kinds))
 
 
 def label_array(y, name: str = "y") -> np.ndarray:
@@ -171,12 +188,14 @@ def label_array(y, name: str = "y") -> np.ndarray:
     if y.dtype.kind == "c":
         raise ValueError(f"{name} must be real, got complex dtype {y.dtype}")
     if y.dtype.kind in "US" and not isinstance(seq, np.ndarray):
-        kind = _label_kind(np.asarray(list(seq), dtype=object))
+        values = np.asarray(list(seq), dtype=object)
     else:
-        kind = _label_kind(y) if y.dtype.kind == "O" else None
+        values = y if y.dtype.kind == "O" else None
+    kind = None if values is None else _label_kind(values)
     if kind == "mixed":
+        mixed = " and ".join(_KIND_PLURAL[k] for k in sorted(_label_kinds(values)))
         raise ValueError(
-            f"{name} mixes numbers and strings (e.g. 0 and '0' would be one class); "
+            f"{name} mixes {mixed} (e.g. 0 and '0' would be one class, and b'a' never equals 'a'); "
             "give labels of one kind"
         )
     if kind == "other":
@@ -194,8 +213,8 @@ def check_comparable_labels(a: np.ndarray, b: np.ndarray, name_a: str, name_b: s
     ka, kb = _label_kind(a), _label_kind(b)
     if ka != kb:
         raise ValueError(
-            f"{name_a} holds {ka}s ({a.dtype}) but {name_b} holds {kb}s ({b.dtype}); no label of "
-            "one can equal a label of the other"
+            f"{name_a} holds {_KIND_PLURAL.get(ka, ka)} ({a.dtype}) but {name_b} holds "
+            f"{_KIND_PLURAL.get(kb, kb)} ({b.dtype}); no label of one can equal a label of the other"
         )
 
 

@@ -429,20 +429,6 @@ def _nearest(
 # --------------------------------------------------------------------------------------------------
 
 
-def _string_type(y: np.ndarray) -> str | None:
-    """``"bytes"``, ``"str"``, ``"both"`` or ``None`` (no strings) for a label array."""
-    if y.dtype.kind == "S":
-        return "bytes"
-    if y.dtype.kind == "U":
-        return "str"
-    if y.dtype.kind != "O":
-        return None
-    kinds = {
-        "bytes" if isinstance(v, bytes) else "str" for v in y.tolist() if isinstance(v, str | bytes)
-    }
-    return None if not kinds else kinds.pop() if len(kinds) == 1 else "both"
-
-
 def _exact_in(y: np.ndarray, dtype: np.dtype) -> bool:
     """Whether every value of the numeric label array ``y`` is exactly representable in float ``dtype``."""
     if y.dtype.kind not in "iu" or y.size == 0:
@@ -461,13 +447,7 @@ def _comparable_labels(
     or ``int64`` beyond ``2**53`` with ``float64``) would merge distinct classes: they are compared as
     Python numbers (object arrays) instead.
     """
-    check_comparable_labels(a, b, name_a, name_b)
-    sa, sb = _string_type(a), _string_type(b)
-    if "both" in (sa, sb) or {sa, sb} == {"bytes", "str"}:
-        raise ValueError(
-            f"{name_a} ({a.dtype}) and {name_b} ({b.dtype}) mix bytes and str labels, which never "
-            "compare equal (b'a' != 'a'); decode the bytes first"
-        )
+    check_comparable_labels(a, b, name_a, name_b)  # numbers, str and bytes never compare equal
     if a.dtype.kind in "biuf" and b.dtype.kind in "biuf" and a.dtype != b.dtype:
         common = np.result_type(a.dtype, b.dtype)
         if common.kind == "f" and not (_exact_in(a, common) and _exact_in(b, common)):

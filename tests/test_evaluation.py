@@ -620,11 +620,18 @@ def test_integer_labels_are_not_merged_by_float_promotion():
 def test_bytes_and_str_labels_are_refused_not_compared():
     X = np.arange(6.0)[:, None]
     yb, ys = np.array([b"a", b"b"] * 3), np.array(["a", "b"] * 3)
-    with pytest.raises(ValueError, match="mix bytes and str"):  # was: accuracy 0.0
-        evaluation.knn_accuracy(X, yb, X, ys, k=1)
-    with pytest.raises(ValueError, match="mix bytes and str"):
+    with pytest.raises(ValueError, match="train_y holds bytes .* test_y holds strings"):
+        evaluation.knn_accuracy(X, yb, X, ys, k=1)  # was: accuracy 0.0
+    with pytest.raises(ValueError, match="labels holds strings .* ref_labels holds bytes"):
         evaluation.retrieval_metrics(X, ys, X + 0.1, yb, nmi=False, k_values=(1,))
     assert evaluation.knn_accuracy(X, yb, X, yb, k=1) == 1.0
+    # within one label array: an object array raised TypeError in np.unique, and a list was turned
+    # into str by NumPy (b"a" merged with "a")
+    mixed_obj = np.array([b"a", "a", b"b", "b", "a", "b"], dtype=object)
+    with pytest.raises(ValueError, match="test_y mixes bytes and strings"):
+        evaluation.knn_accuracy(X, ys, X, mixed_obj, k=1)
+    with pytest.raises(ValueError, match="labels mixes bytes and strings"):
+        evaluation.retrieval_metrics(X, [b"a", "a", b"b", "b", "a", "b"], nmi=False)
 
 
 def test_accuracy_at_threshold_takes_0d_arrays():
