@@ -617,6 +617,15 @@ def test_integer_labels_are_not_merged_by_float_promotion():
     assert acc == 0.0
 
 
+def test_embeddings_without_features_are_refused():
+    # [n, 0]: every distance 0, every neighbour a tie (was accepted; NMI then failed in scikit-learn)
+    y = np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="embeddings must have at least one feature column"):
+        evaluation.retrieval_metrics(np.zeros((4, 0)), y)
+    with pytest.raises(ValueError, match="train_X must have at least one feature column"):
+        evaluation.knn_accuracy(np.zeros((4, 0)), y, np.zeros((2, 0)), y[:2], k=1)
+
+
 def test_bytes_and_str_labels_are_refused_not_compared():
     X = np.arange(6.0)[:, None]
     yb, ys = np.array([b"a", b"b"] * 3), np.array(["a", "b"] * 3)
