@@ -923,6 +923,11 @@ def _check_resumable(workdir: str, cfg: Mapping[str, Any], checkpoint_every: int
         )
 
 
+def _listing(directory: str) -> list[str]:
+    """Sorted entries of ``directory`` ([] if it does not exist)."""
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
 def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
     """Run one experiment from a config and write its results into ``workdir``.
 
@@ -946,7 +951,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
       The metrics dict written to ``metrics.json``.
 
     Raises:
-      ValueError: unknown config keys or names (dataset, model, loss, miner, optimizer).
+      ValueError: unknown config keys or names (dataset, model, loss, miner, optimizer), or settings
+        that :func:`fit` refuses; a refused run leaves ``workdir``'s ``config.json`` as it was (and no
+        new, empty ``workdir``).
 
     Example::
 
@@ -968,6 +975,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         )
     as_key(cfg["seed"], "seed")  # before the data are loaded, named as in the config
     workdir = os.fspath(workdir)
+    created = not os.path.isdir(workdir)
     os.makedirs(workdir, exist_ok=True)
 
     X_tr, y_tr, X_te, y_te, feature_shape = load_split(
@@ -988,30 +996,51 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
     )
     checkpoint_every = int(cfg["checkpoint_every"])
     _check_resumable(workdir, cfg, checkpoint_every)
-    with open(os.path.join(workdir, "config.json"), "w") as fh:
+    config_path = os.path.join(workdir, "config.json")
+    previous = None
+    if os.path.isfile(config_path):
+        with open(config_path) as fh:
+            previous = fh.read()
+    checkpoints_before = _listing(os.path.join(workdir, "checkpoints"))
+    # written before training, so that an interrupted run's checkpoints can be checked on resume
+    with open(config_path, "w") as fh:
         json.dump(plain(cfg), fh, indent=2, sort_keys=True)
 
     t0 = time.perf_counter()
-    result = fit(
-        model,
-        loss_spec,
-        optimizer,
-        X_tr,
-        y_tr,
-        X_te,
-        y_te,
-        key=int(cfg["seed"]),
-        epochs=int(cfg["epochs"]),
-        batch_size=int(cfg["batch_size"]),
-        m_per_class=int(cfg["m_per_class"]),
-        n_batches=cfg["n_batches"],
-        eval_every=int(cfg["eval_every"]),
-        checkpoint_dir=os.path.join(workdir, "checkpoints") if checkpoint_every > 0 else None,
-        checkpoint_every=checkpoint_every,
-        normalize_curves=bool(cfg["normalize_curves"]),
-        progress=bool(cfg["progress"]),
-        mesh=parallel.mesh_from_config(cfg),
-    )
+    try:
+        result = fit(
+            model,
+            loss_spec,
+            optimizer,
+            X_tr,
+            y_tr,
+            X_te,
+            y_te,
+            key=int(cfg["seed"]),
+            epochs=int(cfg["epochs"]),
+            batch_size=int(cfg["batch_size"]),
+            m_per_class=int(cfg["m_per_class"]),
+            n_batches=cfg["n_batches"],
+            eval_every=int(cfg["eval_every"]),
+            checkpoint_dir=os.path.join(workdir, "checkpoints") if checkpoint_every > 0 else None,
+            checkpoint_every=checkpoint_every,
+            normalize_curves=bool(cfg["normalize_curves"]),
+            progress=bool(cfg["progress"]),
+            mesh=parallel.mesh_from_config(cfg),
+        )
+    except ValueError:
+        # fit refused the settings (a diverging run raises FloatingPointError instead). Unless it
+        # wrote checkpoints, which the new config describes, the workdir keeps the config it had:
+        # not one of a run that never ran
+        if _listing(os.path.join(workdir, "checkpoints")) == checkpoints_before:
+            if previous is None:
+                os.remove(config_path)
+                if created and not os.listdir(workdir):
+                    os.rmdir(workdir)
+            else:
+                with open(config_path, "w") as fh:
+                    fh.write(previous)
+        raise
     wall = time.perf_counter() - t0
     out: dict[str, Any] = {k: result.metrics.get(k, math.nan) for k in METRIC_KEYS}
     out.update(

@@ -286,6 +286,21 @@ def test_benchmark_burn_in_trains_both_networks_before_timing(monkeypatch):
             bench.main(bad)
 
 
+def test_run_refused_by_fit_leaves_the_config_as_it_was(tmp_path):
+    """--epochs=0 is refused by fit, after config.json used to be written: a config of a run that
+    never ran was left behind (or replaced the previous run's)."""
+    fresh = tmp_path / "fresh"
+    with pytest.raises(app.UsageError, match="epochs"):
+        deep.run(_parse([*TINY, "--epochs=0", f"--workdir={fresh}"]))
+    assert not fresh.exists()  # neither a config nor an empty workdir
+    workdir = tmp_path / "run"
+    deep.run(_parse([*TINY, "--epochs=1", f"--workdir={workdir}"]))
+    before = (workdir / "config.json").read_text()
+    with pytest.raises(app.UsageError, match="epochs"):
+        deep.run(_parse([*TINY, "--epochs=0", f"--workdir={workdir}"]))
+    assert (workdir / "config.json").read_text() == before
+
+
 def test_resume_under_other_settings_is_refused(tmp_path):
     """A second run in a workdir with checkpoints resumed whatever its settings: --seed=1 returned
     the seed-0 run's results, untrained. Only epochs, eval_every, checkpoint_every, progress and
