@@ -191,16 +191,16 @@ def label_array(y, name: str = "y") -> np.ndarray:
         values = np.asarray(list(seq), dtype=object)
     else:
         values = y if y.dtype.kind == "O" else None
-    kind = None if values is None else _label_kind(values)
-    if kind == "mixed":
-        mixed = " and ".join(_KIND_PLURAL[k] for k in sorted(_label_kinds(values)))
+    kinds = None if values is None else _label_kinds(values)  # one pass over object labels
+    if values is not None and kinds is None:
+        raise ValueError(f"{name} must hold numbers or strings (no None or other objects)")
+    if kinds is not None and len(kinds) > 1:
+        mixed = " and ".join(_KIND_PLURAL[k] for k in sorted(kinds))
         raise ValueError(
             f"{name} mixes {mixed} (e.g. 0 and '0' would be one class, and b'a' never equals 'a'); "
             "give labels of one kind"
         )
-    if kind == "other":
-        raise ValueError(f"{name} must hold numbers or strings (no None or other objects)")
-    if y.dtype.kind == "O" and kind == "number":
+    if y.dtype.kind == "O" and kinds == {"number"}:
         y = np.asarray(y.tolist())  # a numeric dtype, so the NaN check below applies
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise ValueError(f"{name} contains NaN or infinite labels")

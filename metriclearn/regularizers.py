@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import as_key, check_array, check_positive_int, is_traced
+from metriclearn._validation import as_key, as_real, check_array, check_positive_int, is_traced
 from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
@@ -300,8 +300,7 @@ def knn_affinity(X, *, k: int = 5, sigma: float | None = None) -> jax.Array:
     if k >= n:
         raise ValueError(f"k must be smaller than the number of points n={n}, got k={k}")
     if sigma is not None:
-        if isinstance(sigma, bool) or not isinstance(sigma, int | float | np.floating | np.integer):
-            raise ValueError(f"sigma must be a positive finite number or None, got {sigma!r}")
+        sigma = as_real(sigma, "sigma")  # not bool or str
         if not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
     X = X - jnp.mean(X, axis=0)  # |x|^2 + |y|^2 - 2 x.y loses small distances far from the origin

@@ -997,11 +997,12 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
     checkpoint_every = int(cfg["checkpoint_every"])
     _check_resumable(workdir, cfg, checkpoint_every)
     config_path = os.path.join(workdir, "config.json")
+    ckpt_dir = os.path.join(workdir, "checkpoints")
     previous = None
     if os.path.isfile(config_path):
         with open(config_path) as fh:
             previous = fh.read()
-    checkpoints_before = _listing(os.path.join(workdir, "checkpoints"))
+    checkpoints_before = _listing(ckpt_dir)
     # written before training, so that an interrupted run's checkpoints can be checked on resume
     with open(config_path, "w") as fh:
         json.dump(plain(cfg), fh, indent=2, sort_keys=True)
@@ -1022,7 +1023,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
             m_per_class=int(cfg["m_per_class"]),
             n_batches=cfg["n_batches"],
             eval_every=int(cfg["eval_every"]),
-            checkpoint_dir=os.path.join(workdir, "checkpoints") if checkpoint_every > 0 else None,
+            checkpoint_dir=ckpt_dir if checkpoint_every > 0 else None,
             checkpoint_every=checkpoint_every,
             normalize_curves=bool(cfg["normalize_curves"]),
             progress=bool(cfg["progress"]),
@@ -1032,7 +1033,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         # fit refused the settings (a diverging run raises FloatingPointError instead). Unless it
         # wrote checkpoints, which the new config describes, the workdir keeps the config it had:
         # not one of a run that never ran
-        if _listing(os.path.join(workdir, "checkpoints")) == checkpoints_before:
+        if _listing(ckpt_dir) == checkpoints_before:
             if previous is None:
                 os.remove(config_path)
                 if created and not os.listdir(workdir):
