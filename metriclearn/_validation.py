@@ -64,6 +64,7 @@ def check_array(
     *,
     ndim: int | Sequence[int] | None = None,
     min_rows: int = 0,
+    min_features: int = 0,
     allow_nonfinite: bool = False,
     dtype=None,
 ) -> jax.Array:
@@ -74,6 +75,8 @@ def check_array(
       name: argument name used in error messages.
       ndim: required rank (or tuple of allowed ranks); ``None`` accepts any.
       min_rows: minimum size of the first axis.
+      min_features: minimum size of the last axis of a 2-D or higher array (1: no ``[n, 0]`` data,
+        where every distance is 0).
       allow_nonfinite: skip the NaN/inf check.
       dtype: target dtype; default keeps a floating input's dtype, else ``float_dtype()``.
 
@@ -107,6 +110,9 @@ def check_array(
             raise ValueError(f"{name} must be {want}-dimensional, got shape {tuple(arr.shape)}")
     if arr.ndim and arr.shape[0] < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} rows, got shape {tuple(arr.shape)}")
+    if arr.ndim >= 2 and arr.shape[-1] < min_features:
+        what = "one feature" if min_features == 1 else f"{min_features} features"
+        raise ValueError(f"{name} must have at least {what}, got shape {tuple(arr.shape)}")
     if not allow_nonfinite and not is_traced(arr):
         if not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))

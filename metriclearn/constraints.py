@@ -708,9 +708,7 @@ def knn_triplets(
     Reference: Shi, Bellet & Sha, "Sparse Compositional Metric Learning", AAAI 2014 (experimental
     setting); Weinberger & Saul, JMLR 2009 (target neighbours and impostors).
     """
-    X = check_array(X, "X", ndim=2, min_rows=1)
-    if X.shape[1] == 0:
-        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
+    X = check_array(X, "X", ndim=2, min_rows=1, min_features=1)
     y_arr = np.asarray(y)
     codes = check_labels(y_arr, X.shape[0], min_classes=2)
     k_genuine = check_positive_int(k_genuine, "k_genuine")

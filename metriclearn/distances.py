@@ -867,9 +867,7 @@ def _validate_named(name: str, X: jax.Array, Y: jax.Array | None, kw: dict) -> d
 
 
 def _check_data(X, Y):
-    X = check_array(X, "X", ndim=2, min_rows=1)
-    if X.shape[1] == 0:
-        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
+    X = check_array(X, "X", ndim=2, min_rows=1, min_features=1)
     if Y is not None:
         Y = check_array(Y, "Y", ndim=2, min_rows=1)
         check_same_dim(X, Y, "X", "Y")

@@ -429,15 +429,6 @@ def _nearest(
 # --------------------------------------------------------------------------------------------------
 
 
-def _with_features(X: jax.Array, name: str) -> jax.Array:
-    """``X [n, d]`` with ``d >= 1``: with no feature every distance is 0, every neighbour a tie."""
-    if X.shape[1] == 0:
-        raise ValueError(
-            f"{name} must have at least one feature column, got shape {tuple(X.shape)}"
-        )
-    return X
-
-
 def _exact_in(y: np.ndarray, dtype: np.dtype) -> bool:
     """Whether every value of the numeric label array ``y`` is exactly representable in float ``dtype``."""
     if y.dtype.kind not in "iu" or y.size == 0:
@@ -511,7 +502,7 @@ def knn_predict(
       >>> knn_predict(np.array([[0.], [1.], [10.]]), np.array([0, 0, 1]), np.array([[0.4], [9.]]), k=1)
       array([0, 1])
     """
-    train_X = _with_features(check_array(train_X, "train_X", ndim=2, min_rows=1), "train_X")
+    train_X = check_array(train_X, "train_X", ndim=2, min_rows=1, min_features=1)
     test_X = check_array(test_X, "test_X", ndim=2, min_rows=1)
     check_same_dim(train_X, test_X, "train_X", "test_X")
     codes = check_labels(train_y, train_X.shape[0], name="train_y", min_classes=1)
@@ -635,7 +626,7 @@ def _check_retrieval_inputs(embeddings, labels, ref_embeddings, ref_labels):
       ``(Q, q_labels, R, r_labels)``; ``R`` is None when there is no reference set (then
       ``r_labels is q_labels``).
     """
-    Q = _with_features(check_array(embeddings, "embeddings", ndim=2, min_rows=1), "embeddings")
+    Q = check_array(embeddings, "embeddings", ndim=2, min_rows=1, min_features=1)
     q_labels = label_array(labels, "labels")
     if q_labels.shape[0] != Q.shape[0]:
         raise ValueError(

@@ -620,9 +620,9 @@ def test_integer_labels_are_not_merged_by_float_promotion():
 def test_embeddings_without_features_are_refused():
     # [n, 0]: every distance 0, every neighbour a tie (was accepted; NMI then failed in scikit-learn)
     y = np.array([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="embeddings must have at least one feature column"):
+    with pytest.raises(ValueError, match="embeddings must have at least one feature"):
         evaluation.retrieval_metrics(np.zeros((4, 0)), y)
-    with pytest.raises(ValueError, match="train_X must have at least one feature column"):
+    with pytest.raises(ValueError, match="train_X must have at least one feature"):
         evaluation.knn_accuracy(np.zeros((4, 0)), y, np.zeros((2, 0)), y[:2], k=1)
 
 

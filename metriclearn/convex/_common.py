@@ -138,9 +138,7 @@ def check_Xy(
     Raises:
       ValueError: wrong ranks, NaN/inf, ``len(y) != len(X)``, too few classes or samples per class.
     """
-    X = check_array(X, name_X, ndim=2, min_rows=2)
-    if X.shape[1] < 1:
-        raise ValueError(f"{name_X} must have at least one feature, got shape {tuple(X.shape)}")
+    X = check_array(X, name_X, ndim=2, min_rows=2, min_features=1)
     codes = check_labels(y, X.shape[0], name=name_y, min_classes=min_classes)
     counts = np.bincount(codes)
     n_classes = int(counts.shape[0])

@@ -55,9 +55,7 @@ def fit_covariance(X, *, return_factor: bool = False):
       >>> M.shape
       (3, 3)
     """
-    X = check_array(X, "X", ndim=2, min_rows=2)
-    if X.shape[1] < 1:
-        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
+    X = check_array(X, "X", ndim=2, min_rows=2, min_features=1)
     M, L, varies = _inverse_covariance(X)
     if not bool(varies):  # checked on the device: no second pass over X on the host
         raise ValueError("X has zero variance in every feature: its covariance is 0")

@@ -97,9 +97,7 @@ def _check_Xt(X, y):
     """Validated ``(X, t)``, centred: the loss depends on differences of points and of targets only
     (``hat t`` is a weighted mean, so shifting ``t`` shifts ``hat t`` alike)."""
     X_raw = X
-    X = check_array(X, "X", ndim=2, min_rows=2)
-    if X.shape[1] < 1:
-        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
+    X = check_array(X, "X", ndim=2, min_rows=2, min_features=1)
     t = check_array(y, "y", ndim=1, dtype=X.dtype)
     if t.shape[0] != X.shape[0]:
         raise ValueError(f"y has {t.shape[0]} targets but X has {X.shape[0]} samples")

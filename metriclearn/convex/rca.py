@@ -218,10 +218,8 @@ def fit_rca(
     Reference: Bar-Hillel et al., "Learning a Mahalanobis Metric from Equivalence Constraints",
     JMLR 2005.
     """
-    X = check_array(X, "X", ndim=2, min_rows=1)
+    X = check_array(X, "X", ndim=2, min_rows=1, min_features=1)
     n, d = X.shape
-    if d < 1:
-        raise ValueError(f"X must have at least one feature, got shape {tuple(X.shape)}")
     k = check_n_components(n_components, d)
     if isinstance(regularization, str):
         if regularization != "auto":
