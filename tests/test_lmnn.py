@@ -344,3 +344,39 @@ def test_active_set_with_many_impostors_falls_back_to_full_rounds(monkeypatch):
     )
     start = float(lmnn_loss(np.eye(5), X, y, targets))
     assert res.objective < start
+
+
+def test_failed_line_search_is_not_convergence():
+    # every step away from L0 raises the objective by 1000 (a jump the gradient cannot see): the
+    # line search fails at once, which used to count as a stall and so as convergence
+    def jump(L):
+        return jnp.sum((L - 2.0) ** 2) + 1e3 * (L[0, 0] != 1.0)
+
+    L0 = jnp.ones((3, 3))
+    state = lmnn._solver_state(L0, 1.0, solver="lbfgs", memory_size=10)
+    L, it, conv, f, _ = jax.jit(
+        lambda L0, s: lmnn._minimize(
+            jump, L0, s, 100, jnp.float32(1e-6), solver="lbfgs", memory_size=10
+        )
+    )(L0, state)
+    assert not bool(conv) and int(it) == 1
+    # the best iterate is kept: the start
+    np.testing.assert_array_equal(np.asarray(L), np.ones((3, 3)))
+    assert float(f) == 9.0
+
+
+def test_failed_round_ends_the_active_set_fit(monkeypatch):
+    # a round that stops early without converging (a failed line search) ends the fit, unconverged,
+    # instead of starting round after round from the same misleading solver state
+    X, y = noisy_dims(n_per_class=20)
+    calls = []
+    real = lmnn._active_round
+
+    def failing_round(L0, state, *args, **kwargs):
+        calls.append(1)
+        L, _, _, f, state = real(L0, state, *args[:-2], jnp.int32(1), args[-1], **kwargs)
+        return L, jnp.int32(1), jnp.asarray(False), f, state
+
+    monkeypatch.setattr(lmnn, "_active_round", failing_round)
+    res = fit_lmnn(X, y, impostors="active_set", max_iter=200)
+    assert not res.converged and res.n_iter == 1 and len(calls) == 1

@@ -365,7 +365,9 @@ def _minimize(fun, L0, state, max_iter, tol, *, solver, memory_size):
     tiny = jnp.asarray(np.finfo(np.dtype(dtype)).tiny, dtype)
 
     def stalled(f_old, f_new):
-        return (f_old - f_new) <= tol * jnp.maximum(
+        # a change within the tolerance either way: near the optimum the line search's steps move
+        # the (piecewise linear) objective by float noise, up as often as down
+        return jnp.abs(f_old - f_new) <= tol * jnp.maximum(
             jnp.maximum(jnp.abs(f_old), jnp.abs(f_new)), 1.0
         )
 
@@ -386,9 +388,12 @@ def _minimize(fun, L0, state, max_iter, tol, *, solver, memory_size):
             gnorm = jnp.sqrt(jnp.sum(g_new * g_new))
             conv = ok & (stalled(best_f, f_new) | (gnorm <= tiny))
             better = ok & (f_new < best_f)
+            # a failed line search (a non-finite value or gradient, or an increase beyond the
+            # tolerance) stops the loop unconverged at the best iterate: its curvature pairs mislead
+            failed = ~conv & ~better
             best_L = jnp.where(better, L_new, best_L)
             best_f = jnp.where(better, f_new, best_f)
-            return (it + 1, L_new, f_new, g_new, st, conv | ~ok, best_L, best_f, conv)
+            return (it + 1, L_new, f_new, g_new, st, conv | failed, best_L, best_f, conv)
 
         init = (jnp.int32(0), L0, f0, g0, state, jnp.array(False), L0, f0, jnp.array(False))
         it, _, _, _, state, _, best_L, best_f, conv = jax.lax.while_loop(cond, body, init)
@@ -529,7 +534,9 @@ def _fit_active_set(L0, X, y, valid, targets, reg, lr, max_iter, tol, *, solver,
             )
         total += int(it)
         conv = bool(conv)
-        last = total >= max_iter or int(it) == 0
+        # a round that stopped early without converging had a failed line search: the solver
+        # cannot go on from its state, so the fit ends there (unconverged)
+        last = total >= max_iter or int(it) == 0 or (not conv and int(it) < int(budget))
         found = None
         if not full or not (conv or last):
             # exact objective at the new L (a full round has it already), and fresh candidates
@@ -579,7 +586,9 @@ def fit_lmnn(
       init: ``"auto"``, ``"pca"``, ``"lda"``, ``"identity"``, ``"random"`` or an ``[r, d]`` array
         (see :func:`metriclearn.convex._common.init_components`).
       max_iter: maximum optimiser iterations.
-      tol: stop when an iteration lowers the objective by at most ``tol * max(|eps|, 1)``.
+      tol: stop (converged) when an iteration changes the objective by at most
+        ``tol * max(|eps|, 1)``, either way. A larger increase is a failed L-BFGS line search: the
+        fit stops there, unconverged, at the best iterate.
       learn_rate: initial step of ``solver="gd"``; default ``1 / ||grad eps(L0)||_F * ||L0||_F * 1e-2``
         (a 1% relative first step). Ignored by ``"lbfgs"``.
       regularization: pull weight ``mu`` in ``[0, 1]`` (metric-learn's convention).
