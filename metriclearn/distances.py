@@ -205,6 +205,22 @@ def _minkowski(x, y, p=2.0):
     return jnp.where(m_pos, m * jnp.where(m_pos, s, 1.0) ** (1.0 / p), 0.0)
 
 
+_OVERFLOW = {"euclidean", "sqeuclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"}
+
+
+def _in_range(out: jax.Array, name: str, *arrays) -> jax.Array:
+    """``out`` of a distance of :data:`_OVERFLOW` on finite (checked) inputs; ``ValueError`` when it
+    is concrete and holds an inf, a distance beyond the dtype's range. Traced values pass."""
+    if is_traced(out) or bool(jnp.all(jnp.isfinite(out))):
+        return out
+    scale = max(float(jnp.max(jnp.abs(a))) for a in arrays if a is not None)
+    raise ValueError(
+        f"{name}: distances overflow {out.dtype} (largest |entry| of the inputs: {scale:.3g}); "
+        f"rescale the data (e.g. sklearn.preprocessing.StandardScaler) or enable float64 "
+        f"(jax.enable_x64)"
+    )
+
+
 def _unit_scale(x):
     """``x`` divided by its largest absolute coordinate (zero vectors stay zero): the squared norm
     of the result neither overflows (|x| ~ 1e20 in float32) nor underflows (|x| ~ 1e-25). The scale
@@ -232,12 +248,18 @@ def _cosine_distance(x, y):
 
 def _mahalanobis(x, y, M=None, L=None, squared=False):
     diff = x - y
+    m = jnp.ones(diff.shape[:-1] + (1,), diff.dtype)
+    if not squared:
+        # as euclidean: the difference divided by its largest coordinate, so the quadratic form
+        # cannot overflow when the distance itself is in range (1e20 apart in float32)
+        m = jnp.max(jnp.abs(diff), axis=-1, keepdims=True)
+        diff = diff / jnp.where(m > 0, m, 1.0)
     if L is not None:
         z = diff @ L.T
         d2 = jnp.sum(z * z, axis=-1)
     else:
         d2 = jnp.maximum(jnp.sum((diff @ M) * diff, axis=-1), 0.0)
-    return d2 if squared else safe_sqrt(d2)
+    return d2 if squared else m[..., 0] * safe_sqrt(d2)
 
 
 def _kl_divergence(p, q):
@@ -387,7 +409,8 @@ def euclidean(x, y) -> jax.Array:
 
     Reference: Deza & Deza, *Encyclopedia of Distances* (2016), §5.1 (L2 metric).
     """
-    return _euclidean(*_check_pair(x, y))
+    x, y = _check_pair(x, y)
+    return _in_range(_euclidean(x, y), "euclidean", x, y)
 
 
 def sqeuclidean(x, y) -> jax.Array:
@@ -406,7 +429,8 @@ def sqeuclidean(x, y) -> jax.Array:
 
     Reference: Deza & Deza (2016), §5.1.
     """
-    return _sqeuclidean(*_check_pair(x, y))
+    x, y = _check_pair(x, y)
+    return _in_range(_sqeuclidean(x, y), "sqeuclidean", x, y)
 
 
 def manhattan(x, y) -> jax.Array:
@@ -425,7 +449,8 @@ def manhattan(x, y) -> jax.Array:
 
     Reference: Deza & Deza (2016), §5.1 (L1 metric).
     """
-    return _manhattan(*_check_pair(x, y))
+    x, y = _check_pair(x, y)
+    return _in_range(_manhattan(x, y), "manhattan", x, y)
 
 
 def chebyshev(x, y) -> jax.Array:
@@ -444,7 +469,8 @@ def chebyshev(x, y) -> jax.Array:
 
     Reference: Deza & Deza (2016), §5.1 (L∞ metric).
     """
-    return _chebyshev(*_check_pair(x, y))
+    x, y = _check_pair(x, y)
+    return _in_range(_chebyshev(x, y), "chebyshev", x, y)
 
 
 def minkowski(x, y, *, p: float = 2.0) -> jax.Array:
@@ -469,7 +495,8 @@ def minkowski(x, y, *, p: float = 2.0) -> jax.Array:
     Reference: H. Minkowski, *Geometrie der Zahlen* (1910); Deza & Deza (2016), §5.1 (lp metric).
     """
     _check_minkowski_p(p)
-    return _minkowski(*_check_pair(x, y), p=p)
+    x, y = _check_pair(x, y)
+    return _in_range(_minkowski(x, y, p=p), "minkowski", x, y)
 
 
 def cosine_similarity(x, y) -> jax.Array:
@@ -545,7 +572,8 @@ def mahalanobis(x, y, *, M=None, L=None, squared: bool = False) -> jax.Array:
     """
     x, y = _check_pair(x, y)
     M, L = _check_metric_args(M, L, x.shape[-1], squared)
-    return _mahalanobis(x, y, M=M, L=L, squared=bool(squared))
+    out = _mahalanobis(x, y, M=M, L=L, squared=bool(squared))
+    return _in_range(out, "mahalanobis", x, y, M, L)
 
 
 def kl_divergence(p, q) -> jax.Array:
@@ -765,9 +793,15 @@ def _zero_diagonal(D: jax.Array, idx: jax.Array, same: bool, value: float = 0.0)
 
 
 def _pairwise_sq_kernel(
-    Y: jax.Array, yy: jax.Array, same: bool, squared: bool, M: jax.Array | None = None
+    Y: jax.Array,
+    yy: jax.Array,
+    same: bool,
+    squared: bool,
+    M: jax.Array | None = None,
+    root: jax.Array | float = 1.0,
 ):
-    """Row-block kernel of ``|x|²_M + |y|²_M − 2 xᵀMy`` (``M = I`` when None), clamped at 0.
+    """Row-block kernel of ``root · sqrt(|x|²_M + |y|²_M − 2 xᵀMy)`` (``M = I`` when None; the
+    square without the root when ``squared``), clamped at 0.
 
     The square root is taken inside the block, so the elementwise epilogue runs on cache-resident
     data right after the block's GEMM (one pass over the output instead of two).
@@ -778,9 +812,19 @@ def _pairwise_sq_kernel(
         xx = jnp.sum(Xb * XbM, axis=-1)
         d2 = jnp.maximum(xx[:, None] + yy[None, :] - 2.0 * (XbM @ Y.T), 0.0)
         d2 = _zero_diagonal(d2, idx, same)
-        return d2 if squared else safe_sqrt(d2)
+        return d2 * root * root if squared else safe_sqrt(d2) * root
 
     return kernel
+
+
+def _pow2_at_least(a: jax.Array, even: bool = False) -> jax.Array:
+    """The power of two ``2**e`` with ``max|a| / 2**e`` in ``[1/2, 1)`` (``[1/4, 1)`` and ``e`` even
+    if ``even``); 1 for an all-zero ``a``. Dividing by it is exact (no rounding)."""
+    top = jnp.max(jnp.abs(a))
+    _, e = jnp.frexp(jnp.where(top > 0, top, 1.0))
+    if even:
+        e = e + (e % 2)
+    return jnp.where(top > 0, jnp.ldexp(jnp.ones((), a.dtype), e), 1.0).astype(a.dtype)
 
 
 def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
@@ -804,8 +848,18 @@ def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
             Y = X if same else Y @ L.T
         else:
             M = 0.5 * (kw["M"] + kw["M"].T)
+    # |x|² overflows (1e20 in float32: inf for a distance of 4e20) or underflows long before the
+    # distance does: the identity runs on the data divided by a power of two (exact) that brings
+    # the largest entry into [1/2, 1), and the result is scaled back
+    root = _pow2_at_least(X if same else jnp.concatenate([X.ravel(), Y.ravel()]))
+    X = X / root
+    Y = X if same else Y / root
+    if M is not None:
+        scale_M = _pow2_at_least(M, even=True)
+        M = M / scale_M
+        root = root * jnp.sqrt(scale_M)  # exact: an even power of two
     yy = jnp.sum(Y * (Y if M is None else Y @ M), axis=-1)
-    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M), X, rows_fn(1))
+    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M, root), X, rows_fn(1))
 
 
 def _pairwise_vmap(f: Callable, X, Y, same: bool, rows: int, zero_diag: bool) -> jax.Array:
@@ -934,16 +988,20 @@ def pairwise(
     Yv = X if same else Y
     n, m, d = X.shape[0], Yv.shape[0], X.shape[1]
     if name in _MATMUL:
-        return _pairwise_matmul(
+        D = _pairwise_matmul(
             name, X, Yv, same, lambda width: _rows_per_block(n, m, width, block_size), kw
         )
-    if name is not None:
-        inner = _INNER[fn][0]
-        f = (lambda x, y: inner(x, y, **kw)) if kw else inner
     else:
-        f = (lambda x, y: fn(x, y, **kw)) if kw else fn
-    rows = _rows_per_block(n, m, d, block_size)
-    return _pairwise_vmap(f, X, Yv, same, rows, zero_diag=name is not None)
+        if name is not None:
+            inner = _INNER[fn][0]
+            f = (lambda x, y: inner(x, y, **kw)) if kw else inner
+        else:
+            f = (lambda x, y: fn(x, y, **kw)) if kw else fn
+        rows = _rows_per_block(n, m, d, block_size)
+        D = _pairwise_vmap(f, X, Yv, same, rows, zero_diag=name is not None)
+    if name in _OVERFLOW:
+        D = _in_range(D, name, X, Y, kw.get("M"), kw.get("L"))
+    return D
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -628,15 +628,65 @@ def test_benchmark_quick(capsys):
 # ------------------------------------------------------------------ numerical edge cases (audit)
 
 
-def test_overflow_is_nan_not_a_zero_distance():
-    """|x|² overflowing made inf − inf = NaN, which safe_sqrt read as 0: two points 1e19 apart
-    were at distance 0. NaN is now passed on."""
-    X = np.array([[1e19, 0.0], [2e19, 0.0]], np.float32)
-    for name in ("euclidean", "sqeuclidean"):
-        off = np.asarray(D.pairwise(name, X))[0, 1]
-        assert not off == 0.0 and np.isnan(off)
-    assert np.isnan(float(D.safe_sqrt(jnp.float32(np.nan))))
-    assert float(D.euclidean(X[0], X[1])) == pytest.approx(1e19, rel=1e-6)  # paired form is exact
+def test_pairwise_matmul_identity_does_not_overflow_or_underflow():
+    """|x|² overflowed in float32 long before the distance did: two points 1e19 apart were at
+    distance 0 (inf − inf = NaN read as 0), later NaN, and 1e20 apart inf. The identity now runs on
+    the data divided by a power of two, so in-range distances come out exact."""
+    X = np.array([[1e19, 0.0], [2e19, 0.0], [0.0, -1e20]], np.float32)
+    want = sd.cdist(X.astype(np.float64), X.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(D.pairwise("euclidean", X)), want, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(D.pairwise("euclidean", X, X[:2])), want[:, :2], rtol=1e-6
+    )
+    assert float(D.euclidean(X[0], X[1])) == pytest.approx(1e19, rel=1e-6)  # as the paired form
+    # squared distances of 1e19 fit float32 (1e38); the squares of 1e20 do not: a clear error
+    sq = np.asarray(D.pairwise("sqeuclidean", X[:2]))
+    assert sq[0, 1] == pytest.approx(1e38, rel=1e-6)
+    with pytest.raises(ValueError, match="sqeuclidean: distances overflow float32"):
+        D.pairwise("sqeuclidean", X)
+    with pytest.raises(ValueError, match="overflow float32"):
+        D.sqeuclidean(X[0], X[2])
+    # under jit nothing can raise: the inf is passed on, never a NaN or a 0
+    off = np.asarray(jax.jit(lambda a: D.pairwise("sqeuclidean", a))(X))[0, 2]
+    assert off == np.inf
+    # and at the other end, squares of 1e-25 underflow to 0 in float32
+    T = np.array([[1e-25, 0.0], [0.0, 2e-25]], np.float32)
+    assert np.asarray(D.pairwise("euclidean", T))[0, 1] == pytest.approx(
+        np.sqrt(5) * 1e-25, rel=1e-6
+    )
+
+
+def test_mahalanobis_does_not_overflow_for_in_range_distances():
+    """The quadratic form overflowed (inf) for a distance of 4e25 with M = 1e10 I in float32."""
+    x = np.full(4, 1e20, np.float32)
+    y = -x
+    M = np.eye(4, dtype=np.float32) * 1e10
+    want = 4e20 * 1e5
+    assert float(D.mahalanobis(x, y, M=M)) == pytest.approx(want, rel=1e-6)
+    assert float(D.mahalanobis(x, y, L=np.sqrt(M))) == pytest.approx(want, rel=1e-6)
+    P = np.asarray(D.pairwise("mahalanobis", np.stack([x, y]), M=M))
+    assert P[0, 1] == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="mahalanobis: distances overflow"):
+        D.mahalanobis(x, y, M=M, squared=True)
+    # gradient as the plain form's, and zero at coincident points
+    Md = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+    g = jax.grad(lambda a: D.mahalanobis(a, jnp.ones(3), M=Md))(jnp.array([2.0, 0.0, 1.0]))
+    np.testing.assert_allclose(np.asarray(g), [1 / np.sqrt(3), -2 / np.sqrt(3), 0.0], rtol=1e-6)
+    g0 = jax.grad(lambda a: D.mahalanobis(a, jnp.ones(3), M=Md))(jnp.ones(3))
+    np.testing.assert_array_equal(np.asarray(g0), 0.0)
+
+
+def test_distances_beyond_the_dtype_raise():
+    """Manhattan, Chebyshev and Minkowski of coordinates near float32's maximum are inf: an error
+    on concrete values, as every other overflow in the library."""
+    X = np.array([[3e38, 0.0], [-3e38, 0.0]], np.float32)
+    for name in ("manhattan", "chebyshev", "minkowski", "euclidean"):
+        with pytest.raises(ValueError, match=f"{name}: distances overflow float32"):
+            D.pairwise(name, X)
+        with pytest.raises(ValueError, match="overflow"):
+            getattr(D, name)(X[0], X[1])
+    # divergences are inf by definition (p > 0 where q = 0): not an overflow
+    assert np.isinf(float(D.kl_divergence(np.array([0.5, 0.5]), np.array([1.0, 0.0]))))
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-25])
