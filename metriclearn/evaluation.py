@@ -879,7 +879,9 @@ def verification_metrics(
       threshold of the ROC point nearest the crossing.
     - ``best_accuracy``: the highest accuracy of "same iff distance <= t" over all thresholds ``t``,
       ``best_threshold`` the ``t`` achieving it (calibrate on one set, then apply with
-      :func:`accuracy_at_threshold` on another).
+      :func:`accuracy_at_threshold` on another). When rejecting every pair is the most accurate
+      (few same pairs, none separable), it is ``-inf`` (``+inf`` for scores), which
+      :func:`accuracy_at_threshold` applies as such; ties go to the strictest threshold.
 
     Args:
       distances_or_scores: ``[p]`` distance per pair (or similarity with ``higher_is_similar=True``).
