@@ -31,6 +31,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from metriclearn.psd import default_tol
+
 __all__ = [
     "plot_distance_curves",
     "plot_metric_curves",
@@ -378,13 +380,23 @@ def plot_mahalanobis_matrix(
       The Figure (the heatmap axes and its colour bar).
 
     Raises:
-      ValueError: ``M`` not square 2-D, NaN/inf, or ``feature_names`` of the wrong length.
+      ValueError: ``M`` not square 2-D, NaN/inf, not symmetric (within
+        :func:`metriclearn.psd.default_tol` of its dtype: e.g. a square ``components_`` ``L`` passed
+        for ``M = LᵀL``), or ``feature_names`` of the wrong length.
     """
-    M = np.asarray(M, dtype=np.float64)
+    raw = np.asarray(M)
+    tol_dtype = raw.dtype if np.issubdtype(raw.dtype, np.floating) else np.float64
+    M = np.asarray(raw, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
         raise ValueError(f"M must be a square [d, d] matrix with d >= 1, got shape {M.shape}")
     if not np.all(np.isfinite(M)):
         raise ValueError("M contains NaN or inf")
+    asym = float(np.max(np.abs(M - M.T)))
+    if asym > default_tol(tol_dtype, M.shape[0]) * float(np.max(np.abs(M))):
+        raise ValueError(
+            f"M must be symmetric (a Mahalanobis matrix), but max |M - Mᵀ| = {asym:.3g}; pass "
+            "learner.get_mahalanobis_matrix() (M = LᵀL), not components_ (L)"
+        )
     d = M.shape[0]
     if feature_names is not None and len(feature_names) != d:
         raise ValueError(f"feature_names must have {d} entries, got {len(feature_names)}")

@@ -123,6 +123,16 @@ def test_mahalanobis_heatmap(tmp_path):
         plotting.plot_mahalanobis_matrix(np.full((2, 2), np.inf))
     with pytest.raises(ValueError, match="feature_names"):
         plotting.plot_mahalanobis_matrix(M, feature_names=["a"])
+    # a square L (components_) is not M = L^T L: it was drawn as if it were
+    L = np.array([[1.0, 2.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="symmetric.*get_mahalanobis_matrix"):
+        plotting.plot_mahalanobis_matrix(L)
+    # float32 rounding of a symmetric product is not asymmetry
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6)).astype(np.float32)
+    M32 = A.T @ A
+    M32[0, 1] = np.nextafter(M32[1, 0], np.float32(np.inf))
+    plotting.plot_mahalanobis_matrix(M32)
 
 
 def test_accuracy_bars(tmp_path):
