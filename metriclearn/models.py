@@ -28,9 +28,10 @@ CVPR 2006; Hoffer & Ailon, "Deep metric learning using triplet network", SIMBAD 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -138,7 +139,23 @@ class _Head(nn.Module):
         return l2_normalize(z) if self.normalize else z
 
 
-class MLP(nn.Module):
+class _Net(nn.Module):
+    """Base of the embedding nets: sizes and rates are checked when a net is constructed, by
+    :func:`build_model` or directly (``MLP(dropout=1.0)`` raises ``ValueError``)."""
+
+    _kind: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        attrs = {
+            f.name: tuple(v) if isinstance(v := getattr(self, f.name), list) else v
+            for f in dataclasses.fields(self)
+            if f.name not in ("parent", "name")
+        }
+        _check_sizes(attrs, self._kind)
+        super().__post_init__()
+
+
+class MLP(_Net):
     """Multi-layer perceptron embedding: ``x -> [Dense -> act -> dropout] * L -> Dense(d)``.
 
     Args (attributes):
@@ -155,6 +172,7 @@ class MLP(nn.Module):
     are flattened; an input without a batch axis raises ``ValueError``) -> ``[B, embedding_dim]``.
     """
 
+    _kind: ClassVar[str] = "mlp"
     hidden: Sequence[int] = (256, 256)
     embedding_dim: int = 64
     normalize: bool = False
@@ -173,7 +191,7 @@ class MLP(nn.Module):
         return _Head(self.embedding_dim, self.normalize, self.initializer, name="head")(h)
 
 
-class ResMLP(nn.Module):
+class ResMLP(_Net):
     """Residual MLP: ``Dense(width)`` stem, ``n_blocks`` pre-norm residual blocks, embedding head.
 
     Block: ``h <- h + Dense(width)(dropout(act(Dense(expansion * width)(LayerNorm(h)))))``.
@@ -185,6 +203,7 @@ class ResMLP(nn.Module):
       embedding_dim, normalize, dropout, activation, initializer: as in :class:`MLP`.
     """
 
+    _kind: ClassVar[str] = "resmlp"
     width: int = 256
     n_blocks: int = 2
     expansion: int = 2
@@ -210,7 +229,7 @@ class ResMLP(nn.Module):
         return _Head(self.embedding_dim, self.normalize, init, name="head")(h)
 
 
-class Conv1DNet(nn.Module):
+class Conv1DNet(_Net):
     """1-D convolutional embedding net for sequences (MNIST-1D: input ``[B, 40]``).
 
     ``[B, L]`` (or ``[B, L, C]``) -> ``len(channels)`` x [Conv1D(kernel, stride 2) -> act] ->
@@ -225,6 +244,7 @@ class Conv1DNet(nn.Module):
       embedding_dim, normalize, activation: as in :class:`MLP`.
     """
 
+    _kind: ClassVar[str] = "conv1d"
     channels: Sequence[int] = (32, 32, 32)
     kernel_size: int = 5
     hidden: int = 128
@@ -246,11 +266,6 @@ class Conv1DNet(nn.Module):
                 )(h)
             )
         h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
-        if self.dropout > 0 and not self.hidden:
-            raise ValueError(
-                f"Conv1DNet applies dropout after its dense layer: dropout={self.dropout} needs "
-                "hidden > 0 (hidden=0 would silently ignore it)"
-            )
         if self.hidden:
             h = act(nn.Dense(self.hidden, name="dense")(h))
             if self.dropout > 0:
@@ -258,7 +273,7 @@ class Conv1DNet(nn.Module):
         return _Head(self.embedding_dim, self.normalize, name="head")(h)
 
 
-class Conv2DNet(nn.Module):
+class Conv2DNet(_Net):
     """Small 2-D convolutional embedding net for images (8x8 digits, 28x28 MNIST-format).
 
     Input ``[B, H*W*C]`` (flattened, reshaped with ``image_shape``) or ``[B, H, W, C]``. Each stage:
@@ -273,6 +288,7 @@ class Conv2DNet(nn.Module):
       embedding_dim, normalize, activation: as in :class:`MLP`.
     """
 
+    _kind: ClassVar[str] = "conv2d"
     image_shape: Sequence[int] = (8, 8, 1)
     features: Sequence[int] = (32, 64)
     hidden: int = 128
@@ -307,11 +323,6 @@ class Conv2DNet(nn.Module):
             if h.shape[1] >= 2 and h.shape[2] >= 2:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
-        if self.dropout > 0 and not self.hidden:
-            raise ValueError(
-                f"Conv2DNet applies dropout after its dense layer: dropout={self.dropout} needs "
-                "hidden > 0 (hidden=0 would silently ignore it)"
-            )
         if self.hidden:
             h = act(nn.Dense(self.hidden, name="dense")(h))
             if self.dropout > 0:
@@ -355,12 +366,16 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     for seq in ("hidden", "channels", "features", "image_shape"):
         if seq in kwargs and isinstance(kwargs[seq], list):
             kwargs[seq] = tuple(kwargs[seq])
-    _check_sizes(kwargs, name)
-    return cls(**kwargs)
+    return cls(**kwargs)  # its __post_init__ checks the sizes (_check_sizes)
 
 
 def _check_sizes(kwargs: dict[str, Any], name: str) -> None:
-    """Out-of-range sizes and rates would build a model that trains to nothing or fails deep in JAX."""
+    """Out-of-range sizes and rates would build a model that trains to nothing or fails deep in JAX;
+    unknown activation or initializer names would fail only at its first call."""
+    if "activation" in kwargs:
+        check_choice(kwargs["activation"], "activation", _ACTIVATIONS)
+    if "initializer" in kwargs:
+        check_choice(kwargs["initializer"], "initializer", INITIALIZERS)
     for key in ("embedding_dim", "width", "expansion", "kernel_size"):
         if key in kwargs:
             check_positive_int(kwargs[key], key)
@@ -391,6 +406,11 @@ def _check_sizes(kwargs: dict[str, Any], name: str) -> None:
         rate = kwargs["dropout"]
         if not isinstance(rate, int | float) or not 0.0 <= float(rate) < 1.0:
             raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
+        if name in ("conv1d", "conv2d") and rate > 0 and not kwargs.get("hidden", 1):
+            raise ValueError(
+                f"{MODELS[name].__name__} applies dropout after its dense layer: dropout={rate} "
+                "needs hidden > 0 (hidden=0 would silently ignore it)"
+            )
 
 
 def _tuple_apply(model: nn.Module, params, xs: tuple[jax.Array, ...], **kwargs) -> tuple:
@@ -400,7 +420,15 @@ def _tuple_apply(model: nn.Module, params, xs: tuple[jax.Array, ...], **kwargs) 
             f"all tuple elements must have the same shape, got {[tuple(x.shape) for x in xs]}"
         )
     stacked = jnp.stack(xs)  # [k, B, ...]
-    out = jax.vmap(lambda x: model.apply(params, x, **kwargs))(stacked)
+    rngs = kwargs.pop("rngs", None)
+    if rngs is None:
+        out = jax.vmap(lambda x: model.apply(params, x, **kwargs))(stacked)
+    else:
+        # one key per element, split from each given one: vmapping the given keys would give every
+        # element the same dropout mask, where separate applies (two forward passes) differ
+        named = rngs if isinstance(rngs, dict) else {"params": rngs}  # Flax: a bare key is "params"
+        split = {name: jax.random.split(key, len(xs)) for name, key in named.items()}
+        out = jax.vmap(lambda x, r: model.apply(params, x, rngs=r, **kwargs))(stacked, split)
     return tuple(out[i] for i in range(len(xs)))
 
 
@@ -414,11 +442,14 @@ def siamese_apply(model: nn.Module, params, x1: jax.Array, x2: jax.Array, **kwar
       params: its variables.
       x1: first elements ``[B, ...]``.
       x2: second elements, same shape.
-      **kwargs: forwarded to ``model.apply`` (e.g. ``train=True, rngs=...``).
+      **kwargs: forwarded to ``model.apply`` (e.g. ``train=True, rngs={"dropout": key}``). Each
+        key of ``rngs`` is split in two, one per element, so the two branches draw their own dropout
+        masks, as two separate forward passes would.
 
     Returns:
       ``(e1, e2)``, each ``[B, embedding_dim]``, equal to ``model.apply(params, x1)`` and
-      ``model.apply(params, x2)``.
+      ``model.apply(params, x2)`` (with ``rngs``: to ``model.apply(params, x_i, rngs=r_i)``, ``r_i``
+      the ``i``-th of ``jax.random.split(key, 2)`` for each key).
 
     Example::
 
@@ -435,6 +466,7 @@ def triplet_apply(
     Args:
       model, params: as in :func:`siamese_apply`.
       anchor, positive, negative: ``[B, ...]`` each, same shape.
+      **kwargs: as in :func:`siamese_apply` (each ``rngs`` key split in three, one per element).
 
     Returns:
       ``(e_anchor, e_positive, e_negative)``, each ``[B, embedding_dim]``.

@@ -99,8 +99,9 @@ def test_build_model_errors():
     with pytest.raises(ValueError, match="no option"):
         models.build_model("mlp", widths=(3,))
     with pytest.raises(ValueError, match="activation"):
-        m = models.MLP(hidden=(3,), activation="swish2")
-        m.init(jax.random.key(0), jnp.zeros((1, 2)))
+        models.MLP(hidden=(3,), activation="swish2")  # at construction, not at the first call
+    with pytest.raises(ValueError, match="initializer"):
+        models.build_model("resmlp", initializer="he")
     assert set(models.MODELS) == {"mlp", "resmlp", "conv1d", "conv2d"}
     assert models.build_model("mlp", hidden=[8, 8]).hidden == (8, 8)
 
@@ -224,9 +225,26 @@ def test_l2_normalize_float16_zero_row_not_nan():
 @pytest.mark.parametrize("name,x", [("conv1d", jnp.zeros((2, 40))), ("conv2d", jnp.zeros((2, 64)))])
 def test_conv_dropout_without_dense_layer_is_refused(name, x):
     # hidden=0 has no dense layer, so dropout used to be silently ignored in training
-    model = models.build_model(name, hidden=0, dropout=0.5, embedding_dim=4)
     with pytest.raises(ValueError, match="needs hidden > 0"):
-        model.init(jax.random.key(0), x)
+        models.build_model(name, hidden=0, dropout=0.5, embedding_dim=4)
+    assert models.build_model(name, hidden=0, embedding_dim=4).init(jax.random.key(0), x)
+
+
+def test_direct_construction_is_checked_as_build_model():
+    # MLP(dropout=1.0) built directly used to skip build_model's checks and train on all zeros
+    for cls, kw, message in [
+        (models.MLP, {"dropout": 1.0}, "dropout must be a rate"),
+        (models.MLP, {"hidden": [8, 0]}, "hidden must be an integer >= 1"),
+        (models.ResMLP, {"width": 0}, "width must be an integer >= 1"),
+        (models.Conv1DNet, {"hidden": 0, "dropout": 0.1}, "needs hidden > 0"),
+        (models.Conv2DNet, {"image_shape": (8,)}, r"image_shape must be \(H, W\)"),
+        (models.MLP, {"activation": "swish2"}, "activation"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            cls(**kw)
+    # a list of widths still works when the net is built directly
+    m = models.MLP(hidden=[8, 8], embedding_dim=3)
+    assert m.apply(_init(m, jnp.ones((2, 5))), jnp.ones((2, 5))).shape == (2, 3)
 
 
 def test_build_model_checks_conv_and_residual_sizes():
@@ -244,3 +262,23 @@ def test_build_model_checks_conv_and_residual_sizes():
         with pytest.raises(ValueError, match=message):
             models.build_model(name, **kw)
     assert models.build_model("conv2d", features=[4, 8]).features == (4, 8)
+
+
+def test_siamese_and_triplet_branches_draw_their_own_dropout_masks():
+    # vmapping one dropout key gave every branch the same mask: a pair of equal inputs came out
+    # equal in training, where two forward passes differ
+    model = models.MLP(hidden=(64,), embedding_dim=8, dropout=0.5)
+    x = jax.random.normal(jax.random.key(8), (5, 6))
+    params = _init(model, x)
+    key = jax.random.key(3)
+    e1, e2 = models.siamese_apply(model, params, x, x, train=True, rngs={"dropout": key})
+    assert not np.allclose(e1, e2)
+    keys = jax.random.split(key, 2)
+    for got, k in zip((e1, e2), keys):
+        want = model.apply(params, x, train=True, rngs={"dropout": k})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    t = models.triplet_apply(model, params, x, x, x, train=True, rngs={"dropout": key})
+    assert not np.allclose(t[0], t[1]) and not np.allclose(t[1], t[2])
+    # without training, dropout is off and the branches agree
+    d1, d2 = models.siamese_apply(model, params, x, x)
+    np.testing.assert_array_equal(d1, d2)
