@@ -68,6 +68,9 @@ def lfda_scatter_brute(X, y, k):
         D = np.array([[np.sum((X[i] - X[j]) ** 2) for j in idx] for i in idx])
         kk = min(k, len(idx) - 1)
         sig = np.sqrt(np.sort(D, axis=1)[:, kk])
+        for a in range(len(idx)):  # k-th neighbour a copy: the nearest distinct point's scale
+            if sig[a] == 0 and np.any(D[a] > 0):
+                sig[a] = np.sqrt(np.min(D[a][D[a] > 0]))
         for a, i in enumerate(idx):
             for b, j in enumerate(idx):
                 s = sig[a] * sig[b]
@@ -480,6 +483,36 @@ def test_lfda_matches_scipy_generalized_eigenvectors(x64):
     np.testing.assert_allclose(cos, 1.0, atol=1e-6)
 
 
+def test_lfda_duplicated_points_take_the_nearest_distinct_scale(x64):
+    """With k or more copies of a point in its class, its k-th neighbour distance is 0: every
+    affinity of the point was 0, and with every point repeated S_lw = 0 and the components were
+    ~1e19 (a class of copies of one point only: NaN)."""
+    X, y = _toy(n=30, d=3, seed=2)
+    X, y = np.tile(X, (3, 1)), np.tile(y, 3)  # every point three times: k=2 picks a copy
+    Slb, Slw = lfda_scatter_brute(X, y, 2)
+    assert np.linalg.eigvalsh(Slw)[0] > 1e-3
+    res = lfda.fit_lfda(X, y, k=2, embedding_type="plain")
+    _, V = scipy.linalg.eigh(Slb, Slw)
+    ref = V[:, ::-1].T
+    L = np.asarray(res.components)
+    cos = np.abs(np.sum(L * ref, axis=1)) / np.linalg.norm(L, axis=1) / np.linalg.norm(ref, axis=1)
+    np.testing.assert_allclose(cos, 1.0, atol=1e-6)
+    w = np.asarray(lfda.fit_lfda(X, y, k=2).components)
+    assert np.all(np.isfinite(w)) and np.abs(w).max() < 10
+    with pytest.raises(ValueError, match="two distinct points"):
+        lfda.fit_lfda(np.repeat(np.eye(3), 4, axis=0), np.repeat([0, 1, 2], 4))
+
+
+def test_lfda_invariant_to_translating_the_data():
+    # iris moved by 1e8 (timestamps are this far from 0): the embedding was another one by 1e7 and
+    # NaN by 1e8, the squared distances cancelling catastrophically
+    X, y = load_iris(return_X_y=True)
+    for kind in lfda.EMBEDDINGS:
+        L0 = np.asarray(lfda.fit_lfda(X, y, n_components=2, embedding_type=kind).components)
+        L1 = np.asarray(lfda.fit_lfda(X + 1e8, y, n_components=2, embedding_type=kind).components)
+        np.testing.assert_allclose(np.abs(L1), np.abs(L0), rtol=1e-4, atol=1e-4 * np.abs(L0).max())
+
+
 def test_lfda_embedding_types_and_digits_finite():
     X, y = load_digits(return_X_y=True)
     X, y = X[:400], y[:400]  # blank border pixels: singular local within-class scatter
@@ -531,6 +564,19 @@ def test_covariance_matches_pinv_and_is_finite_on_constant_features(x64):
         X, _ = load_digits(return_X_y=True)
         M = np.asarray(covariance.fit_covariance(X))
     assert np.all(np.isfinite(M)) and np.min(np.linalg.eigvalsh(M)) > -1e-4 * np.max(np.abs(M))
+
+
+def test_covariance_float32_collinear_features_as_float64():
+    """[a, b, a + b] cast to float32: the rounding of a + b was kept as a direction of variance
+    (rank judged on the covariance at float64 precision), so M had an eigenvalue 1.7e9 where the
+    float64 data give 0, and the float32 cast drowned M's other eigenvalues (42 instead of .035)."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(200, 2)) * 3 + 1000
+    X = np.c_[A, A[:, 0] + A[:, 1]]
+    want = np.linalg.pinv(np.cov(X, rowvar=False))
+    for Xt in (X, X.astype(np.float32)):
+        M = np.asarray(covariance.fit_covariance(Xt), np.float64)
+        np.testing.assert_allclose(M, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 def test_covariance_bad_input():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metriclearn._validation import check_array
 from metriclearn.convex._common import in_float64
@@ -21,15 +22,27 @@ __all__ = ["fit_covariance"]
 
 @jax.jit
 def _inverse_covariance(X):
-    n = X.shape[0]
+    n, d = X.shape
     Xc = X - X.mean(0)
     cov = Xc.T @ Xc / (n - 1)
-    w, V = jnp.linalg.eigh(0.5 * (cov + cov.T))
-    rtol = X.shape[1] * 10.0 * jnp.finfo(X.dtype).eps
+    cov = 0.5 * (cov + cov.T)
+    # The rank is judged on the correlation matrix at float32 resolution (as RCA and LFDA judge
+    # theirs): the verdict depends neither on the units nor on the dtype (the fit runs in float64).
+    # Judged on the covariance at float64 precision, [a, b, a + b] cast to float32 kept the
+    # rounding of a + b as a direction of relative variance 1e-9, stretched 4e4 times.
+    sd = jnp.sqrt(jnp.diag(cov))
+    sd = jnp.where(sd > 0, sd, 1.0)
+    w, V = jnp.linalg.eigh(cov / (sd[:, None] * sd[None, :]))
+    rtol = float(np.finfo(np.float32).eps)
     keep = w > rtol * jnp.maximum(w[-1], jnp.finfo(X.dtype).tiny)
-    inv = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
-    M = (V * inv) @ V.T
-    return 0.5 * (M + M.T), (V * jnp.sqrt(inv)).T, jnp.max(jnp.ptp(X, axis=0)) > 0
+    # the covariance without the dropped directions, B B^T, pseudo-inverted: U S^-2 U^T
+    B = (sd[:, None] * V) * jnp.sqrt(jnp.where(keep, w, 0.0))[None, :]
+    U, S, _ = jnp.linalg.svd(B)
+    ok = jnp.arange(d) < jnp.sum(keep)
+    inv_sqrt = jnp.where(ok, 1.0 / jnp.where(ok, S, 1.0), 0.0)
+    L = (U * inv_sqrt).T
+    M = L.T @ L
+    return 0.5 * (M + M.T), L, jnp.max(jnp.ptp(X, axis=0)) > 0
 
 
 @in_float64
@@ -42,12 +55,14 @@ def fit_covariance(X, *, return_factor: bool = False):
     Args:
       X: ``[n, d]`` finite features, ``n >= 2``.
 
-      return_factor: also return ``L [d, d]`` with ``L^T L = M`` (``Lambda^{-1/2} V^T`` from the same
-        eigendecomposition, so no second one is needed).
+      return_factor: also return ``L [d, d]`` with ``L^T L = M`` (``Lambda^{-1/2} V^T``, ``Lambda``
+        and ``V`` the eigenpairs of the covariance kept).
 
     Returns:
-      ``M [d, d]``, symmetric PSD and finite (eigenvalues of ``Sigma`` below
-      ``10 d eps * max eig`` are treated as zero); ``(M, L)`` with ``return_factor``.
+      ``M [d, d]``, symmetric PSD and finite; ``(M, L)`` with ``return_factor``. Directions whose
+      eigenvalue of the correlation matrix (each feature over its standard deviation) is below
+      float32 epsilon times the largest are treated as having no variance, whatever the units
+      and the dtype of ``X`` (float32 rounding of exactly collinear features is no signal).
 
     Example:
       >>> import numpy as np
