@@ -119,6 +119,27 @@ def test_rca_float32_close_to_bruteforce():
     np.testing.assert_allclose(np.asarray(res.components), L_ref, rtol=2e-4, atol=2e-5)
 
 
+def test_rca_invariant_to_translating_the_data(x64):
+    # the chunklets' points moved by 1e7 (e.g. timestamps): C is unchanged, but the test for points
+    # coinciding up to rounding was relative to |x|^2, so RCA warned and returned a scaled identity
+    X, chunks = _rca_case()
+    L_ref = _rca_bruteforce(X, chunks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fit_rca(X + 1e7, chunks)
+    np.testing.assert_allclose(np.asarray(res.M), L_ref.T @ L_ref, rtol=1e-6, atol=1e-8)
+
+
+def test_rca_under_jit_with_non_contiguous_ids():
+    # traced chunk ids went straight into segment sums over n segments: an id >= n (1100 for
+    # n = 30 rows) was dropped or clamped, giving another metric without a word
+    X, chunks = _rca_case()
+    want = np.asarray(fit_rca(X.astype(np.float32), chunks).M)
+    jitted = jax.jit(lambda X, c: fit_rca(X, c).M)
+    for ids in (chunks, np.where(chunks >= 0, chunks * 100, -1)):
+        np.testing.assert_allclose(jitted(X.astype(np.float32), ids), want, rtol=1e-4, atol=1e-5)
+
+
 def test_rca_learns_and_ranks_better_than_identity(data):
     X, y, T, Q, ch = data
     with warnings.catch_warnings():

@@ -52,6 +52,7 @@ import numpy as np
 from metriclearn._validation import check_array, is_traced
 from metriclearn.convex._common import (
     bucket_size,
+    centred,
     check_n_components,
     generalized_eigh,
     in_float64,
@@ -218,7 +219,11 @@ def fit_rca(
     Reference: Bar-Hillel et al., "Learning a Mahalanobis Metric from Equivalence Constraints",
     JMLR 2005.
     """
+    X_raw = X
     X = check_array(X, "X", ndim=2, min_rows=1, min_features=1)
+    # centred (in float64): the test for points coinciding up to rounding is relative to their
+    # magnitude, so iris moved by 1e7 was taken for a degenerate set (scaled identity, warning)
+    X = centred(X_raw, X)
     n, d = X.shape
     k = check_n_components(n_components, d)
     if isinstance(regularization, str):
@@ -243,6 +248,9 @@ def fit_rca(
         ids, X_in = jnp.asarray(chunks, dtype=jnp.int32), X
         if ids.shape != (n,):
             raise ValueError(f"chunks must have shape ({n},) to match X, got {tuple(ids.shape)}")
+        # ids to 0..K-1 (segment ids must be below n: an id >= n was dropped from the sums)
+        _, inv = jnp.unique(ids, return_inverse=True, size=n)
+        ids = jnp.where(ids >= 0, inv.reshape(-1), -1)
     else:
         raw = np.asarray(chunks)
         if raw.ndim != 1 or raw.shape[0] != n:
