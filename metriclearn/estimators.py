@@ -49,6 +49,7 @@ from sklearn.base import (
 )
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from metriclearn._validation import as_real, check_array, check_choice, check_labels
@@ -162,8 +163,14 @@ class MahalanobisDistance:
 class MahalanobisMixin:
     """Methods shared by every learner once ``components_`` (``L``, ``[k, d]``) is fitted."""
 
-    def _tuples(self, tuples, size: int, name: str = "tuples") -> np.ndarray:
-        """Points ``[n, size, d]`` from point tuples, or from index tuples via ``preprocessor``."""
+    def _tuples(
+        self, tuples, size: int, name: str = "tuples", *, reset: bool = False
+    ) -> np.ndarray:
+        """Points ``[n, size, d]`` from point tuples, or from index tuples via ``preprocessor``.
+
+        ``reset`` (in ``fit``): any width is accepted, as a refit may see different data; otherwise
+        the width must be the fitted ``n_features_in_``.
+        """
         if tuples is None:
             raise ValueError(f"{name} is required, got None")
         arr = np.asarray(tuples)
@@ -194,7 +201,7 @@ class MahalanobisMixin:
             raise ValueError(f"{name} is empty (shape {tuple(P.shape)})")
         if P.shape[1] != size or P.shape[2] == 0:
             raise ValueError(f"{name} must have shape [n, {size}, d] with d >= 1, got {P.shape}")
-        if hasattr(self, "n_features_in_") and P.shape[2] != self.n_features_in_:
+        if not reset and hasattr(self, "n_features_in_") and P.shape[2] != self.n_features_in_:
             raise ValueError(
                 f"{name} have {P.shape[2]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input"
@@ -262,6 +269,7 @@ class _TransformerBase(
 
     def _validate_Xy(self, X, y):
         X, y = validate_data(self, X, y, ensure_min_samples=2, dtype=_FLOATS)
+        check_classification_targets(y)  # class labels: real-valued targets are MLKR's
         return _centered(X), y
 
     def _finish(self, result, n_features: int):
@@ -489,9 +497,12 @@ def _best_threshold(dist, y, strategy, min_rate, beta) -> float:
     if strategy == "accuracy":
         score = (tp + tn) / len(ds)
     elif strategy == "f_beta":
-        b2 = beta * beta
-        denom = (1 + b2) * tp + b2 * fn + fp
-        score = np.where(denom > 0, (1 + b2) * tp / np.where(denom > 0, denom, 1), 0.0)
+        # (1 + b2) tp / ((1 + b2) tp + b2 fn + fp), divided through by 1 + b2 so that a large beta
+        # (b2 overflowing to inf) tends to recall instead of inf / inf = NaN
+        b = float(beta)
+        w_fp = 1.0 / (1.0 + b * b)
+        denom = tp + (1.0 - w_fp) * fn + w_fp * fp
+        score = np.where(denom > 0, tp / np.where(denom > 0, denom, 1), 0.0)
     elif strategy == "max_tpr":
         feasible = tnr >= min_rate
         score = np.where(feasible, tpr + 1e-9 * tnr, -np.inf)
@@ -504,10 +515,10 @@ def _best_threshold(dist, y, strategy, min_rate, beta) -> float:
 class _PairsMixin(ClassifierMixin):
     """Pair-classifier API: ``fit(pairs, y)``, ``decision_function``, ``predict``, ``score``."""
 
-    def _check_pair_labels(self, pairs, y, *, require_both=True):
+    def _check_pair_labels(self, pairs, y, *, require_both=True, reset=False):
         from metriclearn import constraints
 
-        P = self._tuples(pairs, 2, "pairs")
+        P = self._tuples(pairs, 2, "pairs", reset=reset)
         P, py = constraints.check_pairs(P, y, require_both=require_both)
         return np.asarray(P, np.float64), py
 
@@ -517,9 +528,10 @@ class _PairsMixin(ClassifierMixin):
         The decision threshold is then calibrated on the training pairs
         (``calibrate_threshold(pairs, y, **calibration_params)``, default strategy ``"accuracy"``).
         """
-        P, py = self._check_pair_labels(pairs, y)
+        P, py = self._check_pair_labels(pairs, y, reset=True)
+        L = self._fit_pairs(P, py)
         self.n_features_in_ = P.shape[2]
-        self._set_components(self._fit_pairs(P, py), P.shape[2])
+        self._set_components(L, P.shape[2])
         self.classes_ = np.array([-1, 1])
         self.calibrate_threshold(P, py, **(calibration_params or {}))
         return self
@@ -993,9 +1005,10 @@ class LSML(_OrderedTuplesMixin, _BaseLSML):
 
     def fit(self, quadruplets, weights=None):
         """Fit on ``quadruplets [n, 4, d]`` (or indices with ``preprocessor``), optional ``weights [n]``."""
-        Q = self._tuples(quadruplets, 4, "quadruplets")
+        Q = self._tuples(quadruplets, 4, "quadruplets", reset=True)
+        L = self._fit_quadruplets(Q, weights)
         self.n_features_in_ = Q.shape[2]
-        self._set_components(self._fit_quadruplets(Q, weights), Q.shape[2])
+        self._set_components(L, Q.shape[2])
         return self
 
 
@@ -1087,9 +1100,10 @@ class SCML(_OrderedTuplesMixin, _BaseSCML):
 
     def fit(self, triplets):
         """Fit on ``triplets [n, 3, d]`` (or indices with ``preprocessor``)."""
-        T = self._tuples(triplets, 3, "triplets")
+        T = self._tuples(triplets, 3, "triplets", reset=True)
+        L = self._fit_triplets(T)
         self.n_features_in_ = T.shape[2]
-        self._set_components(self._fit_triplets(T), T.shape[2])
+        self._set_components(L, T.shape[2])
         return self
 
 
@@ -1260,7 +1274,7 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
 
         check_choice(self.loss, "loss", _GENERIC_LOSSES)
         size, objective = _GENERIC_LOSSES[self.loss]
-        T = self._tuples(tuples, size, "pairs" if size == 2 else "triplets")
+        T = self._tuples(tuples, size, "pairs" if size == 2 else "triplets", reset=True)
         d = T.shape[2]
         reg_kwargs = dict(self.regularizer_kwargs or {})
         if self.regularizer == "logdet" and "M0" not in reg_kwargs:

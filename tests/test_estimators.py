@@ -182,6 +182,11 @@ def test_bad_input_raises_value_error(name):
         return
     with pytest.raises(ValueError, match="(?i)class"):
         make().fit(X, np.zeros(len(X), int))
+    # a regression target is refused as scikit-learn's NCA refuses it; NCA said "non-finite
+    # transformation; check the input scaling", and a rounded one was fitted as 24 classes
+    for target in (np.linspace(0.0, 1.0, len(X)), np.round(X[:, 0], 1)):
+        with pytest.raises(ValueError, match="continuous"):
+            make().fit(X, target)
 
 
 @pytest.mark.parametrize("name", ["NCA", "LMNN", "LFDA", "MLKR", "RCA_Supervised"])
@@ -357,6 +362,20 @@ def test_calibrate_threshold_strategies(strategy, kw):
         assert got == pytest.approx(best)
 
 
+@pytest.mark.parametrize("beta", [1e200, np.inf])
+def test_calibrate_threshold_f_beta_large_beta_is_recall(beta):
+    """F-beta tends to recall as beta grows (scikit-learn's fbeta_score: beta=inf is recall); beta^2
+    overflowed to inf and every F-score became NaN, so the threshold was the first cut's (ITML on
+    these pairs: recall .025 where 1.0 is reachable)."""
+    X, idx, pair_y = _pairs_data()
+    est = ml.ITML(max_iter=20, preprocessor=X).fit(idx, pair_y)
+    t_recall = est.calibrate_threshold(idx, pair_y, strategy="max_tnr", min_rate=1.0).threshold_
+    est.calibrate_threshold(idx, pair_y, strategy="f_beta", beta=beta)
+    assert np.all(est.predict(idx)[pair_y == 1] == 1)
+    assert est.threshold_ == t_recall  # recall 1 at the best precision, as for beta = 1e6
+    assert est.calibrate_threshold(idx, pair_y, strategy="f_beta", beta=1e6).threshold_ == t_recall
+
+
 def test_calibrate_threshold_errors():
     X, idx, pair_y = _pairs_data()
     est = ml.ITML(max_iter=5, preprocessor=X).fit(idx, pair_y)
@@ -434,6 +453,40 @@ def test_quadruplet_learner_predict_and_score():
         ml.LSML().fit(Q[:, :3])
     with pytest.raises(ValueError, match="empty"):
         ml.LSML().fit(Q[:0])
+
+
+@pytest.mark.parametrize(
+    "make,kind",
+    [
+        (lambda: ml.ITML(max_iter=5), "pairs"),
+        (lambda: ml.MMC(max_iter=5), "pairs"),
+        (lambda: ml.SCML(max_iter=20, random_state=0), "triplets"),
+        (lambda: ml.LSML(max_iter=5), "quadruplets"),
+        (lambda: ml.MetricLearner(max_iter=5), "triplets"),
+    ],
+    ids=["ITML", "MMC", "SCML", "LSML", "MetricLearner"],
+)
+def test_tuple_learner_refit_on_data_of_another_width(make, kind):
+    """A second fit is a fresh fit: it refused tuples of another width than the first fit's
+    ("pairs have 3 features, but ITML is expecting 4 features as input")."""
+    from metriclearn import constraints
+
+    X, y = _iris_small()
+    if kind == "pairs":
+        idx, py = constraints.pairs(0, y, n_similar=30, n_dissimilar=30)
+        extra = (py,)
+    elif kind == "triplets":
+        idx, extra = constraints.triplets(0, y, n_triplets=60), ()
+    else:
+        idx, extra = constraints.quadruplets(0, y, n_quadruplets=60), ()
+    est = make().fit(X[idx], *extra)
+    est.fit(X[idx][..., :3], *extra)
+    assert est.n_features_in_ == 3 and est.components_.shape[1] == 3
+    assert est.transform(X[:, :3]).shape[0] == len(X)
+    with pytest.raises(ValueError, match="features"):
+        est.transform(X)
+    fresh = make().fit(X[idx][..., :3], *extra)
+    np.testing.assert_allclose(est.components_, fresh.components_, rtol=1e-6, atol=1e-9)
 
 
 def test_rca_chunklets():
