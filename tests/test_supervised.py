@@ -360,6 +360,17 @@ def test_nca_bad_input():
         nca.fit_nca(X, y, max_iter=0)
     with pytest.raises(ValueError, match="2-dimensional"):
         nca.fit_nca(X[:, 0], y)
+    # every sample its own class: LDA's init was NaN ("non-finite transformation; check the input
+    # scaling"), and other inits returned the start untouched; nothing can be learned
+    with pytest.raises(ValueError, match="every class in y has a single sample"):
+        nca.fit_nca(X, np.arange(len(X)))
+
+
+def test_lda_init_finite_when_within_class_scatter_vanishes():
+    # one sample per class: the within-class scatter is 0 and the LDA directions were all NaN
+    X, _ = _toy()
+    L0 = _common.init_components(jnp.asarray(X), np.arange(len(X)), n_components=2, init="lda")
+    assert np.all(np.isfinite(np.asarray(L0)))
 
 
 def test_nca_far_from_origin_matches_centred_data():

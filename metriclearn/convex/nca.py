@@ -29,6 +29,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metriclearn._validation import check_positive_int
 from metriclearn.convex._common import (
@@ -155,6 +156,11 @@ def fit_nca(
     """
     X_raw = X
     X, codes, _ = check_Xy(X, y, min_per_class=1)
+    if np.bincount(codes).max() < 2:
+        raise ValueError(
+            "every class in y has a single sample: NCA has no same-class neighbour to pull "
+            "(its objective is 0 for every map); NCA needs a class with two samples"
+        )
     X = centred(X_raw, X)
     check_n_components(n_components, X.shape[1])
     max_iter = check_positive_int(max_iter, "max_iter")  # NumPy integers too (grid searches)
