@@ -1274,6 +1274,10 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
 
         check_choice(self.loss, "loss", _GENERIC_LOSSES)
         size, objective = _GENERIC_LOSSES[self.loss]
+        for name in ("u", "l", "margin"):  # before any work: named, finite, >= 0
+            value = getattr(self, name)
+            if value is not None and not (0.0 <= as_real(value, name) < np.inf):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         T = self._tuples(tuples, size, "pairs" if size == 2 else "triplets", reset=True)
         d = T.shape[2]
         reg_kwargs = dict(self.regularizer_kwargs or {})

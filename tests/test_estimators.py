@@ -597,6 +597,14 @@ def test_metric_learner_bad_names():
         ml.MetricLearner(loss="nope").fit(np.zeros((3, 3, 4)))
     with pytest.raises(ValueError, match="unknown regularizer"):
         ml.MetricLearner(regularizer="nope").fit(X[np.array([[0, 1, 40], [2, 3, 41]])])
+    # thresholds and margin: named (u="a" raised float()'s own message, margin=nan reported a
+    # non-finite objective at the start without naming it)
+    pairs, py = X[np.array([[0, 1], [2, 41]])], np.array([1, -1])
+    for kw, name in (({"u": "a"}, "u"), ({"l": -1.0}, "l"), ({"u": np.inf}, "u")):
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            ml.MetricLearner(loss="pair_hinge", **kw).fit(pairs, py)
+    with pytest.raises(ValueError, match="^margin must be a finite number"):
+        ml.MetricLearner(margin=np.nan).fit(X[np.array([[0, 1, 40], [2, 3, 41]])])
 
 
 def test_parameter_errors_name_the_parameter():
