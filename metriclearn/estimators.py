@@ -38,6 +38,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import jax
 import numpy as np
@@ -253,6 +254,17 @@ class MahalanobisMixin:
     def pair_score(self, pairs) -> np.ndarray:
         """Similarity of ``pairs``: ``-pair_distance(pairs)`` (higher means more similar)."""
         return -self.pair_distance(pairs)
+
+    def score_pairs(self, pairs) -> np.ndarray:
+        """Deprecated alias of :meth:`pair_distance` (metric-learn < 0.7's name, kept so that ported
+        code runs): the learned distances of ``pairs``, with a ``FutureWarning``."""
+        warnings.warn(
+            "score_pairs returns distances and is deprecated, as in metric-learn 0.7: use "
+            "pair_distance for distances or pair_score for similarities",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.pair_distance(pairs)
 
 
 class _TransformerBase(
