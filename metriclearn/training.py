@@ -274,12 +274,16 @@ def pair_distance_stats(
 def _all_finite(tree) -> jax.Array:
     """Scalar bool: every entry of every leaf is finite.
 
-    ``sum(0 * leaf)`` is 0 when all entries are finite and NaN otherwise (no overflow, so exact): one
-    scalar reduction per leaf. (XLA:CPU hands the zeros to YNNPACK's reduction as an array the size of
-    the leaf; ``sum(leaf - leaf)`` avoids that, but made no measurable difference to a training step.
-    ``max |leaf|`` would be wrong there: YNNPACK's max drops NaN.)
+    ``sum(leaf - leaf)`` is 0 when all entries are finite and NaN otherwise (``inf - inf`` is NaN; no
+    overflow, so exact): one scalar reduction per leaf. (``sum(0 * leaf)`` is as exact, but XLA:CPU
+    hands its zeros to YNNPACK's reduction as an array the size of the leaf: with the separate
+    positive / negative sums of the losses, ``leaf - leaf`` makes the contrastive step ~1 % faster.
+    ``max |leaf|`` would be wrong there: YNNPACK's max drops NaN; ``all(isfinite(leaf))`` is 4 %
+    slower.)
     """
-    return jnp.isfinite(sum(jnp.sum(leaf * 0, dtype=jnp.float32) for leaf in jax.tree.leaves(tree)))
+    return jnp.isfinite(
+        sum(jnp.sum(leaf - leaf, dtype=jnp.float32) for leaf in jax.tree.leaves(tree))
+    )
 
 
 def _step_fn(model, loss_spec, optimizer, normalize_curves: bool):
