@@ -524,6 +524,16 @@ def _best_threshold(dist, y, strategy, min_rate, beta) -> float:
     return float(thresholds[int(np.argmax(score))])
 
 
+def _check_calibration(strategy="accuracy", min_rate=None, beta=1.0) -> None:
+    """The arguments of :meth:`_PairsMixin.calibrate_threshold`, checked (``ValueError``)."""
+    check_choice(strategy, "strategy", _STRATEGIES)
+    if strategy in ("max_tpr", "max_tnr"):
+        if min_rate is None or not 0.0 <= as_real(min_rate, "min_rate") <= 1.0:
+            raise ValueError(f"strategy {strategy!r} needs min_rate in [0, 1], got {min_rate!r}")
+    if strategy == "f_beta" and not as_real(beta, "beta") > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+
+
 class _PairsMixin(ClassifierMixin):
     """Pair-classifier API: ``fit(pairs, y)``, ``decision_function``, ``predict``, ``score``."""
 
@@ -540,12 +550,19 @@ class _PairsMixin(ClassifierMixin):
         The decision threshold is then calibrated on the training pairs
         (``calibrate_threshold(pairs, y, **calibration_params)``, default strategy ``"accuracy"``).
         """
+        calibration = dict(calibration_params or {})
+        unknown = sorted(set(calibration) - {"strategy", "min_rate", "beta"})
+        if unknown:
+            raise ValueError(
+                f"unknown calibration_params {unknown}; valid: beta, min_rate, strategy"
+            )
+        _check_calibration(**calibration)  # before the solver runs, not after it
         P, py = self._check_pair_labels(pairs, y, reset=True)
         L = self._fit_pairs(P, py)
         self.n_features_in_ = P.shape[2]
         self._set_components(L, P.shape[2])
         self.classes_ = np.array([-1, 1])
-        self.calibrate_threshold(P, py, **(calibration_params or {}))
+        self.calibrate_threshold(P, py, **calibration)
         return self
 
     def decision_function(self, pairs) -> np.ndarray:
@@ -578,14 +595,7 @@ class _PairsMixin(ClassifierMixin):
           ``self``.
         """
         check_is_fitted(self, "components_")
-        check_choice(strategy, "strategy", _STRATEGIES)
-        if strategy in ("max_tpr", "max_tnr"):
-            if min_rate is None or not 0.0 <= as_real(min_rate, "min_rate") <= 1.0:
-                raise ValueError(
-                    f"strategy {strategy!r} needs min_rate in [0, 1], got {min_rate!r}"
-                )
-        if strategy == "f_beta" and not as_real(beta, "beta") > 0:
-            raise ValueError(f"beta must be > 0, got {beta!r}")
+        _check_calibration(strategy, min_rate, beta)
         P, py = self._check_pair_labels(pairs, y, require_both=False)
         dist = self.pair_distance(P)
         self.threshold_ = _best_threshold(dist, py, strategy, min_rate, beta)

@@ -388,6 +388,18 @@ def test_calibrate_threshold_errors():
         est.calibrate_threshold(idx, pair_y, strategy="max_tpr")
     with pytest.raises(ValueError, match="beta"):
         est.calibrate_threshold(idx, pair_y, strategy="f_beta", beta=0)
+    # bad calibration_params of fit: refused before the solver runs (an unknown key raised
+    # TypeError after it, with components_ already replaced and threshold_ left stale)
+    before = (est.components_.copy(), est.threshold_)
+    for params, message in (
+        ({"strategy": "max_tpr", "min_rte": 0.9}, "unknown calibration_params"),
+        ({"strategy": "max_tnr"}, "min_rate"),
+        ({"strategy": "nope"}, "strategy"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            est.fit(idx[:10], pair_y[:10], calibration_params=params)
+        np.testing.assert_array_equal(est.components_, before[0])
+        assert est.threshold_ == before[1]
 
 
 @pytest.mark.parametrize(
