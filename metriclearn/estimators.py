@@ -149,8 +149,19 @@ class MahalanobisDistance:
         self.components = np.array(components, dtype=np.float64)
 
     def __call__(self, u, v) -> float:
-        diff = self.components @ (np.asarray(u, np.float64) - np.asarray(v, np.float64))
-        return float(np.sqrt(diff @ diff))
+        u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+        if u.shape != v.shape or u.shape[-1:] != self.components.shape[1:]:
+            raise ValueError(
+                f"u and v must be vectors of {self.components.shape[1]} features, got shapes "
+                f"{u.shape} and {v.shape}"
+            )
+        diff = self.components @ (u - v)
+        out = float(np.sqrt(diff @ diff))
+        if not np.isfinite(out):  # checked only then: sklearn calls this once per pair
+            bad = "u" if not np.all(np.isfinite(u)) else "v" if not np.all(np.isfinite(v)) else None
+            if bad is not None:
+                raise ValueError(f"{bad} contains NaN or inf")
+        return out
 
     def __repr__(self) -> str:
         k, d = self.components.shape

@@ -120,6 +120,11 @@ def test_mahalanobis_api_against_brute_force(make):
     metric = est.get_metric()
     np.testing.assert_allclose([metric(a, b) for a, b in zip(X[:10], X[10:20])], brute, rtol=1e-6)
     assert pickle.loads(pickle.dumps(metric))(X[0], X[1]) == pytest.approx(metric(X[0], X[1]))
+    # called directly: NaN input returned NaN, and vectors of the wrong length NumPy's matmul error
+    with pytest.raises(ValueError, match="v contains NaN"):
+        metric(X[0], np.where(np.arange(4) == 2, np.nan, X[1]))
+    with pytest.raises(ValueError, match="vectors of 4 features"):
+        metric(X[0], X[1][:3])
 
 
 def test_get_metric_in_knn_matches_transform():
