@@ -79,8 +79,11 @@ def _seed_from(key_or_seed, name: str = "key") -> int:
     if isinstance(key_or_seed, bool):
         raise ValueError(f"{name} must be an int seed or a jax.random key, got {key_or_seed!r}")
     if isinstance(key_or_seed, int | np.integer):
-        if key_or_seed < 0:
-            raise ValueError(f"{name} must be a non-negative int seed, got {key_or_seed}")
+        # [0, 2**32) as every other seed of the library (as_key), though NumPy would take more
+        if not 0 <= int(key_or_seed) < 2**32:
+            raise ValueError(
+                f"{name} must be a jax.random key or an int seed in [0, 2**32), got {key_or_seed}"
+            )
         return int(key_or_seed)
     try:
         arr = jax.numpy.asarray(key_or_seed)

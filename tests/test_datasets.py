@@ -126,6 +126,12 @@ def test_gaussian_classes_bad_input(kw, match):
         datasets.gaussian_classes(0, **kw)
     with pytest.raises(ValueError, match="key"):
         datasets.gaussian_classes("abc")
+    # int seeds are 32-bit seeds here too, as the README says of every seed (2**40 was taken)
+    for seed in (2**32, 2**40, -1):
+        with pytest.raises(ValueError, match=r"int seed in \[0, 2\*\*32\)"):
+            datasets.gaussian_classes(seed)
+        with pytest.raises(ValueError, match=r"int seed in \[0, 2\*\*32\)"):
+            datasets.train_test_split(seed, np.zeros((4, 2)), np.array([0, 0, 1, 1]))
 
 
 # ----------------------------------------------------------------------------------------------- IDX
