@@ -766,9 +766,7 @@ def retrieval_metrics(
         if len(np.unique(q_codes)) < 2:
             raise ValueError("labels must contain at least 2 classes for nmi (or pass nmi=False)")
         kmeans_n_init = check_positive_int(kmeans_n_init, "kmeans_n_init")
-        kmeans_seed = _seed_from(seed, "seed")
-        if kmeans_seed >= 2**32:
-            raise ValueError(f"seed must be below 2**32 (scikit-learn's KMeans), got {kmeans_seed}")
+        kmeans_seed = _seed_from(seed, "seed")  # in [0, 2**32), as scikit-learn's KMeans needs
 
     kmax = max(k_values, default=1)
     k_rows = np.maximum(r_counts, kmax)

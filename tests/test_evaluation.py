@@ -177,7 +177,9 @@ def test_kmeans_seed_is_checked_before_the_neighbour_search(monkeypatch):
         raise AssertionError("the neighbour search ran before the seed was checked")
 
     monkeypatch.setattr(evaluation, "_nearest", no_search)
-    with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):
+    with pytest.raises(
+        ValueError, match=r"seed must be a jax.random key or an int seed in \[0, 2\*\*32\)"
+    ):
         evaluation.retrieval_metrics(X, y, k_values=(1,), seed=2**32)
     with pytest.raises(ValueError, match="kmeans_n_init must be an integer"):
         evaluation.retrieval_metrics(X, y, k_values=(1,), kmeans_n_init=0)
