@@ -158,7 +158,7 @@ def _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction: str) -> jax.Array:
 
     Same values and gradients as calling :mod:`metriclearn.reducers` twice. Each term's numerator
     and denominator are plain sums, which XLA:CPU fuses with the loss's elementwise work; stacking
-    the two terms into one reduction instead cost two concatenate kernels, 3-4 % of the contrastive
+    the two terms into one reduction instead cost three concatenate kernels, 3-4 % of the contrastive
     training step (``benchmarks/results/deep_products.md``). ``reduction`` is validated by the
     caller.
     """
