@@ -27,6 +27,7 @@ functions", Int. J. Math. Models Methods Appl. Sci. 1(4) (2007).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -817,14 +818,15 @@ def _pairwise_sq_kernel(
     return kernel
 
 
-def _pow2_at_least(a: jax.Array, even: bool = False) -> jax.Array:
-    """The power of two ``2**e`` with ``max|a| / 2**e`` in ``[1/2, 1)`` (``[1/4, 1)`` and ``e`` even
-    if ``even``); 1 for an all-zero ``a``. Dividing by it is exact (no rounding)."""
-    top = jnp.max(jnp.abs(a))
+def _pow2_scale(*arrays: jax.Array, even: bool = False) -> jax.Array:
+    """The power of two ``2**e`` with ``max |entry| / 2**e`` in ``[1/2, 1)`` over all ``arrays``
+    (``[1/4, 1)`` and ``e`` even if ``even``); 1 when they are all zero. Dividing by it is exact."""
+    dtype = arrays[0].dtype
+    top = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(a)) for a in arrays])
     _, e = jnp.frexp(jnp.where(top > 0, top, 1.0))
     if even:
         e = e + (e % 2)
-    return jnp.where(top > 0, jnp.ldexp(jnp.ones((), a.dtype), e), 1.0).astype(a.dtype)
+    return jnp.where(top > 0, jnp.ldexp(jnp.ones((), dtype), e), 1.0).astype(dtype)
 
 
 def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
@@ -851,11 +853,11 @@ def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
     # |x|² overflows (1e20 in float32: inf for a distance of 4e20) or underflows long before the
     # distance does: the identity runs on the data divided by a power of two (exact) that brings
     # the largest entry into [1/2, 1), and the result is scaled back
-    root = _pow2_at_least(X if same else jnp.concatenate([X.ravel(), Y.ravel()]))
+    root = _pow2_scale(X) if same else _pow2_scale(X, Y)
     X = X / root
     Y = X if same else Y / root
     if M is not None:
-        scale_M = _pow2_at_least(M, even=True)
+        scale_M = _pow2_scale(M, even=True)
         M = M / scale_M
         root = root * jnp.sqrt(scale_M)  # exact: an even power of two
     yy = jnp.sum(Y * (Y if M is None else Y @ M), axis=-1)
