@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 
 def check_output_dir(path: str, flag: str) -> None:
@@ -11,7 +12,8 @@ def check_output_dir(path: str, flag: str) -> None:
 
     Raises ``absl.app.UsageError`` naming ``flag`` when a file is in the way or the directory (or
     the nearest existing parent it would be created in) is not writable, instead of a
-    ``FileExistsError`` traceback after the computation.
+    ``FileExistsError`` traceback after the computation. Writability is tried by creating and
+    removing an empty directory there.
     """
     from absl import app
 
@@ -26,8 +28,11 @@ def check_output_dir(path: str, flag: str) -> None:
         raise app.UsageError(
             f"{flag}={path!r} cannot be created as a directory: {probe!r} is a file"
         )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise app.UsageError(f"{flag}={path!r} is not writable ({probe!r})")
+    # Try it rather than ask os.access: as root, access() says yes for any directory, /proc included.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".metriclearn-probe-", dir=probe))
+    except OSError as err:
+        raise app.UsageError(f"{flag}={path!r} is not writable ({probe!r}: {err})") from None
 
 
 def exit_with_help(doc: str | None) -> None:

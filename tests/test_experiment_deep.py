@@ -316,3 +316,15 @@ def test_resume_under_other_settings_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(app.UsageError, match="--workdir=.*cannot be created as a directory"):
         deep.run(_parse([*TINY, f"--workdir={tmp_path / 'file'}"]))
+
+
+def test_output_dir_writability_is_tried_not_asked(tmp_path):
+    """As root, os.access says /proc is writable, so --workdir=/proc/x passed the check and ended in
+    a traceback from makedirs. The check now creates (and removes) a probe directory."""
+    from experiments import check_output_dir
+
+    check_output_dir(str(tmp_path / "new" / "run"), "--workdir")
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(app.UsageError, match="--workdir=.*is not writable"):
+            check_output_dir("/proc/metriclearn-run", "--workdir")
