@@ -44,8 +44,21 @@ __all__ = [
 ]
 
 
+def _class_runs(labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, starts, counts)``: the sample indices sorted by class (stable), where each class's
+    run starts in ``order``, and its size (all int32). Memory ~ ``n``, whatever the class sizes."""
+    codes = check_labels(labels, min_classes=2, name="labels")
+    counts = np.bincount(codes).astype(np.int32)
+    order = np.argsort(codes, kind="stable").astype(np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+    return order, starts, counts
+
+
 def class_table(labels) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class member table used by :func:`m_per_class_batches`.
+    """Per-class member table: each class's sample indices as one padded row.
+
+    The samplers do not use it: they index the flat per-class runs, so one large class among many
+    small ones costs memory ~ ``n``, where this table takes ``n_classes * max_count``.
 
     Args:
       labels: ``[n]`` class labels (any hashable dtype).
@@ -54,10 +67,7 @@ def class_table(labels) -> tuple[np.ndarray, np.ndarray]:
       ``(members, counts)``: ``members`` int32 ``[n_classes, max_count]`` holding each class's sample
       indices (padded with 0 beyond ``counts[c]``), ``counts`` int32 ``[n_classes]``.
     """
-    codes = check_labels(labels, min_classes=2, name="labels")
-    counts = np.bincount(codes).astype(np.int32)
-    order = np.argsort(codes, kind="stable").astype(np.int32)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    order, starts, counts = _class_runs(labels)
     members = np.zeros((len(counts), int(counts.max())), np.int32)
     for c, (s, k) in enumerate(zip(starts, counts)):
         members[c, :k] = order[s : s + k]
@@ -118,9 +128,11 @@ def _fisher_yates_positions(key, cnt, m: int):
     return jax.lax.fori_loop(0, m, step, init)[2]
 
 
-@partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches", "sparse"))
-def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches, sparse=False):
-    n_classes, max_count = members.shape
+@partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches", "max_count", "sparse"))
+def _m_per_class_core(
+    key, order, starts, counts, *, m, classes_per_batch, n_batches, max_count, sparse=False
+):
+    n_classes = counts.shape[0]
     k_cls, k_perm, k_repl = jax.random.split(key, 3)
     # Classes: the classes_per_batch largest of n_classes uniforms = a uniform draw without replacement.
     u_cls = _flat_draw(jax.random.uniform, k_cls, (n_batches, n_classes))
@@ -140,7 +152,7 @@ def _m_per_class_core(key, members, counts, *, m, classes_per_batch, n_batches, 
         jax.random.randint, k_repl, (n_batches, classes_per_batch, m), 0, jnp.maximum(cnt, 1)
     )
     pos = with_repl if without is None else jnp.where(cnt >= m, without, with_repl)
-    idx = members[classes[..., None], pos]  # [nb, cpb, m]
+    idx = order[starts[classes][..., None] + pos]  # [nb, cpb, m]
     return idx.reshape(n_batches, classes_per_batch * m).astype(jnp.int32)
 
 
@@ -169,8 +181,8 @@ def m_per_class_sampler(
 ) -> Callable[[Any], jax.Array]:
     """``sample(key) -> [n_batches, batch_size]``: :func:`m_per_class_batches` for fixed labels.
 
-    Validates the settings and builds the class table once (kept on device), so each epoch's draw is
-    a single jitted call -- what a training loop calls every epoch. ``sample(key)`` equals
+    Validates the settings and sorts the samples by class once (kept on device), so each epoch's
+    draw is a single jitted call -- what a training loop calls every epoch. ``sample(key)`` equals
     ``m_per_class_batches(key, labels, m=m, batch_size=batch_size, n_batches=n_batches)``.
 
     Raises:
@@ -183,23 +195,26 @@ def m_per_class_sampler(
     >>> sample(0).shape
     (9, 32)
     """
-    members, counts = class_table(labels)
+    order, starts, counts = _class_runs(labels)
+    max_count = int(counts.max())
     m, batch_size = _check_batch_layout(m, batch_size, len(counts))
     n = int(counts.sum())
     if n_batches is None:
         n_batches = max(n // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
-    members_dev, counts_dev = jnp.asarray(members), jnp.asarray(counts)
-    sparse = n_batches * (batch_size // m) * members.shape[1] > _DENSE_DRAW_LIMIT
+    order_dev, starts_dev, counts_dev = jnp.asarray(order), jnp.asarray(starts), jnp.asarray(counts)
+    sparse = n_batches * (batch_size // m) * max_count > _DENSE_DRAW_LIMIT
 
     def sample(key) -> jax.Array:
         return _m_per_class_core(
             as_key(key),
-            members_dev,
+            order_dev,
+            starts_dev,
             counts_dev,
             m=m,
             classes_per_batch=batch_size // m,
             n_batches=n_batches,
+            max_count=max_count,
             sparse=sparse,
         )
 

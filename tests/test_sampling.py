@@ -204,12 +204,12 @@ def test_fisher_yates_draw_for_a_large_class(monkeypatch):
 
 def test_memory_of_one_large_class_stays_near_the_output():
     y = np.concatenate([np.zeros(50_000, int), np.repeat(np.arange(1, 100), 10)])
-    members, counts = sampling.class_table(y)
+    order, starts, counts = sampling._class_runs(y)
     n_batches = len(y) // 128
-    assert n_batches * 8 * members.shape[1] > sampling._DENSE_DRAW_LIMIT  # takes the sparse path
+    assert n_batches * 8 * counts.max() > sampling._DENSE_DRAW_LIMIT  # takes the sparse path
     compiled = sampling._m_per_class_core.lower(
-        jax.random.key(0), members, counts, m=16, classes_per_batch=8, n_batches=n_batches,
-        sparse=True,
+        jax.random.key(0), order, starts, counts, m=16, classes_per_batch=8, n_batches=n_batches,
+        max_count=int(counts.max()), sparse=True,
     ).compile()  # fmt: skip
     # the top_k draw needs 2.5 GB of scratch here; the Fisher-Yates draw a few MB
     assert compiled.memory_analysis().temp_size_in_bytes < 50e6
@@ -245,3 +245,26 @@ def test_errors_name_the_caller_arguments():
     for bad in (None, "0.5", True, np.nan):
         with pytest.raises(ValueError, match="positive_fraction must be a number in"):
             sampling.pair_batches(0, Y, batch_size=4, n_batches=1, positive_fraction=bad)
+
+
+def test_long_tailed_labels_need_no_padded_class_table():
+    """The sampler indexed a padded [n_classes, max_count] member table: for one class of 20,000
+    among 2,000 singletons that is 160 MB (GBs at real long-tailed sizes) for 22,000 labels. It
+    now indexes the samples sorted by class (memory ~ n) and draws the same batches."""
+    import tracemalloc
+
+    y = np.concatenate([np.zeros(20_000, int), np.arange(1, 2001)])
+    tracemalloc.start()
+    try:
+        sample = sampling.m_per_class_sampler(y, m=2, batch_size=8, n_batches=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, peak
+    idx = np.asarray(sample(0))
+    lab = y[idx].reshape(3, 4, 2)
+    assert np.all(lab == lab[..., :1])
+    members, counts = sampling.class_table(y)  # the public table still describes the same runs
+    order, starts, _ = sampling._class_runs(y)
+    assert np.array_equal(members[0], order[: counts[0]])
+    assert np.array_equal(members[1:, 0], order[starts[1:]])
