@@ -44,6 +44,10 @@ _EXPECTED_FAILURES = {
         "check_fit2d_1feature": "LMNN needs n_neighbors + 1 samples per class; the 10-sample fixture "
         "has a class of 3, which raises a ValueError by design",
     },
+    "RCA": {
+        "check_fit_score_takes_y": "RCA.fit's second argument is chunks (chunklet ids), named as in "
+        "metric-learn",
+    },
 }
 
 _FAST_CHECKS = ["Covariance"]
@@ -58,6 +62,7 @@ _SLOW_CHECKS = [
     "LSML_Supervised",
     "SCML_Supervised",
     "RCA_Supervised",
+    "RCA",
 ]
 
 
@@ -515,6 +520,16 @@ def test_rca_chunklets():
     chunks[:10] = np.repeat(np.arange(5), 2)  # chunklets within class 0 of the sorted subset
     est = ml.RCA().fit(X, chunks)
     assert est.components_.shape[1] == 4 and np.all(np.isfinite(est.components_))
+    # integer ids in an object array (scikit-learn's check_dtype_object) were refused
+    np.testing.assert_array_equal(
+        ml.RCA().fit(X, chunks.astype(object)).components_, est.components_
+    )
+    for bad in (
+        chunks.astype(str).astype(object),
+        np.where(chunks >= 0, True, False).astype(object),
+    ):
+        with pytest.raises(ValueError, match="integer chunk ids"):
+            ml.RCA().fit(X, bad)
 
 
 # ----------------------------------------------------------------------------------------------------

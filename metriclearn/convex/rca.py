@@ -41,6 +41,7 @@ Equivalence Constraints", JMLR 6, 2005.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -260,6 +261,10 @@ def fit_rca(
         if raw.dtype.kind == "f":
             if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
                 raise ValueError("chunks must hold integer chunk ids (or -1), got non-integers")
+        elif raw.dtype == object and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in raw
+        ):
+            pass  # integer ids in an object array (as scikit-learn's checks pass them)
         elif raw.dtype.kind not in "iu":
             raise ValueError(f"chunks must hold integer chunk ids, got dtype {raw.dtype}")
         raw = raw.astype(np.int64)
