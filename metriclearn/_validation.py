@@ -206,10 +206,19 @@ def label_array(y, name: str = "y") -> np.ndarray:
             f"{name} mixes {mixed} (e.g. 0 and '0' would be one class, and b'a' never equals 'a'); "
             "give labels of one kind"
         )
+    merged = False
     if y.dtype.kind == "O" and kinds == {"number"}:
-        y = np.asarray(y.tolist())  # a numeric dtype, so the NaN check below applies
+        numeric = np.asarray(y.tolist())  # a numeric dtype, so the NaN check below applies
+        # ints and floats together become float64, where 2**53 + 1 is 2**53
+        merged = numeric.dtype.kind == "f" and len(set(y.tolist())) != len(np.unique(numeric))
+        y = numeric
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise ValueError(f"{name} contains NaN or infinite labels")
+    if merged:
+        raise ValueError(
+            f"{name} mixes integers and floats, and some integers are beyond float64's exact range "
+            "(2**53), so two classes would become one; give labels of one type"
+        )
     return y
 
 

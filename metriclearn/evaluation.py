@@ -338,13 +338,14 @@ def _nearest(
     selection,
     mesh,
     on_row,
+    names=("queries", "references"),
 ):
     """Exact nearest neighbours of every query row in ``R``, in blocks of query rows.
 
     Calls ``on_row(i, cols)`` for every query row ``i``: ``cols`` (``np.ndarray``, at least ``k[i]``
     entries) lists the references nearest to query ``i`` in increasing (distance, index) order.
     ``k`` is an int or one int per query row. ``on_row`` may be called from several threads (for
-    distinct rows).
+    distinct rows). ``names`` name ``Q`` and ``R`` in error messages.
 
     ``selection="host"``: each query block's distances to all references are one jitted matmul
     (``[chunk_size, m]``, sharded by query rows over ``mesh``), the selection is :func:`_host_select`
@@ -365,13 +366,23 @@ def _nearest(
         # Both rank by |q|^2 + |r|^2 - 2 q.r (a matmul), which cancels catastrophically in float32
         # for data far from the origin (1000 + N(0, 1): a third of the 1-NN wrong). They are
         # translation invariant: shift both sets by the references' mean (taken in float64), rounded
-        # to integers so the shift is exact and data with exact ties (integer grids) keep them.
+        # to integers so that data with exact ties (integer grids) keep them. (A point far from the
+        # mean is then held to the float's spacing at its distance from it: see the README.)
         center = np.round(R_np.mean(axis=0, dtype=np.float64))
         Q_np = (Q_np - center).astype(Q_np.dtype)
         R_np = (R_np - center).astype(R_np.dtype)
+        # Only the order of the distances is used: dividing both sets by a power of two is exact
+        # and keeps |x|^2 in range (points 4e19 apart overflowed float32's squares into inf - inf).
+        top = max(float(np.max(np.abs(Q_np))), float(np.max(np.abs(R_np))))
+        if top > 2.0**20 or 0.0 < top < 2.0**-20:
+            scale = np.ldexp(1.0, np.frexp(top)[1]).astype(Q_np.dtype)
+            Q_np, R_np = Q_np / scale, R_np / scale
     if dist is not None and (array_kw or dist not in _PLAIN_NAMES):
-        # value checks of the distance (PSD M, probability rows, ...) need concrete arrays: run them
-        # once here; names, p and other static options are checked again while tracing.
+        if isinstance(dist, str) and dist in distances._PROBABILITY:  # every row, not only two
+            distances._check_prob(Q_np, names[0])
+            distances._check_prob(R_np, names[1])
+        # the other value checks of the distance (PSD M, ...) need concrete arrays: run them once
+        # here; names, p and other static options are checked again while tracing.
         distances.pairwise(dist, Q_np[:2], R_np[:2], **dict(static_kw), **array_kw)
     k_rows = np.broadcast_to(np.asarray(k, dtype=np.int64), (n,))
     K = int(k_rows.max())
@@ -530,6 +541,7 @@ def knn_predict(
         selection=selection,
         mesh=mesh,
         on_row=vote,
+        names=("test_X", "train_X"),
     )
     return classes[pred]
 
@@ -787,6 +799,7 @@ def retrieval_metrics(
         selection=selection,
         mesh=mesh,
         on_row=on_row,
+        names=("embeddings", "embeddings" if self_ref else "ref_embeddings"),
     )
     # per-query values summed once at the end: the same numbers for every chunking
     means = per_query[valid].sum(axis=0) / valid.sum()

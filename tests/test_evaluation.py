@@ -618,6 +618,41 @@ def test_integer_labels_are_not_merged_by_float_promotion():
     acc = evaluation.knn_accuracy(Xtr, ytr, Xtr, np.array([2.0**53, 2.0**53 + 4]), k=1)
     assert acc == 0.0
 
+    # ints and floats in one object array became float64, merging 2**53 + 1 into 2**53: knn_predict
+    # then returned the label of another class
+    y_obj = np.array([2**53 + 1, 2**53 + 1, 2**53, 0.5, 0.5, 0.5], dtype=object)
+    X6 = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]], np.float32)
+    with pytest.raises(ValueError, match="two classes would become one"):
+        evaluation.knn_predict(X6, y_obj, X6[:1], k=1)
+
+
+def test_squared_distances_beyond_float32_are_ranked():
+    # |x|^2 of points 4e19 apart overflowed float32 (inf - inf: "produced NaN distances"); 1e-25
+    # apart underflowed to ties. Only the order is used, so both sets are scaled by a power of two.
+    for scale in (4e19, 1e-25):
+        X = (scale * np.array([[0.0], [1.0], [3.0], [-2.5]])).astype(np.float32)
+        y = np.array([0, 1, 2, 3])
+        Q = (scale * np.array([[0.1], [1.2], [2.9], [-2.8]])).astype(np.float32)
+        np.testing.assert_array_equal(evaluation.knn_predict(X, y, Q, k=1), [0, 1, 2, 3])
+        res = evaluation.retrieval_metrics(np.r_[X, Q], np.r_[y, y], nmi=False, k_values=(1,))
+        assert res["precision_at_1"] == 1.0
+
+
+def test_probability_rows_are_all_checked():
+    # the probability check of the divergences ran on the first two rows only: a bad row 10 gave
+    # finite, meaningless metrics
+    P = np.random.default_rng(0).dirichlet(np.ones(3), 30).astype(np.float32)
+    y = np.arange(30) % 3
+    bad = P.copy()
+    bad[10] = [-0.5, 1.0, 0.5]
+    for metric in ("kl_divergence", "jensen_shannon", "chi_square", "bhattacharyya", "matusita"):
+        with pytest.raises(ValueError, match="train_X must be a probability vector"):
+            evaluation.knn_accuracy(bad, y, P, y, k=1, metric=metric)
+        with pytest.raises(ValueError, match="test_X must be a probability vector"):
+            evaluation.knn_accuracy(P, y, bad, y, k=1, metric=metric)
+    with pytest.raises(ValueError, match="ref_embeddings must be a probability vector"):
+        evaluation.retrieval_metrics(P, y, bad, y, metric="matusita", nmi=False)
+
 
 def test_embeddings_without_features_are_refused():
     # [n, 0]: every distance 0, every neighbour a tie (was accepted; NMI then failed in scikit-learn)
