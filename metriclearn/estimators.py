@@ -278,9 +278,19 @@ class MahalanobisMixin:
         return self.pair_distance(pairs)
 
 
-class _TransformerBase(
+class _PointTransformer(
     MahalanobisMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
+    """A learner fitted on points ``X``: scikit-learn's transformer API, ``set_output`` included."""
+
+    def transform(self, X) -> np.ndarray:
+        """Map points into the learned space: ``X @ components_.T`` (``[n, d] -> [n, k]``)."""
+        # Defined here and not only inherited: scikit-learn's set_output wraps the transform of the
+        # class that defines it, so an inherited one ignored set_output (fit_transform did not).
+        return MahalanobisMixin.transform(self, X)
+
+
+class _TransformerBase(_PointTransformer):
     """Label-supervised transformer: validates ``(X, y)``, records ``n_features_in_``."""
 
     _requires_y = True
@@ -938,7 +948,7 @@ class MMC_Supervised(_SupervisedPairs, _BaseMMC):
 # RCA (chunklets)
 
 
-class RCA(MahalanobisMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class RCA(_PointTransformer):
     """Relevant Components Analysis from chunklets (Bar-Hillel et al., JMLR 2005).
 
     ``fit(X, chunks)`` with ``chunks [n]`` integer chunklet ids (``-1``: in no chunklet).

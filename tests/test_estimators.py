@@ -671,6 +671,22 @@ def test_feature_names_out_and_set_output():
     with pytest.raises(Exception, match="not fitted"):
         est.get_feature_names_out()
     assert est.fit(X, y).transform(X).shape == (len(X), 4)
+    # set_output reached fit_transform but not transform (inherited, so scikit-learn never wrapped it)
+    try:
+        import pandas
+    except ImportError:
+        pandas = None
+    chunks = np.repeat(np.arange(len(X) // 3), 3)[: len(X)]
+    for fitted in (
+        ml.Covariance().set_output(transform="pandas").fit(X, y),
+        ml.RCA().set_output(transform="pandas").fit(X, chunks),
+    ):
+        if pandas is None:
+            with pytest.raises(ImportError, match="pandas"):
+                fitted.transform(X)
+        else:
+            out = fitted.transform(X)
+            assert isinstance(out, pandas.DataFrame) and list(out.columns)[0].endswith("0")
 
 
 def test_itml_keeps_the_metric_positive_definite_with_an_ill_conditioned_prior():
