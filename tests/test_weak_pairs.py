@@ -438,6 +438,18 @@ def test_mmc_projection_scale_free(x64):
     assert np.linalg.norm(M - np.eye(5) * np.trace(M) / 5) > 0.1 * np.linalg.norm(M)  # it learned
 
 
+def test_mmc_projection_scale_free_at_float32_extremes():
+    """In float32 the Newton derivative of the exact projection squares K: past ~1e19 it overflowed,
+    so iris-like data x 1e10 learned another metric and x 1e17 returned the initial one (no
+    warning). Such data now runs at a power-of-two scale."""
+    P, py = make_pairs()
+    P = np.asarray(P, np.float32)
+    M = np.asarray(fit_mmc(P, py).M, np.float64)
+    for scale in (1e10, 1e17, 1e-19):
+        got = np.asarray(fit_mmc((P * scale).astype(np.float32), py).M, np.float64)
+        assert np.abs(got - M).max() <= 1e-4 * np.abs(M).max(), scale
+
+
 def test_mmc_default_budget():
     """None means 10 ascent cycles for "projection" (early stopping), 100 otherwise."""
     from metriclearn.convex.mmc import DEFAULT_MAX_ITER

@@ -464,6 +464,15 @@ def fit_mmc(
     M0 = np.asarray(prior_matrix(init, pts, key=key, name="init"), np.float64)
     K = Vs.T @ Vs
     if solver in ("projection", "alternating") and not diagonal:
+        # Dividing the pair differences by 2**e and K by 2**(2 e) leaves the problem as it is (the
+        # constraint <K, M> <= t, t from K, and the maximizer). Data whose similar scatter is far
+        # from 1 is run so scaled: in float32, K's squares overflowed in the projection's Newton
+        # derivative (iris x 1e10 gave another metric, x 1e17 the initial one).
+        if solver == "projection":
+            level = float(np.trace(K)) / d
+            if not 2.0**-30 < level < 2.0**30:
+                e = np.frexp(level)[1] // 2  # data / 2**e, scatter / 2**(2 e)
+                Vs, Vd, K = np.ldexp(Vs, -e), np.ldexp(Vd, -e), np.ldexp(K, -2 * e)
         n_pad = _bucket(len(Vd))  # zero rows contribute nothing; one compilation per bucket
         Vd_pad = np.zeros((n_pad, d), np.float64)
         Vd_pad[: len(Vd)] = Vd
