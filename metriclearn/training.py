@@ -46,6 +46,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -784,6 +785,53 @@ def default_config() -> dict[str, Any]:
     }
 
 
+#: how each config key must be given (``_check_config``): casting would hide mistakes ("256" as
+#: ``hidden`` iterated to widths 2, 5, 6; ``epochs`` 1.7 trained one epoch; "false" was true)
+_CONFIG_INTS = ("embedding_dim", "batch_size", "m_per_class", "epochs", "seed", "split_seed",
+                "eval_every", "checkpoint_every", "devices")  # fmt: skip
+_CONFIG_OPTIONAL_INTS = ("n_batches",)
+_CONFIG_FLOATS = ("test_size", "dropout", "learning_rate", "weight_decay")
+_CONFIG_BOOLS = ("standardize", "normalize_embeddings", "normalize_curves", "progress")
+_CONFIG_STRS = ("dataset", "model", "initializer", "loss", "optimizer")
+_CONFIG_DICTS = ("dataset_kwargs", "model_kwargs", "loss_kwargs", "miner_kwargs")
+
+
+def _check_config(cfg: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the key when a config value has the wrong type."""
+
+    def refuse(key: str, what: str) -> None:
+        raise ValueError(f"config {key!r} must be {what}, got {cfg[key]!r}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
+
+    for key in _CONFIG_INTS:
+        if not is_int(cfg[key]):
+            refuse(key, "an integer")
+    for key in _CONFIG_OPTIONAL_INTS:
+        if cfg[key] is not None and not is_int(cfg[key]):
+            refuse(key, "an integer or None")
+    for key in _CONFIG_FLOATS:
+        if isinstance(cfg[key], bool | np.bool_) or not isinstance(cfg[key], numbers.Real):
+            refuse(key, "a number")
+    for key in _CONFIG_BOOLS:
+        if not isinstance(cfg[key], bool | np.bool_):
+            refuse(key, "true or false")
+    for key in _CONFIG_STRS:
+        if not isinstance(cfg[key], str):
+            refuse(key, "a name (string)")
+    if cfg["miner"] is not None and not isinstance(cfg["miner"], str):
+        refuse("miner", "a name (string) or None")
+    for key in _CONFIG_DICTS:
+        if cfg[key] is not None and not isinstance(cfg[key], Mapping):
+            refuse(key, "a dict of keyword arguments or None")
+    hidden = cfg["hidden"]
+    if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence | np.ndarray):
+        refuse("hidden", "a list of integer widths")
+    if not all(is_int(h) for h in hidden):
+        refuse("hidden", "a list of integer widths")
+
+
 def load_split(
     name: str,
     *,
@@ -896,6 +944,9 @@ def write_history_csv(history: Sequence[Mapping[str, float]], path: str | os.Pat
             writer.writerow(cells)
 
 
+#: the settings of the run whose checkpoints ``workdir/checkpoints`` holds (see _check_resumable)
+CHECKPOINT_CONFIG = "checkpoint_config.json"
+
 #: config keys a resumed run may change: how long, how often, how shown, on how many devices
 _RESUME_FREE = frozenset({"epochs", "eval_every", "checkpoint_every", "progress", "devices"})
 
@@ -907,11 +958,19 @@ def _check_resumable(workdir: str, cfg: Mapping[str, Any], checkpoint_every: int
     fits as well, and the run would silently return the old run's results.
     """
     ckpt = os.path.join(workdir, "checkpoints")
-    old_path = os.path.join(workdir, "config.json")
     if checkpoint_every <= 0 or not os.path.isdir(ckpt) or not os.listdir(ckpt):
         return
+    # the record written by the runs that write checkpoints (config.json is rewritten by any run:
+    # a run without checkpoints in between made another seed's checkpoints look like its own)
+    old_path = os.path.join(workdir, CHECKPOINT_CONFIG)
     if not os.path.isfile(old_path):
-        return
+        old_path = os.path.join(workdir, "config.json")  # workdirs from before the record
+    if not os.path.isfile(old_path):
+        raise ValueError(
+            f"{workdir!r} holds checkpoints but no record of the settings they were made with "
+            f"({CHECKPOINT_CONFIG} or config.json), so resuming them cannot be checked; use a new "
+            "workdir"
+        )
     with open(old_path) as fh:
         old = json.load(fh)
     new = json.loads(json.dumps(plain(cfg)))
@@ -973,6 +1032,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(cfg))}")
     cfg.update(dict(config))
+    _check_config(cfg)
     if cfg["dataset"] not in datasets.DATASETS:
         raise ValueError(
             f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(sorted(datasets.DATASETS))}"
@@ -980,7 +1040,6 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
     as_key(cfg["seed"], "seed")  # before the data are loaded, named as in the config
     workdir = os.fspath(workdir)
     created = not os.path.isdir(workdir)
-    os.makedirs(workdir, exist_ok=True)
 
     X_tr, y_tr, X_te, y_te, feature_shape = load_split(
         cfg["dataset"],
@@ -998,18 +1057,26 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         learning_rate=float(cfg["learning_rate"]),
         weight_decay=cfg["weight_decay"],
     )
-    checkpoint_every = int(cfg["checkpoint_every"])
+    checkpoint_every = cfg["checkpoint_every"]
     _check_resumable(workdir, cfg, checkpoint_every)
+    # the workdir is made only now, so that settings refused above leave no empty one behind
+    os.makedirs(workdir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
+    record_path = os.path.join(workdir, CHECKPOINT_CONFIG)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    previous = None
-    if os.path.isfile(config_path):
-        with open(config_path) as fh:
-            previous = fh.read()
+    previous = {}
+    for path in (config_path, record_path):
+        if os.path.isfile(path):
+            with open(path) as fh:
+                previous[path] = fh.read()
     checkpoints_before = _listing(ckpt_dir)
-    # written before training, so that an interrupted run's checkpoints can be checked on resume
-    with open(config_path, "w") as fh:
-        json.dump(plain(cfg), fh, indent=2, sort_keys=True)
+    # written before training, so that an interrupted run's checkpoints can be checked on resume;
+    # the settings of the run that writes the checkpoints also go to their own record, which runs
+    # without checkpoints (that rewrite config.json) leave alone
+    written = [config_path, record_path] if checkpoint_every > 0 else [config_path]
+    for path in written:
+        with open(path, "w") as fh:
+            json.dump(plain(cfg), fh, indent=2, sort_keys=True)
 
     t0 = time.perf_counter()
     try:
@@ -1021,16 +1088,16 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
             y_tr,
             X_te,
             y_te,
-            key=int(cfg["seed"]),
-            epochs=int(cfg["epochs"]),
-            batch_size=int(cfg["batch_size"]),
-            m_per_class=int(cfg["m_per_class"]),
+            key=cfg["seed"],
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            m_per_class=cfg["m_per_class"],
             n_batches=cfg["n_batches"],
-            eval_every=int(cfg["eval_every"]),
+            eval_every=cfg["eval_every"],
             checkpoint_dir=ckpt_dir if checkpoint_every > 0 else None,
             checkpoint_every=checkpoint_every,
-            normalize_curves=bool(cfg["normalize_curves"]),
-            progress=bool(cfg["progress"]),
+            normalize_curves=cfg["normalize_curves"],
+            progress=cfg["progress"],
             mesh=parallel.mesh_from_config(cfg),
         )
     except ValueError:
@@ -1038,13 +1105,14 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
         # wrote checkpoints, which the new config describes, the workdir keeps the config it had:
         # not one of a run that never ran
         if _listing(ckpt_dir) == checkpoints_before:
-            if previous is None:
-                os.remove(config_path)
-                if created and not os.listdir(workdir):
-                    os.rmdir(workdir)
-            else:
-                with open(config_path, "w") as fh:
-                    fh.write(previous)
+            for path in written:
+                if path in previous:
+                    with open(path, "w") as fh:
+                        fh.write(previous[path])
+                else:
+                    os.remove(path)
+            if created and not os.listdir(workdir):
+                os.rmdir(workdir)
         raise
     wall = time.perf_counter() - t0
     out: dict[str, Any] = {k: result.metrics.get(k, math.nan) for k in METRIC_KEYS}

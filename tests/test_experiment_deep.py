@@ -313,6 +313,18 @@ def test_resume_under_other_settings_is_refused(tmp_path):
     assert (workdir / "config.json").read_text() == before  # left as it was
     metrics = deep.run(_parse([*TINY, "--epochs=2", f"--workdir={workdir}"]))  # longer: fine
     assert json.loads((workdir / "metrics.json").read_text())["steps"] == metrics["steps"]
+    # a run without checkpoints in between rewrote config.json, and seed 1 then resumed seed 0's
+    # checkpoints as its own: the checkpoints' settings have their own record
+    deep.run(
+        _parse([*TINY, "--epochs=1", "--seed=1", "--checkpoint_every=0", f"--workdir={workdir}"])
+    )
+    assert json.loads((workdir / "config.json").read_text())["seed"] == 1
+    with pytest.raises(app.UsageError, match=r"other settings \(seed: 0 -> 1\)"):
+        deep.run(_parse([*TINY, "--epochs=3", "--seed=1", f"--workdir={workdir}"]))
+    (workdir / "checkpoint_config.json").unlink()
+    (workdir / "config.json").unlink()
+    with pytest.raises(app.UsageError, match="no record of the settings"):
+        deep.run(_parse([*TINY, "--epochs=3", f"--workdir={workdir}"]))
     (tmp_path / "file").write_text("")
     with pytest.raises(app.UsageError, match="--workdir=.*cannot be created as a directory"):
         deep.run(_parse([*TINY, f"--workdir={tmp_path / 'file'}"]))

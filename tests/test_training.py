@@ -324,6 +324,24 @@ def test_make_optimizer_and_config_errors(tmp_path):
         training.train_and_evaluate({"epoch": 3}, tmp_path)
     with pytest.raises(ValueError, match="unknown dataset 'cifar'.*digits"):
         training.train_and_evaluate({"dataset": "cifar"}, tmp_path)
+    # values were cast: "256" as hidden trained widths (2, 5, 6), epochs 1.7 one epoch, "false" true
+    for bad, what in [
+        ({"hidden": "256"}, "'hidden' must be a list of integer widths"),
+        ({"hidden": [256.5]}, "'hidden' must be a list of integer widths"),
+        ({"epochs": 1.7}, "'epochs' must be an integer"),
+        ({"batch_size": True}, "'batch_size' must be an integer"),
+        ({"n_batches": 2.5}, "'n_batches' must be an integer or None"),
+        ({"progress": "false"}, "'progress' must be true or false"),
+        ({"learning_rate": "abc"}, "'learning_rate' must be a number"),
+        ({"miner": 3}, "'miner' must be a name"),
+        ({"loss_kwargs": "margin=1"}, "'loss_kwargs' must be a dict"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            training.train_and_evaluate(bad, tmp_path / "never")
+    # settings refused after the data are loaded leave no empty workdir either
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.train_and_evaluate({"dataset": "iris", "learning_rate": -1.0}, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
 
 def test_equal_settings_reuse_one_compiled_program():
