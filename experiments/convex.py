@@ -326,7 +326,6 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     learner_kwargs = _learner_kwargs(cfg)
     template = make_learner(cfg["algorithm"], seed=cfg["seed"], **learner_kwargs)  # validates early
     workdir = os.fspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
     X, y = load_standardized(cfg["dataset"], max_samples=cfg["max_samples"], seed=cfg["seed"])
     # the folds and the k-NN need enough rows: say so before any file is written
     smallest = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
@@ -344,6 +343,7 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
         {k: plain(v) for k, v in template.get_params().items()} if template is not None else {}
     )
     resolved["n_samples"], resolved["n_features"] = (int(s) for s in X.shape)
+    os.makedirs(workdir, exist_ok=True)  # only now: a refused run leaves no empty workdir
     with open(os.path.join(workdir, "config.json"), "w") as fh:
         json.dump(plain(resolved), fh, indent=2, sort_keys=True)
 

@@ -229,4 +229,4 @@ def test_settings_the_data_refute_fail_before_any_file(tmp_path):
     with pytest.raises(ValueError, match="n_folds=5 needs at least that many rows per class"):
         convex.run({"algorithm": "euclidean", "max_samples": 10}, tmp_path / "c")
     for d in ("a", "b", "c"):
-        assert not (tmp_path / d / "config.json").exists()
+        assert not (tmp_path / d).exists()  # not even an empty workdir
