@@ -5,7 +5,8 @@ class-weight losses also take their learnable ``[C, d]`` parameters explicitly).
 fixed shapes and NaN-safe: coinciding or all-zero embeddings give a finite loss and finite gradients,
 and a batch with no valid triplet / anchor-positive-negative set gives loss 0 with finite gradients.
 On a batch with one class the pair losses with a positive term of their own (contrastive,
-multi_similarity, lifted_structure) keep that term, as PML's do; the others give 0.
+multi_similarity) keep that term, as PML's do; the others (lifted_structure included, whose positive
+term lives inside its log over negatives: PML returns 0 there too) give 0.
 
 Pair and triplet losses also come as the loss of **one** pair / triplet (``contrastive_pair``,
 ``triplet_margin_triplet``), vmapped over fixed-size arrays of tuples (``contrastive_pairs``,
@@ -46,6 +47,7 @@ from metriclearn import miners as _miners
 from metriclearn import reducers as _reducers
 from metriclearn._cache import reuse
 from metriclearn._validation import check_array, check_choice, check_positive_int, is_traced
+from metriclearn._validation import check_hyper as _check_hyper
 from metriclearn.distances import _clamp_sqeuclidean, _sqeuclidean_raw, safe_sqrt
 from metriclearn.miners import (
     check_embeddings_labels,
@@ -135,22 +137,6 @@ def _pair_weights(labels: jax.Array, pair_mask, dtype) -> tuple[jax.Array, jax.A
         pos_w = pos_w * jnp.asarray(mp, dtype)
         neg_w = neg_w * jnp.asarray(mn, dtype)
     return pos_w, neg_w
-
-
-def _check_hyper(positive: tuple[str, ...] = (), **values) -> None:
-    """Concrete hyperparameters must be finite numbers, and those named in ``positive`` (scales,
-    temperatures) > 0; traced ones (a schedule under ``jit``) pass unchecked. Raises ``ValueError``
-    naming the argument instead of returning a NaN / inf loss."""
-    for name, value in values.items():
-        if is_traced(value):
-            continue
-        try:
-            v = float(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a number, got {value!r}") from err
-        if not np.isfinite(v) or (name in positive and v <= 0):
-            kind = "a positive" if name in positive else "a finite"
-            raise ValueError(f"{name} must be {kind} number, got {value!r}")
 
 
 def _reduce_pos_neg(pos_l, pos_w, neg_l, neg_w, reduction: str) -> jax.Array:
@@ -380,6 +366,9 @@ def contrastive_pair(
     Returns:
       Scalar (unreduced) loss of the pair. See :func:`contrastive` for the other arguments.
     """
+    _check_hyper(
+        ("hinge_power",), pos_margin=pos_margin, neg_margin=neg_margin, hinge_power=hinge_power
+    )
     d = _paired_distance(x1, x2, normalize=normalize, squared=squared)
     pos, neg = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
     return jnp.where(same, pos, neg)
@@ -410,7 +399,9 @@ def contrastive_pairs(
     x2 = check_array(x2, "x2", ndim=2)
     if tuple(x1.shape) != tuple(x2.shape):
         raise ValueError(f"x1 and x2 must have the same shape, got {x1.shape} and {x2.shape}")
-    same = jnp.asarray(same, bool)
+    same = jnp.asarray(same)
+    # bool, 0/1 or the +-1 pair labels of constraints.pairs (asarray(same, bool) made -1 similar)
+    same = same if same.dtype == bool else same > 0
     if same.shape != (x1.shape[0],):
         raise ValueError(f"same must have shape {(x1.shape[0],)}, got {tuple(same.shape)}")
     red = _reducers.get(reduction)
@@ -567,6 +558,7 @@ def triplet_margin_triplet(
 
     See :func:`triplet_margin` for the keyword arguments. Returns a scalar.
     """
+    _check_hyper(margin=margin)
     dap = _paired_distance(anchor, positive, normalize=normalize, squared=squared)
     dan = _paired_distance(anchor, negative, normalize=normalize, squared=squared)
     if swap:
@@ -717,7 +709,8 @@ def lifted_structure(
         l_ij = [J_ij]_+^2 / 2
 
     reduced over positive pairs (``"mean"`` gives the paper's ``1/(2|P|) sum_{(i,j)} [J_ij]_+^2`` over
-    unordered pairs; PML's ``LiftedStructureLoss``). An empty negative set contributes ``log = 0``.
+    unordered pairs; PML's ``LiftedStructureLoss``). A pair whose members have no negative
+    contributes ``log = 0``; a batch (or mined set) without any negative pair gives 0, as PML's.
 
     Args:
       embeddings: ``[B, d]``.
@@ -762,7 +755,8 @@ def lifted_structure(
     )
     lse = _masked_logsumexp(both_x, both_m, 2, add_one=False, weights=both_w)
     per_pair = jax.nn.relu(lse + d - pos_margin) ** 2 / 2.0
-    return red(per_pair, pos_w)
+    # no negative pair in the whole batch (one class, or a miner that kept none): 0, as PML's
+    return red(per_pair, jnp.where(jnp.any(neg_mask), pos_w, 0.0))
 
 
 def circle(
@@ -1386,6 +1380,16 @@ def _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs) -> 
                 f"loss {name!r} does not take a miner (got miner={miner!r}); use miner=None"
             )
         _check_kwargs(_miners.MINERS[miner], miner_kwargs, f"miner {miner!r}")
+        # numeric settings (margins, epsilon, cutoffs) checked here: the counted triplet miners do
+        # not go through the public miner functions (a NaN margin mined nothing: loss 0, no error)
+        defaults = _keyword_defaults(_miners.MINERS[miner])
+        _check_hyper(
+            **{
+                k: v
+                for k, v in miner_kwargs.items()
+                if isinstance(defaults.get(k), int | float) and not isinstance(defaults[k], bool)
+            }
+        )
     elif miner_kwargs:
         raise ValueError("miner_kwargs given without a miner")
     exclude = ("pair_mask", "triplet_mask")

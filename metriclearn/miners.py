@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_choice, is_traced
+from metriclearn._validation import check_array, check_choice, check_hyper, is_traced
 from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
@@ -79,14 +79,22 @@ def check_embeddings_labels(embeddings, labels, *, name: str = "embeddings"):
     """Validate a batch at the public boundary; returns ``(embeddings [B, d] float, labels [B] int32)``.
 
     Works on concrete arrays (full checks: rank, finiteness, integer labels, matching length) and on
-    traced ones inside ``jit`` (shape checks only). A batch with one class is allowed: the losses
-    return 0 for it.
+    traced ones inside ``jit`` (shape and dtype checks only). A batch with one class is allowed: the
+    losses return 0 for it. float16 / bfloat16 embeddings are upcast to float32.
     """
     emb = check_array(embeddings, name, ndim=2, min_rows=1)
+    if emb.dtype in (jnp.float16, jnp.bfloat16):
+        # squared norms overflow float16 at |x| ~ 256 (the L2 normalization then made every row 0)
+        emb = emb.astype(jnp.float32)
     if labels is None:
         raise ValueError("labels is required, got None")
     if is_traced(labels):
         lab = labels
+        if not (jnp.issubdtype(lab.dtype, jnp.integer) or lab.dtype == jnp.bool_):
+            # eagerly whole floats are taken; traced ones cannot be checked (0.5 was truncated to 0)
+            raise ValueError(
+                f"labels must be integer class ids, got dtype {lab.dtype} under jit (pass int labels)"
+            )
     else:
         lab = np.asarray(labels)
         if lab.dtype.kind not in "iub":
@@ -246,6 +254,7 @@ def triplet_margin(
     Reference: Musgrave et al., "A Metric Learning Reality Check", ECCV 2020 (PML).
     """
     check_choice(type_of_triplets, "type_of_triplets", _TRIPLET_TYPES)
+    check_hyper(margin=margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     m = d[:, None, :] - d[:, :, None]  # [a, p, n] = d(a,n) - d(a,p)
@@ -378,6 +387,7 @@ def semihard_facenet(
 
     Reference: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.
     """
+    check_hyper(margin=margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos, neg = label_masks(lab)
@@ -507,6 +517,9 @@ def distance_weighted(
 
     Reference: Wu, Manmatha, Smola, Krähenbühl, "Sampling Matters in Deep Embedding Learning", ICCV 2017.
     """
+    check_hyper(
+        ("cutoff", "nonzero_loss_cutoff"), cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff
+    )
     emb, lab = _prepare(embeddings, labels)
     k = emb.shape[1]
     d = jnp.maximum(distance_matrix(emb, normalize=True, squared=False), cutoff)
@@ -543,6 +556,7 @@ def pair_margin(
     Returns:
       ``(pos_mask [B, B], neg_mask [B, B])`` float 0/1.
     """
+    check_hyper(pos_margin=pos_margin, neg_margin=neg_margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
     pos, neg = label_masks(lab)
@@ -563,6 +577,7 @@ def multi_similarity(
 
     Reference: Wang et al., "Multi-Similarity Loss with General Pair Weighting", CVPR 2019.
     """
+    check_hyper(epsilon=epsilon)
     emb, lab = _prepare(embeddings, labels)
     s = cosine_similarity_matrix(emb)
     pos, neg = label_masks(lab)

@@ -1024,8 +1024,9 @@ def test_bfloat16_embeddings_outside_jit():
     x, y = _batch(23)
     xb = jnp.asarray(x, jnp.bfloat16)
     eager = losses.contrastive(xb, y)
-    assert eager.dtype == jnp.bfloat16
+    assert eager.dtype == jnp.float32  # half-precision embeddings are upcast for the loss
     np.testing.assert_allclose(float(eager), float(jax.jit(losses.contrastive)(xb, y)), rtol=2e-2)
+    np.testing.assert_allclose(float(eager), float(losses.contrastive(xb.astype(jnp.float32), y)))
     bad = xb.at[0, 0].set(jnp.nan)
     with pytest.raises(ValueError, match="NaN or infinite"):
         losses.contrastive(bad, y)
@@ -1236,3 +1237,38 @@ def test_pml_gradients_of_the_benchmark_cases(double):
             np.testing.assert_allclose(
                 np.asarray(grad), g_pml, rtol=tol, atol=tol * np.abs(g_pml).max()
             )
+
+
+def test_audit_regressions_half_precision_lifted_and_checks():
+    """Five silent failures: float16 rows of norm > ~256 normalized to 0 (|x|^2 overflowed); lifted
+    was non-zero on a batch without negatives (PML: 0); NaN margins of miners and per-tuple losses
+    mined nothing / gave NaN; float labels under jit were truncated; +-1 pair labels all counted as
+    similar in contrastive_pairs."""
+    x = np.random.default_rng(0).standard_normal((8, 16)) * 300.0
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    full = float(losses.triplet_margin(x.astype(np.float32), y))
+    half = jnp.asarray(x, jnp.float16)
+    assert abs(float(losses.triplet_margin(half, y)) - full) < 1e-3
+    g = jax.grad(lambda e: losses.contrastive(e, y))(half)
+    assert g.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+    value, grad = jax.value_and_grad(losses.lifted_structure)(x[:, :4], np.zeros(8, int))
+    assert float(value) == 0.0 and bool(jnp.all(grad == 0))
+    spec = losses.build(
+        "lifted_structure", miner="pair_margin", miner_kwargs={"pos_margin": 0.0, "neg_margin": 0.0}
+    )
+    assert float(spec.apply({}, x[:, :4], y, jax.random.key(0))) == 0.0  # no negative pair mined
+    nan = float("nan")
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        losses.triplet_margin_triplets(x[:2], x[1:3], x[2:4], margin=nan)
+    with pytest.raises(ValueError, match="neg_margin must be a finite number"):
+        losses.contrastive_pairs(x[:2], x[2:4], np.array([True, False]), neg_margin=nan)
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        losses.build("triplet_margin", miner="semihard", miner_kwargs={"margin": nan})
+    with pytest.raises(ValueError, match="margin must be a number, got '0.2'"):
+        losses.triplet_margin(x, y, margin="0.2")
+    with pytest.raises(ValueError, match="integer class ids.*under jit"):
+        jax.jit(losses.triplet_margin)(x, y + 0.5)
+    plus_minus = losses.contrastive_pairs(x[:4], x[4:], np.array([1, -1, -1, -1]))
+    np.testing.assert_allclose(
+        plus_minus, losses.contrastive_pairs(x[:4], x[4:], np.array([1, 0, 0, 0]))
+    )

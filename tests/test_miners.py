@@ -384,3 +384,20 @@ def test_pml_batch_miners(x64, seed):
         ref = _idx_to_mask3((a, p, n), 16)
         got = beh(x, y, pos_strategy=ps, neg_strategy=ns)
         np.testing.assert_array_equal(np.asarray(got), ref, err_msg=f"{ps} {ns}")
+
+
+def test_miner_hyperparameters_are_checked():
+    """A NaN margin / epsilon / cutoff mined nothing (an all-zero mask, so a zero loss) silently."""
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    nan = float("nan")
+    for call, what in [
+        (lambda: miners.semihard(x, y, margin=nan), "margin"),
+        (lambda: miners.hard(x, y, margin=nan), "margin"),
+        (lambda: miners.semihard_facenet(x, y, margin=nan), "margin"),
+        (lambda: miners.pair_margin(x, y, neg_margin=nan), "neg_margin"),
+        (lambda: miners.multi_similarity(x, y, epsilon=nan), "epsilon"),
+        (lambda: miners.distance_weighted(jax.random.key(0), x, y, cutoff=0.0), "cutoff"),
+    ]:
+        with pytest.raises(ValueError, match=f"{what} must be a"):
+            call()
