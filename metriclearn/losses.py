@@ -292,7 +292,8 @@ def _contrastive_value_and_grad(emb, labels, cfg, *, with_grad: bool):
     """
     pos_margin, neg_margin, squared, normalize, hinge_power, reduction = cfg
     scale = _miners._l2_scale(emb) if normalize else None
-    x = emb * scale if normalize else emb
+    # centred as distance_matrix does; dL/dx sums to 0 over rows, so it is also dL/de
+    x = emb * scale if normalize else _miners._centred(emb)
     raw = _sqeuclidean_raw(x)
     d2 = _clamp_sqeuclidean(raw, True)
     d = d2 if squared else safe_sqrt(d2)

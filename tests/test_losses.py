@@ -1272,3 +1272,17 @@ def test_audit_regressions_half_precision_lifted_and_checks():
     np.testing.assert_allclose(
         plus_minus, losses.contrastive_pairs(x[:4], x[4:], np.array([1, 0, 0, 0]))
     )
+
+
+def test_unnormalized_distances_of_embeddings_far_from_the_origin():
+    """normalize=False ranked by |x|^2 + |y|^2 - 2 x.y, which cancels in float32 at 1000 + 0.1 N(0, 1):
+    contrastive gave 2.0 instead of 0.98. The batch is centred first (distances unchanged)."""
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 4, 16)
+    x = (0.1 * rng.standard_normal((16, 8))).astype(np.float32)
+    for loss in (losses.contrastive, losses.triplet_margin):
+        near = float(loss(x, y, normalize=False))
+        assert abs(float(loss(x + np.float32(1000.0), y, normalize=False)) - near) < 1e-3 * near
+    g_near = jax.grad(lambda e: losses.contrastive(e, y, normalize=False))(x)
+    g_far = jax.grad(lambda e: losses.contrastive(e, y, normalize=False))(x + np.float32(1000.0))
+    np.testing.assert_allclose(g_far, g_near, atol=1e-3 * float(jnp.abs(g_near).max()))
