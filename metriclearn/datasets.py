@@ -206,6 +206,26 @@ def load_mnist1d(**kw) -> Dataset:
         check_positive_int(kw["num_samples"], "num_samples", minimum=10)
     if "seed" in kw:
         check_positive_int(kw["seed"], "seed", minimum=0)
+        _seed_from(kw["seed"], "seed")  # [0, 2**32), as every seed
+    for name, minimum in (("template_len", 1), ("max_translation", 0), ("final_seq_length", 1)):
+        if name in kw:
+            check_positive_int(kw[name], name, minimum=minimum)
+    for name in ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale"):
+        if name in kw:
+            v = as_real(kw[name], name)
+            if not (np.isfinite(v) and v >= 0):  # NaN made every signal NaN, silently
+                raise ValueError(f"{name} must be a finite number >= 0, got {kw[name]!r}")
+    if "shuffle_seq" in kw and not isinstance(kw["shuffle_seq"], bool | np.bool_):
+        raise ValueError(f"shuffle_seq must be True or False, got {kw['shuffle_seq']!r}")
+    if "padding" in kw:
+        pad = kw["padding"]
+        ok = isinstance(pad, list | tuple) and len(pad) == 2
+        ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in pad)
+        if not (ok and 0 <= pad[0] < pad[1]):
+            raise ValueError(
+                f"padding must be a pair [low, high) of integers with 0 <= low < high (the range "
+                f"of random padding lengths, default [36, 60]), got {pad!r}"
+            )
     if "train_split" in kw:
         split = as_real(kw["train_split"], "train_split")
         n = kw.get("num_samples", 5000)

@@ -437,3 +437,19 @@ def test_standardize_scales_small_scale_features():
     np.testing.assert_allclose(
         datasets.standardize(X), StandardScaler().fit_transform(X), rtol=1e-12
     )
+
+
+def test_mnist1d_options_are_checked():
+    """padding=5 ended in "'int' object is not iterable", final_seq_length=-1 and seed=2**32 in
+    NumPy's messages, and scale_coeff=NaN gave all-NaN signals silently."""
+    for kw, what in [
+        ({"padding": 5}, "padding must be a pair"),
+        ({"padding": [60, 36]}, "padding must be a pair"),
+        ({"final_seq_length": -1}, "final_seq_length must be an integer >= 1"),
+        ({"seed": 2**32}, r"seed must be .*\[0, 2\*\*32\)"),
+        ({"scale_coeff": float("nan")}, "scale_coeff must be a finite number >= 0"),
+        ({"iid_noise_scale": -0.1}, "iid_noise_scale must be a finite number >= 0"),
+        ({"shuffle_seq": "yes"}, "shuffle_seq must be True or False"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            datasets.load("mnist1d", **kw)
