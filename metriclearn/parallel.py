@@ -55,6 +55,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from metriclearn._cache import reuse
 from metriclearn._validation import check_array, check_positive_int
 from metriclearn.evaluation import RECALL_K_VALUES
 
@@ -293,12 +294,17 @@ def make_sharded_train_epoch(
       model, loss_spec, optimizer, mesh, normalize_curves: as :func:`make_sharded_train_step`.
 
     Returns:
-      jitted-like callable (with ``.lower``); ``B`` must be a multiple of the device count.
+      jitted-like callable (with ``.lower``); ``B`` must be a multiple of the device count. Equal
+      (hashable) arguments return the same program, so a second ``fit`` compiles nothing.
     """
+    return _cached_sharded_epoch(model, loss_spec, optimizer, mesh, bool(normalize_curves))
+
+
+def _sharded_epoch_program(model, loss_spec, optimizer, mesh: Mesh, normalize_curves: bool):
     from metriclearn import training
 
     data, rep = data_sharding(mesh), replicated_sharding(mesh)
-    step = training._step_fn(model, loss_spec, optimizer, bool(normalize_curves))
+    step = training._step_fn(model, loss_spec, optimizer, normalize_curves)
 
     def epoch(state, X, y, batches):
         def body(s, idx):
@@ -314,6 +320,10 @@ def make_sharded_train_epoch(
         return jax.device_put(args, rep)
 
     return _ShardedProgram(jitted, mesh, lambda s, X, y, b: int(np.shape(b)[1]), put)
+
+
+# as training's epoch program: one compiled program per (model, loss, optimizer, mesh) in a process
+_cached_sharded_epoch = reuse(16)(_sharded_epoch_program)
 
 
 def mesh_from_config(config: Mapping[str, Any]) -> Mesh | None:
@@ -514,7 +524,7 @@ def sharded_knn_predict(
       train_X: ``[n, d]``; train_y: ``[n]``; test_X: ``[m, d]``.
       k, metric, metric_kwargs: as :func:`metriclearn.evaluation.knn_predict`.
       chunk_size: test rows per device per block (default: evaluation's, split over the devices).
-      mesh: 1-D mesh (default: all devices).
+      mesh: 1-D mesh (default: this process's devices).
 
     Returns:
       ``np.ndarray [m]`` predicted labels.
@@ -594,7 +604,7 @@ def sharded_retrieval_metrics(
       embeddings, labels, ref_embeddings, ref_labels, k_values, metric, metric_kwargs, nmi, seed,
         kmeans_n_init, ref_chunk_size: as :func:`metriclearn.evaluation.retrieval_metrics`.
       chunk_size: query rows per device per block (default: evaluation's, split over the devices).
-      mesh: 1-D mesh (default: all devices).
+      mesh: 1-D mesh (default: this process's devices).
 
     Returns:
       dict as :func:`metriclearn.evaluation.retrieval_metrics`.

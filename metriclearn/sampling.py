@@ -202,6 +202,11 @@ def m_per_class_sampler(
     if n_batches is None:
         n_batches = max(n // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
+    if n_batches * batch_size >= 2**31:  # int32 indices; 1e8 batches ran out of memory instead
+        raise ValueError(
+            f"n_batches * batch_size = {n_batches} * {batch_size} indices per epoch is beyond int32 "
+            f"indices (2**31); use fewer batches per epoch and more epochs"
+        )
     order_dev, starts_dev, counts_dev = jnp.asarray(order), jnp.asarray(starts), jnp.asarray(counts)
     sparse = n_batches * (batch_size // m) * max_count > _DENSE_DRAW_LIMIT
 

@@ -594,6 +594,17 @@ def fit(
     if n_batches is None:
         n_batches = max(X_train.shape[0] // batch_size, 1)
     n_batches = check_positive_int(n_batches, "n_batches")
+    if mesh is not None:  # before any state or checkpoint directory is made
+        from metriclearn import parallel
+
+        parallel._check_divisible(batch_size, mesh, "batch_size")
+    if max_to_keep is not None:
+        max_to_keep = check_positive_int(max_to_keep, "max_to_keep")  # 0 kept none: no resume
+    if checkpoint_dir is not None:
+        ckpt_path = os.fspath(checkpoint_dir)
+        if os.path.exists(ckpt_path) and not os.path.isdir(ckpt_path):
+            # found at the first save, after the training it was to keep
+            raise ValueError(f"checkpoint_dir={ckpt_path!r} exists and is not a directory")
     # the class table stays on device: each epoch's batches are then one jitted call
     sample = sampling.m_per_class_sampler(
         y_codes, m=m_per_class, batch_size=batch_size, n_batches=n_batches

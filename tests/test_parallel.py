@@ -144,6 +144,28 @@ def test_sharded_train_epoch_matches_single_device_parallel(mesh8):
     )
     with pytest.raises(ValueError, match=r"12 rows.*8 devices"):
         epoch8(state, X, y, batches[:, :12])
+    # one program per settings (was rebuilt, so every data-parallel fit compiled again)
+    assert parallel.make_sharded_train_epoch(model, spec, opt, mesh8) is epoch8
+
+
+def test_fit_refuses_bad_mesh_and_checkpoint_settings_up_front_parallel(mesh8, tmp_path):
+    """A batch the devices do not divide was refused at the first compile, after the checkpoint
+    directory was made; max_to_keep=0 kept no checkpoint (a resume restarted); a checkpoint_dir
+    that is a file failed at the first save, after training."""
+    X, y = _data(n=32, seed=3)
+    model, spec, opt = _setup(loss="contrastive", miner=None)
+    kw = dict(epochs=1, batch_size=12, m_per_class=3, progress=False)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(ValueError, match=r"batch_size has 12 rows.*8 devices"):
+        training.fit(model, spec, opt, X, y, mesh=mesh8, checkpoint_dir=ckpt, **kw)
+    assert not ckpt.exists()
+    for bad in (0, 1.5, -1):
+        with pytest.raises(ValueError, match="max_to_keep must be an integer >= 1"):
+            training.fit(model, spec, opt, X, y, checkpoint_dir=ckpt, max_to_keep=bad, **kw)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="checkpoint_dir=.* is not a directory"):
+        training.fit(model, spec, opt, X, y, checkpoint_dir=tmp_path / "file", **kw)
+    assert not ckpt.exists()
 
 
 def test_global_batch_mining_shard_map_parallel(mesh8):

@@ -268,3 +268,9 @@ def test_long_tailed_labels_need_no_padded_class_table():
     order, starts, _ = sampling._class_runs(y)
     assert np.array_equal(members[0], order[: counts[0]])
     assert np.array_equal(members[1:, 0], order[starts[1:]])
+
+
+def test_epoch_beyond_int32_indices_is_refused():
+    # 1e8 batches of 48 ended in an out-of-memory traceback from XLA
+    with pytest.raises(ValueError, match="beyond int32 indices"):
+        sampling.m_per_class_sampler(np.repeat(np.arange(4), 4), m=2, batch_size=8, n_batches=2**28)
