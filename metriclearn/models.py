@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metriclearn._validation import check_choice, check_positive_int
 from metriclearn.sampling import _flat_draw
@@ -357,7 +359,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     """
     check_choice(name, "model", MODELS)
     cls = MODELS[name]
-    fields = set(cls.__dataclass_fields__) - {"parent", "name"}
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}  # no ClassVars
     unknown = sorted(set(kwargs) - fields)
     if unknown:
         raise ValueError(
@@ -402,14 +404,31 @@ def _check_sizes(kwargs: dict[str, Any], name: str) -> None:
                 check_positive_int(h, "hidden")
     elif hidden is not None:  # the conv nets' dense layer: 0 means none
         check_positive_int(hidden, "hidden", minimum=0)
+    if "normalize" in kwargs and not isinstance(kwargs["normalize"], bool | np.bool_):
+        raise ValueError(f"normalize must be True or False, got {kwargs['normalize']!r}")
     if "dropout" in kwargs:
         rate = kwargs["dropout"]
-        if not isinstance(rate, int | float) or not 0.0 <= float(rate) < 1.0:
+        if (
+            isinstance(rate, bool | np.bool_)
+            or not isinstance(rate, numbers.Real)
+            or not 0.0 <= float(rate) < 1.0
+        ):
             raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
+        # a rate with no layer to apply it after would be silently ignored
         if name in ("conv1d", "conv2d") and rate > 0 and not kwargs.get("hidden", 1):
             raise ValueError(
                 f"{MODELS[name].__name__} applies dropout after its dense layer: dropout={rate} "
                 "needs hidden > 0 (hidden=0 would silently ignore it)"
+            )
+        if name == "mlp" and rate > 0 and kwargs.get("hidden", (1,)) == ():
+            raise ValueError(
+                f"MLP applies dropout after its hidden layers: dropout={rate} needs at least one "
+                "(hidden=() would silently ignore it)"
+            )
+        if name == "resmlp" and rate > 0 and kwargs.get("n_blocks", 1) == 0:
+            raise ValueError(
+                f"ResMLP applies dropout inside its blocks: dropout={rate} needs n_blocks > 0 "
+                "(n_blocks=0 would silently ignore it)"
             )
 
 

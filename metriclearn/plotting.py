@@ -345,11 +345,12 @@ def plot_embedding_before_after(
       The Figure (two axes).
     """
     X_before, y = _check_xy(X_before, y, "X_before")
-    X_after, _ = _check_xy(X_after, y, "X_after")
-    if X_after.shape[0] != X_before.shape[0]:
+    if np.ndim(X_after) >= 1 and np.shape(X_after)[0] != X_before.shape[0]:  # before the labels
         raise ValueError(
-            f"X_before and X_after must have the same rows, got {X_before.shape} and {X_after.shape}"
+            f"X_before and X_after must have the same rows, got {X_before.shape} and "
+            f"{np.shape(X_after)}"
         )
+    X_after, _ = _check_xy(X_after, y, "X_after")
     fig = Figure(figsize=(10, 4.5), layout="constrained")
     ax0, ax1 = fig.subplots(1, 2)
     plot_embedding_2d(X_before, y, ax=ax0, title=titles[0])
@@ -483,7 +484,11 @@ def plot_accuracy_bars(
         # accuracies sit in [0, 1]: from just below the lowest bar to 1, or past the highest bar
         # for values above 1 (percentages, other scores)
         upper = max(1.0, max(highs) * 1.02)
-        lower = max(0.0, math.floor(20 * min(lows)) / 20 - 0.05) if upper == 1.0 else 0.0
+        low = min(lows)
+        if low < 0:  # negative scores: below the lowest bar (0 as the floor hid them)
+            lower = low - 0.05 * (upper - low)
+        else:
+            lower = max(0.0, math.floor(20 * low) / 20 - 0.05) if upper == 1.0 else 0.0
         ylim = (min(lower, upper), upper)
     if ylim is not None:
         ax.set_ylim(*ylim)

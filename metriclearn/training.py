@@ -373,11 +373,15 @@ _cached_epoch_program = reuse(16)(_epoch_program)
 
 
 def make_embed_fn(model, *, chunk_size: int = 4096) -> Callable:
-    """``embed(params, X) -> [n, embedding_dim]`` in inference mode, jitted, in row chunks."""
+    """``embed(params, X) -> [n, embedding_dim]`` in inference mode, jitted, in row chunks of
+    ``chunk_size`` (an integer >= 1); ``X`` needs at least one row."""
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     apply = jax.jit(lambda p, x: model.apply(p, x, train=False))
 
     def embed(params, X):
         X = jnp.asarray(X)
+        if X.ndim == 0 or X.shape[0] == 0:
+            raise ValueError(f"X must have at least one row to embed, got shape {tuple(X.shape)}")
         parts = [apply(params, X[i : i + chunk_size]) for i in range(0, X.shape[0], chunk_size)]
         return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 

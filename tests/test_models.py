@@ -282,3 +282,27 @@ def test_siamese_and_triplet_branches_draw_their_own_dropout_masks():
     # without training, dropout is off and the branches agree
     d1, d2 = models.siamese_apply(model, params, x, x)
     np.testing.assert_array_equal(d1, d2)
+
+
+def test_construction_checks_close_the_audit_gaps():
+    """dropout with no layer to follow (MLP hidden=(), ResMLP n_blocks=0) was silently ignored; a
+    NumPy float32 rate was refused; build_model listed the ClassVar _kind as an option and passed it
+    on (a TypeError); normalize='yes' was taken."""
+    assert models.MLP(dropout=np.float32(0.25)).dropout == np.float32(0.25)
+    with pytest.raises(ValueError, match="hidden=\\(\\) would silently ignore it"):
+        models.MLP(hidden=(), dropout=0.5)
+    with pytest.raises(ValueError, match="n_blocks=0 would silently ignore it"):
+        models.ResMLP(n_blocks=0, dropout=0.5)
+    with pytest.raises(ValueError, match=r"no option\(s\) \['_kind'\]") as err:
+        models.build_model("mlp", _kind="x")
+    assert "_kind" not in str(err.value).split("valid:")[1]
+    with pytest.raises(ValueError, match="normalize must be True or False"):
+        models.MLP(normalize="yes")
+    from metriclearn import training
+
+    model = models.MLP(hidden=(8,), embedding_dim=4)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3)))
+    with pytest.raises(ValueError, match="at least one row"):
+        training.make_embed_fn(model)(params, np.zeros((0, 3), np.float32))  # was IndexError
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
+        training.make_embed_fn(model, chunk_size=0)

@@ -207,3 +207,13 @@ def test_audit_edge_cases(tmp_path):
         plotting.plot_retrieval_examples(
             refs[:0], ref_y[:0], refs, ref_y, {"m": np.zeros((0, 1), int)}
         )
+
+
+def test_negative_bars_and_row_mismatch_message():
+    # the default y-range started at 0 and hid negative scores
+    fig = plotting.plot_accuracy_bars({"a": {"x": -0.5, "y": 0.5}})
+    assert fig.axes[0].get_ylim()[0] < -0.5
+    # the row check came after the labels check, so its message could never show
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(ValueError, match="X_before and X_after must have the same rows"):
+        plotting.plot_embedding_before_after(X, X[:20], np.arange(30) % 3)
