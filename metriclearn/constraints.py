@@ -727,6 +727,11 @@ def knn_triplets(
     # cross-validation folds of slightly different sizes share one compiled program
     from metriclearn.convex._common import bucket_size, pad_rows
 
+    # only the order of the distances is used: a power-of-two scale is exact and keeps squared
+    # distances in range (float32 data x 1e20 gave inf - inf and no triplet at all)
+    top = float(jnp.max(jnp.abs(X)))
+    if top > 2.0**20 or 0.0 < top < 2.0**-20:
+        X = X / jnp.asarray(np.ldexp(1.0, np.frexp(top)[1]), X.dtype)
     size = bucket_size(n)
     Xp, valid = pad_rows(X, size)
     cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)

@@ -404,3 +404,15 @@ def test_knn_triplets_errors():
     for name, bad in (("k_genuine", 0), ("k_impostor", -1), ("k_genuine", 2.5), ("block_size", 0)):
         with pytest.raises(ValueError, match=name):
             C.knn_triplets(X, y, **{name: bad})
+
+
+def test_knn_triplets_at_float32_extremes():
+    """x 1e20 overflowed the squared distances (inf - inf): no triplet, and SCML_Supervised then
+    failed with "index triplets must have shape [m, 3] with m >= 1"."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    y = np.repeat(np.arange(4), 10)
+    want = C.knn_triplets(X, y, k_genuine=2, k_impostor=3)
+    for scale in (1e20, 1e-25):
+        got = C.knn_triplets(X * np.float32(scale), y, k_genuine=2, k_impostor=3)
+        np.testing.assert_array_equal(got, want)
