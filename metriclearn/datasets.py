@@ -362,6 +362,8 @@ _IDX_DTYPES = {
 
 def _read_bytes(path) -> bytes:
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory, not a file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path!r}")
     with open(path, "rb") as f:
@@ -553,7 +555,7 @@ def load_npz(
         raise ValueError(
             f"{path!r}: {x_key!r} has {X.shape[0]} rows but {y_key!r} has {y.shape[0]} labels"
         )
-    if not (np.issubdtype(X.dtype, np.number) and not np.iscomplexobj(X)):
+    if X.dtype.kind not in "iuf":  # timedelta64 counts as a NumPy number
         raise ValueError(f"{path!r}: {x_key!r} must be real numeric, got {X.dtype}")
     if X.shape[0] == 0 or math.prod(X.shape[1:]) == 0:
         raise ValueError(f"{path!r}: {x_key!r} holds no data (shape {X.shape})")
@@ -708,14 +710,19 @@ def standardize(train, test=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     check_array(train, "train", ndim=2, min_rows=1)
     tr = np.asarray(train, dtype=np.float64)
     out_dtype = np.float64 if np.asarray(train).dtype == np.float64 else np.float32
-    mean = tr.mean(axis=0)
-    std = tr.std(axis=0)
+    # statistics of each feature divided by a power of two near its largest value (exact): the
+    # variance of a +-1e300 column overflowed to inf, and the column was taken as constant
+    top = np.max(np.abs(tr), axis=0)
+    scale = np.where(top > 0, np.ldexp(1.0, np.frexp(top)[1]), 1.0)
+    z = tr / scale
+    mean_z, std_z = z.mean(axis=0), z.std(axis=0)
     # constant up to rounding, relative to the feature's own magnitude (scikit-learn's bound): a
     # feature of values around 1e-17 is scaled, not left as is
     eps, n = np.finfo(np.float64).eps, tr.shape[0]
-    var = std * std
-    constant = (var == 0) | (var <= n * eps * var + (n * np.abs(mean) * eps) ** 2)
-    std = np.where(constant, 1.0, std)
+    var = std_z * std_z
+    constant = (var == 0) | (var <= n * eps * var + (n * np.abs(mean_z) * eps) ** 2)
+    mean = mean_z * scale
+    std = np.where(constant, 1.0, std_z * scale)
     tr_s = ((tr - mean) / std).astype(out_dtype)
     if test is None:
         return tr_s

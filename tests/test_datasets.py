@@ -453,3 +453,23 @@ def test_mnist1d_options_are_checked():
     ]:
         with pytest.raises(ValueError, match=what):
             datasets.load("mnist1d", **kw)
+
+
+def test_loader_and_scaling_edge_cases(tmp_path):
+    """A +-1e300 column's variance overflowed, so it was left unscaled as "constant"; a directory
+    given to load_idx was "no such file"; a timedelta64 X was taken as numbers; split_seed=-1 gave
+    scikit-learn's message."""
+    X = np.array([[1e300, 1.0], [-1e300, 1.0], [0.5e300, 1.0]])
+    np.testing.assert_allclose(
+        datasets.standardize(X)[:, 0], datasets.standardize(X / 1e300)[:, 0], rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="is a directory, not a file"):
+        datasets.load_idx(tmp_path)
+    path = tmp_path / "td.npz"
+    np.savez(path, X=np.arange(6).reshape(3, 2).astype("timedelta64[s]"), y=np.arange(3))
+    with pytest.raises(ValueError, match="must be real numeric"):
+        datasets.load_npz(path)
+    from metriclearn import training
+
+    with pytest.raises(ValueError, match="split_seed must be"):
+        training.load_split("iris", split_seed=-1)
