@@ -278,8 +278,10 @@ def _monotone_bits(vals: np.ndarray) -> np.ndarray:
     return np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
 
 
-def _select_rows(D, k_rows, hi, rows, offset, metric, on_row) -> None:
+def _select_rows(D, k_rows, hi, rows, offset, metric, on_row, refine=None) -> None:
     """:func:`_host_select` for the block rows ``rows`` (one thread's share)."""
+    if refine is not None:  # the picks of a row may be re-ranked (_Refiner)
+        on_row = functools.partial(_refined_call, on_row, refine, D, offset)
     big = np.finfo(D.dtype).max
     for r in rows:
         row, k = D[r], int(k_rows[r])
@@ -299,7 +301,55 @@ def _select_rows(D, k_rows, hi, rows, offset, metric, on_row) -> None:
             on_row(offset + r, cols[np.argsort(vals, kind="stable")[:k]])
 
 
-def _host_select(D: np.ndarray, k_rows: np.ndarray, offset: int, metric, on_row) -> None:
+def _refined_call(on_row, refine, D, offset, i, cols) -> None:
+    on_row(i, refine(i, D[i - offset], cols))
+
+
+class _Refiner:
+    """Re-ranks a row's picks by distances computed from the differences, where the matmul identity
+    cannot rank them.
+
+    The block distances come from ``|q|^2 + |r|^2 - 2 q.r`` on the centred (and power-of-two scaled)
+    data, with an error up to about ``(d + 2) u (|q|^2 + |r|^2)`` (``u`` the unit roundoff). Data
+    with one common centre keep it far below the distances (1000 + N(0, 1) is exact in float32); a
+    cluster near 0 of spread 1e-3 next to one near 3000 does not. When that error bound exceeds
+    ``1e-3`` of a row's ``k``-th distance, every reference within twice the bound of it is re-ranked
+    by its float64 distance from the original (not centred) rows; the other rows cost one
+    comparison.
+    """
+
+    def __init__(self, Q, R, Qs, Rs, M, squared: bool, dtype) -> None:
+        self.Q, self.R, self.M, self.squared = Q, R, M, squared
+        u = np.finfo(dtype).eps / 2
+        if M is None:
+            qn = np.einsum("ij,ij->i", Qs, Qs, dtype=np.float64)
+            rn = np.einsum("ij,ij->i", Rs, Rs, dtype=np.float64)
+        else:
+            M64 = np.asarray(M, np.float64)
+            qn = np.abs(np.einsum("ij,jk,ik->i", Qs, M64, Qs, dtype=np.float64))
+            rn = np.abs(np.einsum("ij,jk,ik->i", Rs, M64, Rs, dtype=np.float64))
+        self.tol = (Qs.shape[1] + 2) * u * (qn + (rn.max() if rn.size else 0.0))
+
+    def __call__(self, i: int, row: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        k = len(cols)
+        dk, tol = float(row[cols[k - 1]]), self.tol[i]
+        if not self.squared:
+            dk *= dk
+        if not tol > 1e-3 * dk:  # the common case: one comparison
+            return cols
+        sq = row.astype(np.float64) if self.squared else np.square(row, dtype=np.float64)
+        cand = np.flatnonzero(sq <= dk + 2.0 * tol)
+        diff = self.Q[i].astype(np.float64) - self.R[cand].astype(np.float64)
+        if self.M is None:
+            exact = np.einsum("ij,ij->i", diff, diff)
+        else:
+            exact = np.einsum("ij,jk,ik->i", diff, np.asarray(self.M, np.float64), diff)
+        return cand[np.lexsort((cand, exact))[:k]]
+
+
+def _host_select(
+    D: np.ndarray, k_rows: np.ndarray, offset: int, metric, on_row, refine=None
+) -> None:
     """Exact sorted nearest neighbours of each row of a host distance block ``D [b, m]``.
 
     Calls ``on_row(offset + i, cols)`` for each row ``i``, ``cols`` the column indices of the
@@ -316,12 +366,15 @@ def _host_select(D: np.ndarray, k_rows: np.ndarray, offset: int, metric, on_row)
     hi = _thresholds(D, k_rows)
     n_threads = min(_HOST_THREADS, max(1, b * m // 2**20), b)
     if n_threads == 1:
-        _select_rows(D, k_rows, hi, range(b), offset, metric, on_row)
+        _select_rows(D, k_rows, hi, range(b), offset, metric, on_row, refine)
         return
     with ThreadPoolExecutor(n_threads) as pool:
         parts = [range(t, b, n_threads) for t in range(n_threads)]
         args = (D, k_rows, hi)
-        for f in [pool.submit(_select_rows, *args, rows, offset, metric, on_row) for rows in parts]:
+        futures = [
+            pool.submit(_select_rows, *args, rows, offset, metric, on_row, refine) for rows in parts
+        ]
+        for f in futures:
             f.result()
 
 
@@ -362,6 +415,7 @@ def _nearest(
     # is +inf in float16) or round most distances into ties
     dtype = np.float64 if np.float64 in (Q_np.dtype, R_np.dtype) else np.float32
     Q_np, R_np = Q_np.astype(dtype, copy=False), R_np.astype(dtype, copy=False)
+    Q_raw, R_raw = Q_np, R_np
     if dist is None or dist in (*_EUCLIDEAN_NAMES, "mahalanobis"):
         # Both rank by |q|^2 + |r|^2 - 2 q.r (a matmul), which cancels catastrophically in float32
         # for data far from the origin (1000 + N(0, 1): a third of the 1-NN wrong). They are
@@ -384,6 +438,15 @@ def _nearest(
         # the other value checks of the distance (PSD M, ...) need concrete arrays: run them once
         # here; names, p and other static options are checked again while tracing.
         distances.pairwise(dist, Q_np[:2], R_np[:2], **dict(static_kw), **array_kw)
+    refine = None
+    if selection == "host" and (dist is None or dist in (*_EUCLIDEAN_NAMES, "mahalanobis")):
+        kw_static = dict(static_kw)
+        squared = dist in (None, "sqeuclidean") or bool(kw_static.get("squared", False))
+        M = array_kw.get("M") if dist == "mahalanobis" else None
+        if dist != "mahalanobis" or (M is not None and "L" not in array_kw):
+            # the precision the kernel runs at (float32 for float64 data without jax_enable_x64)
+            kernel_dtype = jax.dtypes.canonicalize_dtype(Q_np.dtype)
+            refine = _Refiner(Q_raw, R_raw, Q_np, R_np, M, squared, kernel_dtype)
     k_rows = np.broadcast_to(np.asarray(k, dtype=np.int64), (n,))
     K = int(k_rows.max())
     if ref_chunk_size is not None:
@@ -415,7 +478,7 @@ def _nearest(
             D = np.asarray(D)[: stop - start]
             if D.dtype not in (np.float32, np.float64):
                 D = D.astype(np.float32)
-            _host_select(D, k_rows[start:stop], start, metric, on_row)
+            _host_select(D, k_rows[start:stop], start, metric, on_row, refine)
         return
     if ref_chunk_size is None:
         ref_chunk_size = max(4096, _DEFAULT_BLOCK_ELEMENTS // (bq // n_dev))
