@@ -421,7 +421,8 @@ def _nearest(
         # for data far from the origin (1000 + N(0, 1): a third of the 1-NN wrong). They are
         # translation invariant: shift both sets by the references' mean (taken in float64), rounded
         # to integers so that data with exact ties (integer grids) keep them. (A point far from the
-        # mean is then held to the float's spacing at its distance from it: see the README.)
+        # mean is then held to the float's spacing at its distance from it: _Refiner re-ranks the
+        # rows where that matters.)
         center = np.round(R_np.mean(axis=0, dtype=np.float64))
         Q_np = (Q_np - center).astype(Q_np.dtype)
         R_np = (R_np - center).astype(R_np.dtype)
