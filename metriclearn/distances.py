@@ -136,10 +136,25 @@ def _safe_log(x: jax.Array) -> jax.Array:
     return jnp.where(pos, jnp.log(jnp.where(pos, x, 1.0)), 0.0)
 
 
+@jax.custom_jvp
+def _div(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a / b``, differentiated as ``(da - (a / b) db) / b``. Autodiff's ``a / b**2`` underflows
+    ``b**2`` (``b`` < 1e-19 in float32) into an infinite derivative, a NaN once masked by ``where``."""
+    return a / b
+
+
+@_div.defjvp
+def _div_jvp(primals, tangents):
+    a, b = primals
+    da, db = tangents
+    out = a / b
+    return out, (da - out * db) / b
+
+
 def _safe_div(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a / b`` where ``b > 0``, 0 elsewhere (finite gradient)."""
     pos = b > 0
-    return jnp.where(pos, a / jnp.where(pos, b, 1.0), 0.0)
+    return jnp.where(pos, _div(a, jnp.where(pos, b, 1.0)), 0.0)
 
 
 def _safe_pow(x: jax.Array, p) -> jax.Array:
@@ -158,13 +173,27 @@ def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
     """
     both = (p > 0) & (q > 0)
     ps, qs = jnp.where(both, p, 1.0), jnp.where(both, q, 1.0)
-    ratio = ps / qs
+    val = jnp.where(both, p * _log_ratio(ps, qs), 0.0)
+    return jnp.where((p > 0) & (q <= 0), jnp.inf, val)
+
+
+@jax.custom_jvp
+def _log_ratio(p: jax.Array, q: jax.Array) -> jax.Array:
+    """``log(p / q)`` for ``p, q > 0`` (see :func:`_rel_entr`), differentiated as ``dp/p - dq/q``:
+    through ``p / q`` autodiff formed ``p / q**2``, which underflows (q < 1e-19 in float32) into a
+    NaN gradient of KL for a softmax output."""
+    ratio = p / q
     near = (ratio >= 0.5) & (ratio <= 2.0)
     ok = (ratio > 0) & jnp.isfinite(ratio)
-    far_log = jnp.where(ok, jnp.log(jnp.where(ok & ~near, ratio, 1.0)), _safe_log(p) - _safe_log(q))
-    log_ratio = jnp.where(near, jnp.log1p(jnp.where(near, (ps - qs) / qs, 0.0)), far_log)
-    val = jnp.where(both, p * log_ratio, 0.0)
-    return jnp.where((p > 0) & (q <= 0), jnp.inf, val)
+    far_log = jnp.where(ok, jnp.log(jnp.where(ok & ~near, ratio, 1.0)), jnp.log(p) - jnp.log(q))
+    return jnp.where(near, jnp.log1p(jnp.where(near, (p - q) / q, 0.0)), far_log)
+
+
+@_log_ratio.defjvp
+def _log_ratio_jvp(primals, tangents):
+    p, q = primals
+    dp, dq = tangents
+    return _log_ratio(p, q), dp / p - dq / q
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -195,15 +224,22 @@ def _minkowski(x, y, p=2.0):
     if not is_traced(p) and np.ndim(p) == 0 and math.isinf(float(p)):  # also np.float32(inf)
         return _chebyshev(x, y)
     a = jnp.abs(x - y)
-    # Rescale by the largest coordinate: no overflow for large p, and s >= 1 below, so s**(1/p) and
-    # its gradient are finite. Coincident points give 0 with a zero gradient.
-    m = jnp.max(a, axis=-1, keepdims=True)
-    m_pos = m > 0
-    r = a / jnp.where(m_pos, m, 1.0)
-    s = jnp.sum(_safe_pow(r, p), axis=-1)
-    m = m[..., 0]
-    m_pos = m_pos[..., 0]
-    return jnp.where(m_pos, m * jnp.where(m_pos, s, 1.0) ** (1.0 / p), 0.0)
+    # Rescale by the power of two of the largest coordinate: no overflow for large p, and
+    # s >= 2**-p below, so s**(1/p) and its gradient are finite. The scale is a constant for the
+    # gradient (the norm is homogeneous: exact), so no a / m**2 can underflow (1e-20 apart gave a
+    # NaN gradient), and ldexp, not a division, keeps 9e37 from being flushed to 0.
+    e = _last_axis_exponent(a)
+    s = jnp.sum(_safe_pow(jnp.ldexp(a, -e), p), axis=-1)
+    m_pos = jnp.max(a, axis=-1) > 0
+    return jnp.where(m_pos, jnp.ldexp(jnp.where(m_pos, s, 1.0) ** (1.0 / p), e[..., 0]), 0.0)
+
+
+def _last_axis_exponent(a: jax.Array) -> jax.Array:
+    """``[..., 1]`` integer exponents ``e`` with ``max |a| / 2**e`` in ``[1/2, 1)`` along the last
+    axis (0 for an all-zero row), held constant for gradients."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1, keepdims=True))
+    _, e = jnp.frexp(jnp.where(m > 0, m, 1.0))
+    return jnp.where(m > 0, e, 0)
 
 
 _OVERFLOW = {"euclidean", "sqeuclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"}
@@ -223,12 +259,11 @@ def _in_range(out: jax.Array, name: str, *arrays) -> jax.Array:
 
 
 def _unit_scale(x):
-    """``x`` divided by its largest absolute coordinate (zero vectors stay zero): the squared norm
-    of the result neither overflows (|x| ~ 1e20 in float32) nor underflows (|x| ~ 1e-25). The scale
-    is held constant for gradients: exact for the scale-invariant cosine, and 1/m² would underflow."""
-    m = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
-    pos = m > 0
-    return jnp.where(pos, x / jnp.where(pos, m, 1.0), 0.0)
+    """``x`` scaled by the power of two of its largest absolute coordinate (zero vectors stay zero):
+    the squared norm of the result neither overflows (|x| ~ 1e20 in float32) nor underflows
+    (|x| ~ 1e-25). The scale is held constant for gradients: exact for the scale-invariant cosine,
+    and 1/m² would underflow."""
+    return jnp.ldexp(x, -_last_axis_exponent(x))  # exact, and 1 / 2**127 is not flushed to 0
 
 
 def _normalize_rows(x):
@@ -249,18 +284,19 @@ def _cosine_distance(x, y):
 
 def _mahalanobis(x, y, M=None, L=None, squared=False):
     diff = x - y
-    m = jnp.ones(diff.shape[:-1] + (1,), diff.dtype)
+    e = jnp.zeros(diff.shape[:-1] + (1,), jnp.int32)
     if not squared:
-        # as euclidean: the difference divided by its largest coordinate, so the quadratic form
-        # cannot overflow when the distance itself is in range (1e20 apart in float32)
-        m = jnp.max(jnp.abs(diff), axis=-1, keepdims=True)
-        diff = diff / jnp.where(m > 0, m, 1.0)
+        # as euclidean: the difference scaled by the power of two of its largest coordinate (a
+        # constant for the gradient), so the quadratic form cannot overflow when the distance is in
+        # range (1e20 apart in float32) nor underflow into a NaN gradient (1e-20 apart)
+        e = _last_axis_exponent(diff)
+        diff = jnp.ldexp(diff, -e)
     if L is not None:
         z = diff @ L.T
         d2 = jnp.sum(z * z, axis=-1)
     else:
         d2 = jnp.maximum(jnp.sum((diff @ M) * diff, axis=-1), 0.0)
-    return d2 if squared else m[..., 0] * safe_sqrt(d2)
+    return d2 if squared else jnp.ldexp(safe_sqrt(d2), e[..., 0])
 
 
 def _kl_divergence(p, q):
@@ -276,7 +312,7 @@ def _jensen_shannon(p, q, distance=False):
     p, q = jnp.maximum(p, 0.0), jnp.maximum(q, 0.0)
     s = p + q
     s_pos = s > 0
-    r = jnp.where(s_pos, (p - q) / jnp.where(s_pos, s, 1.0), 0.0)
+    r = jnp.where(s_pos, _div(p - q, jnp.where(s_pos, s, 1.0)), 0.0)
     inner = jnp.abs(r) < 1.0
     rs = jnp.where(inner, r, 0.0)
     f = jnp.where(inner, 2.0 * rs * jnp.arctanh(rs) + jnp.log1p(-rs * rs), 2.0 * math.log(2.0))
@@ -799,10 +835,11 @@ def _pairwise_sq_kernel(
     same: bool,
     squared: bool,
     M: jax.Array | None = None,
-    root: jax.Array | float = 1.0,
+    e: jax.Array | int = 0,
+    bound: int = 0,
 ):
-    """Row-block kernel of ``root · sqrt(|x|²_M + |y|²_M − 2 xᵀMy)`` (``M = I`` when None; the
-    square without the root when ``squared``), clamped at 0.
+    """Row-block kernel of ``2**e · sqrt(|x|²_M + |y|²_M − 2 xᵀMy)`` (``M = I`` when None; the
+    square, scaled by ``2**(2 e)``, when ``squared``), clamped at 0; ``|e| <= bound`` (static).
 
     The square root is taken inside the block, so the elementwise epilogue runs on cache-resident
     data right after the block's GEMM (one pass over the output instead of two).
@@ -813,20 +850,34 @@ def _pairwise_sq_kernel(
         xx = jnp.sum(Xb * XbM, axis=-1)
         d2 = jnp.maximum(xx[:, None] + yy[None, :] - 2.0 * (XbM @ Y.T), 0.0)
         d2 = _zero_diagonal(d2, idx, same)
-        return d2 * root * root if squared else safe_sqrt(d2) * root
+        if squared:
+            return _times_pow2(d2, 2 * e, bound=2 * bound)
+        return _times_pow2(safe_sqrt(d2), e, bound=bound)
 
     return kernel
 
 
-def _pow2_scale(*arrays: jax.Array, even: bool = False) -> jax.Array:
-    """The power of two ``2**e`` with ``max |entry| / 2**e`` in ``[1/2, 1)`` over all ``arrays``
-    (``[1/4, 1)`` and ``e`` even if ``even``); 1 when they are all zero. Dividing by it is exact."""
-    dtype = arrays[0].dtype
+def _times_pow2(x: jax.Array, e, bound: int = 252) -> jax.Array:
+    """``x * 2**e`` for a scalar ``e`` with ``|e| <= bound`` (static), exact. One factor when
+    ``2**e`` is a normal float32 (``bound <= 100``), else two, ``2**(e//2)`` and ``2**(e - e//2)``
+    (an elementwise ``ldexp`` is 2x slower in the pairwise kernel)."""
+    one = jnp.ones((), x.dtype)
+    if bound <= 100:
+        return x * jnp.ldexp(one, e)
+    h = e // 2
+    return x * jnp.ldexp(one, h) * jnp.ldexp(one, e - h)
+
+
+def _pow2_exponent(*arrays: jax.Array, even: bool = False) -> jax.Array:
+    """The integer ``e`` with ``max |entry| / 2**e`` in ``[1/2, 1)`` over all ``arrays`` (``[1/4, 1)``
+    and ``e`` even if ``even``); 0 when they are all zero. Scaling by ``2**-e`` with
+    :func:`_times_pow2` is exact; dividing by ``2**e`` is not: XLA:CPU flushes ``1 / 2**127`` to 0
+    (and with it the data)."""
     top = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(a)) for a in arrays])
     _, e = jnp.frexp(jnp.where(top > 0, top, 1.0))
     if even:
         e = e + (e % 2)
-    return jnp.where(top > 0, jnp.ldexp(jnp.ones((), dtype), e), 1.0).astype(dtype)
+    return jnp.where(top > 0, e, 0)
 
 
 def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
@@ -853,15 +904,19 @@ def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
     # |x|² overflows (1e20 in float32: inf for a distance of 4e20) or underflows long before the
     # distance does: the identity runs on the data divided by a power of two (exact) that brings
     # the largest entry into [1/2, 1), and the result is scaled back
-    root = _pow2_scale(X) if same else _pow2_scale(X, Y)
-    X = X / root
-    Y = X if same else Y / root
+    # clipped to +-100: the largest entry then lies in [2**-101, 2**29), where |x|^2 neither
+    # overflows nor underflows, and 2**e is one normal factor
+    e = jnp.clip(_pow2_exponent(X) if same else _pow2_exponent(X, Y), -100, 100)
+    X = _times_pow2(X, -e, bound=100)
+    Y = X if same else _times_pow2(Y, -e, bound=100)
+    bound = 100
     if M is not None:
-        scale_M = _pow2_scale(M, even=True)
-        M = M / scale_M
-        root = root * jnp.sqrt(scale_M)  # exact: an even power of two
+        e_M = _pow2_exponent(M, even=True)
+        M = _times_pow2(M, -e_M)
+        e = e + e_M // 2  # the distance scales with the root of M's scale
+        bound = 252
     yy = jnp.sum(Y * (Y if M is None else Y @ M), axis=-1)
-    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M, root), X, rows_fn(1))
+    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M, e, bound), X, rows_fn(1))
 
 
 def _pairwise_vmap(f: Callable, X, Y, same: bool, rows: int, zero_diag: bool) -> jax.Array:

@@ -776,3 +776,42 @@ def test_paired_euclidean_does_not_overflow():
     assert float(D.euclidean(x, y)) == pytest.approx(sd.euclidean(x, y), rel=1e-15)
     g = jax.grad(lambda a: D.euclidean(a, jnp.ones(3)))(jnp.ones(3))
     np.testing.assert_array_equal(np.asarray(g), 0.0)  # coincident points: zero gradient
+
+
+def test_gradients_and_values_at_float32_extremes():
+    """KL / JS / chi-square gradients were NaN for a softmax-small q (~1e-20: autodiff's q**2
+    underflowed); paired Euclidean / Minkowski / Mahalanobis gradients were NaN 1e-20 apart; and
+    9e37 came out as 0 (XLA:CPU flushes 1 / 2**127 to 0, and dividing by it flushed the data)."""
+    p, q = jnp.array([0.5, 0.5]), jnp.array([1.0, 1e-20])
+    np.testing.assert_allclose(jax.grad(lambda q: D.kl_divergence(p, q))(q), [-0.5, -5e19])
+    p3, q3 = jnp.array([0.5, 0.5, 0.0]), jnp.array([0.5, 0.5, 1e-20])
+    for f in (D.jensen_shannon, D.chi_square):
+        assert bool(jnp.all(jnp.isfinite(jax.grad(lambda q, f=f: f(p3, q))(q3))))
+    z = jnp.array([0.0, 0.0, -50.0])
+    g = jax.grad(lambda z: D.jensen_shannon(jax.nn.softmax(z), p3))(z)
+    assert bool(jnp.all(jnp.isfinite(g)))
+    x, y = jnp.zeros(2), jnp.array([3e-20, 4e-20])
+    for f in (
+        D.euclidean,
+        lambda a, b: D.minkowski(a, b, p=3),
+        lambda a, b: D.mahalanobis(a, b, M=jnp.eye(2)),
+    ):
+        g = jax.grad(f)(x, y)
+        assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0.5
+    np.testing.assert_allclose(jax.grad(D.euclidean)(x, y), [-0.6, -0.8], rtol=1e-6)
+    big, zero = jnp.array([9e37, 0.0]), jnp.zeros(2)
+    for value in (
+        D.euclidean(big, zero),
+        D.minkowski(big, zero, p=3),
+        D.mahalanobis(big, zero, M=jnp.eye(2)),
+    ):
+        np.testing.assert_allclose(value, 9e37, rtol=1e-6)
+    np.testing.assert_allclose(D.cosine_similarity(big, big), 1.0)
+    np.testing.assert_allclose(
+        D.pairwise("euclidean", jnp.stack([big, zero]))[0, 1], 9e37, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        D.pairwise("euclidean", jnp.array([[2e38, 0.0], [1e38, 0.0]]))[0, 1],
+        1e38,
+        rtol=1e-6,
+    )
