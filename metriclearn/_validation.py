@@ -276,7 +276,11 @@ def as_real(value, name: str) -> float:
 
 def check_choice(value: str, name: str, choices) -> str:
     """Raise ``ValueError`` listing the valid choices unless ``value`` is one of them."""
-    if value not in choices:
+    try:
+        known = value in choices
+    except TypeError:  # an unhashable value (a list) cannot be a key of a dict of choices
+        known = False
+    if not known:
         valid = ", ".join(sorted(str(c) for c in choices))
         raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
     return value

@@ -94,7 +94,16 @@ def pairwise_sqeuclidean(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
 
     Returns:
       ``[n, m]`` (or ``[n, n]``).
+
+    Raises:
+      ValueError: not 2-D, NaN / inf entries (concrete arrays), or ``X`` and ``Y`` of different
+        widths. (The raw kernel of the losses and miners: squares beyond the dtype give ``inf``,
+        use :func:`pairwise` for the scaled, checked matrix.)
     """
+    X = check_array(X, "X", ndim=2)
+    if Y is not None:
+        Y = check_array(Y, "Y", ndim=2)
+        check_same_dim(X, Y, "X", "Y")
     return _clamp_sqeuclidean(_sqeuclidean_raw(X, Y), Y is None)
 
 
@@ -115,8 +124,8 @@ def _sqeuclidean_raw(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
 def _clamp_sqeuclidean(raw: jax.Array, same: bool) -> jax.Array:
     """:func:`pairwise_sqeuclidean` from :func:`_sqeuclidean_raw` (exact zero diagonal if ``same``)."""
     d2 = jnp.maximum(raw, 0.0)
-    if same:
-        d2 = d2 * (1.0 - jnp.eye(raw.shape[0], dtype=d2.dtype))
+    if same:  # a select, not a product with 1 - I: inf * 0 made the diagonal NaN
+        d2 = jnp.where(jnp.eye(raw.shape[0], dtype=bool), 0.0, d2)
     return d2
 
 
@@ -393,7 +402,7 @@ def _check_prob(p: jax.Array, name: str) -> None:
 def _check_minkowski_p(p) -> None:
     if is_traced(p):
         return
-    if isinstance(p, bool | str | bytes):
+    if isinstance(p, bool | np.bool_ | str | bytes):
         raise ValueError(f"p must be a positive number or inf, got {p!r}")
     try:
         val = float(p)
@@ -1056,6 +1065,11 @@ def pairwise(
             f = (lambda x, y: fn(x, y, **kw)) if kw else fn
         rows = _rows_per_block(n, m, d, block_size)
         D = _pairwise_vmap(f, X, Yv, same, rows, zero_diag=name is not None)
+        if D.shape != (n, m):  # a user function returning a vector per pair
+            raise ValueError(
+                f"the distance function must return one number per pair (shape [...] for inputs "
+                f"[..., d]), got a [{n}, {m}] matrix of shape {tuple(D.shape)}"
+            )
     if name in _OVERFLOW:
         D = _in_range(D, name, X, Y, kw.get("M"), kw.get("L"))
     return D

@@ -103,7 +103,8 @@ def avg_nonzero(losses: jax.Array, weights: jax.Array | None = None) -> jax.Arra
     losses, w = _prepare(losses, weights)
     # NaN counts as "nonzero", so a NaN loss that carries weight surfaces (as in mean and sum)
     counted = ~(losses <= 0) & (w > 0)
-    num = jnp.sum(jnp.where(counted, w * losses, 0.0))
+    # masked before the product: w * inf in a masked slot gave a NaN weight gradient (0 * inf)
+    num = jnp.sum(w * jnp.where(counted, losses, 0.0))
     den = jnp.sum(jnp.where(counted, w, 0.0))
     return safe_divide(num, den)
 

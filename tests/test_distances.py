@@ -815,3 +815,27 @@ def test_gradients_and_values_at_float32_extremes():
         1e38,
         rtol=1e-6,
     )
+
+
+def test_raw_kernels_and_small_checks():
+    """pairwise_euclidean took NaN and mismatched widths unchecked (TypeError) and put NaN on its
+    "exact zero" diagonal for 1e20 (inf * 0); minkowski took p=np.True_; pairwise with a function
+    returning a vector gave an [n, n, d] array; reduce(..., ["mean"]) raised TypeError; masked inf
+    losses gave avg_nonzero a NaN weight gradient."""
+    from metriclearn import reducers
+
+    X = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+    assert float(D.pairwise_euclidean(X * 1e20)[0, 0]) == 0.0
+    with pytest.raises(ValueError, match="NaN or inf"):
+        D.pairwise_euclidean(X.at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError):
+        D.pairwise_sqeuclidean(X, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="p must be a positive number"):
+        D.minkowski(X[0], X[1], p=np.True_)
+    with pytest.raises(ValueError, match="one number per pair"):
+        D.pairwise(lambda a, b: a - b, X)
+    with pytest.raises(ValueError, match="unknown reduction"):
+        reducers.reduce(jnp.ones(3), ["mean"])
+    losses = jnp.array([1.0, 0.0, 3.0, jnp.inf, jnp.nan])
+    g = jax.grad(lambda w: reducers.avg_nonzero(losses, w))(jnp.array([1.0, 1.0, 2.0, 0.0, 0.0]))
+    assert bool(jnp.all(jnp.isfinite(g)))
