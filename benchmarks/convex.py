@@ -615,11 +615,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     for d in args.datasets:
         if d not in ("digits", "synthetic"):
             parser.error(f"unknown data set {d!r}; valid: digits, synthetic")
+    if not args.datasets:
+        parser.error("--datasets is empty; valid: digits, synthetic")
     if args.quick:
         args.repeats = 1
         args.synthetic_max_iter = min(args.synthetic_max_iter, 5)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.synthetic_max_iter < 1:  # found after the 20,000 x 100 set was built
+        parser.error(f"--synthetic-max-iter must be >= 1, got {args.synthetic_max_iter}")
     return args
 
 

@@ -750,7 +750,9 @@ def table_header(quick: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="alternating timed steps per case")
-    parser.add_argument("--quick", action="store_true", help="metriclearn only, 5 steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="metriclearn only, 5 steps (unless --steps is given)"
+    )
     parser.add_argument(
         "--anatomy",
         action="store_true",
@@ -798,7 +800,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(cases or ()) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
-    steps = 5 if args.quick else args.steps
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    # --quick's 5 steps unless --steps was given
+    steps = 5 if args.quick and args.steps == parser.get_default("steps") else args.steps
     if args.loop_json:  # one process of --processes: a JSON line on stdout
         print(json.dumps(training_loop(steps=steps, cases=cases, burn_in=args.burn_in)))
         return 0

@@ -50,11 +50,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--maha-rows", type=int, default=2, help="rows timed with cdist(metric='mahalanobis')"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="small shapes, 2 repeats (smoke test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes, 2 repeats (smoke test); sizes given explicitly are kept",
+    )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n, args.d, args.repeats = 256, 32, 2
-        args.scipy_rows, args.maha_rows = 64, 8
+    if args.quick:  # small shapes for the sizes not given on the command line
+        quick = {"n": 256, "d": 32, "repeats": 2, "scipy_rows": 64, "maha_rows": 8}
+        for name, value in quick.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
     args.m = args.n if args.m is None else args.m
     args.scipy_rows = min(args.scipy_rows, args.n)
     args.maha_rows = min(args.maha_rows, args.n)

@@ -11,7 +11,8 @@ Each benchmark runs in its own subprocess (a crash or a hung run cannot take the
 scaling benchmark needs fresh processes anyway, its device count being fixed when jax starts), through
 this module's ``--child`` mode, which calls the benchmark's Python entry point and writes what it
 returns as JSON; its printed report is passed through and saved next to the results
-(``benchmarks/results/<name>.md``). The ratios collected:
+(``results/<name>.md`` beside ``--out``; ``benchmarks/results/<name>.md`` by default). The ratios
+collected:
 
 * ``pairwise``: throughput of each ``metriclearn.distances.pairwise`` kernel / the jitted XLA matmul of
   the same shapes (the ceiling), and / scipy ``cdist`` and scikit-learn for the same metric;
@@ -291,7 +292,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="output Markdown file")
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per benchmark")
     parser.add_argument(
-        "--logs", default=str(HERE / "results"), help="directory for each benchmark's full report"
+        "--logs",
+        default=None,
+        help="directory for each benchmark's full report (default: results/ beside --out, so a run "
+        "with its own --out leaves the committed benchmarks/results alone)",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
@@ -302,6 +306,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
     args.only = names
+    if args.logs is None:
+        args.logs = str(Path(args.out).resolve().parent / "results")
+    # before hours of benchmarks, not after them
+    from absl import app
+
+    from experiments import check_output_dir
+
+    try:
+        check_output_dir(str(Path(args.out).resolve().parent), "--out")
+        check_output_dir(args.logs, "--logs")
+    except app.UsageError as err:
+        parser.error(str(err))
     quick = [n.strip() for n in args.quick.split(",") if n.strip()]
     args.quick = set(BENCHMARKS) if quick == ["all"] else set(quick)
     unknown = sorted(args.quick - set(BENCHMARKS))

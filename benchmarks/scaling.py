@@ -49,8 +49,12 @@ DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", default="1,2,4,8", help="comma list of device counts")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--devices", default="1,2,4,8", help="ascending comma list of device counts, from 1"
+    )
     parser.add_argument(
         "--batch", type=int, default=128, help="train batch (multiple of each count)"
     )
@@ -69,8 +73,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--eval-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n_pairwise, args.n_eval, args.repeats = 1024, 4000, 3
+    if args.quick:  # small shapes for the sizes not given on the command line
+        for name, value in {"n_pairwise": 1024, "n_eval": 4000, "repeats": 3}.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    try:
+        counts = [int(c) for c in args.devices.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--devices must be a comma list of integers, got {args.devices!r}")
+    # the ratios are against 1 device and the summary against the most: an ascending list from 1
+    if not counts or counts[0] != 1 or counts != sorted(set(counts)):
+        parser.error(f"--devices must be an ascending list starting at 1, got {args.devices!r}")
+    args.device_counts = counts
     return args
 
 
@@ -261,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return _eval_scale(args)
     from benchmarks._timing import machine_line, markdown_table
 
-    counts = [int(c) for c in args.devices.split(",") if c.strip()]
-    bad = [c for c in counts if c < 1 or args.batch % c]
+    counts = args.device_counts
+    bad = [c for c in counts if args.batch % c]
     if bad:
         raise SystemExit(
             f"--batch {args.batch} must be a multiple of every device count; bad: {bad}"

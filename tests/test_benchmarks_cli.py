@@ -1,0 +1,37 @@
+"""Argument checks of the benchmarks' command lines (parsing only: nothing is timed here)."""
+
+import pytest
+
+from benchmarks import convex, deep, pairwise, run_all, scaling
+
+
+def test_quick_keeps_explicit_sizes_and_bad_values_are_usage_errors(tmp_path):
+    """--quick overrode sizes given explicitly (--n=100000 ran at 256); --seed=-1, --steps=0,
+    --synthetic-max-iter=0 and --datasets= ended in tracebacks (some after the work); scaling's
+    ratios were against the first count listed, whatever it was."""
+    args = pairwise._parse(["--quick", "--n=1000"])
+    assert (args.n, args.d) == (1000, 32)
+    for bad in (
+        lambda: pairwise._parse(["--seed=-1"]),
+        lambda: deep.main(["--steps=0", "--quick"]),
+        lambda: convex._parse(["--datasets=,"]),
+        lambda: convex._parse(["--synthetic-max-iter=0"]),
+        lambda: scaling._parse(["--devices=abc"]),
+        lambda: scaling._parse(["--devices=2,1"]),
+        lambda: scaling._parse(["--devices=,"]),
+    ):
+        with pytest.raises(SystemExit) as err:
+            bad()
+        assert err.value.code == 2
+    assert scaling._parse(["--quick", "--repeats=9"]).repeats == 9
+    assert scaling._parse(["--devices=1,2"]).device_counts == [1, 2]
+
+
+def test_run_all_reports_go_beside_out_and_out_is_checked_first(tmp_path):
+    """A run with its own --out overwrote the committed benchmarks/results/*.md; an --out under a
+    file failed with a traceback after every benchmark had run."""
+    args = run_all._parse(["--out", str(tmp_path / "R.md"), "--only", "pairwise"])
+    assert args.logs == str(tmp_path / "results")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit):
+        run_all._parse(["--out", str(tmp_path / "afile" / "R.md")])
