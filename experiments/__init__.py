@@ -17,6 +17,8 @@ def check_output_dir(path: str, flag: str) -> None:
     """
     from absl import app
 
+    if not str(path).strip():  # abspath("") is the working directory: a silent default
+        raise app.UsageError(f"{flag} is empty; give the directory to write to")
     path = os.path.abspath(path)
     probe = path
     while not os.path.exists(probe):
@@ -35,12 +37,12 @@ def check_output_dir(path: str, flag: str) -> None:
         raise app.UsageError(f"{flag}={path!r} is not writable ({probe!r}: {err})") from None
 
 
-def exit_with_help(doc: str | None) -> None:
-    """``--help``/``-h``: print the module docstring and its flags, exit 0 (absl's ``--help`` exits
-    with status 1)."""
+def exit_with_help(doc: str | None, full: bool = False) -> None:
+    """``--help``/``-h``/``--helpshort``: print the module docstring and its flags; ``--helpfull``:
+    every flag, absl's own included. Exit 0 (absl's help flags exit with status 1)."""
     from absl import flags
 
     print((doc or "").strip())
     print()
-    print(flags.FLAGS.main_module_help())
+    print(flags.FLAGS.get_help() if full else flags.FLAGS.main_module_help())
     raise SystemExit(0)

@@ -334,6 +334,11 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
             f"n_folds={cfg['n_folds']} needs at least that many rows per class; the smallest class "
             f"of {cfg['dataset']} has {smallest} (max_samples={cfg['max_samples']})"
         )
+    n_comp = learner_kwargs.get("n_components")
+    if n_comp is not None and n_comp > X.shape[1]:  # a usage error, not a failed learner
+        raise ValueError(
+            f"n_components={n_comp} is larger than the {X.shape[1]} features of {cfg['dataset']}"
+        )
     n_train = X.shape[0] - -(-X.shape[0] // cfg["n_folds"])
     if cfg["k"] > n_train:
         raise ValueError(f"k={cfg['k']} neighbours but a training fold has only {n_train} rows")
@@ -367,6 +372,10 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     }
     with open(os.path.join(workdir, "metrics.json"), "w") as fh:
         json.dump(plain(metrics), fh, indent=2)
+    # figures of an earlier run in this workdir would describe another learner: drop them first
+    for figure in ("mahalanobis.png", "embedding.png"):
+        if os.path.isfile(os.path.join(workdir, figure)):
+            os.remove(os.path.join(workdir, figure))
     if cfg["figures"] and learners:
         from metriclearn import plotting
 
@@ -445,6 +454,6 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
-        exit_with_help(__doc__)
+    if any(arg in ("--help", "-h", "--helpshort", "--helpfull") for arg in sys.argv[1:]):
+        exit_with_help(__doc__, full="--helpfull" in sys.argv[1:])
     app.run(main)

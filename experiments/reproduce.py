@@ -845,6 +845,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    if any(arg in ("--help", "-h", "--helpshort") for arg in sys.argv[1:]):
-        exit_with_help(__doc__)
+    if any(arg in ("--help", "-h", "--helpshort", "--helpfull") for arg in sys.argv[1:]):
+        exit_with_help(__doc__, full="--helpfull" in sys.argv[1:])
     app.run(main)

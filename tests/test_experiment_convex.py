@@ -93,6 +93,13 @@ def test_run_writes_outputs_and_is_reproducible(tmp_path):
     assert len(metrics["accuracy"]) == 3
     m3 = convex.run({**cfg, "seed": 2, "figures": False}, tmp_path / "c")
     assert m3["euclidean_accuracy"] != m1["euclidean_accuracy"]  # the seed changes the folds
+    # a later run in the same workdir left the LFDA figures beside its own metrics
+    convex.run({"algorithm": "euclidean", "dataset": "wine", "n_folds": 3}, tmp_path / "a")
+    assert sorted(os.listdir(tmp_path / "a")) == ["config.json", "metrics.json"]
+    # n_components beyond the features is the user's setting, not a failed learner
+    with pytest.raises(ValueError, match="n_components=9 is larger than the 4 features of iris"):
+        convex.run({"algorithm": "nca", "dataset": "iris", "n_components": 9}, tmp_path / "e")
+    assert not (tmp_path / "e").exists()
     with pytest.raises(ValueError, match="unknown config key"):
         convex.run({"algo": "nca"}, tmp_path / "d")
     with pytest.raises(ValueError, match="unknown dataset"):

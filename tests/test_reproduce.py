@@ -134,3 +134,17 @@ def test_main_dedupes_sections_and_checks_results_dir(tmp_path, monkeypatch):
         reproduce.FLAGS.mark_as_parsed()
         with pytest.raises(app.UsageError, match="--results_dir=.*cannot be created"):
             reproduce.main(["reproduce"])
+    # an empty --results_dir wrote into the working directory, silently
+    with flagsaver.flagsaver(results_dir="", sections=["nca_iris"]):
+        reproduce.FLAGS.mark_as_parsed()
+        with pytest.raises(app.UsageError, match="--results_dir is empty"):
+            reproduce.main(["reproduce"])
+    assert calls == [["nca_iris"]]
+    # --helpfull exited 1 (absl's own handling)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.reproduce", "--helpfull"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "--sections" in proc.stdout
