@@ -1146,10 +1146,12 @@ def check_metric_axioms(
       fn: a key of :data:`DISTANCES` or a paired callable ``(x [d], y [d]) -> []``.
       X: ``[n, d]`` sample (probability vectors for the divergences).
       atol: absolute tolerance of non-negativity, symmetry and triangle; None uses
-        ``100 · eps · max(1, max finite |D|)``, ``eps`` of the dtype ``fn`` returns.
+        ``100 · eps · max finite |D|``, ``eps`` of the dtype ``fn`` returns (at least
+        ``sqrt(eps(X.dtype)) · max |D|`` for Mahalanobis given ``M``, whose rounded matrix moves
+        its root by that much).
       identity_atol: absolute tolerance of the identity axiom; None uses
-        ``100 · eps(X.dtype) · max(1, max finite |D|)`` (``sqrt(eps(X.dtype))`` for Mahalanobis
-        given ``M``), and at least ``sqrt(eps)`` of the result's dtype.
+        ``100 · eps(X.dtype) · max finite |D|`` (``sqrt(eps(X.dtype))`` for Mahalanobis given
+        ``M``), and at least ``sqrt(eps)`` of the result's dtype, times ``max |D|``.
       **kw: keyword arguments of ``fn`` (``M=``, ``p=``, ...).
 
     Returns:
@@ -1199,9 +1201,16 @@ def check_metric_axioms(
     if np.isnan(D).any():
         raise ValueError(f"fn returned NaN for {int(np.isnan(D).sum())} pair(s) of the sample")
     finite = D[np.isfinite(D)]
-    scale = max(1.0, float(np.abs(finite).max()) if finite.size else 1.0)
+    # tolerances relative to the distances (max(1, .) made them absolute: Euclidean on data of
+    # scale 1e-5 came out a "pseudometric", its distinct points closer than 1.2e-5)
+    top = float(np.abs(finite).max()) if finite.size else 0.0
+    scale = top if top > 0 else 1.0
+    eps_data = float(np.finfo(np.dtype(X.dtype)).eps)
+    quadratic = name == "mahalanobis" and kw.get("M") is not None
     if atol is None:
         atol = 100.0 * float(np.finfo(out_dtype).eps) * scale
+        if quadratic:  # M rounded to the data's dtype: its root is off by ~sqrt(eps) near 0
+            atol = max(atol, float(np.sqrt(eps_data)) * scale)
     elif isinstance(atol, bool) or not isinstance(atol, int | float | np.floating | np.integer):
         raise ValueError(f"atol must be a non-negative number, got {atol!r}")
     elif not np.isfinite(atol) or atol < 0:
@@ -1211,8 +1220,6 @@ def check_metric_axioms(
         # distinct points closer than the data's own precision resolves count as coincident; the
         # square root of a quadratic form (Mahalanobis given M, rounded to the data's dtype) is
         # only good to ~sqrt(eps) near 0
-        eps_data = float(np.finfo(np.dtype(X.dtype)).eps)
-        quadratic = name == "mahalanobis" and kw.get("M") is not None
         tol = np.sqrt(eps_data) if quadratic else 100.0 * eps_data
         identity_atol = max(float(tol), float(np.sqrt(np.finfo(out_dtype).eps))) * scale
     elif isinstance(identity_atol, bool) or not isinstance(

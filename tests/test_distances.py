@@ -839,3 +839,17 @@ def test_raw_kernels_and_small_checks():
     losses = jnp.array([1.0, 0.0, 3.0, jnp.inf, jnp.nan])
     g = jax.grad(lambda w: reducers.avg_nonzero(losses, w))(jnp.array([1.0, 1.0, 2.0, 0.0, 0.0]))
     assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_metric_axiom_tolerances_follow_the_data():
+    """Absolute tolerances (max(1, max D)) made Euclidean on data of scale 1e-5 a "pseudometric";
+    a float32 rank-one M's rounding broke the triangle inequality by ~5e-7 ("semimetric")."""
+    X = jax.random.normal(jax.random.key(0), (10, 3))
+    assert D.check_metric_axioms("euclidean", X * 1e-5)["kind"] == "metric"
+    assert (
+        D.check_metric_axioms("manhattan", jnp.array([[0.0], [1e-6], [2e-6]]))["kind"] == "metric"
+    )
+    w = jnp.array([1.0, 2.0, 3.0]) / 7
+    Y = jax.random.normal(jax.random.key(2), (30, 3))
+    assert D.check_metric_axioms("mahalanobis", Y, M=jnp.outer(w, w))["kind"] == "metric"
+    assert D.check_metric_axioms("sqeuclidean", X * 1e-5)["kind"] == "semimetric"  # still caught
