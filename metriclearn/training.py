@@ -803,8 +803,8 @@ def default_config() -> dict[str, Any]:
 #: how each config key must be given (``_check_config``): casting would hide mistakes ("256" as
 #: ``hidden`` iterated to widths 2, 5, 6; ``epochs`` 1.7 trained one epoch; "false" was true)
 _CONFIG_INTS = ("embedding_dim", "batch_size", "m_per_class", "epochs", "seed", "split_seed",
-                "eval_every", "checkpoint_every", "devices")  # fmt: skip
-_CONFIG_OPTIONAL_INTS = ("n_batches",)
+                "eval_every", "checkpoint_every")  # fmt: skip
+_CONFIG_OPTIONAL_INTS = ("n_batches", "devices")  # None: the default (all rows / one device)
 _CONFIG_FLOATS = ("test_size", "dropout", "learning_rate", "weight_decay")
 _CONFIG_BOOLS = ("standardize", "normalize_embeddings", "normalize_curves", "progress")
 _CONFIG_STRS = ("dataset", "model", "initializer", "loss", "optimizer")
