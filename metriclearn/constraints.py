@@ -731,7 +731,7 @@ def knn_triplets(
     # distances in range (float32 data x 1e20 gave inf - inf and no triplet at all)
     top = float(jnp.max(jnp.abs(X)))
     if top > 2.0**20 or 0.0 < top < 2.0**-20:
-        X = X / jnp.asarray(np.ldexp(1.0, np.frexp(top)[1]), X.dtype)
+        X = jnp.ldexp(X, -int(np.frexp(top)[1]))  # not a division: XLA flushes x / 2**127 to 0
     size = bucket_size(n)
     Xp, valid = pad_rows(X, size)
     cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)

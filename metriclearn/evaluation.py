@@ -430,8 +430,10 @@ def _nearest(
         # and keeps |x|^2 in range (points 4e19 apart overflowed float32's squares into inf - inf).
         top = max(float(np.max(np.abs(Q_np))), float(np.max(np.abs(R_np))))
         if top > 2.0**20 or 0.0 < top < 2.0**-20:
-            scale = np.ldexp(1.0, np.frexp(top)[1]).astype(Q_np.dtype)
-            Q_np, R_np = Q_np / scale, R_np / scale
+            # in float64 (exact), since 2**128 is inf in float32
+            e = int(np.frexp(top)[1])
+            Q_np = np.ldexp(Q_np.astype(np.float64), -e).astype(Q_np.dtype)
+            R_np = np.ldexp(R_np.astype(np.float64), -e).astype(R_np.dtype)
     if dist is not None and (array_kw or dist not in _PLAIN_NAMES):
         if isinstance(dist, str) and dist in distances._PROBABILITY:  # every row, not only two
             distances._check_prob(Q_np, names[0])
