@@ -713,16 +713,16 @@ def standardize(train, test=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     # statistics of each feature divided by a power of two near its largest value (exact): the
     # variance of a +-1e300 column overflowed to inf, and the column was taken as constant
     top = np.max(np.abs(tr), axis=0)
-    scale = np.where(top > 0, np.ldexp(1.0, np.frexp(top)[1]), 1.0)
-    z = tr / scale
+    e = np.where(top > 0, np.frexp(top)[1], 0)  # by ldexp: 2**1024 itself is inf
+    z = np.ldexp(tr, -e)
     mean_z, std_z = z.mean(axis=0), z.std(axis=0)
     # constant up to rounding, relative to the feature's own magnitude (scikit-learn's bound): a
     # feature of values around 1e-17 is scaled, not left as is
     eps, n = np.finfo(np.float64).eps, tr.shape[0]
     var = std_z * std_z
     constant = (var == 0) | (var <= n * eps * var + (n * np.abs(mean_z) * eps) ** 2)
-    mean = mean_z * scale
-    std = np.where(constant, 1.0, std_z * scale)
+    mean = np.ldexp(mean_z, e)
+    std = np.where(constant, 1.0, np.ldexp(std_z, e))
     tr_s = ((tr - mean) / std).astype(out_dtype)
     if test is None:
         return tr_s

@@ -239,14 +239,19 @@ def _minkowski(x, y, p=2.0):
     if not is_traced(p) and np.ndim(p) == 0 and math.isinf(float(p)):  # also np.float32(inf)
         return _chebyshev(x, y)
     a = jnp.abs(x - y)
-    # Rescale by the power of two of the largest coordinate: no overflow for large p, and
-    # s >= 2**-p below, so s**(1/p) and its gradient are finite. The scale is a constant for the
-    # gradient (the norm is homogeneous: exact), so no a / m**2 can underflow (1e-20 apart gave a
-    # NaN gradient), and ldexp, not a division, keeps 9e37 from being flushed to 0.
-    e = _last_axis_exponent(a)
-    s = jnp.sum(_safe_pow(jnp.ldexp(a, -e), p), axis=-1)
-    m_pos = jnp.max(a, axis=-1) > 0
-    return jnp.where(m_pos, jnp.ldexp(jnp.where(m_pos, s, 1.0) ** (1.0 / p), e[..., 0]), 0.0)
+    # Rescale by the largest coordinate: no overflow for large p, and s >= 1 below, so s**(1/p)
+    # and its gradient are finite. The scale is a constant for the gradient (the norm is
+    # homogeneous: exact), so no a / m**2 can underflow (1e-20 apart gave a NaN gradient), and
+    # ldexp, not a division by m, keeps 9e37 from being flushed to 0.
+    # m = mant * 2**e with mant in [1/2, 1): a / m as ldexp(a, -e) / mant makes the largest ratio
+    # exactly 1 (s >= 1, whatever p: with [1/2, 1) p >= 127 underflowed to 0) and divides by no
+    # more than 2
+    m = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
+    m_pos = m > 0
+    mant, e = jnp.frexp(jnp.where(m_pos, m, 1.0))
+    s = jnp.sum(_safe_pow(jnp.ldexp(a, -e) / mant, p), axis=-1)
+    m_pos, mant, e = m_pos[..., 0], mant[..., 0], e[..., 0]
+    return jnp.where(m_pos, jnp.ldexp(mant * jnp.where(m_pos, s, 1.0) ** (1.0 / p), e), 0.0)
 
 
 def _last_axis_exponent(a: jax.Array) -> jax.Array:

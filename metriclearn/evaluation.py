@@ -313,9 +313,10 @@ class _Refiner:
     data, with an error up to about ``(d + 2) u (|q|^2 + |r|^2)`` (``u`` the unit roundoff). Data
     with one common centre keep it far below the distances (1000 + N(0, 1) is exact in float32); a
     cluster near 0 of spread 1e-3 next to one near 3000 does not. When that error bound exceeds
-    ``1e-3`` of a row's ``k``-th distance, every reference within twice the bound of it is re-ranked
-    by its float64 distance from the original (not centred) rows; the other rows cost one
-    comparison.
+    ``1e-3`` of a row's ``k``-th distance (with ``|r|^2`` the largest among the row's picks), every
+    reference within twice the bound of it is re-ranked by its float64 distance from the original
+    (not centred) rows; the other rows cost one comparison (two with a far outlier among the
+    references).
     """
 
     def __init__(self, Q, R, Qs, Rs, M, squared: bool, dtype) -> None:
@@ -328,7 +329,9 @@ class _Refiner:
             M64 = np.asarray(M, np.float64)
             qn = np.abs(np.einsum("ij,jk,ik->i", Qs, M64, Qs, dtype=np.float64))
             rn = np.abs(np.einsum("ij,jk,ik->i", Rs, M64, Rs, dtype=np.float64))
-        self.tol = (Qs.shape[1] + 2) * u * (qn + (rn.max() if rn.size else 0.0))
+        self.gamma = (Qs.shape[1] + 2) * u
+        self.qn, self.rn = qn, rn
+        self.tol = self.gamma * (qn + (rn.max() if rn.size else 0.0))  # a bound over every row
 
     def __call__(self, i: int, row: np.ndarray, cols: np.ndarray) -> np.ndarray:
         k = len(cols)
@@ -336,6 +339,11 @@ class _Refiner:
         if not self.squared:
             dk *= dk
         if not tol > 1e-3 * dk:  # the common case: one comparison
+            return cols
+        # the bound over the row's picks: one far reference (an outlier) would otherwise send every
+        # row through the re-ranking
+        tol = self.gamma * (self.qn[i] + float(self.rn[cols].max()))
+        if not tol > 1e-3 * dk:
             return cols
         sq = row.astype(np.float64) if self.squared else np.square(row, dtype=np.float64)
         cand = np.flatnonzero(sq <= dk + 2.0 * tol)

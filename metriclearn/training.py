@@ -876,7 +876,8 @@ def load_split(
 
     from metriclearn import datasets
 
-    datasets._seed_from(split_seed, "split_seed")  # in [0, 2**32), named (not sklearn's message)
+    if isinstance(split_seed, int | np.integer) and not isinstance(split_seed, bool):
+        datasets._seed_from(split_seed, "split_seed")  # an int in [0, 2**32), named as here
     ds = datasets.load(name, **dataset_kwargs)
     if ds.X_test is not None:
         X_tr, y_tr, X_te, y_te = ds.X, ds.y, ds.X_test, ds.y_test

@@ -463,6 +463,8 @@ def test_loader_and_scaling_edge_cases(tmp_path):
     np.testing.assert_allclose(
         datasets.standardize(X)[:, 0], datasets.standardize(X / 1e300)[:, 0], rtol=1e-12
     )
+    big = datasets.standardize(np.array([[1e308, 1.0], [0.0, 2.0], [0.0, 3.0]]))  # 2**1024 is inf
+    assert np.all(np.isfinite(big)) and abs(big[0, 0] - np.sqrt(2)) < 1e-12
     with pytest.raises(ValueError, match="is a directory, not a file"):
         datasets.load_idx(tmp_path)
     path = tmp_path / "td.npz"
@@ -473,3 +475,4 @@ def test_loader_and_scaling_edge_cases(tmp_path):
 
     with pytest.raises(ValueError, match="split_seed must be"):
         training.load_split("iris", split_seed=-1)
+    assert training.load_split("iris", split_seed=None)[0].shape == (105, 4)  # sklearn's None

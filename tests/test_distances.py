@@ -799,6 +799,17 @@ def test_gradients_and_values_at_float32_extremes():
         g = jax.grad(f)(x, y)
         assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0.5
     np.testing.assert_allclose(jax.grad(D.euclidean)(x, y), [-0.6, -0.8], rtol=1e-6)
+    # the largest ratio stays exactly 1: with ratios in [1/2, 1), p >= 127 underflowed to 0
+    e1 = jnp.array([1.0, 0.0])
+    assert float(D.minkowski(jnp.zeros(2), e1, p=200.0)) == 1.0
+    np.testing.assert_allclose(
+        jax.grad(lambda a: D.minkowski(a, e1, p=200.0))(jnp.zeros(2)), [-1, 0]
+    )
+    np.testing.assert_allclose(
+        D.pairwise("minkowski", jnp.array([[0.0, 0.0], [1.0, 0.0], [3.0, 4.0]]), p=127.0)[0],
+        [0.0, 1.0, 4.0],
+        rtol=1e-6,
+    )
     big, zero = jnp.array([9e37, 0.0]), jnp.zeros(2)
     for value in (
         D.euclidean(big, zero),

@@ -659,6 +659,13 @@ def test_float32_neighbours_of_data_at_two_scales():
     assert_metrics_close(
         evaluation.retrieval_metrics(X, y, nmi=False, selection="host"), brute_retrieval(X64, y)
     )
+    # one far outlier among ordinary data sent every row through the re-ranking (2.5x the time)
+    Z = rng.normal(size=(400, 8)).astype(np.float32)
+    Z[0] = 300.0
+    refiner = evaluation._Refiner(Z, Z, Z, Z, None, True, np.float32)
+    D = ((Z[:, None].astype(np.float64) - Z[None]) ** 2).sum(-1)
+    picks = np.argsort(D[5])[1:4]
+    assert refiner(5, D[5].astype(np.float32), picks) is picks  # not re-ranked
 
 
 def test_probability_rows_are_all_checked():
