@@ -42,7 +42,7 @@ from metriclearn._validation import (
     check_positive_int,
     is_traced,
 )
-from metriclearn.distances import pairwise_sqeuclidean
+from metriclearn.distances import _ranking_exponent, pairwise_sqeuclidean
 
 __all__ = [
     "pairs",
@@ -729,9 +729,9 @@ def knn_triplets(
 
     # only the order of the distances is used: a power-of-two scale is exact and keeps squared
     # distances in range (float32 data x 1e20 gave inf - inf and no triplet at all)
-    top = float(jnp.max(jnp.abs(X)))
-    if top > 2.0**20 or 0.0 < top < 2.0**-20:
-        X = jnp.ldexp(X, -int(np.frexp(top)[1]))  # not a division: XLA flushes x / 2**127 to 0
+    e = _ranking_exponent(X)
+    if e:
+        X = jnp.ldexp(X, -e)  # not a division: XLA flushes x / 2**127 to 0
     size = bucket_size(n)
     Xp, valid = pad_rows(X, size)
     cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)

@@ -97,20 +97,15 @@ def pairwise_sqeuclidean(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
 
     Raises:
       ValueError: not 2-D, NaN / inf entries, or ``X`` and ``Y`` of different widths; squares
-        beyond the dtype (concrete arrays; under ``jit`` they give ``inf`` and ``NaN``). This is
-        the raw kernel of the losses and miners: :func:`pairwise` scales the data first.
+        beyond the dtype (concrete arrays, :func:`_in_range`; under ``jit`` they give ``inf`` and
+        ``NaN``). This is the raw kernel of the losses and miners: :func:`pairwise` scales the
+        data first.
     """
     X = check_array(X, "X", ndim=2)
     if Y is not None:
         Y = check_array(Y, "Y", ndim=2)
         check_same_dim(X, Y, "X", "Y")
-    d2 = _clamp_sqeuclidean(_sqeuclidean_raw(X, Y), Y is None)
-    if not is_traced(d2) and not bool(jnp.all(jnp.isfinite(d2))):
-        raise ValueError(
-            f"squared distances overflow {d2.dtype} (inf - inf gave NaN); use "
-            "metriclearn.distances.pairwise('sqeuclidean', ...), which scales the data first"
-        )
-    return d2
+    return _in_range(_clamp_sqeuclidean(_sqeuclidean_raw(X, Y), Y is None), _RAW_NAME, X, Y)
 
 
 def _sqeuclidean_raw(X: jax.Array, Y: jax.Array | None = None) -> jax.Array:
@@ -265,17 +260,37 @@ def _last_axis_exponent(a: jax.Array) -> jax.Array:
 _OVERFLOW = {"euclidean", "sqeuclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"}
 
 
+#: the unscaled kernel :func:`pairwise_sqeuclidean` (its overflow gives inf - inf = NaN as well)
+_RAW_NAME = "pairwise_sqeuclidean"
+
+
 def _in_range(out: jax.Array, name: str, *arrays) -> jax.Array:
-    """``out`` of a distance of :data:`_OVERFLOW` on finite (checked) inputs; ``ValueError`` when it
-    is concrete and holds an inf, a distance beyond the dtype's range. Traced values pass."""
+    """``out`` of a distance of :data:`_OVERFLOW` (or the raw kernel) on finite (checked) inputs;
+    ``ValueError`` when it is concrete and holds an inf or NaN, a distance beyond the dtype's range.
+    Traced values pass."""
     if is_traced(out) or bool(jnp.all(jnp.isfinite(out))):
         return out
     scale = max(float(jnp.max(jnp.abs(a))) for a in arrays if a is not None)
+    hint = (
+        "; or use metriclearn.distances.pairwise('sqeuclidean', ...), which scales the data first"
+        if name == _RAW_NAME
+        else ""
+    )
     raise ValueError(
         f"{name}: distances overflow {out.dtype} (largest |entry| of the inputs: {scale:.3g}); "
         f"rescale the data (e.g. sklearn.preprocessing.StandardScaler) or enable float64 "
-        f"(jax.enable_x64)"
+        f"(jax.enable_x64){hint}"
     )
+
+
+def _ranking_exponent(*arrays) -> int:
+    """For distances used only for their order: the ``e`` that brings the largest ``|entry|`` into
+    ``[1/2, 1)`` when it lies beyond ``2**+-20`` (scaling by ``2**-e``, with ``ldexp``, is exact and
+    keeps the squares in range), else 0. Concrete arrays (host or device)."""
+    top = max(float(np.max(np.abs(a))) for a in arrays)
+    if top > 2.0**20 or 0.0 < top < 2.0**-20:
+        return int(np.frexp(top)[1])
+    return 0
 
 
 def _unit_scale(x):

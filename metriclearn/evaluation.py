@@ -320,15 +320,15 @@ class _Refiner:
     """
 
     def __init__(self, Q, R, Qs, Rs, M, squared: bool, dtype) -> None:
-        self.Q, self.R, self.M, self.squared = Q, R, M, squared
+        self.M = None if M is None else np.asarray(M, np.float64)  # once, not per re-ranked row
+        self.Q, self.R, self.squared = Q, R, squared
         u = np.finfo(dtype).eps / 2
         if M is None:
             qn = np.einsum("ij,ij->i", Qs, Qs, dtype=np.float64)
             rn = np.einsum("ij,ij->i", Rs, Rs, dtype=np.float64)
         else:
-            M64 = np.asarray(M, np.float64)
-            qn = np.abs(np.einsum("ij,jk,ik->i", Qs, M64, Qs, dtype=np.float64))
-            rn = np.abs(np.einsum("ij,jk,ik->i", Rs, M64, Rs, dtype=np.float64))
+            qn = np.abs(np.einsum("ij,jk,ik->i", Qs, self.M, Qs, dtype=np.float64))
+            rn = np.abs(np.einsum("ij,jk,ik->i", Rs, self.M, Rs, dtype=np.float64))
         self.gamma = (Qs.shape[1] + 2) * u
         self.qn, self.rn = qn, rn
         self.tol = self.gamma * (qn + (rn.max() if rn.size else 0.0))  # a bound over every row
@@ -351,7 +351,7 @@ class _Refiner:
         if self.M is None:
             exact = np.einsum("ij,ij->i", diff, diff)
         else:
-            exact = np.einsum("ij,jk,ik->i", diff, np.asarray(self.M, np.float64), diff)
+            exact = np.einsum("ij,jk,ik->i", diff, self.M, diff)
         return cand[np.lexsort((cand, exact))[:k]]
 
 
@@ -434,12 +434,10 @@ def _nearest(
         center = np.round(R_np.mean(axis=0, dtype=np.float64))
         Q_np = (Q_np - center).astype(Q_np.dtype)
         R_np = (R_np - center).astype(R_np.dtype)
-        # Only the order of the distances is used: dividing both sets by a power of two is exact
+        # Only the order of the distances is used: scaling both sets by a power of two is exact
         # and keeps |x|^2 in range (points 4e19 apart overflowed float32's squares into inf - inf).
-        top = max(float(np.max(np.abs(Q_np))), float(np.max(np.abs(R_np))))
-        if top > 2.0**20 or 0.0 < top < 2.0**-20:
-            # in float64 (exact), since 2**128 is inf in float32
-            e = int(np.frexp(top)[1])
+        e = distances._ranking_exponent(Q_np, R_np)
+        if e:  # in float64 (exact), since 2**128 is inf in float32
             Q_np = np.ldexp(Q_np.astype(np.float64), -e).astype(Q_np.dtype)
             R_np = np.ldexp(R_np.astype(np.float64), -e).astype(R_np.dtype)
     if dist is not None and (array_kw or dist not in _PLAIN_NAMES):

@@ -624,8 +624,6 @@ def fit(
             model, loss_spec, optimizer, normalize_curves=normalize_curves, donate=True
         )
     else:  # data parallel: batch sharded over the mesh, state replicated (metriclearn.parallel)
-        from metriclearn import parallel
-
         train_epoch = parallel.make_sharded_train_epoch(
             model, loss_spec, optimizer, mesh, normalize_curves=normalize_curves
         )

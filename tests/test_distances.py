@@ -836,7 +836,7 @@ def test_raw_kernels_and_small_checks():
     from metriclearn import reducers
 
     X = jnp.array([[0.0, 0.0], [3.0, 4.0]])
-    with pytest.raises(ValueError, match="squared distances overflow"):  # was NaN on the diagonal
+    with pytest.raises(ValueError, match="pairwise_sqeuclidean: distances overflow"):  # was NaN
         D.pairwise_euclidean(X * 1e20)
     with pytest.raises(ValueError, match="NaN or inf"):
         D.pairwise_euclidean(X.at[0, 0].set(jnp.nan))
