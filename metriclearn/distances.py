@@ -249,12 +249,19 @@ def _minkowski(x, y, p=2.0):
     return jnp.where(m_pos, jnp.ldexp(mant * jnp.where(m_pos, s, 1.0) ** (1.0 / p), e), 0.0)
 
 
-def _last_axis_exponent(a: jax.Array) -> jax.Array:
-    """``[..., 1]`` integer exponents ``e`` with ``max |a| / 2**e`` in ``[1/2, 1)`` along the last
-    axis (0 for an all-zero row), held constant for gradients."""
-    m = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1, keepdims=True))
+def _last_axis_exponent(a: jax.Array, axis: int = -1) -> jax.Array:
+    """Integer exponents ``e`` (``axis`` kept, of size 1) with ``max |a| / 2**e`` in ``[1/2, 1)``
+    along ``axis`` (the last by default; 0 for an all-zero row), held constant for gradients."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=axis, keepdims=True))
     _, e = jnp.frexp(jnp.where(m > 0, m, 1.0))
     return jnp.where(m > 0, e, 0)
+
+
+def _overflow_exponent(a: jax.Array, axis: int = -1) -> jax.Array:
+    """:func:`_last_axis_exponent` where it is positive, else 0: ``ldexp(a, -e)`` brings rows whose
+    largest entry is 1 or more below 1, so a sum of their squares cannot overflow (float32 rows of
+    ~1e19), and leaves smaller rows exactly as they are."""
+    return jnp.maximum(_last_axis_exponent(a, axis), 0)
 
 
 _OVERFLOW = {"euclidean", "sqeuclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"}

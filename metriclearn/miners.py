@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, check_choice, check_hyper, is_traced
-from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
+from metriclearn.distances import _overflow_exponent, pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
     "MINERS",
@@ -131,10 +131,16 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
 
 
 def _l2_scale(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-    """The factor :func:`l2_normalize` multiplies by: ``1 / |x|`` where ``|x| > eps``, else 0."""
-    norm = safe_sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
-    ok = norm > eps
-    return jnp.where(ok, 1.0 / jnp.where(ok, norm, 1.0), 0.0)
+    """The factor :func:`l2_normalize` multiplies by: ``1 / |x|`` where ``|x| > eps``, else 0.
+
+    Rows with an entry of 1 or more are scaled by a power of two first (exact), so ``|x|^2`` does
+    not overflow: a float32 row of norm 5e19 would otherwise get the factor ``1 / inf = 0``.
+    """
+    e = _overflow_exponent(x, axis)
+    xs = jnp.ldexp(x, -e)
+    norm = safe_sqrt(jnp.sum(xs * xs, axis=axis, keepdims=True))  # |x| / 2**e
+    ok = norm > jnp.ldexp(jnp.asarray(eps, norm.dtype), -e)
+    return jnp.where(ok, jnp.ldexp(1.0 / jnp.where(ok, norm, 1.0), -e), 0.0)
 
 
 def _centred(x: jax.Array) -> jax.Array:

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_choice, check_positive_int
+from metriclearn.distances import _overflow_exponent
 from metriclearn.sampling import _flat_draw
 
 __all__ = [
@@ -84,6 +85,10 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     xf = x.astype(jnp.promote_types(dtype, jnp.float32))
     if jnp.issubdtype(dtype, jnp.floating):
         eps = jnp.maximum(jnp.asarray(eps, xf.dtype), 1.0 / float(jnp.finfo(dtype).max))
+    # rows with an entry of 1 or more are scaled by a power of two first (exact): |x|^2 of a
+    # float32 row of norm 5e19 would overflow to inf and the row come out as 0
+    e = _overflow_exponent(xf, axis)
+    xf, eps = jnp.ldexp(xf, -e), jnp.ldexp(jnp.asarray(eps, xf.dtype), -e)
     sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
     return (xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))).astype(jnp.result_type(dtype, 1.0))
 
