@@ -416,10 +416,11 @@ def _run(
         converged = finite & (stalled | (trusted & small_change))
         i = s.it
         hist = {
-            "objective": s.hist["objective"].at[i].set(F_new),
-            "grad_norm": s.hist["grad_norm"].at[i].set(gnorm),
-            "step": s.hist["step"].at[i].set(dx),
-            "step_size": s.hist["step_size"].at[i].set(t),
+            # in the dtype of x (a float64 objective of float32 M0 was cast implicitly, a FutureWarning)
+            "objective": s.hist["objective"].at[i].set(F_new.astype(dtype)),
+            "grad_norm": s.hist["grad_norm"].at[i].set(gnorm.astype(dtype)),
+            "step": s.hist["step"].at[i].set(dx.astype(dtype)),
+            "step_size": s.hist["step_size"].at[i].set(t.astype(dtype)),
         }
         keep = finite
         return _State(
@@ -726,5 +727,5 @@ def factored_gradient(
         step_size=step_size,
         max_backtracks=max_backtracks,
         l1_prox=0.0,
-        l1_diagonal=False,
+        l1_diagonal=True,  # no L1 term here, and a [k, d] factor has no diagonal to mask out
     )

@@ -112,6 +112,22 @@ def test_optax_optimizer_and_factored_mode():
     res1 = solver.factored_gradient(fact, jnp.ones((1, 3)), args=(A,), max_iter=500, tol=1e-9)
     w, V = np.linalg.eigh(target)
     np.testing.assert_allclose(res1.M.T @ res1.M, w[-1] * np.outer(V[:, -1], V[:, -1]), atol=1e-3)
+    # a [2, 3] factor: rank two (the L1 mask of the loop took it for square and raised a TypeError)
+    res2 = solver.factored_gradient(fact, jnp.eye(2, 3), args=(A,), max_iter=500, tol=1e-9)
+    top = V[:, -2:] * w[-2:]
+    np.testing.assert_allclose(res2.M.T @ res2.M, top @ V[:, -2:].T, atol=1e-3)
+
+
+def test_mixed_dtype_history_without_future_warning(x64):
+    # a float64 objective of a float32 M0 was scattered into the float32 history: JAX warned that
+    # this implicit cast will become an error
+    import warnings
+
+    A = jnp.diag(jnp.array([2.0, -1.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        res = solver.projected_gradient(sq_dist, jnp.eye(2, dtype=jnp.float32), args=(A,))
+    np.testing.assert_allclose(res.M, np.diag([2.0, 0.0]), atol=1e-5)
 
 
 def test_l1_prox_closed_form(x64):
