@@ -380,3 +380,20 @@ def test_failed_round_ends_the_active_set_fit(monkeypatch):
     monkeypatch.setattr(lmnn, "_active_round", failing_round)
     res = fit_lmnn(X, y, impostors="active_set", max_iter=200)
     assert not res.converged and res.n_iter == 1 and len(calls) == 1
+
+
+def test_lmnn_loss_checks_regularization_and_block_size_as_fit_lmnn():
+    # regularization=2.0 gave a negative "objective"; block_size=0 a ZeroDivisionError
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 3)).astype(np.float32)
+    y = np.repeat([0, 1, 2], 4)
+    targets = target_neighbors(X, y, k=2)
+    for kw in ({"regularization": 2.0}, {"regularization": -1.0}, {"regularization": float("nan")}):
+        with pytest.raises(ValueError, match="regularization must be in"):
+            lmnn.lmnn_loss(jnp.eye(3), X, y, targets, **kw)
+    for b in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="block_size must be an integer >= 1"):
+            lmnn.lmnn_loss(jnp.eye(3), X, y, targets, block_size=b)
+    # a class with one sample: the message does not suggest n_neighbors=0
+    with pytest.raises(ValueError, match="at least two samples of every class"):
+        lmnn.fit_lmnn(X, np.r_[y[:-1], 3], n_neighbors=1)

@@ -599,3 +599,29 @@ def test_covariance_bad_input():
         covariance.fit_covariance(np.ones((5, 3)))
     with pytest.raises(ValueError, match="2-dimensional"):
         covariance.fit_covariance(np.ones(5))
+
+
+def test_audit_regressions_objectives_under_jit_and_argument_checks():
+    """mlkr_objective failed under jit (a host check before its traced branch); fit_covariance and
+    fit_lfda under jit raised tracer errors; a NaN in L was blamed on X; init="random" with an int
+    key raised JAX's TypeError."""
+    X, y = load_iris(return_X_y=True)
+    X = X[:60].astype(np.float32)
+    t = X[:, 0] * 2.0
+    eager = float(mlkr.mlkr_objective(jnp.eye(4), X, t))
+    jitted = float(jax.jit(lambda L: mlkr.mlkr_objective(L, X, t))(jnp.eye(4)))
+    assert np.isclose(jitted, eager, rtol=1e-5)
+    with pytest.raises(ValueError, match="fit_covariance needs concrete X"):
+        jax.jit(covariance.fit_covariance)(jnp.asarray(X))
+    with pytest.raises(ValueError, match="fit_lfda needs concrete X"):
+        jax.jit(lambda a: lfda.fit_lfda(a, y[:60]).M)(jnp.asarray(X))
+    L = np.eye(4, dtype=np.float32)
+    L[0, 0] = np.nan
+    for objective in (nca.nca_objective, lambda L_, X_, _: mlkr.mlkr_objective(L_, X_, t)):
+        with pytest.raises(ValueError, match="L contains 1 NaN"):
+            objective(L, X, y[:60])
+    a = nca.fit_nca(X, y[:60], init="random", key=3, max_iter=2).components
+    b = nca.fit_nca(X, y[:60], init="random", key=jax.random.key(3), max_iter=2).components
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="key must be a jax.random key or an int seed"):
+        mlkr.fit_mlkr(X, t, init="random", key="abc")

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from metriclearn._validation import (
+    as_key,
     check_array,
     check_choice,
     check_labels,
@@ -43,6 +44,16 @@ class FitResult(NamedTuple):
     objective: float
 
 
+def check_concrete(X, fit_name: str) -> None:
+    """``ValueError`` when ``X`` is traced: ``fit_name`` checks its data on the host (a closed-form
+    fit, run once: nothing for ``jit`` to gain), so under ``jit`` it would fail with a tracer error."""
+    if is_traced(X):
+        raise ValueError(
+            f"{fit_name} needs concrete X, not a jax.jit / vmap tracer: it checks the data on the "
+            "host (a closed-form fit, nothing to compile); call it outside jit"
+        )
+
+
 def in_float64(fit: Callable) -> Callable:
     """Run a closed-form fit ``fit(X, ...)`` in float64 (x64 enabled for the call); its arrays come
     back in the dtype ``X`` would have had.
@@ -50,7 +61,8 @@ def in_float64(fit: Callable) -> Callable:
     These fits are one pass over the data and a ``d x d`` eigenproblem, cheap in float64, and float32
     spoils them on features of very different scales (raw wine, variances spanning 1e8): RCA took the
     within-chunklet covariance for singular and LFDA's local scatter lost its small features (3-NN
-    accuracy .72 and .75 against .97 and .85). Traced inputs (inside ``jit``) keep their dtype.
+    accuracy .72 and .75 against .97 and .85). Traced inputs (inside ``jit``) keep their dtype; the
+    fits that check their data on the host refuse them (:func:`check_concrete`).
     """
 
     @functools.wraps(fit)
@@ -310,7 +322,7 @@ def init_components(
     if init == "identity":
         return jnp.eye(k, d, dtype=X.dtype)
     if init == "random":
-        key = jax.random.key(0) if key is None else key
+        key = jax.random.key(0) if key is None else as_key(key)
         return jax.random.normal(key, (k, d), dtype=X.dtype)
     if init == "pca":
         return _pca_components(X, k)
@@ -557,8 +569,9 @@ def neighbour_softmax_value_and_grad(Z, valid, row_fn, row_data, col_data, *, bl
 
 
 def check_components(L, X: jax.Array) -> jax.Array:
-    """``L`` as an array of ``X``'s dtype; ``ValueError`` unless it is ``[k, d]`` with ``d = X.shape[1]``."""
-    L = jnp.asarray(L, X.dtype)
+    """``L`` as an array of ``X``'s dtype; ``ValueError`` unless it is a finite ``[k, d]`` with
+    ``d = X.shape[1]`` (a NaN in ``L`` was otherwise reported as a non-finite objective of X)."""
+    L = check_array(L, "L", dtype=X.dtype)
     if L.ndim != 2 or L.shape[1] != X.shape[1]:
         raise ValueError(f"L must be [k, {X.shape[1]}], got shape {tuple(L.shape)}")
     return L

@@ -235,6 +235,13 @@ def _loss_bwd(block, res, g):
 _loss.defvjp(_loss_fwd, _loss_bwd)
 
 
+def _check_regularization(regularization) -> None:
+    if is_traced(regularization):
+        return
+    if not (0.0 <= as_real(regularization, "regularization") <= 1.0):
+        raise ValueError(f"regularization must be in [0, 1], got {regularization!r}")
+
+
 def lmnn_loss(L, X, y, targets, *, regularization: float = 0.5, block_size: int | None = None):
     """The LMNN objective ``eps(L)``, differentiable in ``L`` and ``X``.
 
@@ -289,7 +296,10 @@ def lmnn_loss(L, X, y, targets, *, regularization: float = 0.5, block_size: int 
             raise ValueError(f"targets must hold indices in [0, {X.shape[0]})")
     targets = jnp.asarray(targets, jnp.int32)
     n, k = targets.shape
-    block = _block_rows(n, k) if block_size is None else int(block_size)
+    block = (
+        _block_rows(n, k) if block_size is None else check_positive_int(block_size, "block_size")
+    )
+    _check_regularization(regularization)
     if n % block:
         raise ValueError(f"block_size={block} must divide the number of samples n={n}")
     valid = jnp.ones((n,), bool)
@@ -635,14 +645,17 @@ def fit_lmnn(
         label = np.unique(np.asarray(y))[c].item()
         raise ValueError(
             f"n_neighbors={k} needs more than {k} samples in every class, but class {label!r} has "
-            f"{int(counts[c])}; lower n_neighbors to at most {int(counts.min()) - 1}"
+            + (
+                f"{int(counts[c])}; lower n_neighbors to at most {int(counts.min()) - 1}"
+                if counts.min() > 1
+                else f"{int(counts[c])}; LMNN needs at least two samples of every class"
+            )
         )
     check_choice(solver, "solver", SOLVERS)
     check_choice(impostors, "impostors", IMPOSTORS)
     max_iter = check_positive_int(max_iter, "max_iter")
     memory_size = check_positive_int(memory_size, "memory_size")
-    if not (0.0 <= as_real(regularization, "regularization") <= 1.0):
-        raise ValueError(f"regularization must be in [0, 1], got {regularization!r}")
+    _check_regularization(regularization)
     if not (as_real(tol, "tol") >= 0.0 and math.isfinite(float(tol))):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if learn_rate is not None and not (

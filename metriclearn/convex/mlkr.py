@@ -101,11 +101,11 @@ def _check_Xt(X, y):
     t = check_array(y, "y", ndim=1, dtype=X.dtype)
     if t.shape[0] != X.shape[0]:
         raise ValueError(f"y has {t.shape[0]} targets but X has {X.shape[0]} samples")
+    X = centred(X_raw, X)
+    if is_traced(t):  # under jit (mlkr_objective): the host checks below need concrete targets
+        return X, t
     if float(np.ptp(np.asarray(t))) == 0.0:
         raise ValueError("y is constant (a single target value): MLKR has nothing to learn")
-    X = centred(X_raw, X)
-    if is_traced(t):
-        return X, t
     # Shift y only when its offset dominates its range (y = 2000 +- 10: float32 rounding of the
     # offset swamps the residuals); small offsets keep their exact float32 values and fits.
     t64 = np.asarray(y, dtype=np.float64)
