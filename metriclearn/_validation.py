@@ -293,9 +293,11 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_hyper(positive: tuple[str, ...] = (), **values) -> None:
-    """Concrete hyperparameters must be finite numbers, and those named in ``positive`` (scales,
-    temperatures) > 0; traced ones (a schedule under ``jit``) pass unchecked. Raises ``ValueError``
+def check_hyper(
+    positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (), **values
+) -> None:
+    """Concrete hyperparameters must be finite numbers, those named in ``positive`` (scales,
+    temperatures) > 0 and those in ``nonnegative`` (penalty weights) >= 0; traced ones (a schedule under ``jit``) pass unchecked. Raises ``ValueError``
     naming the argument instead of returning a NaN / inf loss or an empty mining mask. Strings and
     bools are refused (``float("0.2")`` would pass here and fail later with a ``TypeError``)."""
     for name, value in values.items():
@@ -307,6 +309,12 @@ def check_hyper(positive: tuple[str, ...] = (), **values) -> None:
             v = float(value)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name} must be a number, got {value!r}") from err
-        if not np.isfinite(v) or (name in positive and v <= 0):
-            kind = "a positive" if name in positive else "a finite"
+        if not np.isfinite(v) or (name in positive and v <= 0) or (name in nonnegative and v < 0):
+            kind = (
+                "a positive"
+                if name in positive
+                else "a non-negative"
+                if name in nonnegative
+                else "a finite"
+            )
             raise ValueError(f"{name} must be {kind} number, got {value!r}")

@@ -183,7 +183,7 @@ def _check_triplet_mask(triplet_mask, b: int):
 
 
 def _check_proxies(proxies, emb, name: str):
-    p = check_array(proxies, name, ndim=2, min_rows=1)
+    p = check_array(proxies, name, ndim=2, min_rows=1, min_features=1)
     if p.shape[1] != emb.shape[1]:
         raise ValueError(
             f"{name} and embeddings must have the same number of features (last axis), got "
@@ -874,8 +874,8 @@ def ntxent_two_view(z1: jax.Array, z2: jax.Array, *, temperature: float = 0.07) 
     Reference: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision"
     (CLIP), ICML 2021; van den Oord et al. 2018 (InfoNCE).
     """
-    a = check_array(z1, "z1", ndim=2, min_rows=1)
-    b = check_array(z2, "z2", ndim=2, min_rows=1)
+    a = _miners.check_embeddings(z1, "z1")
+    b = _miners.check_embeddings(z2, "z2")
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(a.shape)} and {b.shape}")
     _check_hyper(("temperature",), temperature=temperature)
@@ -957,7 +957,7 @@ def n_pairs(
     Reference: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
-    _check_hyper(l2_reg=l2_reg)
+    _check_hyper(nonnegative=("l2_reg",), l2_reg=l2_reg)  # < 0 rewards norms: unbounded below
     x = l2_normalize(emb) if normalize else emb
     b = lab.shape[0]
     idx = jnp.arange(b)
@@ -999,12 +999,19 @@ def init_proxies(key: jax.Array, n_classes: int, dim: int) -> jax.Array:
 
 
 def _check_labels_range(lab, n_classes):
+    """``ValueError`` for concrete labels outside ``[0, n_classes)``; returns the guard to apply to
+    the loss: under ``jit`` (labels traced) it makes the loss NaN when a label is out of range (its
+    one-hot row was all zero: the target term silently dropped, or a NaN from proxy_nca), so the
+    failure is visible (``fit`` names the step)."""
     if not is_traced(lab):
         lo, hi = int(jnp.min(lab)), int(jnp.max(lab))
         if lo < 0 or hi >= n_classes:
             raise ValueError(
                 f"labels must lie in [0, {n_classes}) for {n_classes} proxies, got range [{lo}, {hi}]"
             )
+        return lambda loss: loss
+    bad = jnp.any((lab < 0) | (lab >= n_classes))
+    return lambda loss: jnp.where(bad, jnp.nan, loss)
 
 
 def proxy_nca(
@@ -1036,7 +1043,7 @@ def proxy_nca(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     p = _check_proxies(proxies, emb, "proxies")
-    _check_labels_range(lab, p.shape[0])
+    guard = _check_labels_range(lab, p.shape[0])
     red = _reducers.get(reduction)
     _check_hyper(("softmax_scale",), softmax_scale=softmax_scale)
     x = l2_normalize(emb) if normalize else emb
@@ -1044,7 +1051,7 @@ def proxy_nca(
     d2 = jnp.maximum(jnp.sum(x * x, 1)[:, None] + jnp.sum(q * q, 1)[None, :] - 2.0 * x @ q.T, 0.0)
     logp = jax.nn.log_softmax(-softmax_scale * d2, axis=1)
     per = -jnp.take_along_axis(logp, lab[:, None], axis=1)[:, 0]
-    return red(per)
+    return guard(red(per))
 
 
 def proxy_anchor(
@@ -1078,7 +1085,7 @@ def proxy_anchor(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     p = _check_proxies(proxies, emb, "proxies")
-    _check_labels_range(lab, p.shape[0])
+    guard = _check_labels_range(lab, p.shape[0])
     _check_hyper(("alpha",), margin=margin, alpha=alpha)
     n_classes = p.shape[0]
     cos = l2_normalize(emb) @ l2_normalize(p).T  # [B, C]
@@ -1086,7 +1093,9 @@ def proxy_anchor(
     pos_term = _masked_logsumexp(-alpha * (cos - margin), pos, 0, add_one=True)
     neg_term = _masked_logsumexp(alpha * (cos + margin), ~pos, 0, add_one=True)
     n_present = jnp.sum(jnp.any(pos, axis=0))
-    return _reducers.safe_divide(jnp.sum(pos_term), n_present) + jnp.sum(neg_term) / n_classes
+    return guard(
+        _reducers.safe_divide(jnp.sum(pos_term), n_present) + jnp.sum(neg_term) / n_classes
+    )
 
 
 def _cosine_logits(emb, class_weights):
@@ -1107,7 +1116,8 @@ def arcface(
     The target logit ``cos(theta + m)`` is computed as ``cos(theta) cos(m) - sin(theta) sin(m)`` with a
     safe ``sin`` (no ``arccos``, so gradients stay finite at ``cos = ±1``); when ``theta > pi - m`` it is
     replaced by ``cos(theta) - m sin(m)`` to keep it monotone (as PML's ``ArcFaceLoss``, whose ``margin``
-    is in degrees: 28.6° = 0.5 rad).
+    is in degrees). The default ``margin=0.5`` rad is 28.65°, PML's default 28.6° is 0.4992 rad: pass
+    ``margin=np.radians(28.6)`` for PML's values.
 
     Args:
       embeddings: ``[B, d]``.
@@ -1124,7 +1134,7 @@ def arcface(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     w = _check_proxies(class_weights, emb, "class_weights")
-    _check_labels_range(lab, w.shape[0])
+    guard = _check_labels_range(lab, w.shape[0])
     red = _reducers.get(reduction)
     _check_hyper(("scale",), margin=margin, scale=scale)
     cos = jnp.clip(_cosine_logits(emb, w), -1.0, 1.0)
@@ -1136,7 +1146,7 @@ def arcface(
     onehot = jax.nn.one_hot(lab, w.shape[0], dtype=bool)
     logits = scale * jnp.where(onehot, target, cos)
     per = jax.nn.logsumexp(logits, axis=1) - jnp.sum(jnp.where(onehot, logits, 0.0), axis=1)
-    return red(per)
+    return guard(red(per))
 
 
 def cosface(
@@ -1165,14 +1175,14 @@ def cosface(
     """
     emb, lab = check_embeddings_labels(embeddings, labels)
     w = _check_proxies(class_weights, emb, "class_weights")
-    _check_labels_range(lab, w.shape[0])
+    guard = _check_labels_range(lab, w.shape[0])
     red = _reducers.get(reduction)
     _check_hyper(("scale",), margin=margin, scale=scale)
     cos = _cosine_logits(emb, w)
     onehot = jax.nn.one_hot(lab, w.shape[0], dtype=bool)
     logits = scale * jnp.where(onehot, cos - margin, cos)
     per = jax.nn.logsumexp(logits, axis=1) - jnp.sum(jnp.where(onehot, logits, 0.0), axis=1)
-    return red(per)
+    return guard(red(per))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -75,6 +75,14 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
+def check_embeddings(embeddings, name: str = "embeddings") -> jax.Array:
+    """``[B, d]`` finite embeddings with ``B, d >= 1`` (a ``[B, 0]`` batch gave losses of empty sums);
+    float16 / bfloat16 upcast to float32: squared norms overflow float16 at ``|x| ~ 256`` (the L2
+    normalization then made every row 0)."""
+    emb = check_array(embeddings, name, ndim=2, min_rows=1, min_features=1)
+    return emb.astype(jnp.float32) if emb.dtype in (jnp.float16, jnp.bfloat16) else emb
+
+
 def check_embeddings_labels(embeddings, labels, *, name: str = "embeddings"):
     """Validate a batch at the public boundary; returns ``(embeddings [B, d] float, labels [B] int32)``.
 
@@ -82,10 +90,7 @@ def check_embeddings_labels(embeddings, labels, *, name: str = "embeddings"):
     traced ones inside ``jit`` (shape and dtype checks only). A batch with one class is allowed: the
     losses return 0 for it. float16 / bfloat16 embeddings are upcast to float32.
     """
-    emb = check_array(embeddings, name, ndim=2, min_rows=1)
-    if emb.dtype in (jnp.float16, jnp.bfloat16):
-        # squared norms overflow float16 at |x| ~ 256 (the L2 normalization then made every row 0)
-        emb = emb.astype(jnp.float32)
+    emb = check_embeddings(embeddings, name)
     if labels is None:
         raise ValueError("labels is required, got None")
     if is_traced(labels):

@@ -970,7 +970,7 @@ _BAD_HYPER = [
     (losses.contrastive, {"hinge_power": 0.0}, "hinge_power must be a positive number"),
     (losses.triplet_margin, {"margin": float("nan")}, "margin must be a finite number"),
     (losses.lifted_structure, {"neg_margin": "big"}, "neg_margin must be a number"),
-    (losses.n_pairs, {"l2_reg": float("nan")}, "l2_reg must be a finite number"),
+    (losses.n_pairs, {"l2_reg": float("nan")}, "l2_reg must be a non-negative number"),
 ]
 
 
@@ -1286,3 +1286,33 @@ def test_unnormalized_distances_of_embeddings_far_from_the_origin():
     g_near = jax.grad(lambda e: losses.contrastive(e, y, normalize=False))(x)
     g_far = jax.grad(lambda e: losses.contrastive(e, y, normalize=False))(x + np.float32(1000.0))
     np.testing.assert_allclose(g_far, g_near, atol=1e-3 * float(jnp.abs(g_near).max()))
+
+
+def test_audit_regressions_two_view_half_precision_proxy_labels_under_jit_and_checks():
+    """ntxent_two_view normalized float16 rows of norm > ~256 to 0 (loss log N); proxy losses under
+    jit with a label >= C dropped the target term (finite, wrong); [B, 0] embeddings gave losses;
+    n_pairs took l2_reg < 0 (unbounded below)."""
+    rng = np.random.default_rng(0)
+    z1, z2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    full = float(losses.ntxent_two_view(z1.astype(np.float32), z2.astype(np.float32)))
+    half = losses.ntxent_two_view((300 * z1).astype(np.float16), (300 * z2).astype(np.float16))
+    assert half.dtype == jnp.float32 and abs(float(half) - full) < 1e-2 and full > 2 * math.log(5)
+    x = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    P = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    ok, bad = jnp.array([0, 1, 2, 0, 1, 2]), jnp.array([0, 1, 2, 3, 0, 1])
+    for name in ("proxy_nca", "proxy_anchor", "arcface", "cosface"):
+        fn = jax.jit(losses.LOSSES[name])
+        assert np.isfinite(float(fn(x, ok, P))), name
+        assert np.isnan(float(fn(x, bad, P))), name
+        assert np.isnan(float(fn(x, bad - 1, P))), name  # a label -1
+    for call in (
+        lambda: losses.ntxent(np.zeros((4, 0), np.float32), [0, 0, 1, 1]),
+        lambda: losses.ntxent_two_view(np.zeros((4, 0)), np.zeros((4, 0))),
+        lambda: losses.arcface(np.zeros((4, 0)), [0, 0, 1, 1], np.zeros((2, 0))),
+        lambda: miners.pair_margin(np.zeros((4, 0)), [0, 0, 1, 1]),
+    ):
+        with pytest.raises(ValueError, match="at least one feature"):
+            call()
+    with pytest.raises(ValueError, match="l2_reg must be a non-negative number"):
+        losses.n_pairs(x, ok, l2_reg=-1.0)
+    assert np.isfinite(float(losses.n_pairs(x, ok, l2_reg=0.0)))
