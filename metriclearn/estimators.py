@@ -53,7 +53,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from metriclearn._validation import as_real, check_array, check_choice, check_labels
+from metriclearn._validation import as_real, check_array, check_choice, check_labels, label_array
 
 __all__ = [
     "MahalanobisMixin",
@@ -301,6 +301,9 @@ class _TransformerBase(_PointTransformer):
         return tags
 
     def _validate_Xy(self, X, y):
+        if y is not None:
+            # before NumPy coerces it: [0, "0", 1] would become the strings "0", "0", "1" (one class)
+            y = label_array(y, "y")
         X, y = validate_data(self, X, y, ensure_min_samples=2, dtype=_FLOATS)
         check_classification_targets(y)  # class labels: real-valued targets are MLKR's
         return _centered(X), y

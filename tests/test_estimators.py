@@ -723,3 +723,14 @@ def test_closed_form_fits_run_in_float64(name):
         Z = X @ np.linalg.cholesky(M + 1e-12 * np.eye(len(M)) * np.trace(M))
         acc = cross_val_score(KNeighborsClassifier(3), Z, y, cv=5).mean()
         assert acc > 0.83
+
+
+@pytest.mark.parametrize("cls", ["NCA", "LFDA", "ITML_Supervised"])
+def test_mixed_kind_labels_are_refused_not_merged(cls):
+    # a list [0, "0", 1] became the strings "0", "0", "1": the classes 0 and "0" were fitted as one
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    est = getattr(ml, cls)()
+    for y in ([0, "0", 1] * 10, [b"a", "a", "c"] * 10):
+        with pytest.raises(ValueError, match="y mixes"):
+            est.fit(X, y)
+    assert est.fit(X, np.array([0, 1, 2] * 10, dtype=object)).components_.shape[1] == 3
