@@ -249,8 +249,11 @@ def pair_distance_stats(
       normalize: L2-normalize the embeddings first (distances in ``[0, 2]``).
 
     Returns:
-      dict of scalars ``pos_sum, pos_sqsum, pos_count, neg_sum, neg_sqsum, neg_count`` over the pairs
-      ``i < j`` (so mean = sum / count and variance = sqsum / count - mean**2).
+      dict of scalars ``pos_sum, pos_sqdev, pos_count, neg_sum, neg_sqdev, neg_count`` over the pairs
+      ``i < j``: mean = sum / count and variance = sqdev / count, ``sqdev`` the sum of squared
+      deviations from the batch's own mean (two passes: ``sqsum / count - mean**2`` cancelled in
+      float32 and gave a standard deviation of 0 for distances of spread 1e-4). Batches combine by
+      Chan et al.'s pairwise update (:func:`_epoch_summary`).
     """
     # The same kernel (miners.distance_matrix) as the distance-based losses: inside a train step XLA
     # merges this forward computation with the loss's, so the curves cost no second distance matrix.
@@ -261,15 +264,15 @@ def pair_distance_stats(
     pos = upper & same
     neg = upper & ~same
     zero = jnp.zeros((), d.dtype)
-    dp, dn = jnp.where(pos, d, zero), jnp.where(neg, d, zero)
-    return {
-        "pos_sum": jnp.sum(dp),
-        "pos_sqsum": jnp.sum(dp * dp),
-        "pos_count": jnp.sum(pos, dtype=d.dtype),
-        "neg_sum": jnp.sum(dn),
-        "neg_sqsum": jnp.sum(dn * dn),
-        "neg_count": jnp.sum(neg, dtype=d.dtype),
-    }
+    out = {}
+    for kind, mask in (("pos", pos), ("neg", neg)):
+        total = jnp.sum(jnp.where(mask, d, zero))
+        count = jnp.sum(mask, dtype=d.dtype)
+        mean = total / jnp.maximum(count, 1.0)
+        out[f"{kind}_sum"] = total
+        out[f"{kind}_sqdev"] = jnp.sum(jnp.where(mask, jnp.square(d - mean), zero))
+        out[f"{kind}_count"] = count
+    return out
 
 
 def _all_finite(tree) -> jax.Array:
@@ -392,13 +395,19 @@ def _epoch_summary(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
     loss = np.asarray(metrics["loss"], np.float64)
     out = {"loss": float(loss.mean()), "loss_std": float(loss.std())}
     for kind in ("pos", "neg"):
-        s = float(np.sum(metrics[f"{kind}_sum"], dtype=np.float64))
-        s2 = float(np.sum(metrics[f"{kind}_sqsum"], dtype=np.float64))
-        c = float(np.sum(metrics[f"{kind}_count"], dtype=np.float64))
-        mean = s / c if c > 0 else math.nan
-        var = max(s2 / c - mean * mean, 0.0) if c > 0 else math.nan
+        sums = np.asarray(metrics[f"{kind}_sum"], np.float64).ravel()
+        sqdev = np.asarray(metrics[f"{kind}_sqdev"], np.float64).ravel()
+        counts = np.asarray(metrics[f"{kind}_count"], np.float64).ravel()
+        c = float(counts.sum())
+        if c == 0:
+            out[f"{kind}_distance"] = out[f"{kind}_distance_std"] = math.nan
+            continue
+        mean = float(sums.sum()) / c
+        # Chan et al.: the batches' own squared deviations plus those of their means from the mean
+        means = sums / np.maximum(counts, 1.0)
+        m2 = float(sqdev.sum() + np.sum(counts * (means - mean) ** 2))
         out[f"{kind}_distance"] = mean
-        out[f"{kind}_distance_std"] = math.sqrt(var) if c > 0 else math.nan
+        out[f"{kind}_distance_std"] = math.sqrt(max(m2, 0.0) / c)
     return out
 
 
@@ -572,6 +581,11 @@ def fit(
       FloatingPointError: the loss became NaN or infinite.
     """
     X_train = check_array(X_train, "X_train", min_rows=2)
+    if X_train.ndim < 2:
+        raise ValueError(
+            f"X_train must be [n, features, ...] (one row per example), got shape "
+            f"{tuple(X_train.shape)}; a single feature is X_train[:, None]"
+        )
     y_codes = check_labels(y_train, X_train.shape[0], name="y_train")
     if (X_val is None) != (y_val is None):
         raise ValueError("X_val and y_val must be given together")
@@ -910,15 +924,14 @@ def _model_from_config(cfg: Mapping[str, Any], feature_shape: tuple[int, ...]):
             kw["n_blocks"] = len(hidden)
     elif name in ("conv1d", "conv2d"):
         kw["hidden"] = hidden[-1] if hidden else 0
-        if name == "conv2d":
+        if name == "conv2d" and "image_shape" not in (cfg.get("model_kwargs") or {}):
+            # flat features are not taken for an image (iris's 4 features trained as a 2 x 2 one)
             shape = tuple(feature_shape)
-            if len(shape) == 1:
-                side = int(round(math.sqrt(shape[0])))
-                if side * side != shape[0]:
-                    raise ValueError(
-                        f"model 'conv2d' needs image data; {cfg['dataset']!r} has feature shape {shape}"
-                    )
-                shape = (side, side)
+            if len(shape) not in (2, 3):
+                raise ValueError(
+                    f"model 'conv2d' needs image data; {cfg['dataset']!r} has feature shape "
+                    f"{shape} (for flattened images give model_kwargs={{'image_shape': (H, W, C)}})"
+                )
             kw["image_shape"] = shape if len(shape) == 3 else (*shape, 1)
     kw.update(dict(cfg.get("model_kwargs") or {}))
     return models.build_model(name, **kw)

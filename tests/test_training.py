@@ -63,7 +63,9 @@ def test_pair_distance_stats_against_loop():
             (pos if y[i] == y[j] else neg).append(d)
     assert float(st["pos_count"]) == len(pos) and float(st["neg_count"]) == len(neg)
     np.testing.assert_allclose(float(st["pos_sum"]), sum(pos), rtol=1e-5)
-    np.testing.assert_allclose(float(st["neg_sqsum"]), sum(d * d for d in neg), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(st["neg_sqdev"]), np.sum((np.array(neg) - np.mean(neg)) ** 2), rtol=1e-5
+    )
     stn = training.pair_distance_stats(e, y, normalize=True)
     assert float(stn["neg_sum"]) / float(stn["neg_count"]) <= 2.0
 
@@ -243,6 +245,8 @@ def test_fit_validation(data):
         training.fit(MODEL, SPEC, OPT, X, y, epochs=1, batch_size=0, m_per_class=4)
     with pytest.raises(ValueError, match="y_val needs at least one class with 2 or more"):
         training.fit(MODEL, SPEC, OPT, X, y, Xv[:40], np.arange(40), **kw)
+    with pytest.raises(ValueError, match=r"X_train must be \[n, features, ...\].*\(160,\)"):
+        training.fit(MODEL, SPEC, OPT, X[:, 0], y, **kw)
 
 
 def test_fit_evaluates_a_small_held_out_split(data):
@@ -342,6 +346,9 @@ def test_make_optimizer_and_config_errors(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         training.train_and_evaluate({"dataset": "iris", "learning_rate": -1.0}, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+    # flat features are not an image (iris's 4 features trained as a 2 x 2 one)
+    with pytest.raises(ValueError, match=r"needs image data; 'iris' has feature shape \(4,\)"):
+        training.train_and_evaluate({"dataset": "iris", "model": "conv2d"}, tmp_path / "never")
 
 
 def test_equal_settings_reuse_one_compiled_program():
@@ -488,3 +495,25 @@ def test_plain_writes_strict_json():
     assert out == {"1": [None, [1.0, None], 2.5], "a": [3, None, {"b": [[1, 2]]}, None, "s", True]}
     assert json.loads(json.dumps(out, allow_nan=False)) == out
     assert type(out["a"][0]) is int and type(out["1"][2]) is float
+
+
+def test_distance_std_of_a_tight_cluster_in_float32():
+    # sqsum / count - mean**2 in float32 gave 0.0 for a spread of ~1e-4 (and 14 % off at 1e-3)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 8)
+    e = np.eye(4)[y] + 1e-4 * rng.normal(size=(32, 4))
+    batches = [
+        training.pair_distance_stats(jnp.asarray(e[i::2], jnp.float32), y[i::2]) for i in (0, 1)
+    ]
+    summary = training._epoch_summary(
+        {"loss": np.zeros(2), **{k: np.stack([b[k] for b in batches]) for k in batches[0]}}
+    )
+    d = [
+        np.linalg.norm(a / np.linalg.norm(a) - b / np.linalg.norm(b))
+        for part in (slice(0, None, 2), slice(1, None, 2))
+        for i, a in enumerate(e[part])
+        for j, b in enumerate(e[part])
+        if i < j and y[part][i] != y[part][j]
+    ]
+    np.testing.assert_allclose(summary["neg_distance"], np.mean(d), rtol=1e-6)
+    np.testing.assert_allclose(summary["neg_distance_std"], np.std(d), rtol=0.05)
