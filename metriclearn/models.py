@@ -85,12 +85,21 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     xf = x.astype(jnp.promote_types(dtype, jnp.float32))
     if jnp.issubdtype(dtype, jnp.floating):
         eps = jnp.maximum(jnp.asarray(eps, xf.dtype), 1.0 / float(jnp.finfo(dtype).max))
-    # rows with an entry of 1 or more are scaled by a power of two first (exact): |x|^2 of a
-    # float32 row of norm 5e19 would overflow to inf and the row come out as 0
-    e = _overflow_exponent(xf, axis)
-    xf, eps = jnp.ldexp(xf, -e), jnp.ldexp(jnp.asarray(eps, xf.dtype), -e)
     sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
-    return (xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))).astype(jnp.result_type(dtype, 1.0))
+
+    def plain(xf):
+        return xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+    def scaled(xf):
+        # |x|^2 of a float32 row of norm 5e19 overflowed to inf and the row came out as 0: rows
+        # with an entry of 1 or more are scaled by a power of two first (exact)
+        e = _overflow_exponent(xf, axis)
+        xs, floor = jnp.ldexp(xf, -e), jnp.ldexp(jnp.asarray(eps, xf.dtype), -e)
+        return xs * jax.lax.rsqrt(jnp.maximum(jnp.sum(xs * xs, axis=axis, keepdims=True), floor**2))
+
+    # the scaled form only when a square overflowed (it would cost every step a few per cent)
+    out = jax.lax.cond(jnp.all(jnp.isfinite(sq)), plain, scaled, xf)
+    return out.astype(jnp.result_type(dtype, 1.0))
 
 
 def _flatten_batch(x: jax.Array, model: str) -> jax.Array:
