@@ -16,6 +16,7 @@ generator); metriclearn with ``seed`` in :func:`metriclearn.training.train_and_e
 Run::
 
     python -m benchmarks.deep_quality                     # 60 seeds, triplet + semihard and contrastive
+    python -m benchmarks.deep_quality --quick             # 2 seeds (smoke test)
     python -m benchmarks.deep_quality --seeds 10 --losses triplet
     python -m benchmarks.deep_quality --dataset mnist1d --seeds 20
     python -m benchmarks.deep_quality --dataset mnist1d --losses triplet --first-seed 60 --seeds 60
@@ -347,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=60, help="how many seeds, in both libraries")
     parser.add_argument(
+        "--quick", action="store_true", help="2 seeds (unless --seeds is given): a smoke test"
+    )
+    parser.add_argument(
         "--first-seed", type=int, default=0, help="seeds first .. first + n - 1 (default 0)"
     )
     parser.add_argument(
@@ -371,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "A comma list (e.g. 0,100003) trains PML once per offset and compares the runs, paired",
     )
     args = parser.parse_args(argv)
+    if args.quick and args.seeds == parser.get_default("seeds"):
+        args.seeds = 2
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = sorted(set(losses) - set(LOSSES))
     if unknown or not losses:

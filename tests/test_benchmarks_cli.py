@@ -35,3 +35,14 @@ def test_run_all_reports_go_beside_out_and_out_is_checked_first(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(SystemExit):
         run_all._parse(["--out", str(tmp_path / "afile" / "R.md")])
+
+
+def test_deep_quality_takes_quick_as_the_other_benchmarks(monkeypatch):
+    # the README says every benchmark takes --quick; deep_quality exited 2 on it
+    from benchmarks import deep_quality
+
+    seen = []
+    monkeypatch.setattr(deep_quality, "run", lambda n, *a, **k: seen.append(n) or [])
+    assert deep_quality.main(["--quick"]) == 0
+    assert deep_quality.main(["--quick", "--seeds", "5"]) == 0
+    assert seen == [2, 5]
