@@ -31,7 +31,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from metriclearn._validation import check_choice
+from metriclearn._validation import check_choice, is_traced
 
 __all__ = ["REDUCERS", "avg_nonzero", "get", "mean", "reduce", "safe_divide", "sum"]
 
@@ -50,7 +50,11 @@ def _prepare(losses: jax.Array, weights: jax.Array | None) -> tuple[jax.Array, j
         losses = losses.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
     if weights is None:
         return losses, jnp.ones_like(losses)
-    return losses, jnp.broadcast_to(jnp.asarray(weights, dtype=losses.dtype), losses.shape)
+    w = jnp.asarray(weights, dtype=losses.dtype)
+    if not is_traced(w) and not bool(jnp.all(w >= 0)):  # NaN fails too
+        # mean([1, 2], [1, -1]) was silently 0 (the weights sum to 0)
+        raise ValueError(f"weights must be non-negative (NaN-free), got min {float(jnp.min(w))}")
+    return losses, jnp.broadcast_to(w, losses.shape)
 
 
 def _weighted(losses: jax.Array, w: jax.Array) -> jax.Array:

@@ -16,7 +16,8 @@ name            value                                        effect
 ``laplacian``   ``1/2 sum_ij W_ij d_M(x_i, x_j)^2``            neighbours in ``X`` stay close
 =============== ============================================ ========================================
 
-The L1 term is non-differentiable at zero (the JAX gradient gives the subgradient ``sign(M)``); for exact
+The L1 term is non-differentiable at zero (the JAX gradient is ``sign(M)`` away from zero and 1 at
+zero, a valid subgradient, not the 0 of ``sign``); for exact
 sparsity use the soft-thresholding prox :func:`soft_threshold` (the solver's ``l1_prox`` option).
 
 Example::
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import as_key, as_real, check_array, check_positive_int, is_traced
-from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
+from metriclearn.distances import _last_axis_exponent, pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
     "frobenius",
@@ -239,7 +240,9 @@ def l1(M: jax.Array, *, offdiagonal: bool = False) -> jax.Array:
 def l21(M: jax.Array) -> jax.Array:
     """Mixed L2,1 norm ``sum_i ||M_i,:||_2`` (row norms; zero rows drop features).
 
-    Uses a safe square root, so the gradient stays finite at zero rows.
+    Uses a safe square root, so the gradient stays finite at zero rows. Each row is scaled by the
+    power of two of its largest entry before squaring (exact), so row norms of 1e-19 or 1e20 in
+    float32 neither underflow to 0 nor overflow to inf.
 
     Args:
       M: ``[d, d]``.
@@ -249,7 +252,9 @@ def l21(M: jax.Array) -> jax.Array:
 
     Reference: Ying, Huang & Campbell, NIPS 2009.
     """
-    return jnp.sum(safe_sqrt(jnp.sum(M * M, axis=1)))
+    e = _last_axis_exponent(M)  # [d, 1], held constant for the gradient
+    Ms = jnp.ldexp(M, -e)
+    return jnp.sum(jnp.ldexp(safe_sqrt(jnp.sum(Ms * Ms, axis=1)), e[:, 0]))
 
 
 def laplacian(M: jax.Array, X: jax.Array, W: jax.Array) -> jax.Array:
@@ -268,6 +273,20 @@ def laplacian(M: jax.Array, X: jax.Array, W: jax.Array) -> jax.Array:
     Returns:
       scalar.
     """
+    if not any(is_traced(a) for a in (M, X, W)):
+        X = check_array(X, "X", ndim=2, min_rows=1)
+        W = check_array(W, "W", ndim=2)
+        n, d = X.shape
+        if jnp.shape(M) != (d, d) or W.shape != (n, n):
+            raise ValueError(
+                f"laplacian needs M [d, d], X [n, d] and W [n, n]; got M {tuple(jnp.shape(M))}, "
+                f"X {tuple(X.shape)}, W {tuple(W.shape)}"
+            )
+        if not bool(jnp.all(W >= 0)):
+            raise ValueError(
+                "W must hold non-negative affinities (a Laplacian of negative weights "
+                "is not PSD: the term is unbounded below)"
+            )
     Ws = 0.5 * (W + W.T)
     deg = jnp.sum(Ws, axis=1)
     # Lap 1 = 0, so centring changes nothing in exact arithmetic; without it, deg x_i - sum_j W_ij x_j

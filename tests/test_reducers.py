@@ -73,3 +73,12 @@ def test_weight_gradient_is_the_loss_even_at_zero_weight(kind):
     g = jax.grad(lambda w: R.get(kind)(losses, w))(jnp.array([1.0, 0.0, 1.0]))
     want = [1.0, 2.0, 4.0] if kind == "sum" else [(1 - 2.5) / 2, (2 - 2.5) / 2, (4 - 2.5) / 2]
     np.testing.assert_allclose(np.asarray(g), want, rtol=1e-6)
+
+
+def test_negative_or_nan_weights_are_refused():
+    # mean([1, 2], weights=[1, -1]) was silently 0 (the weights sum to 0)
+    for w in ([1.0, -1.0], [1.0, float("nan")]):
+        for red in (R.mean, R.sum, R.avg_nonzero):
+            with pytest.raises(ValueError, match="weights must be non-negative"):
+                red(jnp.array([1.0, 2.0]), jnp.array(w))
+    assert float(R.mean(jnp.array([1.0, 3.0]), jnp.array([1.0, 0.0]))) == 1.0

@@ -258,3 +258,16 @@ def test_bad_arguments_raise_value_error():
     # an inverse covariance outside float32's range raises (before: inf entries)
     with pytest.raises(ValueError, match="not representable"):
         R.prior_matrix("covariance", np.asarray(X * 1e-20, np.float32))
+
+
+def test_l21_at_extreme_scales_and_laplacian_checks():
+    # sum(M * M) underflowed (1e-19 -> l21 = 0, gradient 0) or overflowed (1e20 -> inf) in float32
+    for s in (1e-19, 1e20):
+        M = jnp.full((2, 2), s, jnp.float32)
+        np.testing.assert_allclose(float(R.l21(M)), 2 * np.sqrt(2) * s, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(jax.grad(R.l21)(M)), np.sqrt(0.5), rtol=1e-5)
+    # mismatched shapes were a raw JAX TypeError; negative affinities were accepted (unbounded below)
+    with pytest.raises(ValueError, match=r"laplacian needs M \[d, d\], X \[n, d\] and W \[n, n\]"):
+        R.laplacian(jnp.eye(3), jnp.ones((4, 2)), jnp.ones((4, 4)))
+    with pytest.raises(ValueError, match="W must hold non-negative affinities"):
+        R.laplacian(jnp.eye(2), jnp.ones((4, 2)), -jnp.ones((4, 4)))
