@@ -313,6 +313,24 @@ def _run(
     value_and_grad = jax.value_and_grad(smooth)
     x0 = proj(x0)
     f0, g0 = value_and_grad(x0)
+    x0_norm = jnp.sqrt(jnp.sum(x0 * x0))
+    g0_norm = jnp.sqrt(jnp.sum(g0 * g0))
+
+    def stationary(x, g):
+        """First-order optimality, scale-free: the projected (prox) gradient step of length
+        ``tau = ||x|| / ||g_0||`` (x's units over the start's gradient) moves ``x`` by at most
+        ``sqrt(tol) ||x||``; in the interior, ``||g|| <= sqrt(tol) ||g_0||`` (for a quadratic the
+        same precision as a relative objective change of ``tol``). A small change of the objective
+        alone also follows from a step that is merely short (a tiny Barzilai-Borwein step near a
+        LogDet boundary, halvings stuck at a hinge's kink, an optax learning rate too small)."""
+        scale = jnp.maximum(jnp.sqrt(jnp.sum(x * x)), x0_norm)
+        tau = scale / jnp.where(g0_norm > 0, g0_norm, 1.0)
+        r = x - proj(prox(x - tau * g, tau))
+        # below float's resolution of the objective (tol < eps) the gradient is only known to
+        # about sqrt(eps) of its start
+        floor = jnp.sqrt(jnp.maximum(tol, 10.0 * jnp.finfo(dtype).eps))
+        return jnp.sqrt(jnp.sum(r * r)) <= floor * scale
+
     nan = jnp.full((max_iter,), jnp.nan, dtype)
     hist = {"objective": nan, "grad_norm": nan, "step": nan, "step_size": nan}
     opt_state = None if optimizer is None else optimizer.init(x0)
@@ -412,8 +430,16 @@ def _run(
             stalled = dx <= resolution
         denom = jnp.maximum(jnp.maximum(jnp.abs(F_old), jnp.abs(F_new)), jnp.finfo(dtype).tiny)
         small_change = ok & (jnp.abs(F_new - F_old) <= tol * denom)
-        finite = jnp.isfinite(F_new) & grad_ok
-        converged = finite & (stalled | (trusted & small_change))
+        finite = jnp.isfinite(F_new) & grad_ok & jnp.all(jnp.isfinite(g_new))
+        # converged: the objective stopped changing (or x cannot move at machine precision) and x is
+        # stationary; the optimality test (one more projection) runs only then
+        settled = finite & (stalled | (trusted & small_change))
+        converged = jax.lax.cond(
+            settled, lambda: stationary(x_new, g_new), lambda: jnp.asarray(False)
+        )
+        # a line search that cannot move x stops there, converged or not (a hinge's kink); an optax
+        # optimizer keeps going (its step may be a schedule's)
+        stop = converged | ~finite | (stalled & finite if optimizer is None else False)
         i = s.it
         hist = {
             # in the dtype of x (a float64 objective of float32 M0 was cast implicitly, a FutureWarning)
@@ -431,7 +457,7 @@ def _run(
             t=t_next.astype(dtype),
             informed=informed,
             opt_state=opt_state,
-            done=converged | ~finite,
+            done=stop,
             converged=converged,
             hist=hist,
         )
@@ -602,13 +628,19 @@ def projected_gradient(
     (twice the last step where the curvature is not positive), and halves until the Armijo test
     ``F(M+) <= F(M) + 1e-4 (<g, M+ - M> + h(M+) - h(M))`` holds (``h`` the L1 part); for an optax
     optimizer ``M+ = P(M + update)``. Stops, converged, when ``|F+ - F| <= tol max(|F|, |F+|)`` (``F``
-    the full objective) or when the step is zero at machine precision relative to ``||M||``, provided
-    the step size was informed (a Barzilai-Borwein step, or one found by halving): a step accepted at
-    an uninformed first trial (``step_size``, or a doubling) may merely be too short for the
-    problem's scale. A line search that finds no decrease within ``max_backtracks`` halvings keeps
-    ``M``; the next one resumes halving where it stopped (converged once the trial step is zero at
-    machine precision). Also stops at ``max_iter``, or when the objective or gradient becomes
-    non-finite (not converged, the last finite iterate is returned).
+    the full objective) or the step is zero at machine precision relative to ``||M||``, and ``M`` is
+    stationary: the projected (prox) gradient step of length ``tau = ||M|| / ||g_0||`` moves it by at
+    most ``sqrt(max(tol, 10 eps)) ||M||`` (in the interior ``||g|| <= sqrt(tol) ||g_0||``, for a
+    quadratic the precision of a relative objective change of ``tol``). A small change alone also
+    follows from a step that is merely short (a tiny Barzilai-Borwein step near a LogDet boundary, an
+    optax learning rate too small), and for the line search the change counts only once the step
+    size is informed (a Barzilai-Borwein step, or one found by halving), not the uninformed first
+    trial (``step_size``, or a doubling). A line search that finds no decrease within
+    ``max_backtracks`` halvings keeps ``M``; the next one resumes halving where it stopped. A line
+    search that cannot move ``M`` at machine precision stops, converged only if ``M`` is stationary:
+    a non-smooth objective (a hinge) can stall at a kink short of its optimum (``converged=False``).
+    Also stops at ``max_iter``, or when the objective or gradient becomes non-finite (not converged,
+    the last finite iterate is returned).
 
     Args:
       objective: JAX function ``objective(M, *args) -> scalar`` (e.g. built from

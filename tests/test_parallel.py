@@ -367,7 +367,8 @@ def test_constraints_padding_keeps_gradients_finite_parallel():
     res = parallel.sharded_projected_gradient(
         hinge, np.eye(3), (ab, ac), mesh=parallel.make_mesh(4), **kw
     )
-    assert bool(res.converged) and int(res.n_iter) == int(ref.n_iter)
+    # the hinge's kink stops the line search before the optimum is verified (converged=False)
+    assert bool(res.converged) == bool(ref.converged) and int(res.n_iter) == int(ref.n_iter)
     np.testing.assert_allclose(np.asarray(res.M), np.asarray(ref.M), atol=1e-5)
 
 

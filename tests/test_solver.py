@@ -355,3 +355,39 @@ def test_bad_data_and_prior_raise_instead_of_stopping_silently():
         )
     with pytest.raises(ValueError, match="does not accept regularizer_kwargs"):
         solver.projected_gradient(f, jnp.eye(2), regularizer="logdet", lam=1.0)
+
+
+def test_converged_means_stationary_not_just_a_short_step(x64):
+    """A tiny Barzilai-Borwein step near the LogDet boundary (F 22.6 against 17.84), an optax
+    learning rate too small (one step) and a hinge's kink were all reported as converged."""
+    from metriclearn import regularizers
+
+    A = jnp.diag(jnp.array([3.0, -4.0]))
+    res = solver.projected_gradient(
+        sq_dist, jnp.eye(2), args=(A,), regularizer="logdet",
+        regularizer_kwargs={"M0": jnp.eye(2)}, lam=0.5, min_eigenvalue=1e-6,
+    )  # fmt: skip
+    # per eigenvalue a: 2 (m - a) + 0.5 (1 - 1/m) = 0
+    exact = sorted(np.roots([2, 0.5 - 2 * a, -0.5]).max() for a in (3.0, -4.0))
+    assert bool(res.converged)
+    np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(res.M)), exact, rtol=3e-3)
+    F = sq_dist(res.M, A) + 0.5 * regularizers.logdet_divergence(res.M, jnp.eye(2))
+    assert float(F) < 17.85
+    for lr in (1e-7, 1e-9):
+        slow = solver.projected_gradient(sq_dist, jnp.eye(2), args=(A,), optimizer=optax.sgd(lr))
+        assert not bool(slow.converged) and int(slow.n_iter) == 500
+    # a hinge stalls at a kink: the line search stops there without claiming the optimum
+    rng = np.random.default_rng(0)
+    a, c = 0.5 * rng.normal(size=(7, 3)), 1.5 * rng.normal(size=(7, 3))
+
+    def hinge(M, a, c):
+        gap = jnp.sqrt(jnp.einsum("ni,ij,nj->n", a, M, a)) - jnp.sqrt(
+            jnp.einsum("ni,ij,nj->n", c, M, c)
+        )
+        return jnp.mean(jnp.maximum(1.0 + gap, 0.0))
+
+    a, c = jnp.asarray(a, jnp.float32), jnp.asarray(c, jnp.float32)
+    stuck = solver.projected_gradient(
+        hinge, jnp.eye(3, dtype=jnp.float32), args=(a, c), regularizer="frobenius", lam=0.1
+    )
+    assert int(stuck.n_iter) < 500 and not bool(stuck.converged)
