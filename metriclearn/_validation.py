@@ -297,9 +297,10 @@ def check_hyper(
     positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (), **values
 ) -> None:
     """Concrete hyperparameters must be finite numbers, those named in ``positive`` (scales,
-    temperatures) > 0 and those in ``nonnegative`` (penalty weights) >= 0; traced ones (a schedule under ``jit``) pass unchecked. Raises ``ValueError``
-    naming the argument instead of returning a NaN / inf loss or an empty mining mask. Strings and
-    bools are refused (``float("0.2")`` would pass here and fail later with a ``TypeError``)."""
+    temperatures) > 0 and those in ``nonnegative`` (penalty weights) >= 0; traced ones (a schedule
+    under ``jit``) pass unchecked. Raises ``ValueError`` naming the argument instead of returning a
+    NaN / inf loss or an empty mining mask. Strings and bools are refused (``float("0.2")`` would
+    pass here and fail later with a ``TypeError``)."""
     for name, value in values.items():
         if is_traced(value):
             continue

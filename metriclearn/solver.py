@@ -430,7 +430,7 @@ def _run(
             stalled = dx <= resolution
         denom = jnp.maximum(jnp.maximum(jnp.abs(F_old), jnp.abs(F_new)), jnp.finfo(dtype).tiny)
         small_change = ok & (jnp.abs(F_new - F_old) <= tol * denom)
-        finite = jnp.isfinite(F_new) & grad_ok & jnp.all(jnp.isfinite(g_new))
+        finite = jnp.isfinite(F_new) & grad_ok
         # converged: the objective stopped changing (or x cannot move at machine precision) and x is
         # stationary; the optimality test (one more projection) runs only then
         settled = finite & (stalled | (trusted & small_change))
