@@ -31,6 +31,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from metriclearn._validation import label_array
 from metriclearn.psd import default_tol
 
 __all__ = [
@@ -198,6 +199,7 @@ def plot_metric_curves(
 
         plot_metric_curves({"semi-hard": h1, "batch-hard": h2}, keys=("map_at_r",))
     """
+    _check_mapping(histories, "histories", "run label -> per-epoch history")
     if not histories:
         raise ValueError("histories is empty: nothing to plot")
     if isinstance(keys, str):  # one column name, not its letters
@@ -251,13 +253,20 @@ def _pca_2d(X: np.ndarray) -> np.ndarray:
     return Z * np.where(signs == 0, 1.0, signs)
 
 
+def _check_mapping(value, name: str, what: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping {what}, got {type(value).__name__}")
+
+
 def _check_xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] < 2:
         raise ValueError(f"{name} must be [n, d] with n >= 2, got shape {X.shape}")
     if not np.all(np.isfinite(X)):
         raise ValueError(f"{name} contains NaN or inf")
-    y = np.asarray(y)
+    # one kind of label, no NaN (NaN points were dropped from the scatter but kept in the legend;
+    # mixed numbers and strings failed in np.unique with a raw TypeError)
+    y = label_array(y, "y")
     if y.shape != (X.shape[0],):
         raise ValueError(f"labels must have shape ({X.shape[0]},) to match {name}, got {y.shape}")
     return X, y
@@ -441,6 +450,9 @@ def plot_accuracy_bars(
     Raises:
       ValueError: empty results.
     """
+    _check_mapping(results, "results", "learner -> {data set: mean or (mean, std)}")
+    for learner, cells in results.items():
+        _check_mapping(cells, f"results[{learner!r}]", "data set -> mean or (mean, std)")
     if not results or not any(results.values()):
         raise ValueError("results is empty: nothing to plot")
     learners = list(results)
@@ -450,7 +462,9 @@ def plot_accuracy_bars(
 
     def split(v) -> tuple[float, float]:
         if isinstance(v, tuple | list):
-            return float(v[0]), float(v[1])
+            # a NaN std (one fold) draws no error bar; it hid the bar (NaN in the axis limits)
+            std = float(v[1])
+            return float(v[0]), std if math.isfinite(std) else 0.0
         return (math.nan if v is None else float(v)), 0.0
 
     fig = Figure(

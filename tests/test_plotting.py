@@ -217,3 +217,21 @@ def test_negative_bars_and_row_mismatch_message():
     X = np.random.default_rng(0).normal(size=(30, 3))
     with pytest.raises(ValueError, match="X_before and X_after must have the same rows"):
         plotting.plot_embedding_before_after(X, X[:20], np.arange(30) % 3)
+
+
+def test_nan_std_nan_labels_and_wrong_types():
+    """A NaN std put NaN into the axis limits (the bar below the axis, or a raw ValueError from
+    math.floor); NaN labels were dropped from the scatter but kept in the legend; lists instead of
+    mappings were AttributeErrors."""
+    fig = plotting.plot_accuracy_bars({"LMNN": {"wine": 0.95, "iris": (0.80, math.nan)}})
+    assert fig.axes[0].get_ylim()[0] <= 0.75
+    plotting.plot_accuracy_bars({"LMNN": {"iris": (0.9, math.nan), "wine": 0.95}})
+    X = np.random.default_rng(0).random((4, 3))
+    with pytest.raises(ValueError, match="y contains NaN"):
+        plotting.plot_embedding_2d(X, np.array([0.0, np.nan, 1.0, np.nan]))
+    with pytest.raises(ValueError, match="y mixes numbers and strings"):
+        plotting.plot_embedding_2d(X, [0, "a", 1, "a"])
+    with pytest.raises(ValueError, match="histories must be a mapping"):
+        plotting.plot_metric_curves([[{"epoch": 1, "loss": 1.0}]], keys=("loss",))
+    with pytest.raises(ValueError, match="results must be a mapping"):
+        plotting.plot_accuracy_bars([0.9])
