@@ -733,4 +733,14 @@ def standardize(train, test=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
             f"train and test must have the same number of features, got shapes "
             f"{tr.shape} and {te.shape}"
         )
-    return tr_s, ((te - mean) / std).astype(out_dtype)
+    te_s = (te - mean) / std
+    with np.errstate(over="ignore"):
+        te_out = te_s.astype(out_dtype)
+    if not np.all(np.isfinite(te_out)):  # a tiny training spread: was inf with only a NumPy warning
+        j = int(np.flatnonzero(~np.all(np.isfinite(te_out), axis=0))[0])
+        raise ValueError(
+            f"test standardized does not fit {np.dtype(out_dtype).name}: feature {j} has a "
+            f"training std of {std[j]:.3g} and a test value {np.max(np.abs(te[:, j] - mean[j])):.3g} from its "
+            "mean; pass float64 data (standardize keeps float64) or drop the feature"
+        )
+    return tr_s, te_out

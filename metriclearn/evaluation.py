@@ -129,6 +129,11 @@ def _resolve_metric(metric, metric_kwargs) -> tuple[Any, tuple, dict]:
         check_array(M, "metric", ndim=2)
         if M.shape[0] != M.shape[1]:
             raise ValueError(f"metric (Mahalanobis M) must be square, got shape {M.shape}")
+        if "M" in kw or "L" in kw:  # an M there was silently replaced by this one
+            raise ValueError(
+                "metric is a Mahalanobis matrix and metric_kwargs holds "
+                f"{sorted(set(kw) & {'M', 'L'})} as well: give the matrix once"
+            )
         kw["M"] = M
         metric = "mahalanobis"
     static_kw, array_kw = [], {}
@@ -558,8 +563,9 @@ def knn_predict(
     """Predict labels of ``test_X`` by a uniform majority vote of the ``k`` nearest training rows.
 
     Uniform majority vote; a tie between classes goes to the smallest class label, as in scikit-learn's
-    ``KNeighborsClassifier``. Among training rows at equal distance the lower index is taken first
-    (deterministic, chunk-independent). The prediction therefore equals scikit-learn's whenever the
+    ``KNeighborsClassifier``. Among training rows at equal (computed) distance the lower index is
+    taken first (deterministic, chunk-independent); under a Mahalanobis ``M`` with inexact entries,
+    distances equal in exact arithmetic may differ by rounding, which then decides. The prediction therefore equals scikit-learn's whenever the
     ``k``-th nearest distance is strictly below the ``(k+1)``-th (duplicates and vote ties included);
     when several rows tie *at* the ``k``-th distance, scikit-learn's pick depends on its heap or tree
     traversal order (neither by index nor stable), so the two may differ there.

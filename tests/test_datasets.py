@@ -366,6 +366,11 @@ def test_standardize_bad_input():
         datasets.standardize(np.zeros(3))
     with pytest.raises(ValueError, match="train needs at least 1 rows"):
         datasets.standardize(np.zeros((0, 3)))
+    # a tiny training spread made the float32 test values inf, with only a NumPy warning
+    tiny = np.array([[0.0], [0.0], [0.0], [1e-30]], np.float32)
+    with pytest.raises(ValueError, match="test standardized does not fit float32: feature 0"):
+        datasets.standardize(tiny, np.array([[1e10]], np.float32))
+    assert np.isfinite(datasets.standardize(tiny.astype(np.float64), np.array([[1e10]]))[1]).all()
 
 
 # ------------------------------------------------------------------ edge cases found by an audit

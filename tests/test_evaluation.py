@@ -140,6 +140,9 @@ def test_knn_bad_input():
         evaluation.knn_accuracy(X, y, X, y, metric=-np.eye(2))
     with pytest.raises(ValueError, match="metric must be"):
         evaluation.knn_accuracy(X, y, X, y, metric=3)
+    # an M in metric_kwargs was silently replaced by the matrix given as metric
+    with pytest.raises(ValueError, match="give the matrix once"):
+        evaluation.knn_accuracy(X, y, X, y, metric=np.eye(2), metric_kwargs={"M": 4 * np.eye(2)})
     with pytest.raises(ValueError, match="p must be"):
         evaluation.knn_accuracy(X, y, X, y, metric="minkowski", metric_kwargs={"p": -1.0})
 
