@@ -242,7 +242,7 @@ def _minkowski(x, y, p=2.0):
     # exactly 1 (s >= 1, whatever p: with [1/2, 1) p >= 127 underflowed to 0) and divides by no
     # more than 2
     m = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
-    m_pos = m > 0
+    m_pos = ~(m <= 0)  # a NaN maximum too: NaN in, NaN out (m > 0 made it a distance of 0)
     mant, e = jnp.frexp(jnp.where(m_pos, m, 1.0))
     s = jnp.sum(_safe_pow(jnp.ldexp(a, -e) / mant, p), axis=-1)
     m_pos, mant, e = m_pos[..., 0], mant[..., 0], e[..., 0]

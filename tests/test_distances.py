@@ -865,3 +865,11 @@ def test_metric_axiom_tolerances_follow_the_data():
     Y = jax.random.normal(jax.random.key(2), (30, 3))
     assert D.check_metric_axioms("mahalanobis", Y, M=jnp.outer(w, w))["kind"] == "metric"
     assert D.check_metric_axioms("sqeuclidean", X * 1e-5)["kind"] == "semimetric"  # still caught
+
+
+def test_nan_input_gives_nan_not_zero_under_jit():
+    # the largest coordinate NaN failed `m > 0`, and euclidean / minkowski returned 0
+    x, y = jnp.array([jnp.nan, 1.0]), jnp.array([0.0, 1.0])
+    assert np.isnan(float(jax.jit(D.euclidean)(x, y)))
+    assert np.isnan(float(jax.jit(functools.partial(D.minkowski, p=3.0))(x, y)))
+    assert np.all(np.isnan(np.asarray(jax.grad(D.euclidean)(x, y))))

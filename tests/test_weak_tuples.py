@@ -138,6 +138,17 @@ def test_rca_under_jit_with_non_contiguous_ids():
     jitted = jax.jit(lambda X, c: fit_rca(X, c).M)
     for ids in (chunks, np.where(chunks >= 0, chunks * 100, -1)):
         np.testing.assert_allclose(jitted(X.astype(np.float32), ids), want, rtol=1e-4, atol=1e-5)
+    # no chunklet at all: eagerly an error, under jit it returned the identity as converged
+    assert np.all(np.isnan(np.asarray(jitted(X.astype(np.float32), np.full(len(X), -1)))))
+
+
+def test_rca_keeps_float32_under_x64(x64):
+    # (d - rank) / d was float64 under x64 and made a float32 fit float64
+    X, chunks = _rca_case()
+    X = X.astype(np.float32)
+    X[:, -1] = 0.0  # a constant feature: rank-deficient, the shrinkage path
+    res = fit_rca(X, chunks)
+    assert res.components.dtype == np.float32 and res.M.dtype == np.float32
 
 
 def test_rca_learns_and_ranks_better_than_identity(data):

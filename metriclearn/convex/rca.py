@@ -151,7 +151,8 @@ def _rca_core(X, chunks, alpha, *, n_components: int, auto: bool):
     singular = (lam[0] <= cond_rtol * lam_max) | c_zero
     if auto:
         rank = jnp.sum(lam > cond_rtol * lam_max)
-        lw = jnp.maximum(_ledoit_wolf(Xc, n_chunked), (d - rank) / d)
+        # in X's dtype: (d - rank) / d is float64 under x64 and made a float32 fit float64
+        lw = jnp.maximum(_ledoit_wolf(Xc, n_chunked), ((d - rank) / d).astype(dtype))
         lw = jnp.maximum(lw, _MIN_AUTO_SHRINKAGE)
         a = jnp.where(c_zero, 1.0, jnp.where(singular, lw, 0.0))
     else:
@@ -288,6 +289,9 @@ def fit_rca(
     L, M, a, singular, dof = _rca_core(
         X_in, ids, jnp.asarray(alpha, X.dtype), n_components=k, auto=auto
     )
+    if traced:  # no chunklet cannot be refused here: NaN, not the identity of an empty fit
+        none = ~jnp.any(ids >= 0)
+        L, M = jnp.where(none, jnp.nan, L), jnp.where(none, jnp.nan, M)
     if not traced and bool(singular):
         warnings.warn(
             f"RCA: the within-chunklet covariance is singular or zero ({n_chunks} chunklet(s), "
