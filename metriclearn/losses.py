@@ -89,6 +89,14 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
+def _nan_unless_finite(loss: jax.Array, *arrays: jax.Array) -> jax.Array:
+    """``loss``, or NaN where an input holds a NaN / inf. Eager calls refuse such inputs; traced ones
+    (under ``jit`` or ``grad``) reach losses whose masks leave the bad pairs out, and a finite loss
+    from NaN embeddings would hide the failure (multi_similarity, circle, proxy_anchor)."""
+    ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in arrays]))
+    return jnp.where(ok, loss, jnp.nan)
+
+
 def _masked_logsumexp(
     x: jax.Array,
     mask: jax.Array,
@@ -646,11 +654,14 @@ def multi_similarity(
     if not any(map(is_traced, (alpha, beta, base))):
         # the pair sets enter only as ``> 0`` masks: no gradient flows through a miner's weights
         cfg = (float(alpha), float(beta), float(base), reduction)
-        return _multi_similarity_masked(emb, pos_w > 0, neg_w > 0, cfg)
+        return _nan_unless_finite(_multi_similarity_masked(emb, pos_w > 0, neg_w > 0, cfg), emb)
     # hyperparameters traced by an outer jit / grad: autodiff of the same loss
-    return _multi_similarity_value_and_grad(
-        emb, pos_w > 0, neg_w > 0, (alpha, beta, base, reduction)
-    )[0]
+    return _nan_unless_finite(
+        _multi_similarity_value_and_grad(emb, pos_w > 0, neg_w > 0, (alpha, beta, base, reduction))[
+            0
+        ],
+        emb,
+    )
 
 
 def _multi_similarity_value_and_grad(emb, pos, neg, cfg, *, with_grad: bool = False):
@@ -805,7 +816,7 @@ def circle(
     lse_n = _masked_logsumexp(logit_n, nm, 1, add_one=False)
     valid = jnp.any(pm, axis=1) & jnp.any(nm, axis=1)
     per = jnp.where(valid, jax.nn.softplus(lse_p + lse_n), 0.0)
-    return red(per)
+    return _nan_unless_finite(red(per), emb)
 
 
 def ntxent(
@@ -1093,9 +1104,8 @@ def proxy_anchor(
     pos_term = _masked_logsumexp(-alpha * (cos - margin), pos, 0, add_one=True)
     neg_term = _masked_logsumexp(alpha * (cos + margin), ~pos, 0, add_one=True)
     n_present = jnp.sum(jnp.any(pos, axis=0))
-    return guard(
-        _reducers.safe_divide(jnp.sum(pos_term), n_present) + jnp.sum(neg_term) / n_classes
-    )
+    loss = _reducers.safe_divide(jnp.sum(pos_term), n_present) + jnp.sum(neg_term) / n_classes
+    return guard(_nan_unless_finite(loss, emb, p))
 
 
 def _cosine_logits(emb, class_weights):
