@@ -611,6 +611,11 @@ def test_audit_regressions_objectives_under_jit_and_argument_checks():
     eager = float(mlkr.mlkr_objective(jnp.eye(4), X, t))
     jitted = float(jax.jit(lambda L: mlkr.mlkr_objective(L, X, t))(jnp.eye(4)))
     assert np.isclose(jitted, eager, rtol=1e-5)
+    # nca_objective with traced labels raised TracerArrayConversionError
+    labels = y[:60] + 5  # any integer ids
+    want = float(nca.nca_objective(jnp.eye(4), X, labels))
+    got = float(jax.jit(nca.nca_objective)(jnp.eye(4), jnp.asarray(X), jnp.asarray(labels)))
+    assert np.isclose(got, want, rtol=1e-5)
     with pytest.raises(ValueError, match="fit_covariance needs concrete X"):
         jax.jit(covariance.fit_covariance)(jnp.asarray(X))
     with pytest.raises(ValueError, match="fit_lfda needs concrete X"):

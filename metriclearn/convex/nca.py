@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_positive_int
+from metriclearn._validation import check_array, check_positive_int, is_traced
 from metriclearn.convex._common import (
     FitResult,
     centred,
@@ -107,7 +107,18 @@ def nca_objective(L, X, y) -> jax.Array:
       True
     """
     X_raw = X
-    X, codes, _ = check_Xy(X, y, min_per_class=1)
+    if is_traced(y):  # under jit: the labels only enter as equalities, so int labels serve as codes
+        X = check_array(X, "X", ndim=2, min_rows=2, min_features=1)
+        codes = jnp.asarray(y)
+        if codes.shape != (X.shape[0],) or not jnp.issubdtype(codes.dtype, jnp.integer):
+            raise ValueError(
+                f"y must be [{X.shape[0]}] integer labels under jit, got {codes.dtype} "
+                f"{tuple(codes.shape)}"
+            )
+        # -1 marks padding rows: shift the labels to >= 0 so none equals it
+        codes = codes - jnp.min(codes)
+    else:
+        X, codes, _ = check_Xy(X, y, min_per_class=1)
     X = centred(X_raw, X)
     L = check_components(L, X)
     Xp, cp, valid, block = pad_for_softmax(X, codes, fill=-1)
