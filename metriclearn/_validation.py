@@ -24,6 +24,17 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def require_concrete(name: str, *values) -> None:
+    """``ValueError`` when any array among ``values`` (pytrees too) is a ``jit`` / ``vmap`` tracer:
+    ``name`` runs on the host (NumPy: sampling, sorting, neighbour selection, closed forms checked
+    on the host), so under ``jit`` it would fail with a raw tracer error."""
+    if any(is_traced(leaf) for leaf in jax.tree.leaves(values)):
+        raise ValueError(
+            f"{name} runs on the host (NumPy) and needs concrete arrays, not jax.jit / vmap "
+            "tracers; call it outside jit"
+        )
+
+
 def as_key(key, name: str = "key") -> jax.Array:
     """A typed ``jax.random`` key from a key (typed, or raw ``uint32`` key data) or an int seed.
 

@@ -52,6 +52,7 @@ from metriclearn._validation import (
     check_positive_int,
     check_same_dim,
     label_array,
+    require_concrete,
 )
 from metriclearn.datasets import _seed_from
 
@@ -591,6 +592,7 @@ def knn_predict(
       >>> knn_predict(np.array([[0.], [1.], [10.]]), np.array([0, 0, 1]), np.array([[0.4], [9.]]), k=1)
       array([0, 1])
     """
+    require_concrete("knn_predict", train_X, train_y, test_X)
     train_X = check_array(train_X, "train_X", ndim=2, min_rows=1, min_features=1)
     test_X = check_array(test_X, "test_X", ndim=2, min_rows=1)
     check_same_dim(train_X, test_X, "train_X", "test_X")
@@ -657,6 +659,7 @@ def knn_accuracy(
 
     Reference: Cover and Hart, "Nearest neighbor pattern classification", IEEE Trans. IT, 1967.
     """
+    require_concrete("knn_accuracy", train_X, train_y, test_X, test_y)
     n_test = np.shape(test_X)[0] if np.ndim(test_X) else 0
     test_y = label_array(test_y, "test_y")
     if test_y.shape[0] != n_test:
@@ -820,6 +823,7 @@ def retrieval_metrics(
       >>> sorted(m)
       ['map_at_r', 'n_queries', 'nmi', 'precision_at_1', 'r_precision', 'recall_at_k']
     """
+    require_concrete("retrieval_metrics", embeddings, labels, ref_embeddings, ref_labels)
     Q, q_labels, R, r_labels = _check_retrieval_inputs(
         embeddings, labels, ref_embeddings, ref_labels
     )
@@ -941,6 +945,7 @@ def roc_curve(
       >>> fpr.tolist(), tpr.tolist()
       ([0.0, 0.0, 0.5, 1.0], [0.0, 1.0, 1.0, 1.0])
     """
+    require_concrete("roc_curve", distances_or_scores, same)
     s, same = _check_pairs(distances_or_scores, same)
     score = s if higher_is_similar else -s
     order = np.argsort(-score, kind="mergesort")
@@ -987,6 +992,7 @@ def verification_metrics(
 
     Reference: Fawcett, "An introduction to ROC analysis", Pattern Recognition Letters 27 (2006).
     """
+    require_concrete("verification_metrics", distances_or_scores, same)
     s, same = _check_pairs(distances_or_scores, same)
     fpr, tpr, thr = roc_curve(s, same, higher_is_similar=higher_is_similar)
     auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
@@ -1029,6 +1035,7 @@ def accuracy_at_threshold(
       >>> accuracy_at_threshold([0.1, 0.6, 0.9], [True, True, False], 0.5)
       0.6666666666666666
     """
+    require_concrete("accuracy_at_threshold", distances_or_scores, same, threshold)
     check_array(distances_or_scores, "distances_or_scores", ndim=1, min_rows=1)
     s = np.asarray(distances_or_scores, dtype=np.float64)
     same = np.asarray(same)

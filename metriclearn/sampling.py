@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn import constraints
-from metriclearn._validation import as_key, check_labels, check_positive_int
+from metriclearn._validation import as_key, check_labels, check_positive_int, require_concrete
 
 __all__ = [
     "m_per_class_batches",
@@ -67,6 +67,7 @@ def class_table(labels) -> tuple[np.ndarray, np.ndarray]:
       ``(members, counts)``: ``members`` int32 ``[n_classes, max_count]`` holding each class's sample
       indices (padded with 0 beyond ``counts[c]``), ``counts`` int32 ``[n_classes]``.
     """
+    require_concrete("class_table", labels)
     order, starts, counts = _class_runs(labels)
     members = np.zeros((len(counts), int(counts.max())), np.int32)
     for c, (s, k) in enumerate(zip(starts, counts)):
@@ -260,6 +261,7 @@ def m_per_class_batches(
     Reference: Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020 (sampler of
     pytorch-metric-learning).
     """
+    require_concrete("m_per_class_batches", key, labels)
     return m_per_class_sampler(labels, m=m, batch_size=batch_size, n_batches=n_batches)(key)
 
 
@@ -290,6 +292,7 @@ def pair_batches(
         idx, same = pair_batches(key, y, batch_size=64, n_batches=10)
         e1, e2 = models.siamese_apply(model, params, X[idx[0, :, 0]], X[idx[0, :, 1]])
     """
+    require_concrete("pair_batches", key, labels)
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
     if (
@@ -335,6 +338,7 @@ def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarr
     Raises:
       ValueError: bad sizes, or fewer distinct triplets exist than requested.
     """
+    require_concrete("triplet_batches", key, labels)
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
     check_labels(labels, min_classes=2, name="labels")  # named as here (constraints says "y")

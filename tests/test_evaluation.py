@@ -1,5 +1,6 @@
 """Tests of metriclearn.evaluation: k-NN, retrieval (P@1, R-precision, MAP@R, Recall@K, NMI), pairs."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -778,3 +779,24 @@ def test_public_distance_functions_rank_like_their_names():
     ):
         pred = evaluation.knn_predict(X[:200], y[:200], X[200:], k=1, metric=fn, metric_kwargs=kw)
         np.testing.assert_array_equal(pred, want)
+
+
+def test_host_functions_under_jit_name_themselves():
+    # they raised raw TracerArrayConversionError / ConcretizationTypeError under jit
+    from metriclearn import constraints, sampling
+    from metriclearn.convex import itml, nca
+
+    X = jnp.asarray(np.random.default_rng(0).normal(size=(12, 3)), jnp.float32)
+    y = jnp.repeat(jnp.arange(3), 4)
+    calls = {
+        "knn_predict": lambda X, y: evaluation.knn_predict(X, y, X, k=1),
+        "retrieval_metrics": lambda X, y: evaluation.retrieval_metrics(X, y)["map_at_r"],
+        "roc_curve": lambda X, y: evaluation.roc_curve(X[:, 0], y > 0)[0],
+        "pairs": lambda X, y: constraints.pairs(jax.random.key(0), y, n_similar=2, n_dissimilar=2)[0],
+        "m_per_class_batches": lambda X, y: sampling.m_per_class_batches(0, y, m=2, batch_size=4),
+        "fit_nca": lambda X, y: nca.fit_nca(X, y).components,
+        "fit_itml": lambda X, y: itml.fit_itml(X[:4].reshape(2, 2, 3), jnp.array([1, -1])).M,
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"{name} runs on the host"):
+            jax.jit(call)(X, y)

@@ -44,16 +44,6 @@ class FitResult(NamedTuple):
     objective: float
 
 
-def check_concrete(X, fit_name: str) -> None:
-    """``ValueError`` when ``X`` is traced: ``fit_name`` checks its data on the host (a closed-form
-    fit, run once: nothing for ``jit`` to gain), so under ``jit`` it would fail with a tracer error."""
-    if is_traced(X):
-        raise ValueError(
-            f"{fit_name} needs concrete X, not a jax.jit / vmap tracer: it checks the data on the "
-            "host (a closed-form fit, nothing to compile); call it outside jit"
-        )
-
-
 def in_float64(fit: Callable) -> Callable:
     """Run a closed-form fit ``fit(X, ...)`` in float64 (x64 enabled for the call); its arrays come
     back in the dtype ``X`` would have had.
@@ -62,7 +52,7 @@ def in_float64(fit: Callable) -> Callable:
     spoils them on features of very different scales (raw wine, variances spanning 1e8): RCA took the
     within-chunklet covariance for singular and LFDA's local scatter lost its small features (3-NN
     accuracy .72 and .75 against .97 and .85). Traced inputs (inside ``jit``) keep their dtype; the
-    fits that check their data on the host refuse them (:func:`check_concrete`).
+    fits that check their data on the host refuse them (:func:`metriclearn._validation.require_concrete`).
     """
 
     @functools.wraps(fit)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array
-from metriclearn.convex._common import check_concrete, in_float64
+from metriclearn._validation import check_array, require_concrete
+from metriclearn.convex._common import in_float64
 
 __all__ = ["fit_covariance"]
 
@@ -70,7 +70,7 @@ def fit_covariance(X, *, return_factor: bool = False):
       >>> M.shape
       (3, 3)
     """
-    check_concrete(X, "fit_covariance")
+    require_concrete("fit_covariance", X)
     X = check_array(X, "X", ndim=2, min_rows=2, min_features=1)
     M, L, varies = _inverse_covariance(X)
     if not bool(varies):  # checked on the device: no second pass over X on the host

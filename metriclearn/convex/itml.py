@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_positive_int
+from metriclearn._validation import check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
 from metriclearn.regularizers import prior_matrix
 
@@ -182,6 +182,7 @@ def fit_itml(
 
     Reference: Davis et al., "Information-theoretic metric learning", ICML 2007, Algorithm 1.
     """
+    require_concrete("fit_itml", pairs, pair_y)
     P, yv = check_pairs(pairs, pair_y)
     dtype = P.dtype
     max_iter = check_positive_int(max_iter, "max_iter")

@@ -35,12 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_choice, check_positive_int
+from metriclearn._validation import check_choice, check_positive_int, require_concrete
 from metriclearn.convex._common import (
     FitResult,
     bucket_size,
     centred,
-    check_concrete,
     check_n_components,
     check_Xy,
     generalized_eigh,
@@ -168,7 +167,7 @@ def fit_lfda(
     Reference: Sugiyama, "Dimensionality Reduction of Multimodal Labeled Data by Local Fisher
     Discriminant Analysis", JMLR 2007.
     """
-    check_concrete(X, "fit_lfda")
+    require_concrete("fit_lfda", X, y)
     X_raw = X
     X, codes, n_classes = check_Xy(X, y, min_per_class=1)
     # centred (in float64): |x_i|^2 + |x_j|^2 - 2 x_i.x_j cancels catastrophically far from the

@@ -45,6 +45,7 @@ from metriclearn._validation import (
     check_positive_int,
     check_same_dim,
     is_traced,
+    require_concrete,
 )
 from metriclearn.constraints import target_neighbors
 from metriclearn.convex._common import (
@@ -634,6 +635,7 @@ def fit_lmnn(
     Reference: Weinberger & Saul, "Distance Metric Learning for Large Margin Nearest Neighbor
     Classification", JMLR 2009.
     """
+    require_concrete("fit_lmnn", X, y)
     k = check_positive_int(n_neighbors, "n_neighbors")
     X_raw = X
     X, codes, n_classes = check_Xy(X, y, min_classes=2)

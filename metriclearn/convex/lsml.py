@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, is_traced
+from metriclearn._validation import check_array, is_traced, require_concrete
 from metriclearn.distances import safe_sqrt
 from metriclearn.regularizers import logdet_divergence_whitened, prior_matrix
 from metriclearn.solver import projected_gradient, squared_mahalanobis
@@ -130,6 +130,7 @@ def fit_lsml(
     Reference: Liu et al., "Metric Learning from Relative Comparisons by Minimizing Squared
     Residual", ICDM 2012.
     """
+    require_concrete("fit_lsml", quadruplets)
     Q = check_array(quadruplets, "quadruplets", ndim=3)
     if Q.shape[1] != 4:
         raise ValueError(

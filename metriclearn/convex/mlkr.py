@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_positive_int, is_traced
+from metriclearn._validation import check_array, check_positive_int, is_traced, require_concrete
 from metriclearn.convex._common import (
     FitResult,
     centred,
@@ -162,6 +162,7 @@ def fit_mlkr(
 
     Reference: Weinberger & Tesauro, "Metric Learning for Kernel Regression", AISTATS 2007.
     """
+    require_concrete("fit_mlkr", X, y)
     X, t = _check_Xt(X, y)
     k = check_n_components(n_components, X.shape[1])
     max_iter = check_positive_int(max_iter, "max_iter")  # NumPy integers too (grid searches)

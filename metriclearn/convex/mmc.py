@@ -82,7 +82,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_choice, check_positive_int
+from metriclearn._validation import check_choice, check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
 from metriclearn.distances import safe_sqrt
 from metriclearn.psd import _project_psd
@@ -429,6 +429,7 @@ def fit_mmc(
     Reference: Xing, Ng, Jordan & Russell, "Distance metric learning, with application to clustering
     with side-information", NIPS 2002.
     """
+    require_concrete("fit_mmc", pairs, pair_y)
     P, yv = check_pairs(pairs, pair_y)
     dtype = P.dtype
     d = P.shape[-1]

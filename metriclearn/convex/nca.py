@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_positive_int, is_traced
+from metriclearn._validation import check_array, check_positive_int, is_traced, require_concrete
 from metriclearn.convex._common import (
     FitResult,
     centred,
@@ -165,6 +165,7 @@ def fit_nca(
 
     Reference: Goldberger et al., "Neighbourhood Components Analysis", NIPS 2004.
     """
+    require_concrete("fit_nca", X, y)
     X_raw = X
     X, codes, _ = check_Xy(X, y, min_per_class=1)
     if np.bincount(codes).max() < 2:

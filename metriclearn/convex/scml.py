@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_labels, check_positive_int
+from metriclearn._validation import check_array, check_labels, check_positive_int, require_concrete
 from metriclearn.convex._common import bucket_size, generalized_eigh, pad_rows
 
 __all__ = ["SCMLResult", "fit_scml", "triplet_diff_basis", "lda_basis"]
@@ -530,6 +530,7 @@ def fit_scml(
 
     Reference: Shi, Bellet & Sha, "Sparse Compositional Metric Learning", AAAI 2014.
     """
+    require_concrete("fit_scml", triplets)
     tidx = _index_triplets(triplets, X)
     if tidx is None:
         T = _check_triplets(triplets)

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_positive_int
+from metriclearn._validation import check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
 from metriclearn.regularizers import prior_matrix
 from metriclearn.solver import projected_gradient
@@ -122,6 +122,7 @@ def fit_sdml(
     l1-penalized log-determinant regularization", ICML 2009; Friedman, Hastie & Tibshirani,
     "Sparse inverse covariance estimation with the graphical lasso", Biostatistics 2008.
     """
+    require_concrete("fit_sdml", pairs, pair_y)
     P, yv = check_pairs(pairs, pair_y)
     dtype = P.dtype
     d = P.shape[-1]
