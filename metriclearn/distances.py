@@ -257,13 +257,6 @@ def _last_axis_exponent(a: jax.Array, axis: int = -1) -> jax.Array:
     return jnp.where(m > 0, e, 0)
 
 
-def _overflow_exponent(a: jax.Array, axis: int = -1) -> jax.Array:
-    """:func:`_last_axis_exponent` where it is positive, else 0: ``ldexp(a, -e)`` brings rows whose
-    largest entry is 1 or more below 1, so a sum of their squares cannot overflow (float32 rows of
-    ~1e19), and leaves smaller rows exactly as they are."""
-    return jnp.maximum(_last_axis_exponent(a, axis), 0)
-
-
 _OVERFLOW = {"euclidean", "sqeuclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"}
 
 

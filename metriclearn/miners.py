@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, check_choice, check_hyper, is_traced
-from metriclearn.distances import _overflow_exponent, pairwise_sqeuclidean, safe_sqrt
+from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
     "MINERS",
@@ -80,7 +80,14 @@ def check_embeddings(embeddings, name: str = "embeddings") -> jax.Array:
     float16 / bfloat16 upcast to float32: squared norms overflow float16 at ``|x| ~ 256`` (the L2
     normalization then made every row 0)."""
     emb = check_array(embeddings, name, ndim=2, min_rows=1, min_features=1)
-    return emb.astype(jnp.float32) if emb.dtype in (jnp.float16, jnp.bfloat16) else emb
+    emb = emb.astype(jnp.float32) if emb.dtype in (jnp.float16, jnp.bfloat16) else emb
+    if not is_traced(emb) and not bool(jnp.all(jnp.isfinite(jnp.sum(emb * emb, axis=1)))):
+        # the L2 normalization (and the distances) square them: inf, then a NaN or a silent 0
+        raise ValueError(
+            f"{name} are too large for {emb.dtype}: a squared norm overflows (largest |entry| "
+            f"{float(jnp.max(jnp.abs(emb))):.3g}); rescale them or use float64"
+        )
+    return emb
 
 
 def check_embeddings_labels(embeddings, labels, *, name: str = "embeddings"):
@@ -138,25 +145,13 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
 def _l2_scale(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
     """The factor :func:`l2_normalize` multiplies by: ``1 / |x|`` where ``|x| > eps``, else 0.
 
-    Rows with an entry of 1 or more are scaled by a power of two first (exact), so ``|x|^2`` does
-    not overflow: a float32 row of norm 5e19 would otherwise get the factor ``1 / inf = 0``.
+    A row whose ``|x|^2`` overflows (float32 norms beyond ~1.8e19) gets NaN, not ``1 / inf = 0``:
+    the failure shows (``fit`` names the step) instead of an all-zero embedding.
     """
-    sq = jnp.sum(x * x, axis=axis, keepdims=True)
-
-    def plain(x):
-        norm = safe_sqrt(sq)
-        ok = norm > eps
-        return jnp.where(ok, 1.0 / jnp.where(ok, norm, 1.0), 0.0)
-
-    def scaled(x):
-        e = _overflow_exponent(x, axis)
-        xs = jnp.ldexp(x, -e)
-        norm = safe_sqrt(jnp.sum(xs * xs, axis=axis, keepdims=True))  # |x| / 2**e
-        ok = norm > jnp.ldexp(jnp.asarray(eps, norm.dtype), -e)
-        return jnp.where(ok, jnp.ldexp(1.0 / jnp.where(ok, norm, 1.0), -e), 0.0)
-
-    # the scaled form only when a square overflowed: it costs 3-5 % of a contrastive training step
-    return jax.lax.cond(jnp.all(jnp.isfinite(sq)), plain, scaled, x)
+    norm = safe_sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
+    ok = norm > eps
+    scale = jnp.where(ok, 1.0 / jnp.where(ok, norm, 1.0), 0.0)
+    return jnp.where(norm == jnp.inf, jnp.nan, scale)
 
 
 def _centred(x: jax.Array) -> jax.Array:

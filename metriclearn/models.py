@@ -40,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_choice, check_positive_int
-from metriclearn.distances import _overflow_exponent
 from metriclearn.sampling import _flat_draw
 
 __all__ = [
@@ -86,19 +85,10 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     if jnp.issubdtype(dtype, jnp.floating):
         eps = jnp.maximum(jnp.asarray(eps, xf.dtype), 1.0 / float(jnp.finfo(dtype).max))
     sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
-
-    def plain(xf):
-        return xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
-
-    def scaled(xf):
-        # |x|^2 of a float32 row of norm 5e19 overflowed to inf and the row came out as 0: rows
-        # with an entry of 1 or more are scaled by a power of two first (exact)
-        e = _overflow_exponent(xf, axis)
-        xs, floor = jnp.ldexp(xf, -e), jnp.ldexp(jnp.asarray(eps, xf.dtype), -e)
-        return xs * jax.lax.rsqrt(jnp.maximum(jnp.sum(xs * xs, axis=axis, keepdims=True), floor**2))
-
-    # the scaled form only when a square overflowed (it would cost every step a few per cent)
-    out = jax.lax.cond(jnp.all(jnp.isfinite(sq)), plain, scaled, xf)
+    out = xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+    # a row whose |x|^2 overflows (float32 norms beyond ~1.8e19) is NaN, not rsqrt(inf) * x = 0:
+    # the failure shows (fit names the step) instead of an all-zero embedding
+    out = jnp.where(sq == jnp.inf, jnp.nan, out)
     return out.astype(jnp.result_type(dtype, 1.0))
 
 

@@ -792,7 +792,9 @@ def test_host_functions_under_jit_name_themselves():
         "knn_predict": lambda X, y: evaluation.knn_predict(X, y, X, k=1),
         "retrieval_metrics": lambda X, y: evaluation.retrieval_metrics(X, y)["map_at_r"],
         "roc_curve": lambda X, y: evaluation.roc_curve(X[:, 0], y > 0)[0],
-        "pairs": lambda X, y: constraints.pairs(jax.random.key(0), y, n_similar=2, n_dissimilar=2)[0],
+        "pairs": lambda X, y: constraints.pairs(jax.random.key(0), y, n_similar=2, n_dissimilar=2)[
+            0
+        ],
         "m_per_class_batches": lambda X, y: sampling.m_per_class_batches(0, y, m=2, batch_size=4),
         "fit_nca": lambda X, y: nca.fit_nca(X, y).components,
         "fit_itml": lambda X, y: itml.fit_itml(X[:4].reshape(2, 2, 3), jnp.array([1, -1])).M,
