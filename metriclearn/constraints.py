@@ -564,7 +564,8 @@ def impostors(
     Args:
       XL: ``[n, e]`` transformed inputs ``X @ L.T``.
       y: labels ``[n]`` (integer codes when called under ``jit``).
-      target_idx: int ``[n, k]`` from :func:`target_neighbors`.
+      target_idx: int ``[n, k]`` from :func:`target_neighbors` (its range is checked for concrete
+        inputs; under ``jit`` an index out of range is clamped, as JAX's gathers do).
       margin: the LMNN margin (1.0 in the paper); finite (``ValueError`` otherwise).
       max_impostors: list length ``m`` (static). ``None`` means no truncation,
         ``m = n - min_c n_c`` (needs concrete ``y``).
@@ -614,7 +615,7 @@ def impostor_mask(XL, y, target_idx, *, margin: float = 1.0, block_size: int = 1
     Args:
       XL: ``[n, e]`` transformed inputs.
       y: labels ``[n]``.
-      target_idx: int ``[n, k]``.
+      target_idx: int ``[n, k]`` (range checked for concrete inputs; clamped under ``jit``).
       margin: LMNN margin.
       block_size: rows per block.
 
