@@ -184,6 +184,14 @@ def load_standardized(
     if ds.X_test is not None:
         X, y = np.concatenate([X, ds.X_test]), np.concatenate([y, ds.y_test])
     if max_samples is not None and max_samples < X.shape[0]:
+        n_classes = len(np.unique(y))
+        if X.shape[0] - max_samples < n_classes or max_samples < n_classes:
+            # the stratified subsample needs a row of every class on both sides of its split
+            raise ValueError(
+                f"max_samples={max_samples}: a stratified subsample of {dataset} ({X.shape[0]} rows, "
+                f"{n_classes} classes) needs between {n_classes} and {X.shape[0] - n_classes} rows, "
+                f"or at least {X.shape[0]} for all of them"
+            )
         X, _, y, _ = train_test_split(X, y, train_size=max_samples, stratify=y, random_state=seed)
     X = StandardScaler().fit_transform(np.asarray(X, np.float64))
     return X, y
@@ -296,6 +304,13 @@ def _learner_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The learner's keyword arguments: the settings given (not None) and ``learner_kwargs``; a key
     in both raises ``ValueError`` (one would silently override the other)."""
     extra = dict(cfg["learner_kwargs"] or {})
+    # the learner's own name for its neighbourhood (LFDA's k) is the n_neighbors setting: as a
+    # keyword it collided with cross_validate's k-NN k (a TypeError)
+    nbr_arg = LEARNERS.get(cfg["algorithm"], (None, None))[1]
+    if nbr_arg and nbr_arg != "n_neighbors" and nbr_arg in extra:
+        if "n_neighbors" in extra:
+            raise ValueError(f"learner_kwargs gives both {nbr_arg!r} and 'n_neighbors'; give one")
+        extra["n_neighbors"] = extra.pop(nbr_arg)
     both = sorted(k for k in extra if k in _SETTINGS and cfg[k] is not None)
     if both:
         raise ValueError(f"{both} given both as a setting and in learner_kwargs; give each once")
@@ -348,10 +363,6 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
         {k: plain(v) for k, v in template.get_params().items()} if template is not None else {}
     )
     resolved["n_samples"], resolved["n_features"] = (int(s) for s in X.shape)
-    os.makedirs(workdir, exist_ok=True)  # only now: a refused run leaves no empty workdir
-    with open(os.path.join(workdir, "config.json"), "w") as fh:
-        json.dump(plain(resolved), fh, indent=2, sort_keys=True)
-
     res = cross_validate(
         X,
         y,
@@ -362,6 +373,15 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
         return_learners=True,
         **learner_kwargs,
     )
+    # a hyperparameter value the learner refuses is a usage error, not a failed table entry (the
+    # estimators check values in fit, so the folds find it): nothing is written
+    failed = res["failed"] or ""
+    named = [name for name in learner_kwargs if name in failed]
+    if failed.startswith("ValueError") and named:
+        raise ValueError(f"{resolved['learner']} refuses {named}: {failed.split(': ', 1)[1]}")
+    os.makedirs(workdir, exist_ok=True)  # only now: a refused run leaves no empty workdir
+    with open(os.path.join(workdir, "config.json"), "w") as fh:
+        json.dump(plain(resolved), fh, indent=2, sort_keys=True)
     learners = res.pop("learners")
     metrics = {
         "algorithm": cfg["algorithm"],

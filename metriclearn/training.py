@@ -841,6 +841,8 @@ def _check_config(cfg: Mapping[str, Any]) -> None:
     for key in _CONFIG_FLOATS:
         if isinstance(cfg[key], bool | np.bool_) or not isinstance(cfg[key], numbers.Real):
             refuse(key, "a number")
+        if not math.isfinite(float(cfg[key])):  # learning_rate=inf diverged at step 1
+            refuse(key, "a finite number")
     for key in _CONFIG_BOOLS:
         if not isinstance(cfg[key], bool | np.bool_):
             refuse(key, "true or false")
@@ -919,9 +921,14 @@ def _model_from_config(cfg: Mapping[str, Any], feature_shape: tuple[int, ...]):
     if name == "mlp":
         kw["hidden"] = hidden
     elif name == "resmlp":
-        if hidden:
-            kw["width"] = hidden[0]
-            kw["n_blocks"] = len(hidden)
+        # residual blocks share one width: [64, 128] built [64, 64], and [] the default 2 x 256
+        if not hidden or len(set(hidden)) != 1:
+            raise ValueError(
+                f"model 'resmlp' needs hidden as one width per residual block, all equal (e.g. "
+                f"256,256), got {list(hidden)}"
+            )
+        kw["width"] = hidden[0]
+        kw["n_blocks"] = len(hidden)
     elif name in ("conv1d", "conv2d"):
         kw["hidden"] = hidden[-1] if hidden else 0
         if name == "conv2d" and "image_shape" not in (cfg.get("model_kwargs") or {}):

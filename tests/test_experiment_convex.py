@@ -235,5 +235,20 @@ def test_settings_the_data_refute_fail_before_any_file(tmp_path):
         convex.run({"algorithm": "euclidean", "k": 200}, tmp_path / "b")
     with pytest.raises(ValueError, match="n_folds=5 needs at least that many rows per class"):
         convex.run({"algorithm": "euclidean", "max_samples": 10}, tmp_path / "c")
-    for d in ("a", "b", "c"):
+    # a subsample that leaves a class out of one side of its split (the message named test_size)
+    with pytest.raises(ValueError, match="max_samples=148: a stratified subsample of iris"):
+        convex.run({"algorithm": "euclidean", "max_samples": 148}, tmp_path / "d")
+    # a hyperparameter value the learner refuses: was a "failed" table entry with files written
+    with pytest.raises(ValueError, match=r"LFDA refuses \['embedding_type'\]"):
+        convex.run(
+            {"algorithm": "lfda", "learner_kwargs": {"embedding_type": "foo"}, "figures": False},
+            tmp_path / "e",
+        )
+    for d in ("a", "b", "c", "d", "e"):
         assert not (tmp_path / d).exists()  # not even an empty workdir
+    # LFDA's own neighbourhood k through learner_kwargs collided with the k-NN k (a TypeError)
+    m = convex.run(
+        {"algorithm": "lfda", "learner_kwargs": {"k": 5}, "dataset": "iris", "figures": False},
+        tmp_path / "f",
+    )
+    assert m["failed"] is None and m["accuracy_mean"] > 0.9

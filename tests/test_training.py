@@ -339,6 +339,8 @@ def test_make_optimizer_and_config_errors(tmp_path):
         ({"learning_rate": "abc"}, "'learning_rate' must be a number"),
         ({"miner": 3}, "'miner' must be a name"),
         ({"loss_kwargs": "margin=1"}, "'loss_kwargs' must be a dict"),
+        ({"learning_rate": float("inf")}, "'learning_rate' must be a finite number"),
+        ({"weight_decay": float("inf")}, "'weight_decay' must be a finite number"),
     ]:
         with pytest.raises(ValueError, match=what):
             training.train_and_evaluate(bad, tmp_path / "never")
@@ -346,6 +348,12 @@ def test_make_optimizer_and_config_errors(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         training.train_and_evaluate({"dataset": "iris", "learning_rate": -1.0}, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+    # residual blocks share one width: [64, 128] built [64, 64], [] the default 2 x 256
+    for hidden in ([64, 128], []):
+        with pytest.raises(ValueError, match="'resmlp' needs hidden as one width per residual"):
+            training.train_and_evaluate(
+                {"dataset": "iris", "model": "resmlp", "hidden": hidden}, tmp_path / "never"
+            )
     # flat features are not an image (iris's 4 features trained as a 2 x 2 one)
     with pytest.raises(ValueError, match=r"needs image data; 'iris' has feature shape \(4,\)"):
         training.train_and_evaluate({"dataset": "iris", "model": "conv2d"}, tmp_path / "never")
