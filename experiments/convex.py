@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -376,7 +377,7 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
     # a hyperparameter value the learner refuses is a usage error, not a failed table entry (the
     # estimators check values in fit, so the folds find it): nothing is written
     failed = res["failed"] or ""
-    named = [name for name in learner_kwargs if name in failed]
+    named = [name for name in learner_kwargs if re.search(rf"\b{re.escape(name)}\b", failed)]
     if failed.startswith("ValueError") and named:
         raise ValueError(f"{resolved['learner']} refuses {named}: {failed.split(': ', 1)[1]}")
     os.makedirs(workdir, exist_ok=True)  # only now: a refused run leaves no empty workdir

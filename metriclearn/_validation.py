@@ -203,7 +203,8 @@ def label_array(y, name: str = "y") -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-dimensional, got shape {tuple(y.shape)}")
     if y.dtype.kind == "c":
-        raise ValueError(f"{name} must be real, got complex dtype {y.dtype}")
+        # (scikit-learn's estimator checks look for "Complex data not supported")
+        raise ValueError(f"{name} must be real: Complex data not supported (dtype {y.dtype})")
     if y.dtype.kind in "US" and not isinstance(seq, np.ndarray):
         values = np.asarray(list(seq), dtype=object)
     else:

@@ -221,7 +221,7 @@ def pairs(key, y, *, n_similar: int, n_dissimilar: int) -> tuple[np.ndarray, np.
 
     Reference: the constraint generation of metric-learn's ``Constraints.positive_negative_pairs``.
     """
-    require_concrete("pairs", key, y)
+    require_concrete("pairs", y)
     codes = check_labels(y, min_classes=1)
     n_similar = _check_count(n_similar, "n_similar")
     n_dissimilar = _check_count(n_dissimilar, "n_dissimilar")
@@ -265,7 +265,7 @@ def triplets(key, y, *, n_triplets: int) -> np.ndarray:
 
     Reference: Schultz & Joachims, "Learning a distance metric from relative comparisons", NIPS 2003.
     """
-    require_concrete("triplets", key, y)
+    require_concrete("triplets", y)
     codes = check_labels(y, min_classes=2)
     n_req = check_positive_int(n_triplets, "n_triplets")
     n = len(codes)
@@ -321,7 +321,7 @@ def quadruplets(key, y, *, n_quadruplets: int) -> np.ndarray:
     Reference: Liu et al., "Metric learning from relative comparisons by minimizing squared residual"
     (LSML), ICDM 2012.
     """
-    require_concrete("quadruplets", key, y)
+    require_concrete("quadruplets", y)
     codes = check_labels(y, min_classes=2)
     n_req = check_positive_int(n_quadruplets, "n_quadruplets")
     n = len(codes)
@@ -379,7 +379,7 @@ def chunklets(key, y, *, n_chunks: int, chunk_size: int = 2) -> np.ndarray:
 
     Reference: Bar-Hillel et al., "Learning a Mahalanobis metric from equivalence constraints", JMLR 2005.
     """
-    require_concrete("chunklets", key, y)
+    require_concrete("chunklets", y)
     codes = check_labels(y, min_classes=1)
     n_chunks = check_positive_int(n_chunks, "n_chunks")
     chunk_size = check_positive_int(chunk_size, "chunk_size", minimum=2)
@@ -788,7 +788,7 @@ def check_pairs(
       ValueError: wrong shape, empty, NaN/inf, labels outside ``{-1, +1}``, length mismatch, only one
         kind of pair (with ``require_both``).
     """
-    require_concrete("check_pairs", pairs, pair_y)
+    require_concrete("check_pairs", pair_y)
     P = check_array(pairs, name, ndim=3)
     if P.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(P.shape)}); need at least one pair")

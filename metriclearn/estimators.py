@@ -51,7 +51,7 @@ from sklearn.base import (
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from metriclearn._validation import as_real, check_array, check_choice, check_labels, label_array
 
@@ -302,6 +302,8 @@ class _TransformerBase(_PointTransformer):
 
     def _validate_Xy(self, X, y):
         if y is not None:
+            if np.ndim(y) == 2 and np.shape(y)[1] == 1:  # a column vector, as scikit-learn takes
+                y = column_or_1d(y, warn=True)
             # before NumPy coerces it: [0, "0", 1] would become the strings "0", "0", "1" (one class)
             y = label_array(y, "y")
         X, y = validate_data(self, X, y, ensure_min_samples=2, dtype=_FLOATS)

@@ -81,12 +81,15 @@ def check_embeddings(embeddings, name: str = "embeddings") -> jax.Array:
     normalization then made every row 0)."""
     emb = check_array(embeddings, name, ndim=2, min_rows=1, min_features=1)
     emb = emb.astype(jnp.float32) if emb.dtype in (jnp.float16, jnp.bfloat16) else emb
-    if not is_traced(emb) and not bool(jnp.all(jnp.isfinite(jnp.sum(emb * emb, axis=1)))):
-        # the L2 normalization (and the distances) square them: inf, then a NaN or a silent 0
-        raise ValueError(
-            f"{name} are too large for {emb.dtype}: a squared norm overflows (largest |entry| "
-            f"{float(jnp.max(jnp.abs(emb))):.3g}); rescale them or use float64"
-        )
+    if not is_traced(emb):
+        # distances square the (centred) rows: inf, then a NaN or a silent 0 (far from the
+        # origin but close together, as 2e19 +- 1e18, stays fine: the batch is centred first)
+        centred = emb - jnp.mean(emb, axis=0, keepdims=True)
+        if not bool(jnp.all(jnp.isfinite(jnp.sum(centred * centred, axis=1)))):
+            raise ValueError(
+                f"{name} are too far apart for {emb.dtype}: a squared distance overflows "
+                f"(largest |entry| {float(jnp.max(jnp.abs(emb))):.3g}); rescale them or use float64"
+            )
     return emb
 
 

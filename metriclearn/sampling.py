@@ -261,7 +261,7 @@ def m_per_class_batches(
     Reference: Musgrave, Belongie & Lim, "A Metric Learning Reality Check", ECCV 2020 (sampler of
     pytorch-metric-learning).
     """
-    require_concrete("m_per_class_batches", key, labels)
+    require_concrete("m_per_class_batches", labels)
     return m_per_class_sampler(labels, m=m, batch_size=batch_size, n_batches=n_batches)(key)
 
 
@@ -292,7 +292,7 @@ def pair_batches(
         idx, same = pair_batches(key, y, batch_size=64, n_batches=10)
         e1, e2 = models.siamese_apply(model, params, X[idx[0, :, 0]], X[idx[0, :, 1]])
     """
-    require_concrete("pair_batches", key, labels)
+    require_concrete("pair_batches", labels)
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
     if (
@@ -338,7 +338,7 @@ def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarr
     Raises:
       ValueError: bad sizes, or fewer distinct triplets exist than requested.
     """
-    require_concrete("triplet_batches", key, labels)
+    require_concrete("triplet_batches", labels)
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
     check_labels(labels, min_classes=2, name="labels")  # named as here (constraints says "y")

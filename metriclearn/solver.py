@@ -234,6 +234,7 @@ class _State(NamedTuple):
     informed: (
         jax.Array
     )  # t comes from curvature (Barzilai-Borwein) or from an earlier failed search
+    t_max: jax.Array  # the largest step a line search has accepted (the stationarity test's step)
     opt_state: Any
     done: jax.Array
     converged: jax.Array
@@ -316,15 +317,20 @@ def _run(
     x0_norm = jnp.sqrt(jnp.sum(x0 * x0))
     g0_norm = jnp.sqrt(jnp.sum(g0 * g0))
 
-    def stationary(x, g):
-        """First-order optimality, scale-free: the projected (prox) gradient step of length
-        ``tau = ||x|| / ||g_0||`` (x's units over the start's gradient) moves ``x`` by at most
-        ``sqrt(tol) ||x||``; in the interior, ``||g|| <= sqrt(tol) ||g_0||`` (for a quadratic the
-        same precision as a relative objective change of ``tol``). A small change of the objective
-        alone also follows from a step that is merely short (a tiny Barzilai-Borwein step near a
-        LogDet boundary, halvings stuck at a hinge's kink, an optax learning rate too small)."""
+    def stationary(x, g, t_max):
+        """First-order optimality, scale-free: the projected (prox) gradient step of length ``tau``
+        moves ``x`` by at most ``sqrt(tol) ||x||``. ``tau`` is the largest step the line search
+        has accepted (the problem's inverse curvature, in its units; a start at the optimum keeps
+        the caller's ``step_size``), or for an optax optimizer ``||x|| / ||g_0||`` (in the
+        interior ``||g|| <= sqrt(tol) ||g_0||``; for a quadratic the precision of a relative
+        objective change of ``tol``). A small change of the objective alone also follows from a
+        step that is merely short (a tiny Barzilai-Borwein step near a LogDet boundary, halvings
+        stuck at a hinge's kink, an optax learning rate too small)."""
         scale = jnp.maximum(jnp.sqrt(jnp.sum(x * x)), x0_norm)
-        tau = scale / jnp.where(g0_norm > 0, g0_norm, 1.0)
+        if optimizer is None:
+            tau = t_max
+        else:
+            tau = scale / jnp.where(g0_norm > 0, g0_norm, 1.0)
         r = x - proj(prox(x - tau * g, tau))
         # below float's resolution of the objective (tol < eps) the gradient is only known to
         # about sqrt(eps) of its start
@@ -341,6 +347,7 @@ def _run(
         g=g0,
         t=jnp.asarray(step_size, dtype),
         informed=jnp.asarray(False),
+        t_max=jnp.asarray(0.0, dtype),
         opt_state=opt_state,
         done=~jnp.isfinite(f0),
         converged=jnp.asarray(False),
@@ -433,9 +440,13 @@ def _run(
         finite = jnp.isfinite(F_new) & grad_ok
         # converged: the objective stopped changing (or x cannot move at machine precision) and x is
         # stationary; the optimality test (one more projection) runs only then
+        if optimizer is None:
+            t_max = jnp.where(ok, jnp.maximum(s.t_max, t), s.t_max)
+        else:
+            t_max = s.t_max
         settled = finite & (stalled | (trusted & small_change))
         converged = jax.lax.cond(
-            settled, lambda: stationary(x_new, g_new), lambda: jnp.asarray(False)
+            settled, lambda: stationary(x_new, g_new, t_max), lambda: jnp.asarray(False)
         )
         # a line search that cannot move x stops there, converged or not (a hinge's kink); an optax
         # optimizer keeps going (its step may be a schedule's)
@@ -456,6 +467,7 @@ def _run(
             g=jnp.where(keep, g_new, s.g),
             t=t_next.astype(dtype),
             informed=informed,
+            t_max=t_max.astype(dtype),
             opt_state=opt_state,
             done=stop,
             converged=converged,

@@ -734,3 +734,13 @@ def test_mixed_kind_labels_are_refused_not_merged(cls):
         with pytest.raises(ValueError, match="y mixes"):
             est.fit(X, y)
     assert est.fit(X, np.array([0, 1, 2] * 10, dtype=object)).components_.shape[1] == 3
+
+
+def test_column_vector_y_is_taken_as_scikit_learn_does():
+    # y of shape (n, 1) fitted before the mixed-kind label check; scikit-learn ravels it with a warning
+    from sklearn.exceptions import DataConversionWarning
+
+    X, y = load_iris(return_X_y=True)
+    with pytest.warns(DataConversionWarning):
+        est = ml.LFDA().fit(X, y[:, None])
+    np.testing.assert_allclose(est.components_, ml.LFDA().fit(X, y).components_)

@@ -1332,3 +1332,11 @@ def test_nan_embeddings_under_jit_give_nan_not_a_finite_loss():
         float(jax.jit(losses.proxy_anchor)(np.nan_to_num(e), y, P.at[0, 0].set(jnp.nan)))
     )
     assert np.isfinite(float(jax.jit(losses.multi_similarity)(np.nan_to_num(e), y)))
+
+
+def test_far_but_close_embeddings_without_normalization_are_accepted():
+    # the overflow check looks at the centred batch: 2e19 +- 1e18 has distances that fit float32
+    rng = np.random.default_rng(0)
+    e = (2e19 + 1e18 * rng.normal(size=(8, 3))).astype(np.float32)
+    y = np.repeat(np.arange(4), 2)
+    assert np.isfinite(float(losses.contrastive(e, y, normalize=False, neg_margin=1e19)))

@@ -320,6 +320,6 @@ def test_l2_normalize_rows_whose_squares_overflow():
     # a loss refuses such embeddings (it gave 0)
     y = jnp.array([0, 0, 1, 1])
     e = jnp.array([[1.0, 0.1], [0.9, 0.3], [-1.0, 0.2], [0.1, -1.0]], jnp.float32)
-    with pytest.raises(ValueError, match="embeddings are too large for float32"):
+    with pytest.raises(ValueError, match="embeddings are too far apart for float32"):
         losses.contrastive(e * 2.0**66, y)
     assert np.isfinite(float(losses.contrastive(e * 2.0**40, y)))

@@ -274,3 +274,15 @@ def test_epoch_beyond_int32_indices_is_refused():
     # 1e8 batches of 48 ended in an out-of-memory traceback from XLA
     with pytest.raises(ValueError, match="beyond int32 indices"):
         sampling.m_per_class_sampler(np.repeat(np.arange(4), 4), m=2, batch_size=8, n_batches=2**28)
+
+
+def test_samplers_under_jit_and_vmap_over_keys_but_not_traced_labels():
+    # the key may be traced (one jitted call per epoch, vmapped seeds); labels are read on the host
+    y = np.repeat(np.arange(4), 5)
+    draw = jax.jit(lambda k: sampling.m_per_class_batches(k, y, m=2, batch_size=8, n_batches=2))
+    assert draw(jax.random.key(0)).shape == (2, 8)
+    keys = jax.random.split(jax.random.key(1), 3)
+    vm = jax.vmap(lambda k: sampling.m_per_class_batches(k, y, m=2, batch_size=8, n_batches=2))
+    assert vm(keys).shape == (3, 2, 8)
+    with pytest.raises(ValueError, match="m_per_class_batches runs on the host"):
+        jax.jit(lambda lab: sampling.m_per_class_batches(0, lab, m=2, batch_size=8))(y)

@@ -373,6 +373,12 @@ def test_converged_means_stationary_not_just_a_short_step(x64):
     np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(res.M)), exact, rtol=3e-3)
     F = sq_dist(res.M, A) + 0.5 * regularizers.logdet_divergence(res.M, jnp.eye(2))
     assert float(F) < 17.85
+    # a start at (or near) the optimum is converged: its gradient is rounding noise, which the
+    # start's gradient cannot scale (it was reported unconverged)
+    B = jnp.diag(jnp.array([1.0, 2.0, 3.0], jnp.float32))
+    first = solver.projected_gradient(sq_dist, jnp.eye(3, dtype=jnp.float32), args=(B,))
+    for start in (first.M, B, B + 1e-4 * jnp.eye(3, dtype=jnp.float32)):
+        assert bool(solver.projected_gradient(sq_dist, start, args=(B,)).converged)
     for lr in (1e-7, 1e-9):
         slow = solver.projected_gradient(sq_dist, jnp.eye(2), args=(A,), optimizer=optax.sgd(lr))
         assert not bool(slow.converged) and int(slow.n_iter) == 500
