@@ -302,7 +302,8 @@ class _TransformerBase(_PointTransformer):
 
     def _validate_Xy(self, X, y):
         if y is not None:
-            if np.ndim(y) == 2 and np.shape(y)[1] == 1:  # a column vector, as scikit-learn takes
+            shape = getattr(y, "shape", ())  # (np.ndim would call __array_function__)
+            if len(shape) == 2 and shape[1] == 1:  # a column vector, as scikit-learn takes
                 y = column_or_1d(y, warn=True)
             # before NumPy coerces it: [0, "0", 1] would become the strings "0", "0", "1" (one class)
             y = label_array(y, "y")
