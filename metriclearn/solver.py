@@ -327,8 +327,8 @@ def _run(
         step that is merely short (a tiny Barzilai-Borwein step near a LogDet boundary, halvings
         stuck at a hinge's kink, an optax learning rate too small)."""
         scale = jnp.maximum(jnp.sqrt(jnp.sum(x * x)), x0_norm)
-        if optimizer is None:
-            tau = t_max
+        if optimizer is None:  # no step accepted yet (every search failed): the caller's first
+            tau = jnp.where(t_max > 0, t_max, step_size)
         else:
             tau = scale / jnp.where(g0_norm > 0, g0_norm, 1.0)
         r = x - proj(prox(x - tau * g, tau))
@@ -641,9 +641,10 @@ def projected_gradient(
     ``F(M+) <= F(M) + 1e-4 (<g, M+ - M> + h(M+) - h(M))`` holds (``h`` the L1 part); for an optax
     optimizer ``M+ = P(M + update)``. Stops, converged, when ``|F+ - F| <= tol max(|F|, |F+|)`` (``F``
     the full objective) or the step is zero at machine precision relative to ``||M||``, and ``M`` is
-    stationary: the projected (prox) gradient step of length ``tau = ||M|| / ||g_0||`` moves it by at
-    most ``sqrt(max(tol, 10 eps)) ||M||`` (in the interior ``||g|| <= sqrt(tol) ||g_0||``, for a
-    quadratic the precision of a relative objective change of ``tol``). A small change alone also
+    stationary: the projected (prox) gradient step of length ``tau`` moves it by at most
+    ``sqrt(max(tol, 10 eps)) ||M||``, with ``tau`` the largest step a line search has accepted (the
+    problem's inverse curvature; ``step_size`` until one is), or for an optax optimizer
+    ``||M|| / ||g_0||`` (in the interior ``||g|| <= sqrt(tol) ||g_0||``). A small change alone also
     follows from a step that is merely short (a tiny Barzilai-Borwein step near a LogDet boundary, an
     optax learning rate too small), and for the line search the change counts only once the step
     size is informed (a Barzilai-Borwein step, or one found by halving), not the uninformed first
