@@ -78,7 +78,8 @@ __all__ = [
 def check_embeddings(embeddings, name: str = "embeddings") -> jax.Array:
     """``[B, d]`` finite embeddings with ``B, d >= 1`` (a ``[B, 0]`` batch gave losses of empty sums);
     float16 / bfloat16 upcast to float32: squared norms overflow float16 at ``|x| ~ 256`` (the L2
-    normalization then made every row 0)."""
+    normalization then made every row 0). Concrete batches whose centred squared norms overflow
+    (distances beyond the dtype) raise ``ValueError``."""
     emb = check_array(embeddings, name, ndim=2, min_rows=1, min_features=1)
     emb = emb.astype(jnp.float32) if emb.dtype in (jnp.float16, jnp.bfloat16) else emb
     if not is_traced(emb):
