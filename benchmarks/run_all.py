@@ -125,7 +125,17 @@ def _ratios_convex(r: dict) -> list[list[Any]]:
                 ["convex", case, math.nan, f"metric-learn: {row.get('ml_note') or 'not run'}"]
             )
         else:
-            rows.append(["convex", case, sp, "metric-learn fit s / metriclearn fit s"])
+            meaning = "metric-learn fit s / metriclearn fit s"
+            ours_obj, ml_obj = row.get("ours_objective"), row.get("ml_objective")
+            if (
+                ours_obj is not None
+                and ml_obj is not None
+                and ours_obj > ml_obj
+                and row.get("speedup_equal_objective") is None
+            ):
+                # not like for like: ours stops at a worse objective and never reaches metric-learn's
+                meaning += f"; ours ends at a worse objective ({ours_obj:.4g} vs {ml_obj:.4g})"
+            rows.append(["convex", case, sp, meaning])
         eq = row.get("speedup_equal_objective")
         if eq is not None:
             meaning = "metric-learn fit s / metriclearn s to reach metric-learn's final objective"
