@@ -144,6 +144,7 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def _check_divisible(n_rows: int, mesh: Mesh, name: str) -> None:
+    _axis(mesh)  # a mesh, 1-D (an int or None failed with an AttributeError)
     n_dev = mesh.devices.size
     if n_rows % n_dev:
         raise ValueError(
@@ -168,14 +169,20 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
         different leading sizes.
     """
     sharding = data_sharding(mesh)
-    leaves = jax.tree.leaves(batch)
+    _check_divisible(_common_leading_size(batch, "batch"), mesh, "batch")
+    return jax.device_put(batch, sharding)
+
+
+def _common_leading_size(tree: Any, name: str) -> int:
+    """The one leading (batch) size of every leaf of ``tree``; ``ValueError`` otherwise."""
+    leaves = jax.tree.leaves(tree)
     sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else -1 for leaf in leaves}
     if not leaves or len(sizes) != 1 or -1 in sizes:
         raise ValueError(
-            f"batch must be arrays with one common leading (batch) size, got leading sizes {sorted(sizes)}"
+            f"{name} must be arrays with one common leading (batch) size, got leading sizes "
+            f"{sorted(sizes)}"
         )
-    _check_divisible(sizes.pop(), mesh, "batch")
-    return jax.device_put(batch, sharding)
+    return sizes.pop()
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -319,7 +326,12 @@ def _sharded_epoch_program(model, loss_spec, optimizer, mesh: Mesh, normalize_cu
     def put(*args):
         return jax.device_put(args, rep)
 
-    return _ShardedProgram(jitted, mesh, lambda s, X, y, b: int(np.shape(b)[1]), put)
+    def batch_size(s, X, y, b) -> int:
+        if np.ndim(b) != 2:  # a 1-D index array was an IndexError
+            raise ValueError(f"batches must be [n_batches, B] indices, got shape {np.shape(b)}")
+        return int(np.shape(b)[1])
+
+    return _ShardedProgram(jitted, mesh, batch_size, put)
 
 
 # as training's epoch program: one compiled program per (model, loss, optimizer, mesh) in a process
@@ -395,6 +407,7 @@ def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, 
     if len(set(sizes)) != 1:
         raise ValueError(f"constraint arrays must have the same number of rows, got {sizes}")
     n = sizes[0]
+    _axis(mesh)
     n_dev = mesh.devices.size
     n_pad = -(-n // n_dev) * n_dev
     padded = tuple(
@@ -709,7 +722,17 @@ def host_local_to_global(local_batch: Any, mesh: Mesh) -> Any:
       ValueError: ``B_local`` not divisible by this process's devices in the mesh.
     """
     sharding = data_sharding(mesh)
+    _common_leading_size(local_batch, "local_batch")  # x and y of different lengths: misaligned
     n_local = sum(1 for dv in mesh.devices.flat if dv.process_index == jax.process_index())
+    per_process = {
+        p: sum(1 for dv in mesh.devices.flat if dv.process_index == p)
+        for p in {dv.process_index for dv in mesh.devices.flat}
+    }
+    if len(set(per_process.values())) > 1:  # JAX's own error did not say why
+        raise ValueError(
+            f"mesh holds different numbers of devices per process ({per_process}): every process "
+            "contributes the same rows per device, so give each process the same number of devices"
+        )
     covered = {dv.process_index for dv in mesh.devices.flat}
     if covered != set(range(jax.process_count())):
         missing = sorted(set(range(jax.process_count())) - covered)

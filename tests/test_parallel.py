@@ -449,3 +449,22 @@ def test_two_process_loopback_parallel(tmp_path):
         assert "EVAL True" in out, out
         for name in ("global-mesh", "reinit", "subset"):
             assert f"VALUEERROR {name}" in out, out
+
+
+def test_mesh_batches_and_local_batch_checks_parallel(mesh8):
+    """A non-mesh was an AttributeError, 1-D batches an IndexError, and host_local_to_global took
+    leaves of different lengths (x and y misaligned)."""
+    X = np.zeros((16, 3), np.float32)
+    for bad in (4, None, "data"):
+        with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+            parallel.shard_constraints(X, mesh=bad)
+        with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+            parallel.sharded_projected_gradient(lambda M, a: a @ M @ a, np.eye(3), (X,), mesh=bad)
+    with pytest.raises(ValueError, match="common leading"):
+        parallel.host_local_to_global((np.zeros((8, 2)), np.zeros(16)), mesh8)
+    model = models.build_model("mlp", hidden=(8,), embedding_dim=4)
+    spec, opt = losses.build("contrastive"), optax.sgd(0.1)
+    state = training.create_train_state(0, model, spec, opt, X[:1])
+    epoch = parallel.make_sharded_train_epoch(model, spec, opt, mesh8)
+    with pytest.raises(ValueError, match=r"batches must be \[n_batches, B\]"):
+        epoch(state, X, np.repeat(np.arange(8), 2), np.arange(16))
