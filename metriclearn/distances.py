@@ -249,10 +249,10 @@ def _minkowski(x, y, p=2.0):
     return jnp.where(m_pos, jnp.ldexp(mant * jnp.where(m_pos, s, 1.0) ** (1.0 / p), e), 0.0)
 
 
-def _last_axis_exponent(a: jax.Array, axis: int = -1) -> jax.Array:
-    """Integer exponents ``e`` (``axis`` kept, of size 1) with ``max |a| / 2**e`` in ``[1/2, 1)``
-    along ``axis`` (the last by default; 0 for an all-zero row), held constant for gradients."""
-    m = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=axis, keepdims=True))
+def _last_axis_exponent(a: jax.Array) -> jax.Array:
+    """``[..., 1]`` integer exponents ``e`` with ``max |a| / 2**e`` in ``[1/2, 1)`` along the last
+    axis (0 for an all-zero row), held constant for gradients."""
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1, keepdims=True))
     _, e = jnp.frexp(jnp.where(m > 0, m, 1.0))
     return jnp.where(m > 0, e, 0)
 

@@ -85,7 +85,7 @@ def check_embeddings(embeddings, name: str = "embeddings") -> jax.Array:
     if not is_traced(emb):
         # distances square the (centred) rows: inf, then a NaN or a silent 0 (far from the
         # origin but close together, as 2e19 +- 1e18, stays fine: the batch is centred first)
-        centred = emb - jnp.mean(emb, axis=0, keepdims=True)
+        centred = _centred(emb)
         if not bool(jnp.all(jnp.isfinite(jnp.sum(centred * centred, axis=1)))):
             raise ValueError(
                 f"{name} are too far apart for {emb.dtype}: a squared distance overflows "
