@@ -1121,6 +1121,31 @@ def _triangle_worst(D: np.ndarray, tol: np.ndarray | float, chunk: int) -> tuple
     return worst, count
 
 
+# What tracing a callable that converts its arguments to NumPy (scipy.spatial.distance's, say) or
+# branches on their values raises: such a callable is evaluated pair by pair on the host instead.
+_HOST_ONLY_ERRORS = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _pairwise_host(fn: Callable[..., Any], X: np.ndarray, kw: dict[str, Any]) -> np.ndarray:
+    """``D[i, j] = fn(X[i], X[j], **kw)`` by a Python loop, for callables that cannot be traced."""
+    n = X.shape[0]
+    D = np.empty((n, n), dtype=np.float64)
+    for i in range(n):
+        for j in range(n):
+            v = np.asarray(fn(X[i], X[j], **kw))
+            if v.shape != ():
+                raise ValueError(
+                    f"fn must return a scalar per pair; fn(X[{i}], X[{j}]) has shape {v.shape}"
+                )
+            D[i, j] = v
+    return D
+
+
 def check_metric_axioms(
     fn: str | Callable[..., jax.Array],
     X,
@@ -1169,7 +1194,10 @@ def check_metric_axioms(
     A sample can only disprove an axiom: "holds" means "no counter-example among these points".
 
     Args:
-      fn: a key of :data:`DISTANCES` or a paired callable ``(x [d], y [d]) -> []``.
+      fn: a key of :data:`DISTANCES` or a paired callable ``(x [d], y [d]) -> []``. A JAX callable
+        is vmapped over the pairs; one that cannot be traced (it converts its arguments to NumPy,
+        as ``scipy.spatial.distance.euclidean`` does, or branches on their values) is called pair
+        by pair on the host, ``n²`` calls.
       X: ``[n, d]`` sample (probability vectors for the divergences).
       atol: absolute tolerance of non-negativity, symmetry and triangle; None uses
         ``100 · eps · max finite |D|``, ``eps`` of the dtype ``fn`` returns (at least
@@ -1217,7 +1245,12 @@ def check_metric_axioms(
             f = (lambda x, y: inner(x, y, **kw64)) if kw64 else inner
         else:
             f = (lambda x, y: resolved(x, y, **kw64)) if kw64 else resolved
-        D_dev = _pairwise_vmap(f, X64, X64, False, rows, zero_diag=False)
+        try:
+            D_dev = _pairwise_vmap(f, X64, X64, False, rows, zero_diag=False)
+        except _HOST_ONLY_ERRORS:
+            if name is not None:
+                raise
+            D_dev = _pairwise_host(resolved, np.asarray(X64), kw)
         out_dtype = np.dtype(D_dev.dtype)
         D = np.asarray(D_dev, dtype=np.float64)
     if not np.issubdtype(out_dtype, np.floating):

@@ -471,6 +471,31 @@ def test_check_metric_axioms_callables_and_inf():
     assert not np.isnan(r["symmetry"]["worst_violation"])
 
 
+def test_check_metric_axioms_numpy_callables():
+    """A callable that cannot be traced (scipy's, NumPy's) is evaluated pair by pair on the host."""
+    import scipy.spatial.distance as sd
+
+    X = _rng(14).standard_normal((9, 3))
+    assert D.check_metric_axioms(sd.euclidean, X)["kind"] == "metric"
+    r = D.check_metric_axioms(sd.sqeuclidean, X)
+    assert r["kind"] == "semimetric" and r["triangle"]["violating_triples"] > 0
+    ref = D.check_metric_axioms("minkowski", X, p=0.5)
+    got = D.check_metric_axioms(sd.minkowski, X, p=0.5)
+    assert got["triangle"]["violating_triples"] == ref["triangle"]["violating_triples"] > 0
+    np.testing.assert_allclose(
+        got["triangle"]["worst_violation"], ref["triangle"]["worst_violation"], rtol=1e-9
+    )
+
+    def branchy(x, y):  # Python branching on values
+        return 0.0 if float(np.sum(x - y)) == 0 else float(np.linalg.norm(x - y))
+
+    assert D.check_metric_axioms(branchy, X)["kind"] == "metric"
+    with pytest.raises(ValueError, match="scalar per pair"):
+        D.check_metric_axioms(lambda a, b: np.abs(np.asarray(a) - b), X)
+    with pytest.raises(ValueError, match="NaN"):
+        D.check_metric_axioms(lambda a, b: float("nan") if a[0] > b[0] else 1.0, X)
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------
