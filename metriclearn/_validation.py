@@ -305,6 +305,14 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_flags(**values) -> None:
+    """Raise ``ValueError`` unless every value is a ``bool`` (NumPy's included): a string flag such
+    as ``normalize="False"`` is truthy and silently meant the opposite."""
+    for name, value in values.items():
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def check_hyper(
     positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (), **values
 ) -> None:

@@ -48,6 +48,7 @@ from metriclearn._validation import (
     check_array,
     check_choice,
     check_comparable_labels,
+    check_flags,
     check_labels,
     check_positive_int,
     check_same_dim,
@@ -823,6 +824,7 @@ def retrieval_metrics(
       >>> sorted(m)
       ['map_at_r', 'n_queries', 'nmi', 'precision_at_1', 'r_precision', 'recall_at_k']
     """
+    check_flags(nmi=nmi)
     require_concrete("retrieval_metrics", embeddings, labels, ref_embeddings, ref_labels)
     Q, q_labels, R, r_labels = _check_retrieval_inputs(
         embeddings, labels, ref_embeddings, ref_labels
@@ -945,6 +947,7 @@ def roc_curve(
       >>> fpr.tolist(), tpr.tolist()
       ([0.0, 0.0, 0.5, 1.0], [0.0, 1.0, 1.0, 1.0])
     """
+    check_flags(higher_is_similar=higher_is_similar)
     require_concrete("roc_curve", distances_or_scores, same)
     s, same = _check_pairs(distances_or_scores, same)
     score = s if higher_is_similar else -s
@@ -992,6 +995,7 @@ def verification_metrics(
 
     Reference: Fawcett, "An introduction to ROC analysis", Pattern Recognition Letters 27 (2006).
     """
+    check_flags(higher_is_similar=higher_is_similar)
     require_concrete("verification_metrics", distances_or_scores, same)
     s, same = _check_pairs(distances_or_scores, same)
     fpr, tpr, thr = roc_curve(s, same, higher_is_similar=higher_is_similar)
@@ -1035,6 +1039,7 @@ def accuracy_at_threshold(
       >>> accuracy_at_threshold([0.1, 0.6, 0.9], [True, True, False], 0.5)
       0.6666666666666666
     """
+    check_flags(higher_is_similar=higher_is_similar)
     require_concrete("accuracy_at_threshold", distances_or_scores, same, threshold)
     check_array(distances_or_scores, "distances_or_scores", ndim=1, min_rows=1)
     s = np.asarray(distances_or_scores, dtype=np.float64)

@@ -46,7 +46,13 @@ import numpy as np
 from metriclearn import miners as _miners
 from metriclearn import reducers as _reducers
 from metriclearn._cache import reuse
-from metriclearn._validation import check_array, check_choice, check_positive_int, is_traced
+from metriclearn._validation import (
+    check_array,
+    check_choice,
+    check_flags,
+    check_positive_int,
+    is_traced,
+)
 from metriclearn._validation import check_hyper as _check_hyper
 from metriclearn.distances import _clamp_sqeuclidean, _sqeuclidean_raw, safe_sqrt
 from metriclearn.miners import (
@@ -268,6 +274,7 @@ def contrastive(
     Reference: Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping",
     CVPR 2006.
     """
+    check_flags(squared=squared, normalize=normalize)
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     check_choice(reduction, "reduction", _reducers.REDUCERS)  # before any work
@@ -375,6 +382,7 @@ def contrastive_pair(
     Returns:
       Scalar (unreduced) loss of the pair. See :func:`contrastive` for the other arguments.
     """
+    check_flags(squared=squared, normalize=normalize)
     _check_hyper(
         ("hinge_power",), pos_margin=pos_margin, neg_margin=neg_margin, hinge_power=hinge_power
     )
@@ -529,6 +537,7 @@ def triplet_margin(
 
     Reference: Weinberger & Saul 2009 (LMNN); Schroff et al., "FaceNet", CVPR 2015.
     """
+    check_flags(squared=squared, normalize=normalize, swap=swap, smooth=smooth)
     emb, lab = check_embeddings_labels(embeddings, labels)
     triplet_mask = _check_triplet_mask(triplet_mask, emb.shape[0])
     red = _reducers.get(reduction)
@@ -567,6 +576,7 @@ def triplet_margin_triplet(
 
     See :func:`triplet_margin` for the keyword arguments. Returns a scalar.
     """
+    check_flags(squared=squared, normalize=normalize, swap=swap, smooth=smooth)
     _check_hyper(margin=margin)
     dap = _paired_distance(anchor, positive, normalize=normalize, squared=squared)
     dan = _paired_distance(anchor, negative, normalize=normalize, squared=squared)
@@ -738,6 +748,7 @@ def lifted_structure(
 
     Reference: Oh Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding", CVPR 2016.
     """
+    check_flags(squared=squared, normalize=normalize)
     emb, lab = check_embeddings_labels(embeddings, labels)
     pair_mask = _check_pair_mask(pair_mask, emb.shape[0])
     red = _reducers.get(reduction)
@@ -967,6 +978,7 @@ def n_pairs(
 
     Reference: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016.
     """
+    check_flags(normalize=normalize)
     emb, lab = check_embeddings_labels(embeddings, labels)
     _check_hyper(nonnegative=("l2_reg",), l2_reg=l2_reg)  # < 0 rewards norms: unbounded below
     x = l2_normalize(emb) if normalize else emb
@@ -1052,6 +1064,7 @@ def proxy_nca(
 
     Reference: Movshovitz-Attias et al., "No Fuss Distance Metric Learning using Proxies", ICCV 2017.
     """
+    check_flags(normalize=normalize)
     emb, lab = check_embeddings_labels(embeddings, labels)
     p = _check_proxies(proxies, emb, "proxies")
     guard = _check_labels_range(lab, p.shape[0])

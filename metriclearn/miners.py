@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_choice, check_hyper, is_traced
+from metriclearn._validation import check_array, check_choice, check_flags, check_hyper, is_traced
 from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
@@ -159,8 +159,21 @@ def _l2_scale(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 
 
 def _centred(x: jax.Array) -> jax.Array:
-    """The rows minus their mean (their pairwise distances unchanged; gradients sum to 0 over rows)."""
-    return x - jnp.mean(x, axis=0, keepdims=True)
+    """The rows minus a centre near their mean: pairwise distances unchanged, no cancellation.
+
+    Each column's centre is its mean rounded to a multiple of ``q``, the power of two just above the
+    column's spread ``max |x - mean|``. The centred rows are then within ``1.5 q`` of 0 (``1000 +
+    0.1 N(0, 1)`` loses nothing to ``|x|^2 + |y|^2 - 2 x.y``), and the centre has few significant
+    bits, so points on a grid stay on it: subtracting the exact mean (0.1666...) from integer points
+    made distances that are equal exactly come out unequal, and decided the ties of the miners. The
+    centre is a constant of the gradient, which is unchanged: the distances do not depend on it.
+    """
+    mean = jnp.mean(x, axis=0, keepdims=True)
+    spread = jnp.max(jnp.abs(x - mean), axis=0, keepdims=True)
+    q = jnp.ldexp(jnp.ones_like(spread), jnp.frexp(spread)[1])  # 2^e >= spread > 2^(e - 1)
+    ratio = mean / q
+    centre = jnp.where((spread > 0) & jnp.isfinite(ratio), jnp.round(ratio) * q, mean)
+    return x - jax.lax.stop_gradient(centre)
 
 
 def distance_matrix(
@@ -173,6 +186,7 @@ def distance_matrix(
     (distances do not change): ``|x|^2 + |y|^2 - 2 x.y`` cancels in float32 for embeddings far from
     the origin (1000 + 0.1 N(0, 1) gave a contrastive loss of 2.0 instead of 0.98).
     """
+    check_flags(normalize=normalize, squared=squared)
     x = l2_normalize(embeddings) if normalize else _centred(embeddings)
     d2 = pairwise_sqeuclidean(x)
     return d2 if squared else safe_sqrt(d2)
@@ -281,6 +295,7 @@ def triplet_margin(
 
     Reference: Musgrave et al., "A Metric Learning Reality Check", ECCV 2020 (PML).
     """
+    check_flags(normalize=normalize, squared=squared)
     check_choice(type_of_triplets, "type_of_triplets", _TRIPLET_TYPES)
     check_hyper(margin=margin)
     emb, lab = _prepare(embeddings, labels)
@@ -415,6 +430,7 @@ def semihard_facenet(
 
     Reference: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.
     """
+    check_flags(normalize=normalize, squared=squared)
     check_hyper(margin=margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
@@ -456,6 +472,7 @@ def batch_easy_hard(
     Reference: Xuan, Stylianou, Pless, "Improved Embeddings with Easy Positive Triplet Mining",
     WACV 2020.
     """
+    check_flags(normalize=normalize, squared=squared)
     check_choice(pos_strategy, "pos_strategy", _STRATEGIES)
     check_choice(neg_strategy, "neg_strategy", _STRATEGIES)
     if pos_strategy == neg_strategy == "semihard":
@@ -537,7 +554,7 @@ def distance_weighted(
       key: PRNG key.
       embeddings: ``[B, d]``.
       labels: ``[B]``.
-      cutoff: lower clip of the distance (bounds the weights).
+      cutoff: lower clip of the distance (bounds the weights); below ``nonzero_loss_cutoff`` and 2.
       nonzero_loss_cutoff: distances at or above this get weight 0.
 
     Returns:
@@ -548,6 +565,15 @@ def distance_weighted(
     check_hyper(
         ("cutoff", "nonzero_loss_cutoff"), cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff
     )
+    # distances are clipped up to cutoff before the nonzero_loss_cutoff test, and unit vectors are
+    # at most 2 apart: either way no negative could ever be drawn (a zero loss on every batch)
+    if not is_traced(cutoff) and not is_traced(nonzero_loss_cutoff):
+        if not float(cutoff) < min(float(nonzero_loss_cutoff), 2.0):
+            raise ValueError(
+                f"cutoff must be below nonzero_loss_cutoff and 2 (the largest distance of unit "
+                f"vectors), got cutoff={cutoff!r}, nonzero_loss_cutoff={nonzero_loss_cutoff!r}: "
+                "no negative could be sampled"
+            )
     emb, lab = _prepare(embeddings, labels)
     k = emb.shape[1]
     d = jnp.maximum(distance_matrix(emb, normalize=True, squared=False), cutoff)
@@ -584,6 +610,7 @@ def pair_margin(
     Returns:
       ``(pos_mask [B, B], neg_mask [B, B])`` float 0/1.
     """
+    check_flags(normalize=normalize, squared=squared)
     check_hyper(pos_margin=pos_margin, neg_margin=neg_margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)

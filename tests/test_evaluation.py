@@ -802,3 +802,17 @@ def test_host_functions_under_jit_name_themselves():
     for name, call in calls.items():
         with pytest.raises(ValueError, match=f"{name} runs on the host"):
             jax.jit(call)(X, y)
+
+
+def test_string_flags_are_refused():
+    """``higher_is_similar="False"`` / ``nmi="no"`` are truthy: they silently meant True."""
+    d, same = [0.1, 0.5, 0.2, 0.9], [True, False, True, False]
+    with pytest.raises(ValueError, match="higher_is_similar must be True or False"):
+        evaluation.roc_curve(d, same, higher_is_similar="False")
+    with pytest.raises(ValueError, match="higher_is_similar must be True or False"):
+        evaluation.verification_metrics(d, same, higher_is_similar="False")
+    with pytest.raises(ValueError, match="higher_is_similar must be True or False"):
+        evaluation.accuracy_at_threshold(d, same, 0.3, higher_is_similar="False")
+    emb = np.random.default_rng(0).standard_normal((8, 3))
+    with pytest.raises(ValueError, match="nmi must be True or False"):
+        evaluation.retrieval_metrics(emb, [0, 0, 1, 1, 2, 2, 3, 3], nmi="no")

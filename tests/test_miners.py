@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metriclearn import miners
+from metriclearn import losses, miners
 
 # 1-D points, normalize=False: d(0,1)=1, d(0,2)=.5, d(0,3)=3, d(1,2)=.5, d(1,3)=2, d(2,3)=2.5
 X_HAND = np.array([[0.0], [1.0], [0.5], [3.0]])
@@ -401,3 +401,68 @@ def test_miner_hyperparameters_are_checked():
     ]:
         with pytest.raises(ValueError, match=f"{what} must be a"):
             call()
+
+
+def test_exact_ties_are_kept_without_normalization():
+    """Integer points at exactly equal distances: centring by the exact mean (not representable)
+    made them unequal, so ``batch_hard`` broke the documented lowest-index rule and ``hard`` dropped
+    a triplet with ``m = 0`` that PML keeps."""
+    y = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([[-3, 3], [3, 2], [-2, 2], [1, 2], [1, 1], [-1, 3]], np.float32)
+    d = np.asarray(miners.distance_matrix(x, normalize=False))
+    assert d[2, 0] == d[2, 5]  # both sqrt(2)
+    T = np.asarray(miners.batch_hard(x, y, normalize=False))
+    assert tuple(np.argwhere(T[2])[0]) == (3, 0)  # the tie goes to the lower index, as PML's
+    x = np.array([[-1, 0], [1, 1], [-2, 2], [2, 3], [2, -2], [-1, 1]], np.float32)
+    assert np.asarray(miners.hard(x, y, normalize=False))[0, 1, 2] == 1.0  # d(0,1) = d(0,2)
+    # far from the origin the centring still removes the offset (no cancellation)
+    rng = np.random.default_rng(3)
+    far = (1000.0 + 0.1 * rng.standard_normal((16, 8))).astype(np.float32)
+    exact = np.sqrt(((far[:, None].astype(np.float64) - far[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(
+        miners.distance_matrix(far, normalize=False), exact, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_string_flags_are_refused():
+    """``normalize="False"`` is truthy: it silently meant ``normalize=True``."""
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    for call, what in [
+        (lambda: miners.triplet_margin(x, y, normalize="False"), "normalize"),
+        (lambda: miners.semihard(x, y, squared="no"), "squared"),
+        (lambda: miners.hard(x, y, normalize=0), "normalize"),
+        (lambda: miners.semihard_facenet(x, y, squared=None), "squared"),
+        (lambda: miners.batch_hard(x, y, normalize="False"), "normalize"),
+        (lambda: miners.batch_easy_hard(x, y, squared=1), "squared"),
+        (lambda: miners.pair_margin(x, y, normalize="False"), "normalize"),
+        (lambda: miners.distance_matrix(x, normalize="False"), "normalize"),
+        (lambda: losses.contrastive(x, y, normalize="False"), "normalize"),
+        (lambda: losses.triplet_margin(x, y, swap="yes"), "swap"),
+        (lambda: losses.lifted_structure(x, y, squared="False"), "squared"),
+        (lambda: losses.n_pairs(x, y, normalize="False"), "normalize"),
+    ]:
+        with pytest.raises(ValueError, match=f"{what} must be True or False"):
+            call()
+    spec = losses.build("triplet_margin", normalize="False")
+    with pytest.raises(ValueError, match="normalize must be True or False"):
+        spec.apply({}, x, y, None)
+    # NumPy booleans are booleans
+    assert float(losses.contrastive(x, y, normalize=np.bool_(True))) == float(
+        losses.contrastive(x, y)
+    )
+
+
+def test_distance_weighted_cutoffs_that_can_mine_nothing_are_refused():
+    """Distances are clipped up to ``cutoff`` before the ``< nonzero_loss_cutoff`` test: with
+    ``cutoff >= nonzero_loss_cutoff`` (or >= 2) no negative was ever drawn, a zero loss silently."""
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    key = jax.random.key(0)
+    assert float(np.sum(miners.distance_weighted(key, x, y))) > 0
+    for kw in [
+        {"cutoff": 1.4, "nonzero_loss_cutoff": 1.4},
+        {"cutoff": 2.0, "nonzero_loss_cutoff": 3.0},
+    ]:
+        with pytest.raises(ValueError, match="cutoff must be below nonzero_loss_cutoff and 2"):
+            miners.distance_weighted(key, x, y, **kw)
