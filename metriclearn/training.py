@@ -460,26 +460,60 @@ def _checkpoint_manager(directory: str, max_to_keep: int | None):
     )
 
 
-def _leaf_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+def _leaf_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...] | str]:
     """``{path: shape}`` of a state or of orbax's metadata of one (namedtuple fields, dict keys and
-    sequence indices all as strings, so the two spell a path alike)."""
+    sequence indices all as strings, so the two spell a path alike); an empty node (optax's
+    ``EmptyState``, ``{}``, ``None`` in orbax's metadata) maps to ``"empty"``, so that states with the
+    same arrays but another structure (``adam`` and ``adamw``) differ too."""
 
     def part(k) -> str:
         return str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
 
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
-    return {tuple(map(part, path)): tuple(leaf.shape) for path, leaf in flat}
+    def is_leaf(x) -> bool:
+        return hasattr(x, "shape") or not jax.tree.leaves(x)
+
+    def shape(leaf) -> tuple[int, ...] | str:
+        if hasattr(leaf, "shape"):
+            return tuple(leaf.shape)
+        return tuple(np.shape(leaf)) if jax.tree.leaves(leaf) else "empty"
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+    return {tuple(map(part, path)): shape(leaf) for path, leaf in flat}
+
+
+def _check_checkpoint_entries(directory: str) -> None:
+    """Refuse a ``checkpoint_dir`` holding, under an epoch-number name, anything :func:`fit` did not
+    write: orbax takes every such entry for a checkpoint, so it would be restored as the latest one
+    (and fail), or replaced by that epoch's save and then deleted by ``max_to_keep``."""
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        if not (name.isascii() and name.isdigit()):
+            continue
+        path = os.path.join(directory, name)
+        items = ("state", "history")
+        if not all(os.path.isdir(os.path.join(path, item)) for item in items):
+            raise ValueError(
+                f"checkpoint_dir={directory!r} holds {path!r}, which is not a checkpoint written by "
+                f"fit (orbax would take it for the checkpoint of epoch {int(name)}: restore, "
+                "overwrite or delete it): move it away or use another checkpoint_dir"
+            )
 
 
 def _check_checkpoint_matches(manager, step: int, state, directory: str) -> None:
-    """Refuse, before orbax reads any array, a checkpoint saved for another model / loss / optimizer."""
+    """Refuse, before orbax reads any array, a checkpoint saved for another model / loss / optimizer
+    (other array shapes or another tree structure), or one that is not a fit checkpoint."""
     metadata = manager.item_metadata(step)
     if metadata is None or metadata.get("state") is None:
-        return  # no shapes on record: orbax's restore is left to check them
+        path = os.path.join(directory, str(step))
+        raise ValueError(
+            f"checkpoint_dir={directory!r} holds {path!r}, which is not a checkpoint written by fit "
+            "(no train state on record): move it away or use another checkpoint_dir"
+        )
     stored = _leaf_shapes(metadata["state"])
     wanted = _leaf_shapes(state)
     if stored != wanted:
-        diff = sorted(set(stored.items()) ^ set(wanted.items()))[:4]
+        diff = sorted(set(stored.items()) ^ set(wanted.items()), key=lambda item: item[0])[:4]
         shown = "; ".join(
             f"{'/'.join(path)}: stored {stored.get(path, 'absent')}, needed {wanted.get(path, 'absent')}"
             for path in dict.fromkeys(path for path, _ in diff)
@@ -567,9 +601,10 @@ def fit(
       m_per_class: samples per class in a batch.
       n_batches: steps per epoch (default ``n // batch_size``).
       eval_every: evaluate every this many epochs (and at the end).
-      checkpoint_dir: directory for orbax checkpoints (None: no checkpoints).
-      checkpoint_every: save every this many epochs (0: only at the end).
-      max_to_keep: checkpoints kept.
+      checkpoint_dir: directory for orbax checkpoints (None: no checkpoints). Its entries named
+        like an epoch number must be checkpoints written by ``fit``.
+      checkpoint_every: save every this many epochs (0: only at the end); needs ``checkpoint_dir``.
+      max_to_keep: checkpoints kept (None: all); a value other than 2 needs ``checkpoint_dir``.
       normalize_curves: distance curves on L2-normalized embeddings.
       progress: show a tqdm progress bar over epochs.
 
@@ -577,7 +612,9 @@ def fit(
       :class:`FitResult`.
 
     Raises:
-      ValueError: bad shapes, labels, NaN inputs or batch settings.
+      ValueError: bad shapes, labels, NaN inputs or batch settings; ``checkpoint_every`` or
+        ``max_to_keep`` without ``checkpoint_dir``; a ``checkpoint_dir`` holding something else
+        under an epoch-number name, or a checkpoint of another model, loss or optimizer.
       FloatingPointError: the loss became NaN or infinite.
     """
     X_train = check_array(X_train, "X_train", min_rows=2)
@@ -618,11 +655,19 @@ def fit(
         parallel._check_divisible(batch_size, mesh, "batch_size")
     if max_to_keep is not None:
         max_to_keep = check_positive_int(max_to_keep, "max_to_keep")  # 0 kept none: no resume
+    if checkpoint_dir is None and (checkpoint_every != 0 or max_to_keep != 2):
+        # silently ignored before: a run meant to checkpoint saved nothing
+        given = "checkpoint_every" if checkpoint_every != 0 else "max_to_keep"
+        value = checkpoint_every if checkpoint_every != 0 else max_to_keep
+        raise ValueError(
+            f"{given}={value!r} needs a checkpoint_dir (checkpoint_dir=None saves nothing)"
+        )
     if checkpoint_dir is not None:
         ckpt_path = os.fspath(checkpoint_dir)
         if os.path.exists(ckpt_path) and not os.path.isdir(ckpt_path):
             # found at the first save, after the training it was to keep
             raise ValueError(f"checkpoint_dir={ckpt_path!r} exists and is not a directory")
+        _check_checkpoint_entries(ckpt_path)
     # the class table stays on device: each epoch's batches are then one jitted call
     sample = sampling.m_per_class_sampler(
         y_codes, m=m_per_class, batch_size=batch_size, n_batches=n_batches

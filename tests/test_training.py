@@ -306,6 +306,62 @@ def test_resume_refuses_a_checkpoint_it_cannot_continue(data, tmp_path):
     assert len(_fit(data, epochs=3, checkpoint_dir=tmp_path / "ckpt").history) == 3
 
 
+def test_resume_refuses_another_optimizer_structure_with_the_same_arrays(data, tmp_path):
+    """adam and adamw keep the same arrays (adamw adds an empty state): the shape check let it
+    through to orbax's "tree structures do not match ... partial_restore=True" error."""
+    ckpt = tmp_path / "ckpt"
+    _fit(data, epochs=1, checkpoint_dir=ckpt)
+    X, y, Xv, yv = data
+    kw = dict(key=0, epochs=2, batch_size=16, m_per_class=4, progress=False, checkpoint_dir=ckpt)
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint in .* \(epoch 1\) does not match .*opt_state/2: stored absent, "
+        r"needed empty.*use another checkpoint_dir",
+    ):
+        training.fit(MODEL, SPEC, optax.adamw(3e-3), X, y, Xv, yv, **kw)
+    assert len(_fit(data, epochs=2, checkpoint_dir=ckpt).history) == 2  # adam still resumes
+
+
+def test_checkpoint_dir_refuses_entries_fit_did_not_write(data, tmp_path):
+    """orbax takes any epoch-numbered entry for a checkpoint: a user's file ``1`` was overwritten by
+    epoch 1's save and then deleted by max_to_keep; a folder ``2`` crashed the restore with a
+    KeyError; a folder with empty ``state``/``history`` passed the shape check unchecked."""
+    notes = tmp_path / "a" / "1"
+    notes.parent.mkdir()
+    notes.write_text("my notes")
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.* holds .*1'.*not a checkpoint written"):
+        _fit(data, epochs=2, checkpoint_dir=notes.parent, checkpoint_every=1, max_to_keep=1)
+    assert notes.read_text() == "my notes"
+    folder = tmp_path / "b" / "2"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.* holds .*2'.*not a checkpoint written"):
+        _fit(data, epochs=3, checkpoint_dir=folder.parent)
+    assert (folder / "notes.txt").read_text() == "x"
+    empty = tmp_path / "c" / "3"
+    (empty / "state").mkdir(parents=True)
+    (empty / "history").mkdir()
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.* holds .*3'.*not a checkpoint written"):
+        _fit(data, epochs=3, checkpoint_dir=empty.parent)
+    # other names are left alone: fit's own checkpoints sit beside them and resume
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "README").write_text("run notes")
+    _fit(data, epochs=1, checkpoint_dir=tmp_path / "d")
+    assert len(_fit(data, epochs=2, checkpoint_dir=tmp_path / "d").history) == 2
+    assert (tmp_path / "d" / "README").read_text() == "run notes"
+
+
+def test_checkpoint_settings_without_checkpoint_dir_are_refused(data):
+    """checkpoint_every and max_to_keep were silently ignored without a checkpoint_dir."""
+    with pytest.raises(ValueError, match="checkpoint_every=1 needs a checkpoint_dir"):
+        _fit(data, epochs=1, checkpoint_every=1)
+    for keep in (5, None):
+        with pytest.raises(ValueError, match=f"max_to_keep={keep} needs a checkpoint_dir"):
+            _fit(data, epochs=1, max_to_keep=keep)
+    # the defaults, spelled out, still train without checkpoints
+    assert len(_fit(data, epochs=1, checkpoint_every=0, max_to_keep=2).history) == 1
+
+
 def test_make_optimizer_and_config_errors(tmp_path):
     assert isinstance(
         training.make_optimizer("adamw", learning_rate=1e-3), optax.GradientTransformation
