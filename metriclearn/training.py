@@ -63,6 +63,7 @@ from metriclearn._json import plain
 from metriclearn._validation import (
     as_key,
     check_array,
+    check_flags,
     check_labels,
     check_positive_int,
     check_same_dim,
@@ -338,6 +339,7 @@ def make_train_step(
       jitted function; ``x`` ``[B, ...]``, ``y`` int ``[B]``; ``metrics`` holds ``loss`` and the sums
       of :func:`pair_distance_stats` (scalars).
     """
+    check_flags(normalize_curves=normalize_curves, donate=donate)
     step = _step_fn(model, loss_spec, optimizer, normalize_curves)
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
@@ -355,6 +357,7 @@ def make_train_epoch(
       jitted function; ``X`` ``[n, ...]`` and ``y`` ``[n]`` the training set (on device), ``batches``
       int32 ``[n_batches, B]``; ``metrics`` are the step metrics stacked ``[n_batches]``.
     """
+    check_flags(normalize_curves=normalize_curves, donate=donate)
     return _cached_epoch_program(model, loss_spec, optimizer, bool(normalize_curves), bool(donate))
 
 
@@ -617,6 +620,7 @@ def fit(
         under an epoch-number name, or a checkpoint of another model, loss or optimizer.
       FloatingPointError: the loss became NaN or infinite.
     """
+    check_flags(normalize_curves=normalize_curves, progress=progress)
     X_train = check_array(X_train, "X_train", min_rows=2)
     if X_train.ndim < 2:
         raise ValueError(

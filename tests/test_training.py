@@ -581,3 +581,28 @@ def test_distance_std_of_a_tight_cluster_in_float32():
     ]
     np.testing.assert_allclose(summary["neg_distance"], np.mean(d), rtol=1e-6)
     np.testing.assert_allclose(summary["neg_distance_std"], np.std(d), rtol=0.05)
+
+
+def test_string_flags_are_refused():
+    """``normalize_curves="False"`` was made ``bool("False") = True`` silently."""
+    model = models.build_model("mlp", hidden=(8,), embedding_dim=4)
+    spec = losses.build("contrastive")
+    with pytest.raises(ValueError, match="normalize_curves must be True or False"):
+        training.make_train_epoch(model, spec, optax.adam(1e-3), normalize_curves="False")
+    with pytest.raises(ValueError, match="donate must be True or False"):
+        training.make_train_step(model, spec, optax.adam(1e-3), donate="yes")
+    X = np.random.default_rng(0).normal(size=(24, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), 8)
+    with pytest.raises(ValueError, match="progress must be True or False"):
+        training.fit(
+            model,
+            spec,
+            optax.adam(1e-3),
+            X,
+            y,
+            key=0,
+            epochs=1,
+            batch_size=12,
+            m_per_class=4,
+            progress="no",
+        )
