@@ -258,7 +258,14 @@ class MahalanobisMixin:
     def pair_distance(self, pairs) -> np.ndarray:
         """Learned distances of ``pairs`` (``[n, 2, d]``, or ``[n, 2]`` indices with a preprocessor)."""
         check_is_fitted(self, "components_")
-        P = self._tuples(pairs, 2, "pairs")
+        return self._distances_of(self._tuples(pairs, 2, "pairs"))
+
+    def _distances_of(self, P: np.ndarray) -> np.ndarray:
+        """Learned distances ``[n]`` of float64 pairs ``P [n, 2, d]`` as returned by :meth:`_tuples`.
+
+        The one path of :meth:`pair_distance` (hence ``predict``), ``score`` and the threshold
+        calibration, so that a threshold chosen on these values splits the same pairs in ``predict``.
+        """
         diff = (P[:, 0] - P[:, 1]) @ self.components_.T
         return np.sqrt(np.sum(diff * diff, axis=1))
 
@@ -518,7 +525,16 @@ _STRATEGIES = ("accuracy", "f_beta", "max_tpr", "max_tnr")
 
 
 def _best_threshold(dist, y, strategy, min_rate, beta) -> float:
-    """Distance threshold (predict +1 when ``dist <= threshold``) optimising ``strategy``."""
+    """Distance threshold (predict +1 when ``dist <= threshold``) optimising ``strategy``.
+
+    ``dist`` must be the float64 distances that ``predict`` computes for the same pairs. The
+    candidates split the sorted distinct distances: "reject all" is ``min - max(1, |min|)``, a cut
+    between two distances ``a < b`` is their midpoint (``a`` itself when ``a`` and ``b`` are so
+    close that the midpoint rounds to ``b``), and "accept all" is ``max + max(1, |max|)``, strictly
+    above every distance. So ``dist <= threshold`` accepts exactly the pairs counted for the chosen
+    cut (ties fall on the same side), and the rates it was chosen for are the rates ``predict`` gets.
+    """
+    dist = np.asarray(dist, np.float64)
     order = np.argsort(dist, kind="stable")
     ds, ys = dist[order], y[order]
     pos = ys == 1
@@ -527,9 +543,10 @@ def _best_threshold(dist, y, strategy, min_rate, beta) -> float:
     tp = np.r_[0, np.cumsum(pos)[last]]
     fp = np.r_[0, np.cumsum(~pos)[last]]
     cut = ds[last]
-    nxt = np.r_[cut[1:], cut[-1]]
-    thresholds = np.r_[cut[0] - max(1.0, abs(cut[0])), 0.5 * (cut + nxt)]
-    thresholds[-1] = cut[-1]
+    nxt = cut[1:]
+    mid = cut[:-1] + 0.5 * (nxt - cut[:-1])  # no overflow of cut + nxt
+    mid = np.where(mid < nxt, mid, cut[:-1])  # adjacent floats: the midpoint must not accept nxt
+    thresholds = np.r_[cut[0] - max(1.0, abs(cut[0])), mid, cut[-1] + max(1.0, abs(cut[-1]))]
     tn, fn = n_neg - fp, n_pos - tp
     tpr = tp / max(n_pos, 1)
     tnr = tn / max(n_neg, 1)
@@ -568,8 +585,10 @@ class _PairsMixin(ClassifierMixin):
         from metriclearn import constraints
 
         P = self._tuples(pairs, 2, "pairs", reset=reset)
-        P, py = constraints.check_pairs(P, y, require_both=require_both)
-        return np.asarray(P, np.float64), py
+        # validation only: check_pairs' float32 copy would round the pairs that predict sees in
+        # float64 (score and calibrate_threshold disagreed with decision_function and predict)
+        _, py = constraints.check_pairs(P, y, require_both=require_both)
+        return P, py
 
     def fit(self, pairs, y, calibration_params=None):
         """Fit on ``pairs [n, 2, d]`` (or index pairs with ``preprocessor``), ``y [n]`` in ``{-1, +1}``.
@@ -589,7 +608,11 @@ class _PairsMixin(ClassifierMixin):
         self.n_features_in_ = P.shape[2]
         self._set_components(L, P.shape[2])
         self.classes_ = np.array([-1, 1])
-        self.calibrate_threshold(P, py, **calibration)
+        cal = {"strategy": "accuracy", "min_rate": None, "beta": 1.0, **calibration}
+        # calibrate_threshold's path: the float64 distances predict(pairs) computes
+        self.threshold_ = _best_threshold(
+            self._distances_of(P), py, cal["strategy"], cal["min_rate"], cal["beta"]
+        )
         return self
 
     def decision_function(self, pairs) -> np.ndarray:
@@ -603,8 +626,9 @@ class _PairsMixin(ClassifierMixin):
 
     def score(self, pairs, y) -> float:
         """ROC AUC of ``decision_function(pairs)`` against ``y`` in ``{-1, +1}``."""
+        check_is_fitted(self, "components_")
         P, py = self._check_pair_labels(pairs, y)
-        return float(roc_auc_score(py, self.decision_function(P)))
+        return float(roc_auc_score(py, -self._distances_of(P)))
 
     def calibrate_threshold(self, pairs, y, strategy="accuracy", min_rate=None, beta=1.0):
         """Set ``threshold_`` on the learned distance from labelled pairs.
@@ -624,7 +648,7 @@ class _PairsMixin(ClassifierMixin):
         check_is_fitted(self, "components_")
         _check_calibration(strategy, min_rate, beta)
         P, py = self._check_pair_labels(pairs, y, require_both=False)
-        dist = self.pair_distance(P)
+        dist = self._distances_of(P)  # float64, as predict computes them
         self.threshold_ = _best_threshold(dist, py, strategy, min_rate, beta)
         return self
 
@@ -1333,8 +1357,8 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
         if self.regularizer == "logdet" and "M0" not in reg_kwargs:
             reg_kwargs["M0"] = jnp.eye(d)
         if size == 2:
-            T, py = constraints.check_pairs(T, y)
-            diffs = np.asarray(T[:, 0] - T[:, 1], np.float64)
+            T32, py = constraints.check_pairs(T, y)  # the fit runs on its float32 pairs
+            diffs = np.asarray(T32[:, 0] - T32[:, 1], np.float64)
             sq = np.sum(diffs * diffs, axis=1)
             u = float(np.percentile(sq, 5)) if self.u is None else float(self.u)
             l = float(np.percentile(sq, 95)) if self.l is None else float(self.l)
@@ -1356,7 +1380,7 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
         self.converged_ = bool(res.converged)
         self._set_components(_components_from_result(res, "MetricLearner"), d)
         if size == 2:  # pair losses classify pairs: threshold of best training accuracy
-            dist = self.pair_distance(np.asarray(T))
+            dist = self._distances_of(T)  # float64 pairs, as predict computes them
             self.threshold_ = _best_threshold(dist, py, "accuracy", None, 1.0)
         return self
 
@@ -1382,6 +1406,8 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
         if self._is_pair_loss():
             from metriclearn import constraints
 
-            P, py = constraints.check_pairs(self._tuples(tuples, 2, "pairs"), y)
-            return float(roc_auc_score(py, self.pair_score(np.asarray(P))))
+            check_is_fitted(self, "components_")
+            P = self._tuples(tuples, 2, "pairs")
+            _, py = constraints.check_pairs(P, y)  # validation only: keep the float64 pairs
+            return float(roc_auc_score(py, -self._distances_of(P)))
         return _OrderedTuplesMixin.score(self, tuples, y)

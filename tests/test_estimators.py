@@ -412,6 +412,87 @@ def test_calibrate_threshold_errors():
         assert est.threshold_ == before[1]
 
 
+def _spread_pairs(n=200, seed=0):
+    """Pairs of points spread over +-1e5 whose two points differ by ~0.01: float32 (ulp ~0.008 at
+    1e5) loses most of each pair's difference, float64 keeps it."""
+    rng = np.random.RandomState(seed)
+    a = rng.uniform(-1e5, 1e5, (n, 1, 2))
+    y = np.where(rng.rand(n) < 0.5, -1, 1)
+    delta = np.where(y[:, None, None] == 1, 0.01, 0.02) * rng.rand(n, 1, 2)
+    return np.concatenate([a, a + delta], axis=1), y
+
+
+def test_pairs_score_and_threshold_use_float64_distances():
+    """score and calibrate_threshold ran on pairs rounded to float32 (check_pairs' copy), predict and
+    decision_function on float64 ones: score was .8028 where the ROC AUC of decision_function is
+    .8224, and the accuracy threshold left a better float64 cut unused."""
+    from sklearn.metrics import roc_auc_score
+
+    P, y = _spread_pairs()
+    est = ml.ITML(max_iter=5).fit(P, y)
+    d = est.pair_distance(P)
+    assert est.score(P, y) == roc_auc_score(y, est.decision_function(P))
+    assert np.mean(est.predict(P) == y) == _threshold_brute(d, y, "accuracy")
+    est.calibrate_threshold(P, y, strategy="f_beta", beta=0.5)
+    got = _criterion(est.predict(P), y, "f_beta", 0.5)
+    assert got == pytest.approx(_threshold_brute(d, y, "f_beta", beta=0.5))
+    for strategy in ("max_tpr", "max_tnr"):
+        for rate in (0.0, 0.3, 0.5, 0.7, 0.9, 1.0):
+            est.calibrate_threshold(P, y, strategy=strategy, min_rate=rate)
+            primary, constrained = _criterion(est.predict(P), y, strategy)
+            assert constrained >= rate, (strategy, rate)
+            assert primary == pytest.approx(_threshold_brute(d, y, strategy, rate)), (
+                strategy,
+                rate,
+            )
+
+
+def test_metric_learner_pair_score_and_threshold_use_float64_distances():
+    """MetricLearner(loss="pair_hinge"): same float32 rounding in score (.8008 vs .8222) and in the
+    threshold_ fitted for the best training accuracy."""
+    from sklearn.metrics import roc_auc_score
+
+    P, y = _spread_pairs()
+    est = ml.MetricLearner(loss="pair_hinge", max_iter=5).fit(P, y)
+    assert est.score(P, y) == roc_auc_score(y, est.decision_function(P))
+    d = est.pair_distance(P)
+    assert np.mean(est.predict(P) == y) == _threshold_brute(d, y, "accuracy")
+
+
+def test_calibrate_threshold_max_tpr_min_rate_zero_accepts_every_pair():
+    """max_tpr with min_rate=0 must give TPR 1: the threshold was the largest float32-rounded distance,
+    just below the float64 one that predict compares (TPR .957 on 5 of 10 such ITML fits)."""
+    for seed in range(3):
+        rng = np.random.RandomState(seed)
+        P = rng.randn(40, 2, 3)
+        y = np.where(rng.rand(40) < 0.5, -1, 1)
+        y[:2] = [-1, 1]
+        est = ml.ITML(max_iter=5).fit(P, y)
+        y[np.argmax(est.pair_distance(P))] = 1  # the farthest pair is a similar one
+        est.calibrate_threshold(P, y, strategy="max_tpr", min_rate=0.0)
+        assert np.all(est.predict(P)[y == 1] == 1), seed
+        assert est.threshold_ > est.pair_distance(P).max()
+
+
+def test_best_threshold_cuts_are_exact_on_the_given_distances():
+    """The chosen threshold splits the given float64 distances exactly as counted: a midpoint of two
+    adjacent floats rounded up to the larger one (accepting it), and "accept all" sat exactly on the
+    largest distance (flipped by any rounding of a recomputed distance)."""
+    a = 1.0 + 2.0**-52
+    b = np.nextafter(a, 2.0)
+    assert 0.5 * (a + b) == b  # the naive midpoint rounds up to b
+    dist, y = np.array([a, b]), np.array([1, -1])
+    t = est_mod._best_threshold(dist, y, "accuracy", None, 1.0)
+    assert a <= t < b
+    np.testing.assert_array_equal(np.where(dist <= t, 1, -1), y)
+    # accept all: strictly above the largest distance; reject all: strictly below the smallest
+    dist = np.array([0.5, 2.0, 2.0, 3.0])
+    t = est_mod._best_threshold(dist, np.array([1, 1, -1, 1]), "max_tpr", 0.0, 1.0)
+    assert t > 3.0
+    t = est_mod._best_threshold(dist, np.array([-1, 1, 1, -1]), "max_tnr", 0.0, 1.0)
+    assert t < 0.5
+
+
 @pytest.mark.parametrize(
     "make",
     [lambda: ml.ITML(max_iter=20), lambda: ml.SDML(max_iter=20), lambda: ml.MMC(max_iter=20)],
