@@ -335,7 +335,9 @@ def _mahalanobis(x, y, M=None, L=None, squared=False):
 
 
 def _kl_divergence(p, q):
-    return jnp.sum(_rel_entr(p, q), axis=-1)
+    # clamped at 0, as jensen_shannon and bhattacharyya: near-duplicate float32 histograms whose
+    # sums differ by rounding gave -6e-8 (and a "not a distance" verdict of check_metric_axioms)
+    return jnp.maximum(jnp.sum(_rel_entr(p, q), axis=-1), 0.0)
 
 
 def _jensen_shannon(p, q, distance=False):
@@ -367,7 +369,13 @@ def _bhattacharyya(p, q):
 
 
 def _matusita(p, q):
-    return _euclidean(safe_sqrt(p), safe_sqrt(q))
+    # sqrt(p) - sqrt(q) as (p - q) / (sqrt(p) + sqrt(q)): the difference of the roots cancels for
+    # near-equal histograms (relative error 8e-3 in float32 at a relative difference of 1e-5);
+    # p - q is exact there. 0 where p = q = 0 (finite gradient). Entries the probability check lets
+    # through slightly below 0 count as 0.
+    p, q = jnp.maximum(p, 0.0), jnp.maximum(q, 0.0)
+    diff = _safe_div(p - q, safe_sqrt(p) + safe_sqrt(q))
+    return _euclidean(diff, jnp.zeros_like(diff))
 
 
 def _chi_square(p, q):
@@ -402,11 +410,25 @@ def _check_pair(x, y, name_x: str = "x", name_y: str = "y"):
 
 def _prob_tol(dtype) -> float:
     """Tolerance of the probability checks: ``sqrt(eps)`` (3.5e-4 in float32, 1.5e-8 in float64)."""
-    return float(np.sqrt(np.finfo(np.dtype(dtype)).eps))
+    return float(np.sqrt(jnp.finfo(np.dtype(dtype)).eps))
+
+
+def _prob_sum_tol(dtype, d: int) -> float:
+    """Tolerance of the sums of ``d`` probabilities: ``sqrt(eps) + d · eps + sqrt(d) · eps32``.
+
+    The rounding of a normalised vector's ``d`` entries and of its float sum moves the sum by at
+    most ``~d · eps`` (much less with pairwise summation); ``sqrt(d) · eps32`` (``eps32 = 2**-23``)
+    admits float32 histograms cast to float64, which keep float32's rounding. A tolerance growing
+    like ``sqrt(d · eps)`` accepted vectors 3 % off at ``d = 10000`` in float32.
+    """
+    d = max(int(d), 1)
+    return _prob_tol(dtype) + d * float(jnp.finfo(np.dtype(dtype)).eps) + math.sqrt(d) * 2.0**-23
 
 
 def _check_prob(p: jax.Array, name: str) -> None:
-    """Raise unless every ``p[..., :]`` is a probability vector (within ``_prob_tol``)."""
+    """Raise unless every ``p[..., :]`` is a probability vector: entries ``>= −sqrt(eps)`` and sums
+    within :func:`_prob_sum_tol` (``sqrt(eps) + d · eps + sqrt(d) · 2**-23``) of 1, ``eps`` of
+    ``p``'s dtype."""
     if is_traced(p):
         return
     tol = _prob_tol(p.dtype)
@@ -418,10 +440,12 @@ def _check_prob(p: jax.Array, name: str) -> None:
         )
     sums = a.sum(axis=-1)
     worst = float(np.max(np.abs(sums - 1.0))) if sums.size else 0.0
-    if worst > tol * max(1.0, np.sqrt(a.shape[-1])):
+    sum_tol = _prob_sum_tol(p.dtype, a.shape[-1])
+    if worst > sum_tol:
         raise ValueError(
             f"{name} must be a probability vector summing to 1 along the last axis, got a sum "
-            f"off by {worst:.3g} (shape {tuple(p.shape)}); normalise it with p / p.sum(-1, keepdims=True)"
+            f"off by {worst:.3g} > {sum_tol:.3g} (shape {tuple(p.shape)}); "
+            "normalise it with p / p.sum(-1, keepdims=True)"
         )
 
 
@@ -654,10 +678,12 @@ def kl_divergence(p, q) -> jax.Array:
     Conventions: ``0 · log(0/q) = 0``; where ``pᵢ > 0 = qᵢ`` the value is ``+inf`` (never NaN).
     Gradients are finite wherever the value is finite (the terms with ``pᵢ = 0`` get gradient 0 with
     respect to ``pᵢ``: the one-sided derivative ``log pᵢ + 1`` is replaced by 0). Equals
-    ``scipy.special.rel_entr(p, q).sum(-1)`` and ``scipy.stats.entropy(p, q)``.
+    ``scipy.special.rel_entr(p, q).sum(-1)`` and ``scipy.stats.entropy(p, q)``, except that a sum
+    below 0 (rounding: vectors whose sums differ in the last bits) is clamped to 0 (gradient 0).
 
     Args:
-      p: ``[..., d]`` probability vectors (non-negative, summing to 1 within ``sqrt(eps)``).
+      p: ``[..., d]`` probability vectors (non-negative, summing to 1 within
+        ``sqrt(eps) + d · eps + sqrt(d) · 2**-23``, ``eps`` of their dtype).
       q: ``[..., d]`` probability vectors.
 
     Returns:
@@ -738,8 +764,9 @@ def bhattacharyya(p, q) -> jax.Array:
 def matusita(p, q) -> jax.Array:
     """Matusita distance ``||√p − √q||₂ = sqrt(Σᵢ (√pᵢ − √qᵢ)²) = sqrt(2 − 2 Σᵢ √(pᵢqᵢ))``.
 
-    A metric on probability vectors (``√2`` times the Hellinger distance). Safe square roots keep the
-    gradient finite at zero probabilities and at ``p = q``.
+    A metric on probability vectors (``√2`` times the Hellinger distance). Each ``√pᵢ − √qᵢ`` is
+    computed as ``(pᵢ − qᵢ) / (√pᵢ + √qᵢ)``, so near-equal histograms keep their relative accuracy.
+    Safe square roots and divisions keep the gradient finite at zero probabilities and at ``p = q``.
 
     Args:
       p: ``[..., d]`` probability vectors.
@@ -1037,7 +1064,11 @@ def pairwise(
       ``xᵀMx + yᵀMy − 2 xᵀMy`` given ``M``), clamped at zero. Fast (one GEMM) but, like scikit-learn's
       ``euclidean_distances``, it loses relative precision for nearly coincident points in float32
       (absolute error ~ ``eps · |x|²``); use float64 or the paired form when that matters.
-    * any other name, or a user callable ``f(x, y) -> scalar``: ``vmap`` of the paired form.
+    * any other name, or a user callable ``f(x, y) -> scalar``: ``vmap`` of the paired form. A
+      callable that cannot be traced (it converts its arguments to NumPy, as
+      ``scipy.spatial.distance.braycurtis`` does, or branches on their values) is called pair by
+      pair on the host (``n·m`` calls, result in ``X``'s dtype) when ``X`` and ``Y`` are concrete;
+      under ``jit`` that is a ``ValueError``.
     * Built-in distances have an exactly zero diagonal when ``Y`` is None (``X`` against itself).
 
     Rows of ``X`` are processed in blocks of ``block_size`` rows (``jax.lax.map``) so a block never
@@ -1090,7 +1121,19 @@ def pairwise(
         else:
             f = (lambda x, y: fn(x, y, **kw)) if kw else fn
         rows = _rows_per_block(n, m, d, block_size)
-        D = _pairwise_vmap(f, X, Yv, same, rows, zero_diag=name is not None)
+        try:
+            D = _pairwise_vmap(f, X, Yv, same, rows, zero_diag=name is not None)
+        except _HOST_ONLY_ERRORS as err:
+            if name is not None:
+                raise
+            if is_traced(X) or is_traced(Y):
+                raise ValueError(
+                    "the distance function cannot be traced (it converts its arguments to NumPy "
+                    "or branches on their values), so pairwise needs concrete X and Y: call it "
+                    "outside jit / vmap / grad, or write the function with jax.numpy"
+                ) from err
+            Yh = None if same else np.asarray(Y)
+            D = jnp.asarray(_pairwise_host(fn, np.asarray(X), kw, Yh), dtype=X.dtype)
         if D.shape != (n, m):  # a user function returning a vector per pair
             raise ValueError(
                 f"the distance function must return one number per pair (shape [...] for inputs "
@@ -1131,19 +1174,84 @@ _HOST_ONLY_ERRORS = (
 )
 
 
-def _pairwise_host(fn: Callable[..., Any], X: np.ndarray, kw: dict[str, Any]) -> np.ndarray:
-    """``D[i, j] = fn(X[i], X[j], **kw)`` by a Python loop, for callables that cannot be traced."""
-    n = X.shape[0]
-    D = np.empty((n, n), dtype=np.float64)
-    for i in range(n):
-        for j in range(n):
-            v = np.asarray(fn(X[i], X[j], **kw))
+def _pairwise_host(
+    fn: Callable[..., Any], X: np.ndarray, kw: dict[str, Any], Y: np.ndarray | None = None
+) -> np.ndarray:
+    """``D[i, j] = fn(X[i], Y[j], **kw)`` (``Y = X`` when None) by a Python loop, for callables
+    that cannot be traced. Float64."""
+    Yv = X if Y is None else Y
+    D = np.empty((X.shape[0], Yv.shape[0]), dtype=np.float64)
+    for i in range(X.shape[0]):
+        for j in range(Yv.shape[0]):
+            v = np.asarray(fn(X[i], Yv[j], **kw))
             if v.shape != ():
                 raise ValueError(
-                    f"fn must return a scalar per pair; fn(X[{i}], X[{j}]) has shape {v.shape}"
+                    f"fn must return a scalar per pair (one number per pair); "
+                    f"fn(X[{i}], {'X' if Y is None else 'Y'}[{j}]) has shape {v.shape}"
                 )
             D[i, j] = v
     return D
+
+
+#: Size of the moves of :func:`_rounding_sensitivity`, in units of ``eps · |x_k|`` per coordinate.
+_ROUNDING_STEPS = 10.0
+
+
+def _rounding_sensitivity(
+    paired: Callable[[np.ndarray, np.ndarray], np.ndarray], X: np.ndarray, eps: float
+) -> np.ndarray:
+    """``[n]``: how far ``fn`` moves ``X[i]`` by a rounding-size step, in ``fn``'s own units.
+
+    Each coordinate ``k`` of ``X[i]`` is moved by ``10 · eps · |X[i, k]|`` (the data's precision,
+    with a margin; zero coordinates stay, signs are kept), in four fixed sign patterns (all +, +/-
+    alternating, two pseudo-random ones) and both senses; the value is
+    ``max over patterns of min over senses of fn(X[i], X[i] ± step) − fn(X[i], X[i])``, at least 0.
+    The smaller sense drops first-order changes a divergence shows off its domain (KL of a
+    probability vector moved off the simplex), which are not rounding. A pattern counts only where
+    ``fn`` is continuous: a step 1024 times smaller must shrink the value at least 4-fold
+    (``scipy.spatial.distance.hamming`` of any move is a fixed fraction, not rounding).
+    ``paired(A, B)`` evaluates ``fn(A[r], B[r])`` for every row ``r``.
+    """
+    n, d = X.shape
+    signs = np.stack(
+        [
+            np.ones(d),
+            np.where(np.arange(d) % 2 == 0, 1.0, -1.0),
+            *np.random.default_rng(0).choice([-1.0, 1.0], size=(2, d)),
+        ]
+    )  # [4, d]
+    big = _ROUNDING_STEPS * eps
+    steps = np.array([big, -big, big / 1024, -big / 1024])  # [4]
+    moves = steps[:, None, None, None] * signs[None, :, None, :] * np.abs(X)  # [4, 4, n, d]
+    B = np.concatenate([X[None], (X[None, None] + moves).reshape(-1, n, d)]).reshape(-1, d)
+    A = np.broadcast_to(X, (B.shape[0] // n, n, d)).reshape(-1, d)
+    with np.errstate(invalid="ignore"):
+        v = np.asarray(paired(A, B), dtype=np.float64).reshape(-1, n)
+        v = (v[1:] - v[0]).reshape(4, 4, n)  # [step, pattern, n]
+        coarse = np.minimum(v[0], v[1])
+        fine = np.minimum(v[2], v[3])
+        ok = np.isfinite(coarse) & np.isfinite(fine) & (fine <= 0.25 * coarse)
+    return np.maximum(np.where(ok, coarse, 0.0).max(axis=0), 0.0)
+
+
+def _matrix_rounding_tol(kw: dict[str, Any], sep: np.ndarray, d: int) -> np.ndarray | float:
+    """Per-pair tolerance of Mahalanobis for its matrix rounded to its dtype (``sep[i, j]`` is
+    ``||X[i] − X[j]||``): a direction ``M`` (or ``L``) maps to 0 in exact arithmetic is only mapped
+    to ``~sqrt(c · eps · ||M||₂)`` (``c · eps · ||L||₂``) per unit length, ``c = 4 sqrt(d)``. Squared
+    when ``squared=True``."""
+    c = 4.0 * math.sqrt(d)
+    if kw.get("M") is not None:
+        M = kw["M"]
+        eps = float(jnp.finfo(M.dtype).eps)
+        per_unit = math.sqrt(c * eps * float(np.linalg.norm(np.asarray(M, np.float64), 2)))
+    elif kw.get("L") is not None:
+        L = kw["L"]
+        eps = float(jnp.finfo(L.dtype).eps)
+        per_unit = c * eps * float(np.linalg.norm(np.asarray(L, np.float64), 2))
+    else:
+        return 0.0
+    t = per_unit * sep
+    return t * t if kw.get("squared", False) else t
 
 
 def check_metric_axioms(
@@ -1157,20 +1265,31 @@ def check_metric_axioms(
     """Check the metric axioms of a distance on every pair and triple of a sample.
 
     With ``D[i, j] = fn(X[i], X[j])`` (the paired form, no forced zero diagonal), tolerance ``atol``.
-    ``D`` is computed in float64 (x64 enabled for the call, whatever the data's dtype), so that
-    float32 rounding near 0 is not mistaken for a failed axiom; the default tolerances follow the
-    dtype ``fn`` returns (float64 unless it casts):
+    ``D`` is computed in float64 (x64 enabled for the call, whatever the data's dtype, bfloat16 and
+    float16 included), so that float32 rounding near 0 is not mistaken for a failed axiom; the
+    default tolerances follow the dtype ``fn`` returns (float64 unless it casts). For the
+    probability divergences (named), the rows are renormalised to sum to 1 in float64 first (their
+    float32 sums are 1 only within rounding, which made KL of near-duplicates negative):
 
     * ``non_negativity``: ``D[i, j] >= -atol``; worst violation ``max(0, −min D)``.
-    * ``identity`` (identity of indiscernibles): ``|D[i, i]| <= identity_atol`` *and*
-      ``D[i, j] > identity_atol`` whenever ``X[i] != X[j]``. Worst violation:
-      ``max(max_i |D[i,i]|, s)`` where ``s`` is the largest Euclidean separation
-      ``||X[i] − X[j]||`` of a distinct pair that ``fn`` puts at distance ``<= identity_atol``.
-      The default tolerance is the data's precision, ``100 · eps`` of ``X``'s dtype (points that
-      differ only by rounding of a direction the distance ignores count as coincident); for
-      Mahalanobis given ``M`` it is ``sqrt(eps)``, the absolute error near 0 of the square root of a
-      quadratic form whose matrix is rounded to that dtype (pass ``identity_atol`` for a callable of
-      that kind). Extra keys: ``reflexive`` (``D[i,i] = 0`` holds), ``self_distance``
+    * ``identity`` (identity of indiscernibles): ``|D[i, i]| <= t[i, i]`` *and*
+      ``D[i, j] > t[i, j]`` whenever ``X[i] != X[j]``, ``t`` the identity tolerance. Worst
+      violation: ``max(max_i |D[i,i]|, s)`` where ``s`` is the largest Euclidean separation
+      ``||X[i] − X[j]||`` of a distinct pair that ``fn`` puts at distance ``<= t[i, j]``. By
+      default distinct points count as coincident only below the data's own precision, measured
+      in ``fn``'s own units (squared distances get squared tolerances):
+      ``t[i, j] = max(100 · eps_out · max|D|, r[i], r[j])``, where ``100 · eps_out · max|D|`` is the
+      evaluation noise of ``D`` (``eps_out`` of the dtype ``fn`` returns) and ``r[i]`` is how far
+      ``fn`` moves ``X[i]`` by a rounding-size step: each coordinate moved by
+      ``10 · eps · |X[i, k]|`` (``eps`` of ``X``'s dtype) in four fixed sign patterns, the larger
+      pattern, the smaller of the two senses, counted only where ``fn`` is continuous. Points that
+      differ only by rounding of a direction the distance ignores (``x`` and ``2x`` for cosine, a
+      null direction of a singular ``L``) thus count as coincident. For Mahalanobis the matrix is
+      rounded to its dtype too, which leaves an exactly singular ``M`` only approximately singular:
+      ``t[i, j]`` is at least ``sqrt(c · eps_M · ||M||₂) · ||X[i] − X[j]||`` given ``M``
+      (``c · eps_L · ||L||₂ · ||X[i] − X[j]||`` given ``L``; squared when ``squared=True``),
+      ``c = 4 sqrt(d)``. Pass ``identity_atol`` for a callable whose own constants are rounded that
+      way. Extra keys: ``reflexive`` (``D[i,i] = 0`` holds), ``self_distance``
       (``max |D[i,i]|``), ``zero_distinct_pairs`` (number of such pairs).
     * ``symmetry``: ``|D[i, j] − D[j, i]| <= atol``; worst violation ``max |D − Dᵀ|``.
     * ``triangle``: ``D[i, k] <= D[i, j] + D[j, k] + atol``; worst violation
@@ -1180,16 +1299,17 @@ def check_metric_axioms(
     Infinite distances are allowed (``inf <= inf + x`` counts as satisfied). ``"kind"`` summarises,
     first match wins (non-negativity and ``D[i,i] = 0`` are required for every named kind):
 
-    =================  ==========================================================================
-    ``metric``         all four hold
-    ``pseudometric``   all but separation (distinct points may be at distance 0)
-    ``quasimetric``    all but symmetry
-    ``semimetric``     all but the triangle inequality
-    ``pseudosemimetric`` symmetric, but neither separation nor the triangle inequality
-    ``divergence``     separation holds, symmetry fails (and the triangle inequality too)
-    ``premetric``      only non-negativity and ``D[i,i] = 0``
-    ``not a distance`` non-negativity or ``D[i,i] = 0`` fails
-    =================  ==========================================================================
+    =====================  ======================================================================
+    ``metric``             all four hold
+    ``pseudometric``       all but separation (distinct points may be at distance 0)
+    ``quasimetric``        all but symmetry
+    ``quasipseudometric``  the triangle inequality holds, symmetry and separation fail
+    ``semimetric``         all but the triangle inequality
+    ``pseudosemimetric``   symmetric, but neither separation nor the triangle inequality
+    ``divergence``         separation holds, symmetry fails (and the triangle inequality too)
+    ``premetric``          only non-negativity and ``D[i,i] = 0``
+    ``not a distance``     non-negativity or ``D[i,i] = 0`` fails
+    =====================  ======================================================================
 
     A sample can only disprove an axiom: "holds" means "no counter-example among these points".
 
@@ -1203,9 +1323,8 @@ def check_metric_axioms(
         ``100 · eps · max finite |D|``, ``eps`` of the dtype ``fn`` returns (at least
         ``sqrt(eps(X.dtype)) · max |D|`` for Mahalanobis given ``M``, whose rounded matrix moves
         its root by that much).
-      identity_atol: absolute tolerance of the identity axiom; None uses
-        ``100 · eps(X.dtype) · max finite |D|`` (``sqrt(eps(X.dtype))`` for Mahalanobis given
-        ``M``), and at least ``sqrt(eps)`` of the result's dtype, times ``max |D|``.
+      identity_atol: absolute tolerance of the identity axiom (the same for every pair); None uses
+        the per-pair tolerance ``t[i, j]`` above.
       **kw: keyword arguments of ``fn`` (``M=``, ``p=``, ...).
 
     Returns:
@@ -1220,7 +1339,7 @@ def check_metric_axioms(
       'metric'
 
     Reference: Deza & Deza, *Encyclopedia of Distances* (2016), ch. 1 (metric, pseudo-, quasi-,
-    semi-metric).
+    semi-, quasi-pseudo-metric).
     """
     resolved, name = _resolve(fn, kw)
     X, _ = _check_data(X, None)
@@ -1234,6 +1353,10 @@ def check_metric_axioms(
     # axiom; the tolerances below follow the dtype the function returns.
     with jax.enable_x64(True):
         X64 = jnp.asarray(np.asarray(X), dtype=jnp.float64)
+        if name in _PROBABILITY:
+            # float32 histograms sum to 1 only within rounding: KL of near-duplicates whose sums
+            # differ in the last bits came out negative (or 0, a failed separation)
+            X64 = X64 / jnp.sum(X64, axis=-1, keepdims=True)
         kw64 = {
             k: jnp.asarray(v, dtype=jnp.float64)
             if isinstance(v, jax.Array | np.ndarray) and jnp.issubdtype(v.dtype, jnp.floating)
@@ -1247,12 +1370,24 @@ def check_metric_axioms(
             f = (lambda x, y: resolved(x, y, **kw64)) if kw64 else resolved
         try:
             D_dev = _pairwise_vmap(f, X64, X64, False, rows, zero_diag=False)
+            paired_dev = jax.jit(jax.vmap(f))
+
+            def paired(A, B):
+                return np.asarray(paired_dev(jnp.asarray(A), jnp.asarray(B)), dtype=np.float64)
+
         except _HOST_ONLY_ERRORS:
             if name is not None:
                 raise
             D_dev = _pairwise_host(resolved, np.asarray(X64), kw)
+
+            def paired(A, B):
+                return np.array([np.asarray(resolved(a, b, **kw)) for a, b in zip(A, B)])
+
         out_dtype = np.dtype(D_dev.dtype)
         D = np.asarray(D_dev, dtype=np.float64)
+        eps_data = float(jnp.finfo(X.dtype).eps)
+        if identity_atol is None and D.shape == (n, n) and not np.isnan(D).any():
+            rounding = _rounding_sensitivity(paired, np.asarray(X64), eps_data)
     if not np.issubdtype(out_dtype, np.floating):
         out_dtype = np.dtype(np.float64)
     if D.shape != (n, n):
@@ -1264,10 +1399,10 @@ def check_metric_axioms(
     # scale 1e-5 came out a "pseudometric", its distinct points closer than 1.2e-5)
     top = float(np.abs(finite).max()) if finite.size else 0.0
     scale = top if top > 0 else 1.0
-    eps_data = float(np.finfo(np.dtype(X.dtype)).eps)
+    eps_out = float(jnp.finfo(out_dtype).eps)
     quadratic = name == "mahalanobis" and kw.get("M") is not None
     if atol is None:
-        atol = 100.0 * float(np.finfo(out_dtype).eps) * scale
+        atol = 100.0 * eps_out * scale
         if quadratic:  # M rounded to the data's dtype: its root is off by ~sqrt(eps) near 0
             atol = max(atol, float(np.sqrt(eps_data)) * scale)
     elif isinstance(atol, bool) or not isinstance(atol, int | float | np.floating | np.integer):
@@ -1275,12 +1410,19 @@ def check_metric_axioms(
     elif not np.isfinite(atol) or atol < 0:
         raise ValueError(f"atol must be a non-negative finite number, got {atol!r}")
     atol = float(atol)
+    Xn = np.asarray(X, dtype=np.float64)
     if identity_atol is None:
-        # distinct points closer than the data's own precision resolves count as coincident; the
-        # square root of a quadratic form (Mahalanobis given M, rounded to the data's dtype) is
-        # only good to ~sqrt(eps) near 0
-        tol = np.sqrt(eps_data) if quadratic else 100.0 * eps_data
-        identity_atol = max(float(tol), float(np.sqrt(np.finfo(out_dtype).eps))) * scale
+        # Per pair, in fn's own units: the evaluation noise of D, how far fn moves either point
+        # by a rounding-size step, and for Mahalanobis how far its rounded matrix moves a null
+        # direction. (A fraction of the largest distance counted points far above the data's
+        # precision as coincident: 0.01 apart among normal data, for sqeuclidean.)
+        id_tol = np.maximum(100.0 * eps_out * top, np.maximum(rounding[:, None], rounding[None, :]))
+        if name == "mahalanobis":
+            # separations from the Gram matrix ([n, n], not an [n, n, d] difference array); its
+            # cancellation near 0 does not matter for a tolerance
+            sq = np.sum(Xn * Xn, axis=1)
+            sep = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * Xn @ Xn.T, 0.0))
+            id_tol = np.maximum(id_tol, _matrix_rounding_tol(kw, sep, d))
     elif isinstance(identity_atol, bool) or not isinstance(
         identity_atol, int | float | np.floating | np.integer
     ):
@@ -1289,19 +1431,19 @@ def check_metric_axioms(
         raise ValueError(
             f"identity_atol must be a non-negative finite number, got {identity_atol!r}"
         )
-    identity_atol = float(identity_atol)
+    else:
+        id_tol = np.full((n, n), float(identity_atol))
 
     neg = max(0.0, -float(D.min()))
     non_negativity = {"holds": neg <= atol, "worst_violation": neg}
 
-    Xn = np.asarray(X, dtype=np.float64)
     self_dist = float(np.abs(np.diag(D)).max())
     _, row_id = np.unique(Xn, axis=0, return_inverse=True)
     row_id = row_id.reshape(-1)
-    zero_distinct = (row_id[:, None] != row_id[None, :]) & (D <= identity_atol)
+    zero_distinct = (row_id[:, None] != row_id[None, :]) & (D <= id_tol)
     ii, jj = np.nonzero(zero_distinct)
     worst_sep = float(np.linalg.norm(Xn[ii] - Xn[jj], axis=-1).max()) if ii.size else 0.0
-    reflexive = self_dist <= identity_atol
+    reflexive = bool(np.all(np.abs(np.diag(D)) <= np.diag(id_tol)))
     separation = not zero_distinct.any()
     identity = {
         "holds": bool(reflexive and separation),
@@ -1331,6 +1473,8 @@ def check_metric_axioms(
         kind = "pseudometric"
     elif separation and trg:
         kind = "quasimetric"
+    elif trg:
+        kind = "quasipseudometric"
     elif separation and sym:
         kind = "semimetric"
     elif sym:

@@ -56,12 +56,22 @@ def _project_psd(M: jax.Array, eps: float = 0.0) -> jax.Array:
     return _project_psd_impl(M, eps)[0]
 
 
+def _at_least_float32(M: jax.Array) -> jax.Array:
+    """``M`` in float32 when its dtype is narrower (bfloat16, float16): XLA's ``eigh`` and
+    ``cholesky`` have no half-precision kernels ("Unsupported dtype")."""
+    if jnp.finfo(M.dtype).bits < 32:
+        return M.astype(jnp.float32)
+    return M
+
+
 def _eigh_scaled(M: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``eigh`` of the symmetric part of ``M / c``, ``c = max|M|``: ``(w, V, c)``; ``M``'s are ``c w``.
 
     XLA's ``eigh`` returns NaN, and ``(M + Mᵀ) / 2`` overflows, for entries near the largest float
     (float32 ``~1e38``); scaling to unit size first costs one reduction and keeps finite inputs finite.
+    Half precision (bfloat16, float16) is computed, and returned, in float32.
     """
+    M = _at_least_float32(M)
     c = jnp.max(jnp.abs(M))
     c = jnp.where((c > 0) & jnp.isfinite(c), c, 1.0).astype(M.dtype)
     # two factors 1/sqrt(c): 1/c itself is subnormal (flushed to zero on CPU) for c near the max
@@ -121,10 +131,11 @@ def _factor_eigh(M: jax.Array, n_components: int | None = None) -> jax.Array:
 def default_tol(dtype, dim: int) -> float:
     """Default relative tolerance of the PSD and symmetry checks: ``10 · dim · eps(dtype)``.
 
-    About ``1.2e-6 · dim`` in float32 and ``2.2e-15 · dim`` in float64: rounding of a matrix that is
-    PSD in exact arithmetic stays inside it, a clearly indefinite matrix does not.
+    About ``1.2e-6 · dim`` in float32 and ``2.2e-15 · dim`` in float64 (``0.078 · dim`` in bfloat16):
+    rounding of a matrix that is PSD in exact arithmetic stays inside it, a clearly indefinite matrix
+    does not.
     """
-    return 10.0 * max(int(dim), 1) * float(np.finfo(np.dtype(dtype)).eps)
+    return 10.0 * max(int(dim), 1) * float(jnp.finfo(np.dtype(dtype)).eps)
 
 
 def _check_square(M, name: str) -> jax.Array:
@@ -136,13 +147,22 @@ def _check_square(M, name: str) -> jax.Array:
     return M
 
 
-def _psd_report(M: jax.Array, tol: float | None) -> tuple[float, float, float]:
-    """(asymmetry, min eigenvalue, scale) of a concrete square matrix, computed in float64 NumPy."""
+def _psd_report(M: jax.Array) -> tuple[float, float, float, float]:
+    """``(max|M − Mᵀ|, λ_min, max|M|, max(max|M|, max|λ|))`` of a concrete square matrix, computed in
+    float64 NumPy (``λ`` the eigenvalues of the symmetric part)."""
     A = np.asarray(M, dtype=np.float64)
-    scale = float(np.max(np.abs(A))) if A.size else 0.0
+    entries = float(np.max(np.abs(A))) if A.size else 0.0
     asym = float(np.max(np.abs(A - A.T))) if A.size else 0.0
     w = np.linalg.eigvalsh(0.5 * (A + A.T))
-    return asym, float(w[0]), max(scale, float(np.max(np.abs(w))))
+    return asym, float(w[0]), entries, max(entries, float(np.max(np.abs(w))))
+
+
+def _psd_verdict(M: jax.Array, tol: float) -> tuple[bool, bool, float, float, float, float]:
+    """``(symmetric, psd, asym, λ_min, max|M|, eigenvalue scale)``: symmetric when
+    ``max|M − Mᵀ| <= tol · max|M|``, PSD when ``λ_min >= −tol · max(max|M|, max|λ|)``."""
+    asym, wmin, entries, scale = _psd_report(M)
+    symmetric = asym <= tol * max(entries, np.finfo(np.float64).tiny)
+    return symmetric, wmin >= -tol * scale, asym, wmin, entries, scale
 
 
 def _resolve_tol(tol, M: jax.Array, name: str = "tol") -> float:
@@ -160,14 +180,14 @@ def _require_psd(M: jax.Array, name: str, tol: float | None) -> None:
     if is_traced(M):
         return
     tol = _resolve_tol(tol, M)
-    asym, wmin, scale = _psd_report(M, tol)
-    if asym > tol * max(scale, np.finfo(np.float64).tiny):
+    symmetric, psd, asym, wmin, entries, scale = _psd_verdict(M, tol)
+    if not symmetric:
         raise ValueError(
             f"{name} must be symmetric: max |{name} - {name}ᵀ| = {asym:.3g} exceeds "
-            f"tol·max|{name}| = {tol * scale:.3g} (shape {tuple(M.shape)}); "
+            f"tol·max|{name}| = {tol * entries:.3g} (shape {tuple(M.shape)}); "
             "use metriclearn.psd.symmetrize or project_psd"
         )
-    if wmin < -tol * scale:
+    if not psd:
         raise ValueError(
             f"{name} must be positive semi-definite: smallest eigenvalue {wmin:.3g} < "
             f"-tol·max|eig| = {-tol * scale:.3g} (shape {tuple(M.shape)}); "
@@ -208,7 +228,9 @@ def project_psd(M, *, eps: float = 0.0) -> jax.Array:
       eps: eigenvalue floor, ``>= 0``.
 
     Returns:
-      ``[d, d]`` symmetric PSD matrix. jit users call ``metriclearn.psd._project_psd`` (no checks).
+      ``[d, d]`` symmetric PSD matrix, of ``M``'s dtype, but float32 for half precision (bfloat16,
+      float16: XLA has no half-precision ``eigh``). jit users call ``metriclearn.psd._project_psd``
+      (no checks).
 
     Example:
       >>> project_psd(jnp.array([[1.0, 0.0], [0.0, -2.0]])).round(4).tolist()
@@ -227,7 +249,7 @@ def is_psd(M, *, tol: float | None = None) -> bool:
 
     True when ``max|M - Mᵀ| <= tol · max|M|`` and ``λ_min((M + Mᵀ)/2) >= -tol · max(|λ|, max|M|)``
     (eigenvalues computed in float64). ``tol=None`` uses :func:`default_tol` (``10·d·eps`` of ``M``'s
-    dtype). Not jittable (returns a Python bool).
+    dtype, any float dtype including bfloat16 / float16). Not jittable (returns a Python bool).
 
     Args:
       M: ``[d, d]`` square matrix.
@@ -246,8 +268,8 @@ def is_psd(M, *, tol: float | None = None) -> bool:
             "is_psd needs a concrete M (it returns a Python bool); not usable under jit"
         )
     tol = _resolve_tol(tol, M)
-    asym, wmin, scale = _psd_report(M, tol)
-    return bool(asym <= tol * max(scale, np.finfo(np.float64).tiny) and wmin >= -tol * scale)
+    symmetric, psd, *_ = _psd_verdict(M, tol)
+    return bool(symmetric and psd)
 
 
 def factor(M, *, n_components: int | None = None, tol: float | None = None) -> jax.Array:
@@ -271,7 +293,8 @@ def factor(M, *, n_components: int | None = None, tol: float | None = None) -> j
       tol: relative tolerance of the symmetry/PSD checks (see :func:`is_psd`).
 
     Returns:
-      ``L``: ``[d, d]`` or ``[n_components, d]``.
+      ``L``: ``[d, d]`` or ``[n_components, d]``, of ``M``'s dtype, but float32 for half precision
+      (bfloat16, float16: XLA has no half-precision ``eigh`` or ``cholesky``).
 
     Raises:
       ValueError: ``M`` not square, not finite, not symmetric or clearly not PSD; bad
@@ -296,9 +319,9 @@ def factor(M, *, n_components: int | None = None, tol: float | None = None) -> j
     tol = _resolve_tol(tol, M)
     _require_psd(M, "M", tol)
     if n_components is None:
-        _, wmin, scale = _psd_report(M, tol)
+        _, wmin, _, scale = _psd_report(M)
         if wmin > tol * scale:
-            L = jnp.linalg.cholesky(_symmetrize(M)).T
+            L = jnp.linalg.cholesky(_symmetrize(_at_least_float32(M))).T
             if bool(jnp.all(jnp.isfinite(L))):
                 return L
     return _factor_eigh(M, n_components)

@@ -898,3 +898,125 @@ def test_nan_input_gives_nan_not_zero_under_jit():
     assert np.isnan(float(jax.jit(D.euclidean)(x, y)))
     assert np.isnan(float(jax.jit(functools.partial(D.minkowski, p=3.0))(x, y)))
     assert np.all(np.isnan(np.asarray(jax.grad(D.euclidean)(x, y))))
+
+
+def test_identity_tolerance_is_the_data_precision_in_the_units_of_the_distance():
+    """The default identity tolerance was a fraction of the largest distance (100 eps or
+    sqrt(eps) of it): float32 points 0.01 apart made sqeuclidean a 'pseudosemimetric', M = 3I
+    with points 1e-3 apart a 'pseudometric' (L = sqrt(3) I: 'metric')."""
+    X = jax.random.normal(jax.random.key(0), (20, 4))
+    X = X.at[1].set(X[0] + jnp.array([0.01, 0.0, 0.0, 0.0]))
+    r = D.check_metric_axioms("sqeuclidean", X)
+    assert r["kind"] == "semimetric" and r["identity"]["zero_distinct_pairs"] == 0
+    X2 = X.at[1].set(X[0] + jnp.array([1e-3, 0.0, 0.0, 0.0]))
+    assert D.check_metric_axioms("mahalanobis", X2, M=3 * jnp.eye(4))["kind"] == "metric"
+    assert D.check_metric_axioms("mahalanobis", X2, L=3**0.5 * jnp.eye(4))["kind"] == "metric"
+    Xh = _rng(0).standard_normal((20, 4)).astype(np.float16)
+    Xh[1] = Xh[0]
+    Xh[1, 0] += np.float16(0.25)  # float16's spacing near 1 is 1e-3
+    assert D.check_metric_axioms("euclidean", Xh)["kind"] == "metric"
+    # still coincident: x and 2x for cosine, an exact override, a discontinuous metric
+    Xc = _rng(1).standard_normal((8, 5)).astype(np.float32)
+    r = D.check_metric_axioms("cosine", np.concatenate([Xc, 2 * Xc[:2]]))
+    assert not r["identity"]["holds"] and r["identity"]["zero_distinct_pairs"] == 2
+    assert D.check_metric_axioms("sqeuclidean", X, identity_atol=1e-3)["kind"] == (
+        "pseudosemimetric"
+    )
+    bits = (_rng(2).random((8, 6)) > 0.5).astype(np.float64)
+    assert D.check_metric_axioms(sd.hamming, bits)["kind"] == "metric"
+
+
+@pytest.mark.usefixtures("x64")
+def test_identity_tolerance_float64_data():
+    X = jax.random.normal(jax.random.key(0), (20, 4), dtype=jnp.float64)
+    X = X.at[1].set(X[0] + jnp.array([1e-8, 0.0, 0.0, 0.0]))  # 1e8 x float64's precision
+    r = D.check_metric_axioms("euclidean", X)
+    assert r["kind"] == "metric" and r["identity"]["zero_distinct_pairs"] == 0
+
+
+def test_kl_divergence_is_clamped_at_zero():
+    """Near-duplicate float32 softmax outputs gave KL = -6.2e-8, and check_metric_axioms 'not a
+    distance'."""
+    X = jax.random.normal(jax.random.key(0), (10, 4))
+    noise = 1e-3 * jax.random.normal(jax.random.key(1), (10, 4))
+    P = jax.nn.softmax(jnp.concatenate([X, X + noise]))
+    kl = D.kl_divergence(P[:10], P[10:])
+    assert float(kl.min()) >= 0.0
+    g = jax.grad(lambda q: D.kl_divergence(P[3], q))(P[13])
+    assert bool(jnp.all(jnp.isfinite(g)))
+    r = D.check_metric_axioms("kl_divergence", P)
+    assert r["non_negativity"]["holds"] and r["kind"] == "divergence"
+
+
+def test_probability_sum_tolerance_does_not_grow_with_sqrt_d():
+    """Sums were checked within sqrt(eps) * sqrt(d): a d = 10000 vector 3 % off was accepted (and
+    KL came out -0.03)."""
+    d = 10000
+    q = np.full(d, 1.0 / d, np.float32)
+    for f in (D.kl_divergence, D.chi_square, D.matusita):
+        with pytest.raises(ValueError, match="summing to 1"):
+            f(q, 1.03 * q)
+    p = jax.nn.softmax(jax.random.normal(jax.random.key(0), (3, d)))  # float32, normalised
+    assert bool(jnp.all(D.kl_divergence(p, p[:, ::-1]) > 0))
+    with jax.enable_x64(True):  # float64 held near its own precision: 1e-5 off is refused
+        with pytest.raises(ValueError, match="summing to 1"):
+            D.kl_divergence(np.full(100, 0.01 * (1 + 1e-5)), np.full(100, 0.01))
+
+
+def test_half_precision_inputs():
+    """bfloat16 raised ValueError('... not inexact') from np.finfo in the probability checks,
+    mahalanobis(M=...) and check_metric_axioms."""
+    p = jnp.array([0.25, 0.25, 0.5], jnp.bfloat16)
+    q = jnp.array([0.5, 0.25, 0.25], jnp.bfloat16)
+    for name in PROB:
+        v = D.DISTANCES[name](p, q)
+        assert v.dtype == jnp.bfloat16 and 0.0 < float(v) < 2.0
+    M = jnp.eye(3, dtype=jnp.bfloat16)
+    assert float(D.mahalanobis(p, q, M=M)) == pytest.approx(0.3536, rel=1e-2)
+    X = jnp.ones((4, 3), jnp.bfloat16) * jnp.arange(4, dtype=jnp.bfloat16)[:, None]
+    assert D.check_metric_axioms("euclidean", X)["kind"] == "metric"
+    assert D.check_metric_axioms("mahalanobis", X, M=M)["kind"] == "metric"
+    P = jnp.array([[0.25, 0.25, 0.5], [0.5, 0.25, 0.25], [0.125, 0.375, 0.5]], jnp.float16)
+    assert D.check_metric_axioms("matusita", P)["kind"] == "metric"
+
+
+def test_matusita_keeps_precision_for_near_equal_histograms():
+    """sqrt(p) - sqrt(q) cancelled: relative error 7.9e-3 in float32 at a relative difference of
+    1e-5."""
+    rng = _rng(0)
+    p = rng.dirichlet(np.ones(8))
+    q = p * (1 + 1e-5 * rng.standard_normal(8))
+    p, q = p.astype(np.float32), (q / q.sum()).astype(np.float32)
+    P, Q = p.astype(np.float64), q.astype(np.float64)
+    exact = np.sqrt(np.sum((P - Q) ** 2 / (np.sqrt(P) + np.sqrt(Q)) ** 2))
+    assert float(D.matusita(p, q)) == pytest.approx(exact, rel=1e-5)
+    z = jnp.array([0.5, 0.5, 0.0])
+    for a, b in ((z, z), (z, jnp.array([0.5, 0.25, 0.25])), (jnp.array([1.0, 0.0, 0.0]), z)):
+        for g in jax.grad(D.matusita, argnums=(0, 1))(a, b):
+            assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_pairwise_takes_callables_that_cannot_be_traced():
+    """pairwise(scipy.spatial.distance.braycurtis, X) raised TracerArrayConversionError."""
+    X = _rng(0).random((4, 3)).astype(np.float32)
+    Y = _rng(1).random((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        D.pairwise(sd.braycurtis, X), sd.cdist(X, X, "braycurtis"), rtol=1e-6
+    )
+    got = D.pairwise(sd.braycurtis, X, Y)
+    assert got.shape == (4, 2) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, sd.cdist(X, Y, "braycurtis"), rtol=1e-6)
+    np.testing.assert_allclose(
+        D.pairwise(sd.minkowski, X, Y, p=3), sd.cdist(X, Y, "minkowski", p=3), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="cannot be traced"):
+        jax.jit(lambda A: D.pairwise(sd.braycurtis, A))(X)
+
+
+def test_quasipseudometric_kind():
+    """max(sum(a - b), 0): the triangle inequality holds, symmetry and separation fail; it was
+    labelled 'premetric'."""
+    X = jax.random.normal(jax.random.key(0), (20, 3))
+    r = D.check_metric_axioms(lambda a, b: jnp.maximum(jnp.sum(a - b), 0.0), X)
+    assert r["triangle"]["holds"] and not r["symmetry"]["holds"] and not r["identity"]["holds"]
+    assert r["kind"] == "quasipseudometric"

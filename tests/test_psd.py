@@ -203,3 +203,36 @@ def test_huge_entries_stay_finite_in_float32():
         np.testing.assert_allclose(np.asarray(P, np.float64), want, rtol=1e-5, atol=1e32)
     L = np.asarray(psd.factor(psd.project_psd(big)), np.float64)
     np.testing.assert_allclose(L.T @ L, want, rtol=1e-5, atol=1e32)
+
+
+def test_half_precision_is_accepted_and_computed_in_float32():
+    """bfloat16 / float16 raised inside NumPy (np.finfo: "not inexact") or XLA ("Unsupported dtype"
+    in eigh / cholesky)."""
+    for dt in (jnp.bfloat16, jnp.float16):
+        M = jnp.array([[2.0, 1.0], [1.0, 2.0]], dt)
+        assert psd.is_psd(M) and not psd.is_psd(-M)
+        assert psd.default_tol(dt, 2) == pytest.approx(20 * float(jnp.finfo(dt).eps))
+        P = psd.project_psd(jnp.array([[1.0, 0.0], [0.0, -2.0]], dt))
+        assert P.dtype == jnp.float32
+        np.testing.assert_allclose(P, [[1.0, 0.0], [0.0, 0.0]], atol=1e-6)
+        for kw in ({}, {"n_components": 1}):
+            L = psd.factor(M, **kw)
+            assert L.dtype == jnp.float32
+        np.testing.assert_allclose(
+            psd.factor(M).T @ psd.factor(M), M.astype(jnp.float32), atol=1e-5
+        )
+        assert jax.jit(psd._project_psd)(M).dtype == jnp.float32
+
+
+def test_asymmetry_tolerance_is_relative_to_the_largest_entry():
+    """The code scaled tol by max(max|M|, max|eig|) (= d for ones(d, d)), not by max|M| as
+    documented: an entry off by 5e-3 = 42x tol·max|M| was accepted."""
+    d = 100
+    M = np.ones((d, d), np.float32)
+    M[0, 1] += 5e-3
+    assert np.abs(M - M.T).max() > psd.default_tol(M.dtype, d) * np.abs(M).max()
+    assert not psd.is_psd(M)
+    with pytest.raises(ValueError, match="must be symmetric"):
+        psd.factor(M)
+    M[0, 1] = 1.0 + 0.5 * psd.default_tol(M.dtype, d)  # within the documented bound
+    assert psd.is_psd(M)
