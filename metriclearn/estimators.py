@@ -749,7 +749,8 @@ class ITML(_PairsMixin, _BaseITML):
       gamma: slack trade-off.
       max_iter, tol: Bregman-projection budget and tolerance.
       prior: ``"identity"``, ``"covariance"``, ``"random"`` or a PSD array ``[d, d]``.
-      bounds: ``(u, l)`` distance bounds, or None (percentiles of the training distances).
+      bounds: ``(u, l)`` bounds on squared distances, or None (5th/95th percentiles of the training
+        pairs' squared distances; metric-learn's are their square roots).
       preprocessor: array ``X`` so pairs may be given as indices ``[n, 2]``.
       random_state: seed (random prior).
     """

@@ -659,3 +659,22 @@ def test_mmc_knn_quality_vs_metric_learn(name):
     else:
         acc = _mmc_knn_accuracy(name, 0)
         assert acc >= ML_SEED0[name] - 0.01, acc
+
+
+def test_itml_bounds_int_seed_and_metric_learn_convention():
+    """An int seed crashed the subsample (TypeError from jax.random.choice); the bounds are the
+    percentiles of squared distances (metric-learn's are their square roots)."""
+    from metriclearn.convex import itml
+
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((1100, 2, 3))  # 2200 distinct points > max_points
+    u0, l0 = itml.itml_bounds(P, key=0)
+    assert (u0, l0) == itml.itml_bounds(P, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="key must be a jax.random key or an int seed"):
+        itml.itml_bounds(P[:10], key="x")
+    pts = np.unique(P[:50].reshape(-1, 3), axis=0)
+    d2 = ((pts[:, None] - pts[None]) ** 2).sum(-1)
+    u, l = itml.itml_bounds(P[:50])
+    np.testing.assert_allclose((u, l), np.percentile(d2, (5, 95)), rtol=1e-10)
+    res = itml.fit_itml(P, np.where(rng.random(1100) < 0.5, 1, -1), key=0, max_iter=2)
+    assert np.all(np.isfinite(np.asarray(res.M)))

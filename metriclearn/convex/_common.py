@@ -220,7 +220,9 @@ def generalized_eigh(A: jax.Array, B: jax.Array, *, rtol: float | None = None):
 
 
 def _lda_components(X: jax.Array, codes: np.ndarray, n_classes: int, k: int) -> jax.Array:
-    """LDA directions ``[k, d]`` whitening the within-class covariance (scikit-learn's scaling)."""
+    """LDA directions ``[k, d]`` whitening the unbiased within-class covariance (divided by
+    ``n - C``): scikit-learn's directions, each row ``sqrt((n - C) / n)`` times as long as its
+    (``LinearDiscriminantAnalysis`` divides by ``n``)."""
     n = X.shape[0]
     onehot = jax.nn.one_hot(jnp.asarray(codes), n_classes, dtype=X.dtype)
     counts = onehot.sum(0)
@@ -259,7 +261,8 @@ def init_components(
       ``"identity"``.
     * ``"pca"``: the top ``k`` principal directions (unit rows).
     * ``"lda"``: the top ``k`` generalised eigenvectors of (between, within)-class scatter,
-      normalised to whiten the within-class covariance; needs ``k <= min(d, C - 1)``. A singular
+      normalised to whiten the unbiased within-class covariance (scikit-learn's directions, rows
+      ``sqrt((n - C) / n)`` times as long as its); needs ``k <= min(d, C - 1)``. A singular
       within-class covariance (constant features) is regularised, never NaN.
     * ``"identity"``: ``eye(k, d)``.
     * ``"random"``: standard normal entries drawn with ``key``.

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_positive_int, require_concrete
+from metriclearn._validation import as_key, check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
 from metriclearn.regularizers import prior_matrix
 
@@ -63,12 +63,16 @@ def _unique_points(P: np.ndarray) -> np.ndarray:
 def itml_bounds(pairs, *, key=None, max_points: int = 2000) -> tuple[float, float]:
     """Default ITML bounds: 5th and 95th percentiles of the squared Euclidean distances.
 
-    As metric-learn, over all ordered couples of the distinct points appearing in ``pairs`` (diagonal
-    included); more than ``max_points`` distinct points are subsampled with ``key`` (default seed 0).
+    Over all ordered couples of the distinct points appearing in ``pairs`` (diagonal included), as
+    metric-learn; more than ``max_points`` distinct points are subsampled with ``key`` (an int seed
+    or a JAX key; default seed 0). The bounds are on squared distances, which ITML's constraints
+    compare them with, as in Davis et al.'s code. metric-learn 0.7.0 takes the percentiles of the
+    unsquared distances and compares them with squared ones; its bounds are the square roots of
+    these, so pass ``bounds=(sqrt(u), sqrt(l))`` to reproduce its default fit.
 
     Args:
       pairs: ``[n, 2, d]``.
-      key: PRNG key for the subsample.
+      key: PRNG key or int seed for the subsample.
       max_points: subsample size cap.
 
     Returns:
@@ -83,8 +87,8 @@ def itml_bounds(pairs, *, key=None, max_points: int = 2000) -> tuple[float, floa
     # centred: |x|^2 + |y|^2 - 2 x.y cancels catastrophically for points far from the origin
     pts = pts - pts.mean(axis=0)
     max_points = check_positive_int(max_points, "max_points", minimum=2)
+    key = jax.random.key(0) if key is None else as_key(key)  # checked even when unused
     if len(pts) > max_points:
-        key = jax.random.key(0) if key is None else key
         sel = np.asarray(jax.random.choice(key, len(pts), (max_points,), replace=False))
         pts = pts[np.sort(sel)]
     sq = np.sum(pts * pts, axis=1)
@@ -165,7 +169,8 @@ def fit_itml(
         ``"random"`` or a ``[d, d]`` positive-definite array (see
         :func:`metriclearn.regularizers.prior_matrix`).
       bounds: ``(u, l)`` bounds on *squared* distances (similar ``<= u``, dissimilar ``>= l``), both
-        ``> 0``; default :func:`itml_bounds` (5th/95th percentiles, as metric-learn).
+        ``> 0``; default :func:`itml_bounds` (5th/95th percentiles of the squared distances;
+        metric-learn's default bounds are their square roots, see there).
       key: PRNG key for ``prior="random"`` and the bounds subsample.
 
     Returns:

@@ -145,8 +145,10 @@ def fit_lfda(
       n_components: ``k`` output dimensions (default ``d``); ``> d`` raises ``ValueError``.
       k: neighbour used for local scaling (``sigma_i`` = distance to the ``k``-th same-class
         neighbour, or to the nearest distinct one when the ``k``-th is a copy of ``x_i``), capped
-        at ``class size - 1`` per class as in Sugiyama's code. Note
-        metric-learn silently caps ``k`` at ``d - 1``; we do not (``k=3`` reproduces it on iris).
+        at ``class size - 1`` per class as in Sugiyama's code. metric-learn 0.7.0 caps ``k`` at
+        ``d - 1`` and differs from the paper elsewhere too (its local scale is not each point's
+        ``k``-th neighbour distance, and its between-class scatter adds ``2 S_lw``), so its
+        metric differs from ours for any ``k``; we follow Sugiyama's formulas.
       embedding_type: ``"weighted"`` (eigenvectors times ``sqrt(max(lambda, 0))``, the paper's
         choice), ``"orthonormalized"`` (QR of the eigenvectors) or ``"plain"``.
 
