@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_choice, check_positive_int
+from metriclearn._validation import check_choice, check_hyper, check_positive_int
 from metriclearn.sampling import _flat_draw
 
 __all__ = [
@@ -77,13 +77,19 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
       Array of the shape of ``x`` with rows of norm 1 (or 0 for all-zero rows).
 
     The norm is computed in at least float32, and the floor is raised to ``1 / finfo(x.dtype).max``
-    where ``eps`` is below it (float16), so that ``eps * eps`` does not underflow to 0 (a NaN at zero)
-    and the gradient ``1 / eps`` stays representable.
+    (float16) and to ``2 / cbrt(finfo.max)`` of the computing dtype (``2.8e-13`` in float32) where
+    ``eps`` is below them (``eps=0`` included), so that ``eps * eps`` does not underflow to 0 (a NaN
+    at zero) and the gradient, which has ``1 / eps**3`` at zero, stays finite. A negative or
+    non-finite concrete ``eps`` raises ``ValueError``.
     """
+    check_hyper(nonnegative=("eps",), eps=eps)
     dtype = x.dtype
     xf = x.astype(jnp.promote_types(dtype, jnp.float32))
     if jnp.issubdtype(dtype, jnp.floating):
-        eps = jnp.maximum(jnp.asarray(eps, xf.dtype), 1.0 / float(jnp.finfo(dtype).max))
+        floor = max(
+            1.0 / float(jnp.finfo(dtype).max), 2.0 * float(jnp.finfo(xf.dtype).max) ** (-1 / 3)
+        )
+        eps = jnp.maximum(jnp.asarray(eps, xf.dtype), floor)
     sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
     out = xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
     # a row whose |x|^2 overflows (float32 norms beyond ~1.8e19) is NaN, not rsqrt(inf) * x = 0:

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metriclearn._validation import check_array, check_positive_int, is_traced
+from metriclearn._validation import check_array, check_hyper, check_positive_int, is_traced
 from metriclearn.psd import _project_psd
 from metriclearn.regularizers import get_regularizer, soft_threshold
 
@@ -92,7 +92,8 @@ def squared_mahalanobis(M: jax.Array, diff: jax.Array) -> jax.Array:
 
 
 def _check_diffs(M, *named) -> None:
-    """Static shape checks of the loss helpers (shapes are known under ``jit``, so this is free)."""
+    """Shape checks of the loss helpers (shapes are known under ``jit``, so this is free), and
+    finiteness of the concrete arrays (a NaN difference or ``M`` gave a NaN loss)."""
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
         raise ValueError(f"M must be a square [d, d] matrix, got shape {tuple(M.shape)}")
     d = M.shape[0]
@@ -101,6 +102,9 @@ def _check_diffs(M, *named) -> None:
             raise ValueError(
                 f"{name} must be [n, {d}] (M has shape {tuple(M.shape)}), got shape {tuple(arr.shape)}"
             )
+    for name, arr in (("M", M), *named):
+        if not is_traced(arr) and not bool(jnp.all(jnp.isfinite(arr))):
+            raise ValueError(f"{name} contains NaN or inf")
 
 
 def _pair_hinge_one(M, diff, sign, u, l):
@@ -130,6 +134,7 @@ def pair_hinge_loss(M: jax.Array, diffs_sim: jax.Array, diffs_dis: jax.Array, *,
     Reference: the thresholded pair constraints of Davis et al. (ITML), ICML 2007.
     """
     _check_diffs(M, ("diffs_sim", diffs_sim), ("diffs_dis", diffs_dis))
+    check_hyper(u=u, l=l)
     if diffs_sim.shape[0] + diffs_dis.shape[0] == 0:
         raise ValueError(
             "pair_hinge_loss needs at least one pair: diffs_sim and diffs_dis are both empty "
@@ -177,6 +182,7 @@ def triplet_hinge_loss(M: jax.Array, d_ab: jax.Array, d_ac: jax.Array, *, margin
     Reference: Schultz & Joachims, NIPS 2003; Weinberger & Saul (LMNN), JMLR 2009.
     """
     _check_triplets(M, d_ab, d_ac)
+    check_hyper(margin=margin)
     gap = jax.vmap(_triplet_margin_one, in_axes=(None, 0, 0))(M, d_ab, d_ac)
     return jnp.mean(jnp.maximum(margin + gap, 0.0))
 
@@ -201,6 +207,7 @@ def triplet_logistic_loss(
       ValueError: ``d_ab``, ``d_ac`` not both ``[n, d]`` with ``n >= 1`` for a ``[d, d]`` ``M``.
     """
     _check_triplets(M, d_ab, d_ac)
+    check_hyper(margin=margin)
     gap = jax.vmap(_triplet_margin_one, in_axes=(None, 0, 0))(M, d_ab, d_ac)
     return jnp.mean(jax.nn.softplus(margin + gap))
 

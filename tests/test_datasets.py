@@ -481,3 +481,18 @@ def test_loader_and_scaling_edge_cases(tmp_path):
     with pytest.raises(ValueError, match="split_seed must be"):
         training.load_split("iris", split_seed=-1)
     assert training.load_split("iris", split_seed=None)[0].shape == (105, 4)  # sklearn's None
+
+
+def test_train_test_split_is_proportional():
+    """One test row per class set aside first over-represented small classes (8 + 2 test rows of
+    90 + 10 at test_size=0.1; scikit-learn gives 9 + 1)."""
+    X = np.zeros((100, 1))
+    for y, size, want in [
+        (np.repeat([0, 1], [90, 10]), 0.1, [9, 1]),
+        (np.repeat([0, 1], [80, 20]), 0.1, [8, 2]),
+        (np.repeat([0, 1, 2], [2, 2, 96]), 3, [1, 1, 1]),  # one row per side still guaranteed
+    ]:
+        for seed in range(4):
+            _, _, y_tr, y_te = datasets.train_test_split(seed, X[: len(y)], y, test_size=size)
+            assert np.bincount(y_te).tolist() == want
+            assert np.all(np.bincount(y_tr) >= 1)

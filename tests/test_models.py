@@ -323,3 +323,16 @@ def test_l2_normalize_rows_whose_squares_overflow():
     with pytest.raises(ValueError, match="embeddings are too far apart for float32"):
         losses.contrastive(e * 2.0**66, y)
     assert np.isfinite(float(losses.contrastive(e * 2.0**40, y)))
+
+
+def test_l2_normalize_floor_keeps_zero_rows_finite():
+    """eps=0 (or any eps below ~1e-13 in float32) made the gradient at a zero row NaN; a negative
+    eps gave NaN values."""
+    z = jnp.zeros((2, 3))
+    for eps in (1e-12, 1e-19, 0.0):
+        assert np.all(np.asarray(models.l2_normalize(z, eps=eps)) == 0)
+        g = jax.grad(lambda x, e=eps: models.l2_normalize(x, eps=e).sum())(z)
+        assert np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(models.l2_normalize(jnp.array([[3.0, 4.0]]), eps=0.0), [[0.6, 0.8]])
+    with pytest.raises(ValueError, match="eps must be a non-negative number"):
+        models.l2_normalize(z, eps=-1.0)

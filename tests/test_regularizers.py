@@ -271,3 +271,23 @@ def test_l21_at_extreme_scales_and_laplacian_checks():
         R.laplacian(jnp.eye(3), jnp.ones((4, 2)), jnp.ones((4, 4)))
     with pytest.raises(ValueError, match="W must hold non-negative affinities"):
         R.laplacian(jnp.eye(2), jnp.ones((4, 2)), -jnp.ones((4, 4)))
+
+
+def test_logdet_and_soft_threshold_refuse_what_they_cannot_mean():
+    """M of another shape was blamed on M0; an all-NaN M gave inf (as if outside the PD cone); a
+    negative soft threshold enlarged the entries."""
+    with pytest.raises(
+        ValueError,
+        match=r"M and M0 must have the same shape \[d, d\]: M is \[4, 4\], M0 is \[3, 3\]",
+    ):
+        R.logdet_divergence(jnp.eye(4), jnp.eye(3))
+    with pytest.raises(ValueError, match="M contains NaN or inf"):
+        R.logdet_divergence(jnp.full((3, 3), jnp.nan), jnp.eye(3))
+    with pytest.raises(ValueError, match="M contains NaN or inf"):
+        R.logdet_divergence_whitened(jnp.full((2, 2), jnp.nan), jnp.eye(2), jnp.eye(2))
+    with pytest.raises(ValueError, match="threshold must be a non-negative number"):
+        R.soft_threshold(jnp.array([[2.0, -3.0], [1.5, 4.0]]), -1.0)
+    # traced values still pass (inside a solver)
+    assert float(jax.jit(R.logdet_divergence)(2.0 * jnp.eye(3), jnp.eye(3))) > 0
+    out = jax.jit(R.soft_threshold)(jnp.array([[2.0, -3.0]]).reshape(1, 2), 1.0)
+    np.testing.assert_allclose(out, [[1.0, -2.0]])

@@ -397,3 +397,22 @@ def test_converged_means_stationary_not_just_a_short_step(x64):
         hinge, jnp.eye(3, dtype=jnp.float32), args=(a, c), regularizer="frobenius", lam=0.1
     )
     assert int(stuck.n_iter) < 500 and not bool(stuck.converged)
+
+
+def test_loss_helpers_refuse_nan_inputs_and_hyperparameters():
+    """A concrete NaN difference, M or bound gave a NaN loss silently."""
+    M, D = jnp.eye(2), jnp.ones((3, 2))
+    nanD = D.at[0, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="diffs_sim contains NaN or inf"):
+        solver.pair_hinge_loss(M, nanD, D, u=1.0, l=2.0)
+    with pytest.raises(ValueError, match="M contains NaN or inf"):
+        solver.pair_hinge_loss(M.at[0, 1].set(jnp.nan), D, D, u=1.0, l=2.0)
+    with pytest.raises(ValueError, match="l must be a finite number"):
+        solver.pair_hinge_loss(M, D, D, u=1.0, l=float("nan"))
+    with pytest.raises(ValueError, match="d_ac contains NaN or inf"):
+        solver.triplet_hinge_loss(M, D, nanD)
+    with pytest.raises(ValueError, match="margin must be a finite number"):
+        solver.triplet_logistic_loss(M, D, D, margin=float("nan"))
+    # under jit (inside the solver) the values are not inspected
+    f = jax.jit(lambda M, a, b: solver.triplet_hinge_loss(M, a, b, margin=1.0))
+    assert float(f(M, D, 2 * D)) >= 0
