@@ -78,8 +78,12 @@ def check_array(
     min_features: int = 0,
     allow_nonfinite: bool = False,
     dtype=None,
+    allow_overflow: bool = False,
 ) -> jax.Array:
     """Convert ``x`` to a floating JAX array and check its rank and finiteness.
+
+    Finiteness is checked after the cast to the target dtype: finite values beyond its range (a
+    float64 ``1e39`` cast to float32 becomes ``inf``) raise ``ValueError`` too.
 
     Args:
       x: array-like.
@@ -90,6 +94,8 @@ def check_array(
         where every distance is 0).
       allow_nonfinite: skip the NaN/inf check.
       dtype: target dtype; default keeps a floating input's dtype, else ``float_dtype()``.
+      allow_overflow: skip the range check of the cast (for callers that only validate here and
+        then compute in float64 from the original input); NaN/inf in the input still raise.
 
     Returns:
       ``jax.Array`` of a floating dtype.
@@ -125,9 +131,21 @@ def check_array(
         what = "one feature" if min_features == 1 else f"{min_features} features"
         raise ValueError(f"{name} must have at least {what}, got shape {tuple(arr.shape)}")
     if not allow_nonfinite and not is_traced(arr):
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        finite = np.isfinite(arr)
+        if not np.all(finite):
+            bad = int(np.size(arr) - np.count_nonzero(finite))
             raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+        if not allow_overflow and np.dtype(dtype) != arr.dtype:
+            with np.errstate(over="ignore"):
+                cast = arr.astype(dtype)
+            if not np.all(np.isfinite(cast)):  # finite input: the cast overflowed
+                big = float(np.max(np.abs(arr[~np.isfinite(cast)])))
+                hint = "" if jax.config.jax_enable_x64 else ", or enable jax_enable_x64 for float64"
+                raise ValueError(
+                    f"{name} has values beyond the range of {np.dtype(dtype).name} (largest |value| "
+                    f"{big:.3g}, maximum {float(jnp.finfo(dtype).max):.3g}); rescale the data{hint}"
+                )
+            arr = cast
     return jnp.asarray(arr, dtype=dtype)
 
 

@@ -40,6 +40,7 @@ from metriclearn._validation import (
     check_array,
     check_labels,
     check_positive_int,
+    float_dtype,
     is_traced,
     require_concrete,
 )
@@ -63,9 +64,21 @@ __all__ = [
 # helpers
 
 
+def _single_key(key) -> jax.Array:
+    """:func:`as_key` for samplers that take one key: a batch of keys (``jax.random.split(k, 2)``)
+    raises ``ValueError`` naming ``key`` instead of JAX's "bits accepts a single key"."""
+    k = as_key(key)
+    if k.shape != ():
+        raise ValueError(
+            f"key must be a single jax.random key or an int seed, got a batch of keys of shape "
+            f"{tuple(k.shape)}"
+        )
+    return k
+
+
 def _rng(key) -> np.random.Generator:
     """A NumPy generator seeded deterministically from a JAX PRNG key (or an int seed)."""
-    seed = np.asarray(jax.random.bits(as_key(key), (4,), dtype=jnp.uint32))
+    seed = np.asarray(jax.random.bits(_single_key(key), (4,), dtype=jnp.uint32))
     return np.random.default_rng(seed.astype(np.uint64))
 
 
@@ -90,25 +103,57 @@ def _shortfall(name: str, asked: int, available: int, stacklevel: int = 4) -> No
 
 
 def _unrank_triu(t: np.ndarray, m: np.ndarray):
-    """Map linear indices ``t`` in ``[0, m(m-1)/2)`` to upper-triangle pairs ``(i, j)``, ``i < j``."""
-    t = t.astype(np.float64)
-    m = m.astype(np.float64)
-    i = m - 2 - np.floor(np.sqrt(-8.0 * t + 4.0 * m * (m - 1) - 7.0) / 2.0 - 0.5)
-    i = i.astype(np.int64)
-    # guard against rounding at the row boundaries
-    row_start = lambda r: (r * (2 * m.astype(np.int64) - r - 1)) // 2  # noqa: E731
-    t_int = t.astype(np.int64)
-    i = np.where(row_start(i) > t_int, i - 1, i)
-    i = np.where(row_start(i + 1) <= t_int, i + 1, i)
-    j = t_int - row_start(i) + i + 1
+    """Map linear indices ``t`` in ``[0, m(m-1)/2)`` to upper-triangle pairs ``(i, j)``, ``i < j``.
+
+    Exact in ``int64`` (``m`` up to ~3e9): a float64 square root only seeds the row, which integer
+    tests then correct (``t`` beyond 2**53, from classes of more than ~1.34e8 members, made the
+    float formula take the square root of a negative number).
+    """
+    t = np.asarray(t, np.int64)
+    m = np.asarray(m, np.int64)
+    # rank counted from the end, r = T - 1 - t: the q-th row from the bottom (q = m - 2 - i) holds
+    # q + 1 pairs, so r lies in row q iff q (q + 1) / 2 <= r < (q + 1) (q + 2) / 2
+    r = m * (m - 1) // 2 - 1 - t
+    q = np.floor((np.sqrt(8.0 * r.astype(np.float64) + 1.0) - 1.0) / 2.0).astype(np.int64)
+    q = np.clip(q, 0, np.maximum(m - 2, 0))
+    while True:  # the float estimate is off by at most a few rows
+        low = q * (q + 1) // 2 > r
+        high = (q + 1) * (q + 2) // 2 <= r
+        if not (np.any(low) or np.any(high)):
+            break
+        q = q - low + high
+    i = m - 2 - q
+    j = t - i * (2 * m - i - 1) // 2 + i + 1
     return i, j
+
+
+def _centred64(X) -> np.ndarray:
+    """A float64 copy of ``X [n, d]`` (finite) minus a per-column centre, for distances used only
+    for their order (translation-invariant).
+
+    The centre is the column's midrange rounded to a multiple of the largest power of two not above
+    its spread, so the subtraction is exact for integer data or data on a coarser grid (exact ties
+    stay ties) and removes any large offset (``X + 1e7`` would leave squared norms ~1e14 and
+    ``|x|^2 + |y|^2 - 2 x.y`` no significant digit). Columns of one value become 0.
+    """
+    X = np.asarray(X, np.float64)
+    if X.shape[0] == 0:
+        return X
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    half = 0.5 * hi - 0.5 * lo  # no overflow
+    mid = 0.5 * hi + 0.5 * lo
+    ex = np.frexp(half)[1]  # half in [2**(ex-1), 2**ex): the spread is at least 2**ex
+    centre = np.where(half > 0, np.ldexp(np.round(np.ldexp(mid, -ex)), ex), lo)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = X - centre
+    return out if np.all(np.isfinite(out)) else X
 
 
 def _similar_pairs(rng, codes, n_req):
     """Distinct unordered same-class pairs (global indices, ``i < j`` in class order)."""
     order, counts, starts = _class_layout(codes)
     per_class = counts * (counts - 1) // 2
-    total = int(per_class.sum())
+    total = sum(c * (c - 1) // 2 for c in counts.tolist())  # exact (Python ints)
     k = min(n_req, total)
     if n_req > total:
         _shortfall("similar pairs", n_req, total)
@@ -134,7 +179,7 @@ def _dissimilar_pairs(rng, codes, n_req):
     n = len(codes)
     end = starts + counts
     per_first = counts * (n - end)  # pairs whose lower class is c
-    total = int(per_first.sum())
+    total = sum(c * (n - e) for c, e in zip(counts.tolist(), end.tolist()))  # exact (Python ints)
     k = min(n_req, total)
     if n_req > total:
         _shortfall("dissimilar pairs", n_req, total)
@@ -173,7 +218,7 @@ def _unique_rows_in_order(rows: np.ndarray) -> np.ndarray:
 def _sample_distinct(rng, draw, n_req, total, enumerate_all, name):
     """Distinct tuples: rejection with de-duplication when sparse, enumeration when dense."""
     if n_req > total:
-        _shortfall(name, n_req, total, stacklevel=5)
+        _shortfall(name, n_req, total)  # warn -> _sample_distinct -> sampler -> caller
         rows = enumerate_all()
         return rows[rng.permutation(len(rows))]
     if n_req == 0:
@@ -201,7 +246,9 @@ def pairs(key, y, *, n_similar: int, n_dissimilar: int) -> tuple[np.ndarray, np.
 
     Args:
       key: PRNG key (``jax.random.key``) or int seed.
-      y: labels, shape ``[n]``.
+      y: labels, shape ``[n]``. Every label value is a class, ``-1`` included (metric-learn's
+        ``Constraints`` treats negative labels as unlabeled); drop such points from ``y`` (and
+        ``X``) to leave them out.
       n_similar: number of similar pairs wanted (>= 0).
       n_dissimilar: number of dissimilar pairs wanted (>= 0).
 
@@ -271,12 +318,14 @@ def triplets(key, y, *, n_triplets: int) -> np.ndarray:
     n = len(codes)
     order, counts, starts = _class_layout(codes)
     weight = (counts - 1) * (n - counts)  # per anchor of class c
-    total = int(np.sum(counts * weight))
+    # exact Python ints: sum_c n_c (n_c - 1) (n - n_c) wrapped around int64 for ~3.3e6 samples
+    total = sum(c * (c - 1) * (n - c) for c in counts.tolist())
     if total == 0:
         raise ValueError("no triplet can exist: every class in y has a single member")
     rng = _rng(key)
     cls_of_pos = np.repeat(np.arange(len(counts)), counts)
-    p_anchor = (weight[cls_of_pos] / weight[cls_of_pos].sum()).astype(np.float64)
+    w_anchor = weight.astype(np.float64)[cls_of_pos]
+    p_anchor = w_anchor / w_anchor.sum()
 
     def draw(size):
         pa = rng.choice(n, size=size, p=p_anchor)
@@ -326,8 +375,9 @@ def quadruplets(key, y, *, n_quadruplets: int) -> np.ndarray:
     n_req = check_positive_int(n_quadruplets, "n_quadruplets")
     n = len(codes)
     order, counts, starts = _class_layout(codes)
-    n_sim = int(np.sum(counts * (counts - 1)))  # ordered similar pairs
-    n_dis = int(n * n - np.sum(counts * counts))  # ordered dissimilar pairs
+    # exact Python ints (their product, the total, is beyond int64 from ~6e4 samples)
+    n_sim = sum(c * (c - 1) for c in counts.tolist())  # ordered similar pairs
+    n_dis = n * n - sum(c * c for c in counts.tolist())  # ordered dissimilar pairs
     if n_sim == 0:
         raise ValueError("no quadruplet can exist: every class in y has a single member")
     total = n_sim * n_dis
@@ -367,7 +417,9 @@ def chunklets(key, y, *, n_chunks: int, chunk_size: int = 2) -> np.ndarray:
 
     Args:
       key: PRNG key or int seed.
-      y: labels ``[n]`` (a single class is fine).
+      y: labels ``[n]`` (a single class is fine). Every label value is a class, ``-1`` included
+        (metric-learn's ``Constraints`` treats negative labels as unlabeled); drop such points
+        from ``y`` (and ``X``) to leave them out.
       n_chunks: number of chunklets wanted (>= 1).
       chunk_size: members per chunklet (>= 2).
 
@@ -421,8 +473,9 @@ def chunklets(key, y, *, n_chunks: int, chunk_size: int = 2) -> np.ndarray:
 def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
     """The ``k`` nearest same-class neighbours of each point in input space (self excluded).
 
-    Computed per class, in row blocks (memory ``O(block_size * max_class_size)``), in float64; ties are
-    broken by the lower index.
+    Computed per class, in row blocks (memory ``O(block_size * max_class_size)``), in float64 on the
+    input's float64 values, centred per class (a translation of ``X`` leaves the result unchanged);
+    exact ties are broken by the lower index.
 
     Args:
       X: ``[n, d]`` inputs.
@@ -444,7 +497,8 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
     classification", JMLR 2009.
     """
     require_concrete("target_neighbors", X, y)
-    X = np.asarray(check_array(X, "X", ndim=2, min_rows=1), dtype=np.float64)
+    check_array(X, "X", ndim=2, min_rows=1)  # its checks only: the float32 cast lost the neighbours
+    X = np.asarray(X, dtype=np.float64)
     y_arr = np.asarray(y)
     codes = check_labels(y_arr, X.shape[0], min_classes=1)
     k = check_positive_int(k, "k")
@@ -461,7 +515,10 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
     out = np.empty((X.shape[0], k), np.int64)
     for c in range(len(counts)):
         members = np.flatnonzero(codes == c)
-        Xc = X[members]
+        Xc = _centred64(X[members])
+        e = _ranking_exponent(Xc)
+        if e:
+            Xc = np.ldexp(Xc, -e)  # exact; keeps the squares in range
         sq = np.sum(Xc * Xc, axis=1)
         for s in range(0, len(members), block_size):
             rows = slice(s, s + block_size)
@@ -516,7 +573,8 @@ def _impostor_block_stats(XL, y, target_idx, rows, margin):
     return d2, cand
 
 
-def _check_impostor_inputs(XL, y, target_idx, margin):
+def _check_impostor_inputs(XL, y, target_idx, margin, block_size):
+    block_size = check_positive_int(block_size, "block_size")
     if not is_traced(margin):
         m = as_real(margin, "margin")
         if not np.isfinite(m):
@@ -525,7 +583,7 @@ def _check_impostor_inputs(XL, y, target_idx, margin):
     if is_traced(y):
         y = jnp.asarray(y)
     else:
-        y = jnp.asarray(check_labels(y, XL.shape[0], min_classes=1))
+        y = jnp.asarray(check_labels(y, min_classes=1))  # its length is checked below, vs XL
     if not is_traced(target_idx):
         t = np.asarray(target_idx)
         if t.ndim != 2 or t.shape[0] != XL.shape[0]:
@@ -537,7 +595,7 @@ def _check_impostor_inputs(XL, y, target_idx, margin):
     target_idx = jnp.asarray(target_idx, jnp.int32)
     if y.shape[0] != XL.shape[0]:
         raise ValueError(f"y has {y.shape[0]} labels but XL has {XL.shape[0]} rows")
-    return XL, y, target_idx
+    return XL, y, target_idx, block_size
 
 
 def impostors(
@@ -569,7 +627,7 @@ def impostors(
       margin: the LMNN margin (1.0 in the paper); finite (``ValueError`` otherwise).
       max_impostors: list length ``m`` (static). ``None`` means no truncation,
         ``m = n - min_c n_c`` (needs concrete ``y``).
-      block_size: rows per block.
+      block_size: rows per block (a static int >= 1; ``ValueError`` otherwise).
 
     Returns:
       :class:`Impostors` ``(idx [n, m], valid [n, m], n_candidates [n])``.
@@ -581,7 +639,7 @@ def impostors(
 
     Reference: Weinberger & Saul, JMLR 2009, section 3 (active set of impostors).
     """
-    XL, y, target_idx = _check_impostor_inputs(XL, y, target_idx, margin)
+    XL, y, target_idx, block_size = _check_impostor_inputs(XL, y, target_idx, margin, block_size)
     n = XL.shape[0]
     if max_impostors is None:
         if is_traced(y):
@@ -617,12 +675,12 @@ def impostor_mask(XL, y, target_idx, *, margin: float = 1.0, block_size: int = 1
       y: labels ``[n]``.
       target_idx: int ``[n, k]`` (range checked for concrete inputs; clamped under ``jit``).
       margin: LMNN margin.
-      block_size: rows per block.
+      block_size: rows per block (a static int >= 1; ``ValueError`` otherwise).
 
     Returns:
       bool ``[n, n]``.
     """
-    XL, y, target_idx = _check_impostor_inputs(XL, y, target_idx, margin)
+    XL, y, target_idx, block_size = _check_impostor_inputs(XL, y, target_idx, margin, block_size)
     n = XL.shape[0]
     b, n_blocks = _block_rows(n, block_size)
     starts = jnp.arange(n_blocks) * b
@@ -647,10 +705,7 @@ def _knn_genuine_impostor(X, codes, valid, *, k_genuine: int, k_impostor: int, b
     nearest first, ties to the lower index (``lax.top_k`` is stable); a slot is invalid when the row
     has fewer candidates of that kind. Memory ``O(block_size * n)``.
     """
-    n = X.shape[0]
-    w = valid.astype(X.dtype)
-    # translation-invariant; centring keeps the matmul identity accurate
-    X = X - jnp.sum(X * w[:, None], axis=0) / jnp.sum(w)
+    n = X.shape[0]  # X is centred by the caller (in float64: see _centred64)
     b, n_blocks = _block_rows(n, block_size)
     cols = jnp.arange(n)
 
@@ -684,9 +739,10 @@ def knn_triplets(
     neighbourhoods that a k-NN classifier sees, unlike uniformly random triplets.
 
     Distances run jitted, in row blocks of ``block_size`` (memory ``O(block_size * n)``), through
-    :func:`metriclearn.distances.pairwise_sqeuclidean` on centred inputs, in the default float dtype
-    (float32 unless ``jax_enable_x64``); exact ties go to the lower index. Rows are ordered by
-    anchor, then genuine rank, then impostor rank (nearest first).
+    :func:`metriclearn.distances.pairwise_sqeuclidean` on inputs centred in float64 (a translation
+    of ``X`` leaves the result unchanged), in the default float dtype (float32 unless
+    ``jax_enable_x64``); exact ties (integer data, for one) go to the lower index. Rows are ordered
+    by anchor, then genuine rank, then impostor rank (nearest first).
 
     Shortfalls: an anchor whose class has ``n_c <= k_genuine`` members gets its ``n_c - 1`` genuine
     neighbours, and one with fewer than ``k_impostor`` points outside its class gets all of those; the
@@ -694,7 +750,9 @@ def knn_triplets(
 
     Args:
       X: ``[n, d]`` inputs (finite).
-      y: labels ``[n]``, at least two classes.
+      y: labels ``[n]``, at least two classes. Every label value is a class, ``-1`` included
+        (metric-learn's ``Constraints`` treats negative labels as unlabeled); drop such points
+        from ``X`` and ``y`` to leave them out.
       k_genuine: same-class neighbours per anchor (>= 1); metric-learn's default 3.
       k_impostor: other-class neighbours per anchor (>= 1); metric-learn's default 10.
       block_size: rows per distance block (>= 1).
@@ -716,7 +774,9 @@ def knn_triplets(
     setting); Weinberger & Saul, JMLR 2009 (target neighbours and impostors).
     """
     require_concrete("knn_triplets", X, y)
-    X = check_array(X, "X", ndim=2, min_rows=1, min_features=1)
+    check_array(X, "X", ndim=2, min_rows=1, min_features=1)  # its checks only (see below)
+    # centred in float64 before any float32 cast: X + 1e7 kept no digit of the neighbourhoods
+    X = _centred64(X)
     y_arr = np.asarray(y)
     codes = check_labels(y_arr, X.shape[0], min_classes=2)
     k_genuine = check_positive_int(k_genuine, "k_genuine")
@@ -739,7 +799,8 @@ def knn_triplets(
     # distances in range (float32 data x 1e20 gave inf - inf and no triplet at all)
     e = _ranking_exponent(X)
     if e:
-        X = jnp.ldexp(X, -e)  # not a division: XLA flushes x / 2**127 to 0
+        X = np.ldexp(X, -e)  # not a division: x / 2**127 can flush to 0
+    X = jnp.asarray(X, float_dtype())
     size = bucket_size(n)
     Xp, valid = pad_rows(X, size)
     cp, _ = pad_rows(jnp.asarray(codes), size, fill=-1)

@@ -723,7 +723,7 @@ def standardize(train, test=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
       >>> X_te.tolist()
       [[0.0, 4.0]]
     """
-    check_array(train, "train", ndim=2, min_rows=1)
+    check_array(train, "train", ndim=2, min_rows=1, allow_overflow=True)  # float64 below
     tr = np.asarray(train, dtype=np.float64)
     out_dtype = np.float64 if np.asarray(train).dtype == np.float64 else np.float32
     # statistics of each feature divided by a power of two near its largest value (exact): the
@@ -742,7 +742,7 @@ def standardize(train, test=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     tr_s = ((tr - mean) / std).astype(out_dtype)
     if test is None:
         return tr_s
-    check_array(test, "test", ndim=2)
+    check_array(test, "test", ndim=2, allow_overflow=True)
     te = np.asarray(test, dtype=np.float64)
     if te.shape[1] != tr.shape[1]:
         raise ValueError(

@@ -199,7 +199,9 @@ class MahalanobisMixin:
                 pts = np.asarray(preprocessor(arr.reshape(-1)))
                 arr = pts.reshape(arr.shape + pts.shape[1:])
             else:
-                check_array(preprocessor, "preprocessor", ndim=2)  # validation only: keep float64
+                check_array(
+                    preprocessor, "preprocessor", ndim=2, allow_overflow=True
+                )  # validation only
                 X = np.asarray(preprocessor, dtype=np.float64)
                 if arr.size and (arr.min() < 0 or arr.max() >= X.shape[0]):
                     raise ValueError(
@@ -207,7 +209,7 @@ class MahalanobisMixin:
                         f"(got indices in [{arr.min()}, {arr.max()}])"
                     )
                 arr = X[arr]
-        check_array(arr, name, ndim=3)  # validation only: its float32 copy would lose the offset
+        check_array(arr, name, ndim=3, allow_overflow=True)  # validation only: float64 kept
         P = np.asarray(arr, dtype=np.float64)
         if P.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {tuple(P.shape)})")

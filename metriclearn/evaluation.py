@@ -906,7 +906,7 @@ def retrieval_metrics(
 
 
 def _check_pairs(scores, same) -> tuple[np.ndarray, np.ndarray]:
-    check_array(scores, "distances_or_scores", ndim=1, min_rows=1)
+    check_array(scores, "distances_or_scores", ndim=1, min_rows=1, allow_overflow=True)
     s = np.asarray(scores, dtype=np.float64)  # NumPy float64: no rounding to float32
     same = np.asarray(same)
     if same.ndim != 1 or same.shape[0] != s.shape[0]:
@@ -1041,7 +1041,7 @@ def accuracy_at_threshold(
     """
     check_flags(higher_is_similar=higher_is_similar)
     require_concrete("accuracy_at_threshold", distances_or_scores, same, threshold)
-    check_array(distances_or_scores, "distances_or_scores", ndim=1, min_rows=1)
+    check_array(distances_or_scores, "distances_or_scores", ndim=1, min_rows=1, allow_overflow=True)
     s = np.asarray(distances_or_scores, dtype=np.float64)
     same = np.asarray(same)
     if same.ndim != 1 or same.shape[0] != s.shape[0]:

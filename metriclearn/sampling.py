@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn import constraints
-from metriclearn._validation import as_key, check_labels, check_positive_int, require_concrete
+from metriclearn._validation import check_labels, check_positive_int, require_concrete
 
 __all__ = [
     "m_per_class_batches",
@@ -213,7 +213,7 @@ def m_per_class_sampler(
 
     def sample(key) -> jax.Array:
         return _m_per_class_core(
-            as_key(key),
+            constraints._single_key(key),
             order_dev,
             starts_dev,
             counts_dev,
@@ -301,10 +301,15 @@ def pair_batches(
         or not 0.0 <= positive_fraction <= 1.0
     ):
         raise ValueError(f"positive_fraction must be a number in [0, 1], got {positive_fraction!r}")
-    check_labels(labels, min_classes=2, name="labels")  # named as here (constraints says "y")
+    codes = check_labels(labels, min_classes=2, name="labels")  # named as here (not "y")
     total = batch_size * n_batches
     n_sim = int(round(total * positive_fraction))
-    k_pairs, k_shuffle = jax.random.split(as_key(key))
+    if n_sim and np.bincount(codes).max() < 2:  # constraints.pairs would name "y"
+        raise ValueError(
+            f"no similar pair can exist: every class in labels has a single member "
+            f"(positive_fraction={positive_fraction} asks for {n_sim} similar pairs)"
+        )
+    k_pairs, k_shuffle = jax.random.split(constraints._single_key(key))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:
@@ -341,12 +346,14 @@ def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarr
     require_concrete("triplet_batches", labels)
     batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = check_positive_int(n_batches, "n_batches")
-    check_labels(labels, min_classes=2, name="labels")  # named as here (constraints says "y")
+    codes = check_labels(labels, min_classes=2, name="labels")  # named as here (not "y")
+    if np.bincount(codes).max() < 2:  # constraints.triplets would name "y"
+        raise ValueError("no triplet can exist: every class in labels has a single member")
     total = batch_size * n_batches
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:
-            t = constraints.triplets(as_key(key), labels, n_triplets=total)
+            t = constraints.triplets(constraints._single_key(key), labels, n_triplets=total)
         except UserWarning as err:
             raise ValueError(
                 f"not enough distinct triplets for {n_batches} batches of {batch_size}: {err}"

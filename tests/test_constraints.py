@@ -416,3 +416,147 @@ def test_knn_triplets_at_float32_extremes():
     for scale in (1e20, 1e-25):
         got = C.knn_triplets(X * np.float32(scale), y, k_genuine=2, k_impostor=3)
         np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------------------------
+# audit fixes: exact counts, float64 centring, messages
+
+
+def test_triplet_count_beyond_int64_is_exact():
+    """sum_c n_c (n_c - 1) (n - n_c) wrapped around int64 for two classes of 2e6: a negative count
+    ("only -2446752073709551616 distinct ones exist") and a 29 TiB enumeration (MemoryError)."""
+    y = np.repeat(np.array([0, 1], np.int8), 2_000_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no shortfall warning
+        t = C.triplets(0, y, n_triplets=10)
+        q = C.quadruplets(1, y, n_quadruplets=10)
+    assert t.shape == (10, 3) and len(as_set(t)) == 10
+    assert np.all(y[t[:, 0]] == y[t[:, 1]]) and np.all(t[:, 0] != t[:, 1])
+    assert np.all(y[t[:, 0]] != y[t[:, 2]])
+    assert (
+        q.shape == (10, 4) and np.all(y[q[:, 0]] == y[q[:, 1]]) and np.all(y[q[:, 2]] != y[q[:, 3]])
+    )
+
+
+def test_unrank_triu_exact_for_ranks_beyond_2_to_53():
+    """A float64 rank t > 2**53 (classes of more than ~1.34e8 members) gave sqrt(< 0) = NaN and
+    garbage (negative) indices."""
+    for m in range(2, 30):  # every rank of small triangles, against NumPy's order
+        i, j = C._unrank_triu(np.arange(m * (m - 1) // 2), np.full(m * (m - 1) // 2, m))
+        a, b = np.triu_indices(m, 1)
+        np.testing.assert_array_equal(i, a)
+        np.testing.assert_array_equal(j, b)
+    rng = np.random.default_rng(0)
+    for m in (2 * 10**8, 3 * 10**8, 10**9, 3 * 10**9):
+        total = m * (m - 1) // 2
+        t = np.concatenate(
+            [[0, 1, m - 2, m - 1, total - 3, total - 2, total - 1], rng.integers(0, total, 200)]
+        )
+        i, j = C._unrank_triu(t, np.full(len(t), m))
+        for ti, ii, jj in zip(t.tolist(), i.tolist(), j.tolist()):  # exact Python ints
+            assert 0 <= ii < jj < m and ii * (2 * m - ii - 1) // 2 + jj - ii - 1 == ti
+
+
+def test_check_array_refuses_values_beyond_the_target_dtype():
+    """Finite float64 values beyond float32 were cast to inf silently (finiteness was checked
+    before the cast): target_neighbors returned garbage and knn_triplets (0, 3)."""
+    from metriclearn._validation import check_array
+
+    big = np.array([[1.0, 2.0], [3e39, 0.0]])
+    with pytest.raises(ValueError, match=r"XL has values beyond the range of float32.*3e\+39"):
+        check_array(big, "XL")
+    with pytest.raises(ValueError, match="A has values beyond the range of float16"):
+        check_array(np.array([7e4], np.float32), "A", dtype=jnp.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's "overflow encountered in cast"
+        assert np.isinf(np.asarray(check_array(big, "XL", allow_overflow=True))).any()
+    assert check_array(big / 1e10, "XL").dtype == jnp.float32  # in range: fine
+    with jax.enable_x64(True):
+        assert check_array(big, "XL").dtype == jnp.float64
+    X = np.random.default_rng(0).normal(size=(12, 3)) * 1e150
+    y = np.repeat([0, 1, 2], 4)
+    with pytest.raises(ValueError, match="X has values beyond"):
+        C.target_neighbors(X, y, k=2)
+    with pytest.raises(ValueError, match="X has values beyond"):
+        C.knn_triplets(X, y, k_genuine=2, k_impostor=2)
+
+
+def test_neighbours_are_translation_invariant_and_exact_on_integer_data():
+    """X was cast to float32 before target_neighbors' float64 work and knn_triplets' centring:
+    iris + 1e7 changed 148 of 150 rows' target neighbours and 3641 of 4500 k-NN triplets."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(-20, 60, size=(60, 3)) / 8.0  # on a grid: many exact distance ties
+    y = rng.integers(0, 3, 60)
+    want_t = brute_targets(X, y, 3)
+    want_k = brute_knn_triplets(X, y, 2, 3)
+    for shift in (0.0, 1e7, -3e5):
+        np.testing.assert_array_equal(C.target_neighbors(X + shift, y, k=3, block_size=7), want_t)
+        got = C.knn_triplets(X + shift, y, k_genuine=2, k_impostor=3, block_size=16)
+        np.testing.assert_array_equal(got, want_k)
+
+
+def test_knn_triplets_ties_on_an_uncentred_integer_set_go_to_the_lower_index():
+    """The mean (3/7) was taken in float32: anchor 2's impostors 4 and 5, both at exactly 1.0,
+    came out as 5."""
+    X = np.array(
+        [[-2.0, -1.0], [-1.0, 1.0], [2.0, 1.0], [-1.0, 1.0], [2.0, 2.0], [2.0, 0.0], [1, 0]]
+    )
+    y = np.array([1, 0, 0, 0, 1, 1, 1])
+    got = C.knn_triplets(X, y, k_genuine=1, k_impostor=1)
+    assert got[got[:, 0] == 2][0, 2] == 4
+    np.testing.assert_array_equal(got, brute_knn_triplets(X, y, 1, 1))
+    np.testing.assert_array_equal(
+        C.knn_triplets(X, y, k_genuine=2, k_impostor=3), brute_knn_triplets(X, y, 2, 3)
+    )
+
+
+@pytest.mark.parametrize("fn", [C.impostors, C.impostor_mask])
+def test_impostors_validate_block_size(fn):
+    """block_size was never checked: -3 and 0 passed silently, 2.5 / None / 'a' raised TypeErrors."""
+    X = np.random.default_rng(0).normal(size=(8, 2))
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    T = C.target_neighbors(X, y, k=1)
+    for bad in (-3, 0, 2.5, None, "a", True):
+        with pytest.raises(ValueError, match="block_size must be an integer >= 1"):
+            fn(X, y, T, block_size=bad)
+    np.testing.assert_array_equal(
+        np.asarray(fn(X, y, T, block_size=np.int64(3))[0]), np.asarray(fn(X, y, T)[0])
+    )
+
+
+def test_messages_name_the_arguments():
+    keys = jax.random.split(jax.random.key(0), 2)
+    for call in (
+        lambda k: C.pairs(k, [0, 0, 1, 1], n_similar=1, n_dissimilar=1),
+        lambda k: C.triplets(k, [0, 0, 1, 1], n_triplets=1),
+        lambda k: C.quadruplets(k, [0, 0, 1, 1], n_quadruplets=1),
+        lambda k: C.chunklets(k, [0, 0, 1, 1], n_chunks=1),
+    ):
+        with pytest.raises(ValueError, match=r"key must be a single .*shape \(2,\)"):
+            call(keys)
+    with pytest.raises(ValueError, match="y has 3 labels but XL has 4 rows"):
+        C.impostors(np.zeros((4, 2)), [0, 0, 1], np.zeros((4, 1), int))
+
+
+def test_shortfall_warnings_point_at_the_caller():
+    """triplets / quadruplets used stacklevel=5: the warning named the caller's caller."""
+    import sys
+
+    y = [0, 0, 1]
+    with pytest.warns(UserWarning, match="distinct") as rec:
+        C.triplets(0, y, n_triplets=50), (lines := [sys._getframe().f_lineno])
+        C.quadruplets(0, y, n_quadruplets=50), lines.append(sys._getframe().f_lineno)
+        C.pairs(0, y, n_similar=5, n_dissimilar=1), lines.append(sys._getframe().f_lineno)
+        C.chunklets(0, y, n_chunks=5), lines.append(sys._getframe().f_lineno)
+    assert [(w.filename, w.lineno) for w in rec] == [(__file__, line) for line in lines]
+
+
+def test_negative_labels_are_an_ordinary_class_as_documented():
+    """metric-learn's Constraints treats negative labels as unlabeled; here -1 is a class (binary
+    {-1, +1} labels), and the docstrings say so."""
+    y = np.array([-1, -1, -1, 1, 1, 1])
+    idx, pair_y = C.pairs(0, y, n_similar=6, n_dissimilar=9)
+    assert as_set(idx[pair_y == 1]) == brute_similar(y)
+    assert as_set(idx[pair_y == -1]) == brute_dissimilar(y)
+    for fn in (C.pairs, C.chunklets, C.knn_triplets):
+        assert "``-1`` included" in " ".join(fn.__doc__.split()), fn.__name__

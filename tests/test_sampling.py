@@ -286,3 +286,33 @@ def test_samplers_under_jit_and_vmap_over_keys_but_not_traced_labels():
     assert vm(keys).shape == (3, 2, 8)
     with pytest.raises(ValueError, match="m_per_class_batches runs on the host"):
         jax.jit(lambda lab: sampling.m_per_class_batches(0, lab, m=2, batch_size=8))(y)
+
+
+def test_triplet_batches_beyond_int64_triplet_count():
+    """The triplet count of two classes of 2e6 wrapped around int64 (negative), so 10 triplets
+    were refused as "not enough distinct triplets" (or the enumeration ran out of memory)."""
+    y = np.repeat(np.array([0, 1], np.int8), 2_000_000)
+    t = sampling.triplet_batches(0, y, batch_size=5, n_batches=2)
+    assert t.shape == (2, 5, 3)
+    a, p, n = (t[..., i] for i in range(3))
+    assert np.all(y[a] == y[p]) and np.all(y[a] != y[n]) and np.all(a != p)
+
+
+def test_batch_samplers_name_labels_and_key():
+    """pair_batches / triplet_batches said "every class in y" (the argument is labels); a batch of
+    keys gave JAX's "split accepts a single key"."""
+    singletons = np.arange(4)
+    with pytest.raises(ValueError, match="every class in labels has a single member"):
+        sampling.pair_batches(0, singletons, batch_size=2, n_batches=1)
+    with pytest.raises(ValueError, match="every class in labels has a single member"):
+        sampling.triplet_batches(0, singletons, batch_size=2, n_batches=1)
+    idx, same = sampling.pair_batches(0, singletons, batch_size=2, n_batches=1, positive_fraction=0)
+    assert idx.shape == (1, 2, 2) and not same.any()  # dissimilar pairs only: fine
+    keys = jax.random.split(jax.random.key(0), 2)
+    for draw in (
+        lambda k: sampling.m_per_class_batches(k, Y, m=4, batch_size=16),
+        lambda k: sampling.pair_batches(k, Y, batch_size=4, n_batches=1),
+        lambda k: sampling.triplet_batches(k, Y, batch_size=4, n_batches=1),
+    ):
+        with pytest.raises(ValueError, match=r"key must be a single .*shape \(2,\)"):
+            draw(keys)
