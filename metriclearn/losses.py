@@ -47,6 +47,7 @@ from metriclearn import miners as _miners
 from metriclearn import reducers as _reducers
 from metriclearn._cache import reuse
 from metriclearn._validation import (
+    as_key,
     check_array,
     check_choice,
     check_flags,
@@ -362,6 +363,52 @@ def _contrastive_all_pairs_jvp(cfg, primals, tangents):
     return loss, jnp.sum(grad * tangents[0])
 
 
+def _check_tuple_members(members, *, ndim: int) -> list[jax.Array]:
+    """The members of a tuple form (``x1, x2`` or anchors / positives / negatives): each of rank
+    ``ndim`` with at least one row and one feature, finite when concrete, all of one shape (an empty
+    set or ``[P, 0]`` gave a loss of 0 or of the bare margin, a NaN member a NaN)."""
+    out = [
+        check_array(x, name, ndim=ndim, min_rows=1, min_features=1 if ndim == 2 else 0)
+        for x, name in members
+    ]
+    shapes = [tuple(x.shape) for x in out]
+    if len(set(shapes)) != 1:
+        names = [name for _, name in members]
+        names = ", ".join(names[:-1]) + " and " + names[-1]
+        got = ", ".join(map(str, shapes[:-1])) + " and " + str(shapes[-1])
+        raise ValueError(f"{names} must have the same shape, got {got}")
+    return out
+
+
+def _same_flags(same, name: str, shape: tuple[int, ...]) -> jax.Array:
+    """``same`` as bool: bool, 0/1 or the ``+-1`` pair labels of ``constraints.pairs`` (``> 0`` is
+    similar; ``asarray(same, bool)`` made -1 similar). Concrete values other than those (NaN, 0.5, 2)
+    raise: ``> 0`` silently read them as a label."""
+    same = jnp.asarray(same)
+    if same.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(same.shape)}")
+    if same.dtype == bool:
+        return same
+    if not is_traced(same) and not bool(jnp.all(jnp.isin(same, jnp.array([-1, 0, 1])))):
+        raise ValueError(
+            f"{name} must be bool, 0/1 or +-1, got values {np.unique(np.asarray(same))[:5]}"
+        )
+    return same > 0
+
+
+def _check_tuple_weights(weights, n: int, what: str):
+    """``None`` or ``[n]`` weights (the shape checked even under ``jit``; a wrong length gave JAX's
+    broadcasting error, which did not name ``weights``)."""
+    if weights is None:
+        return None
+    weights = jnp.asarray(weights)
+    if weights.shape != (n,):
+        raise ValueError(
+            f"weights must have shape ({n},), one per {what[:-1]}, got {weights.shape}"
+        )
+    return weights
+
+
 def contrastive_pair(
     x1: jax.Array,
     x2: jax.Array,
@@ -376,8 +423,9 @@ def contrastive_pair(
     """Contrastive loss of one pair: ``[d - m_pos]_+^k`` if ``same`` else ``[m_neg - d]_+^k``.
 
     Args:
-      x1, x2: ``[d]`` the two embeddings.
-      same: scalar bool, whether the pair is similar.
+      x1, x2: ``[d]`` the two embeddings (``d >= 1``; concrete ones must be finite).
+      same: scalar bool (or 0/1, or the ``+-1`` of :func:`metriclearn.constraints.pairs`), whether
+        the pair is similar.
 
     Returns:
       Scalar (unreduced) loss of the pair. See :func:`contrastive` for the other arguments.
@@ -386,9 +434,10 @@ def contrastive_pair(
     _check_hyper(
         ("hinge_power",), pos_margin=pos_margin, neg_margin=neg_margin, hinge_power=hinge_power
     )
+    x1, x2 = _check_tuple_members(((x1, "x1"), (x2, "x2")), ndim=1)
     d = _paired_distance(x1, x2, normalize=normalize, squared=squared)
     pos, neg = _contrastive_terms(d, pos_margin, neg_margin, hinge_power)
-    return jnp.where(same, pos, neg)
+    return jnp.where(_same_flags(same, "same", ()), pos, neg)
 
 
 def contrastive_pairs(
@@ -412,15 +461,9 @@ def contrastive_pairs(
     Returns:
       Scalar; equals :func:`contrastive` when the pairs are all ordered pairs of a batch.
     """
-    x1 = check_array(x1, "x1", ndim=2)
-    x2 = check_array(x2, "x2", ndim=2)
-    if tuple(x1.shape) != tuple(x2.shape):
-        raise ValueError(f"x1 and x2 must have the same shape, got {x1.shape} and {x2.shape}")
-    same = jnp.asarray(same)
-    # bool, 0/1 or the +-1 pair labels of constraints.pairs (asarray(same, bool) made -1 similar)
-    same = same if same.dtype == bool else same > 0
-    if same.shape != (x1.shape[0],):
-        raise ValueError(f"same must have shape {(x1.shape[0],)}, got {tuple(same.shape)}")
+    x1, x2 = _check_tuple_members(((x1, "x1"), (x2, "x2")), ndim=2)
+    same = _same_flags(same, "same", (x1.shape[0],))
+    weights = _check_tuple_weights(weights, x1.shape[0], "pairs")
     red = _reducers.get(reduction)
     per = jax.vmap(lambda a, b, s: contrastive_pair(a, b, s, **kwargs))(x1, x2, same)
     w = jnp.ones_like(per) if weights is None else jnp.asarray(weights, per.dtype)
@@ -574,10 +617,14 @@ def triplet_margin_triplet(
 ) -> jax.Array:
     """Triplet margin loss of one triplet ``[d(a,p) - d(a,n) + margin]_+`` (each argument ``[d]``).
 
-    See :func:`triplet_margin` for the keyword arguments. Returns a scalar.
+    See :func:`triplet_margin` for the keyword arguments. Returns a scalar. ``d >= 1``; concrete
+    embeddings must be finite.
     """
     check_flags(squared=squared, normalize=normalize, swap=swap, smooth=smooth)
     _check_hyper(margin=margin)
+    anchor, positive, negative = _check_tuple_members(
+        ((anchor, "anchor"), (positive, "positive"), (negative, "negative")), ndim=1
+    )
     dap = _paired_distance(anchor, positive, normalize=normalize, squared=squared)
     dan = _paired_distance(anchor, negative, normalize=normalize, squared=squared)
     if swap:
@@ -606,14 +653,10 @@ def triplet_margin_triplets(
     Returns:
       Scalar; equals :func:`triplet_margin` when the triplets are all valid triplets of a batch.
     """
-    a = check_array(anchors, "anchors", ndim=2)
-    p = check_array(positives, "positives", ndim=2)
-    n = check_array(negatives, "negatives", ndim=2)
-    if not (tuple(a.shape) == tuple(p.shape) == tuple(n.shape)):
-        raise ValueError(
-            "anchors, positives and negatives must have the same shape, got "
-            f"{tuple(a.shape)}, {tuple(p.shape)} and {tuple(n.shape)}"
-        )
+    a, p, n = _check_tuple_members(
+        ((anchors, "anchors"), (positives, "positives"), (negatives, "negatives")), ndim=2
+    )
+    weights = _check_tuple_weights(weights, a.shape[0], "triplets")
     red = _reducers.get(reduction)
     per = jax.vmap(lambda x, y, z: triplet_margin_triplet(x, y, z, **kwargs))(a, p, n)
     return red(per, weights)
@@ -1015,6 +1058,7 @@ def init_proxies(key: jax.Array, n_classes: int, dim: int) -> jax.Array:
 
     Rows have norm close to 1; the cosine-based losses normalize them anyway.
     """
+    key = as_key(key)
     n_classes = check_positive_int(n_classes, "n_classes")
     dim = check_positive_int(dim, "dim")
     # drawn flat (sampling._flat_draw): the same numbers as a [C, d] draw, compiled faster on CPU

@@ -42,7 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, check_choice, check_flags, check_hyper, is_traced
+from metriclearn._validation import (
+    as_key,
+    check_array,
+    check_choice,
+    check_flags,
+    check_hyper,
+    is_traced,
+)
 from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
@@ -574,6 +581,7 @@ def distance_weighted(
                 f"vectors), got cutoff={cutoff!r}, nonzero_loss_cutoff={nonzero_loss_cutoff!r}: "
                 "no negative could be sampled"
             )
+    key = as_key(key)
     emb, lab = _prepare(embeddings, labels)
     k = emb.shape[1]
     d = jnp.maximum(distance_matrix(emb, normalize=True, squared=False), cutoff)

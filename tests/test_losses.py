@@ -1340,3 +1340,57 @@ def test_far_but_close_embeddings_without_normalization_are_accepted():
     e = (2e19 + 1e18 * rng.normal(size=(8, 3))).astype(np.float32)
     y = np.repeat(np.arange(4), 2)
     assert np.isfinite(float(losses.contrastive(e, y, normalize=False, neg_margin=1e19)))
+
+
+def test_tuple_forms_validate_as_the_batch_forms():
+    """The per-pair / per-triplet forms returned NaN for NaN members, 1.0 or the bare margin for
+    [P, 0] members, 0 for an empty set; same=NaN or 0.5 was read as a label, -1 as similar in
+    contrastive_pair; a wrong-length weights gave JAX's broadcasting error."""
+    a, b = jnp.ones(3), jnp.zeros(3)
+    with pytest.raises(ValueError, match="x1 contains 1 NaN"):
+        losses.contrastive_pair(a.at[0].set(jnp.nan), b, True)
+    with pytest.raises(ValueError, match="anchor contains 1 NaN"):
+        losses.triplet_margin_triplet(a.at[0].set(jnp.inf), b, b)
+    with pytest.raises(ValueError, match="x1 and x2 must have the same shape"):
+        losses.contrastive_pair(a, jnp.ones(4), True)
+    with pytest.raises(ValueError, match="x1 must be 1-dimensional"):
+        losses.contrastive_pair(jnp.ones((4, 3)), jnp.zeros((4, 3)), True)
+    # -1 (constraints.pairs' dissimilar label) is dissimilar, as in contrastive_pairs
+    neg = float(losses.contrastive_pair(a, b, False))
+    assert float(losses.contrastive_pair(a, b, -1)) == neg
+    assert float(losses.contrastive_pair(a, b, 1)) == float(losses.contrastive_pair(a, b, True))
+    with pytest.raises(ValueError, match="at least one feature"):
+        losses.contrastive_pairs(jnp.ones((2, 0)), jnp.ones((2, 0)), jnp.array([1, 0]))
+    with pytest.raises(ValueError, match="at least one feature"):
+        losses.triplet_margin_triplets(*(jnp.ones((2, 0)),) * 3)
+    with pytest.raises(ValueError, match="needs at least 1 rows"):
+        losses.contrastive_pairs(jnp.ones((0, 3)), jnp.ones((0, 3)), jnp.zeros(0, bool))
+    with pytest.raises(ValueError, match="needs at least 1 rows"):
+        losses.triplet_margin_triplets(*(jnp.ones((0, 3)),) * 3)
+    A, B = jnp.ones((4, 3)), jnp.zeros((4, 3))
+    for bad in ([jnp.nan, 0.0, 1.0, 0.0], [0.5, 0.2, 2.0, 0.0]):
+        with pytest.raises(ValueError, match="same must be bool, 0/1 or"):
+            losses.contrastive_pairs(A, B, jnp.array(bad))
+    with pytest.raises(ValueError, match=r"weights must have shape \(4,\)"):
+        losses.contrastive_pairs(A, B, jnp.array([1, 0, 1, 0]), weights=jnp.ones(3))
+    with pytest.raises(ValueError, match=r"weights must have shape \(4,\)"):
+        losses.triplet_margin_triplets(A, B, B, weights=jnp.ones(3))
+    # under jit the members are not inspected, and the forms still agree with the batch loss
+    same = jnp.array([1, -1, 1, -1])
+    f = jax.jit(lambda x, y, s: losses.contrastive_pairs(x, y, s))
+    assert float(f(A, B, same)) == float(losses.contrastive_pairs(A, B, same))
+
+
+def test_sampling_losses_take_int_seeds():
+    """init_proxies, a built proxy loss's init and the distance_weighted miner raised JAX's
+    'invalid PRNG key data' for an int seed, which every other sampler takes."""
+    np.testing.assert_array_equal(
+        losses.init_proxies(0, 4, 3), losses.init_proxies(jax.random.key(0), 4, 3)
+    )
+    spec = losses.build("proxy_nca", n_classes=3, embedding_dim=4)
+    assert jax.tree.leaves(spec.init(0))[0].shape == (3, 4)
+    x, y = _batch(21)
+    dw = losses.build("triplet_margin", miner="distance_weighted")
+    assert np.isfinite(float(dw.apply({}, x, y, 0)))
+    with pytest.raises(ValueError, match="key must be a jax.random key or an int seed"):
+        losses.init_proxies("x", 4, 3)
