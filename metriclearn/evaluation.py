@@ -147,6 +147,24 @@ def _resolve_metric(metric, metric_kwargs) -> tuple[Any, tuple, dict]:
     return metric, tuple(sorted(static_kw)), array_kw
 
 
+def _check_traceable(fn, static_kw, array_kw, d: int) -> None:
+    """A metric callable must be traceable by JAX: the search runs jitted. One that converts its
+    arguments to NumPy (``scipy.spatial.distance``'s, an estimator's ``get_metric()``) failed there
+    with ``pairwise``'s advice to call it outside ``jit``, which the user already did."""
+    x = jax.ShapeDtypeStruct((d,), jnp.float32)
+    try:
+        jax.eval_shape(lambda a, b: fn(a, b, **dict(static_kw), **array_kw), x, x)
+    except distances._HOST_ONLY_ERRORS as err:
+        raise ValueError(
+            f"metric {getattr(fn, '__name__', type(fn).__name__)!r} cannot be traced by JAX (it "
+            "converts its arguments to NumPy or branches on their values), and the neighbour search "
+            "runs jitted: pass a distance name, a jax.numpy function f(x [..., d], y [..., d]), or a "
+            "Mahalanobis matrix M (for a fitted estimator, metric=est.get_mahalanobis_matrix())"
+        ) from err
+    except Exception:  # noqa: BLE001 - any other problem surfaces, with its own message, in the search
+        return
+
+
 def _block_distances(q, r, array_kw, dist, static_kw):
     if dist is None:
         return distances.pairwise_sqeuclidean(q, r)
@@ -425,6 +443,8 @@ def _nearest(
     n_dev = _check_mesh(mesh)
     selection = _resolve_selection(selection, mesh)
     n, m, d = Q.shape[0], R.shape[0], Q.shape[1]
+    if callable(dist):
+        _check_traceable(dist, static_kw, array_kw, d)
     Q_np, R_np = np.asarray(Q), np.asarray(R)
     # one dtype for both sets, at least float32: float16 / bfloat16 distances overflow (|x|^2 > 65504
     # is +inf in float16) or round most distances into ties

@@ -184,8 +184,19 @@ def _check_pair_mask(pair_mask, b: int):
         m = check_array(m, name, ndim=2)
         if tuple(m.shape) != (b, b):
             raise ValueError(f"{name} must have shape {(b, b)}, got {tuple(m.shape)}")
-        out.append(m)
+        out.append(_nonnegative_mask(m, name))
     return tuple(out)
+
+
+def _nonnegative_mask(m: jax.Array, name: str) -> jax.Array:
+    """A concrete miner mask / weight array must be ``>= 0``: a negative weight silently subtracted
+    its pairs' loss (a weight of -1 on the positives dropped the positive term), where the reducers
+    refuse negative weights."""
+    if not is_traced(m) and bool(jnp.any(m < 0)):
+        raise ValueError(
+            f"{name} must be non-negative (0/1 or weights), got min {float(jnp.min(m))}"
+        )
+    return m
 
 
 def _check_triplet_mask(triplet_mask, b: int):
@@ -194,7 +205,7 @@ def _check_triplet_mask(triplet_mask, b: int):
     m = check_array(triplet_mask, "triplet_mask", ndim=3)
     if tuple(m.shape) != (b, b, b):
         raise ValueError(f"triplet_mask must have shape {(b, b, b)}, got {tuple(m.shape)}")
-    return m
+    return _nonnegative_mask(m, "triplet_mask")
 
 
 def _check_proxies(proxies, emb, name: str):

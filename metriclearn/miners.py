@@ -150,6 +150,7 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     For ``|x| > eps`` the values equal ``torch.nn.functional.normalize`` (which divides by
     ``max(|x|, eps)``); below ``eps`` the result is 0 instead of ``x / eps``.
     """
+    check_hyper(nonnegative=("eps",), eps=eps)  # NaN zeroed every row, a negative one made NaN
     return x * _l2_scale(x, axis=axis, eps=eps)
 
 
@@ -223,6 +224,16 @@ def pairs_to_triplets(pos_mask: jax.Array, neg_mask: jax.Array) -> jax.Array:
     Every mined positive pair is combined with every mined negative pair that shares its anchor
     (PML's ``convert_to_triplets`` for a pair tuple).
     """
+    pos_mask, neg_mask = jnp.asarray(pos_mask), jnp.asarray(neg_mask)
+    if (
+        pos_mask.ndim != 2
+        or pos_mask.shape[0] != pos_mask.shape[1]
+        or neg_mask.shape != pos_mask.shape
+    ):
+        raise ValueError(
+            "pos_mask and neg_mask must both be [B, B], got shapes "
+            f"{tuple(pos_mask.shape)} and {tuple(neg_mask.shape)}"
+        )
     return pos_mask[:, :, None] * neg_mask[:, None, :]
 
 
@@ -232,6 +243,9 @@ def triplets_to_pairs(triplet_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     The weights are multiplicities: PML turns triplets ``(a, p, n)`` into pairs ``(a, p)`` and
     ``(a, n)`` with repetitions, and weighted reducers count a pair as often as it occurs.
     """
+    triplet_mask = jnp.asarray(triplet_mask)
+    if triplet_mask.ndim != 3 or len(set(triplet_mask.shape)) != 1:
+        raise ValueError(f"triplet_mask must be [B, B, B], got shape {tuple(triplet_mask.shape)}")
     return jnp.sum(triplet_mask, axis=2), jnp.sum(triplet_mask, axis=1)
 
 

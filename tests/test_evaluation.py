@@ -816,3 +816,19 @@ def test_string_flags_are_refused():
     emb = np.random.default_rng(0).standard_normal((8, 3))
     with pytest.raises(ValueError, match="nmi must be True or False"):
         evaluation.retrieval_metrics(emb, [0, 0, 1, 1, 2, 2, 3, 3], nmi="no")
+
+
+def test_untraceable_metric_callables_are_named():
+    """scipy's distances and an estimator's get_metric() failed with pairwise's advice to call it
+    outside jit, which the caller already did; the search runs jitted."""
+    import scipy.spatial.distance as ssd
+
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    y = np.repeat(np.arange(3), 4)
+    with pytest.raises(ValueError, match="metric 'euclidean' cannot be traced by JAX"):
+        evaluation.knn_accuracy(X, y, X, y, k=3, metric=ssd.euclidean)
+    # a jax.numpy callable still works
+    acc = evaluation.knn_accuracy(
+        X, y, X, y, k=3, metric=lambda a, b: jnp.sqrt(jnp.sum((a - b) ** 2))
+    )
+    assert acc == evaluation.knn_accuracy(X, y, X, y, k=3)

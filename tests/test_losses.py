@@ -1394,3 +1394,17 @@ def test_sampling_losses_take_int_seeds():
     assert np.isfinite(float(dw.apply({}, x, y, 0)))
     with pytest.raises(ValueError, match="key must be a jax.random key or an int seed"):
         losses.init_proxies("x", 4, 3)
+
+
+def test_negative_miner_masks_are_refused():
+    """A weight of -1 on the positive pairs silently dropped their term (0.276 instead of 1.943)."""
+    x, y = _batch(22)
+    b = x.shape[0]
+    pos, neg = miners.all_pairs(x, y)
+    with pytest.raises(ValueError, match=r"pair_mask\[0\] must be non-negative"):
+        losses.contrastive(x, y, pair_mask=(-pos, neg))
+    T = miners.all_triplets(x, y)
+    with pytest.raises(ValueError, match="triplet_mask must be non-negative"):
+        losses.triplet_margin(x, y, triplet_mask=-T)
+    assert np.isfinite(float(losses.contrastive(x, y, pair_mask=(2.0 * pos, neg))))
+    assert T.shape == (b, b, b)

@@ -466,3 +466,18 @@ def test_distance_weighted_cutoffs_that_can_mine_nothing_are_refused():
     ]:
         with pytest.raises(ValueError, match="cutoff must be below nonzero_loss_cutoff and 2"):
             miners.distance_weighted(key, x, y, **kw)
+
+
+def test_converters_and_l2_normalize_check_their_inputs():
+    """pairs_to_triplets on 1-D masks was an IndexError, triplets_to_pairs on 2-D an axis error;
+    l2_normalize with eps=NaN zeroed every row and eps<0 made zero rows NaN."""
+    with pytest.raises(ValueError, match=r"pos_mask and neg_mask must both be \[B, B\]"):
+        miners.pairs_to_triplets(jnp.ones(3), jnp.ones(3))
+    with pytest.raises(ValueError, match=r"pos_mask and neg_mask must both be \[B, B\]"):
+        miners.pairs_to_triplets(jnp.ones((3, 3)), jnp.ones((4, 4)))
+    with pytest.raises(ValueError, match=r"triplet_mask must be \[B, B, B\]"):
+        miners.triplets_to_pairs(jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="eps must be a non-negative number, got nan"):
+        miners.l2_normalize(jnp.ones((2, 3)), eps=float("nan"))
+    with pytest.raises(ValueError, match="eps must be a non-negative number"):
+        miners.l2_normalize(jnp.zeros((2, 3)), eps=-1.0)

@@ -678,3 +678,16 @@ def test_itml_bounds_int_seed_and_metric_learn_convention():
     np.testing.assert_allclose((u, l), np.percentile(d2, (5, 95)), rtol=1e-10)
     res = itml.fit_itml(P, np.where(rng.random(1100) < 0.5, 1, -1), key=0, max_iter=2)
     assert np.all(np.isfinite(np.asarray(res.M)))
+
+
+def test_itml_bounds_validates_pairs():
+    """A NaN gave 'all points in pairs coincide'; [n, d] points and triplets gave bounds."""
+    from metriclearn.convex import itml
+
+    P = np.random.default_rng(1).standard_normal((6, 2, 3))
+    with pytest.raises(ValueError, match="pairs contains 1 NaN"):
+        itml.itml_bounds(np.where(np.arange(36).reshape(6, 2, 3) == 0, np.nan, P))
+    with pytest.raises(ValueError, match="pairs must be 3-dimensional"):
+        itml.itml_bounds(P[:, 0])
+    with pytest.raises(ValueError, match=r"pairs must have shape \[n, 2, d\]"):
+        itml.itml_bounds(np.concatenate([P, P[:, :1]], axis=1))

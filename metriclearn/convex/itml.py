@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import as_key, check_positive_int, require_concrete
+from metriclearn._validation import as_key, check_array, check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
 from metriclearn.regularizers import prior_matrix
 
@@ -82,7 +82,10 @@ def itml_bounds(pairs, *, key=None, max_points: int = 2000) -> tuple[float, floa
     Raises:
       ValueError: all points coincide (no positive distance).
     """
+    check_array(pairs, "pairs", ndim=3, min_rows=1, min_features=1, allow_overflow=True)
     P = np.asarray(pairs, dtype=np.float64)
+    if P.shape[1] != 2:  # [n, d] points or triplets gave bounds; a NaN "all points coincide"
+        raise ValueError(f"pairs must have shape [n, 2, d], got {P.shape}")
     pts = _unique_points(P)
     # centred: |x|^2 + |y|^2 - 2 x.y cancels catastrophically for points far from the origin
     pts = pts - pts.mean(axis=0)
