@@ -7,7 +7,8 @@ into a silent NaN further down. These helpers run on concrete (non-traced) array
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -357,3 +358,34 @@ def check_hyper(
                 else "a finite"
             )
             raise ValueError(f"{name} must be {kind} number, got {value!r}")
+
+
+def check_kwargs(value, name: str) -> dict:
+    """A copy of ``value`` as a ``dict`` of keyword arguments (``{}`` for ``None``); ``ValueError``
+    naming ``name`` for anything else (``-1`` gave "'int' object is not iterable", ``0`` passed as
+    no arguments, ``[1]`` "cannot convert dictionary update sequence element")."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{name} must be a dict of keyword arguments or None, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"{name} must have string keys (argument names), got {bad[0]!r}")
+    return dict(value)
+
+
+def check_config(config, name: str = "config") -> dict[str, Any]:
+    """A config as a plain ``dict``: a mapping, or an ``ml_collections.ConfigDict`` (``to_dict``);
+    ``ValueError`` naming ``name`` for anything else (``None`` gave "'NoneType' object is not
+    iterable")."""
+    if callable(getattr(config, "to_dict", None)):
+        config = config.to_dict()
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"{name} must be a dict or an ml_collections.ConfigDict, got "
+            f"{type(config).__name__} {config!r}"
+        )
+    return dict(config)

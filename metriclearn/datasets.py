@@ -31,7 +31,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from metriclearn._validation import as_real, check_array, check_labels, check_positive_int
+from metriclearn._validation import (
+    as_real,
+    check_array,
+    check_flags,
+    check_labels,
+    check_positive_int,
+)
 
 __all__ = [
     "DATASETS",
@@ -260,11 +266,15 @@ def gaussian_classes(
       n_samples: number of rows ``n``.
       n_features: dimension ``d``.
       n_classes: number of classes ``C`` (``2 <= C <= n``).
-      class_sep: scale of the class means (larger is easier).
-      scale: within-class standard deviation.
+      class_sep: scale of the class means (larger is easier), finite and ``>= 0``.
+      scale: within-class standard deviation, finite and ``>= 0``.
 
     Returns:
       :class:`Dataset` with ``X`` ``float32 [n, d]`` and ``y`` ``int64 [n]`` in ``0..C-1``.
+
+    Raises:
+      ValueError: bad sizes; ``class_sep`` or ``scale`` negative, not finite, or so large that the
+        data would overflow float32 (named: the larger contribution).
 
     Example:
       >>> ds = gaussian_classes(0, n_samples=100, n_features=5, n_classes=4)
@@ -281,10 +291,19 @@ def gaussian_classes(
         value = as_real(value, name)
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    means = class_sep * rng.standard_normal((n_classes, n_features))
-    y = rng.permutation(np.arange(n_samples) % n_classes).astype(np.int64)
-    noise = rng.standard_normal((n_samples, n_features))
-    X = (means[y] + scale * noise).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        means = class_sep * rng.standard_normal((n_classes, n_features))
+        y = rng.permutation(np.arange(n_samples) % n_classes).astype(np.int64)
+        noise = rng.standard_normal((n_samples, n_features))
+        X = (means[y] + scale * noise).astype(np.float32)
+    if not np.all(np.isfinite(X)):  # class_sep=1e300 gave inf data with only a RuntimeWarning
+        with np.errstate(over="ignore"):
+            big = float(np.max(np.abs(means))) >= scale * float(np.max(np.abs(noise)))
+        name = "class_sep" if big else "scale"
+        raise ValueError(
+            f"{name} is too large: class_sep={class_sep!r} and scale={scale!r} give data beyond "
+            f"float32's range (max {float(np.finfo(np.float32).max):.3g})"
+        )
     desc = (
         f"synthetic: {n_samples} samples, {n_features} features, {n_classes} Gaussian classes "
         f"(class_sep={class_sep}, scale={scale})"
@@ -645,7 +664,7 @@ def train_test_split(
       X: ``[n, ...]`` features.
       y: ``[n]`` labels.
       test_size: fraction in (0, 1) or an integer count in ``[1, n - 1]``.
-      stratify: keep class proportions (needs >= 2 rows per class).
+      stratify: keep class proportions (needs >= 2 rows per class); a bool.
 
     Returns:
       ``(X_train, X_test, y_train, y_test)`` as NumPy arrays, rows in random order.
@@ -656,6 +675,7 @@ def train_test_split(
       >>> X_te.shape, np.bincount(y_te).tolist()
       ((30, 4), [10, 10, 10])
     """
+    check_flags(stratify=stratify)  # a string "False" is truthy: it stratified
     seed = _seed_from(key)
     X = np.asarray(X)
     if X.ndim < 1 or X.shape[0] < 2:

@@ -53,7 +53,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from metriclearn._validation import as_real, check_array, check_choice, check_labels, label_array
+from metriclearn._validation import (
+    as_real,
+    check_array,
+    check_choice,
+    check_kwargs,
+    check_labels,
+    label_array,
+)
 
 __all__ = [
     "MahalanobisMixin",
@@ -121,6 +128,16 @@ def _default_constraints(n_constraints, codes: np.ndarray) -> int:
     if n_constraints < 1:
         raise ValueError(f"n_constraints must be a positive integer or None, got {n_constraints!r}")
     return int(n_constraints)
+
+
+def _refuse_bools(est, *names: str) -> None:
+    """``ValueError`` when a numeric hyperparameter of ``est`` is a bool: ``True`` would be taken as
+    ``1`` (``ITML(tol=True)``, ``RCA(regularization=True)``, ``SCML(beta=True)`` were accepted while
+    ``ITML(gamma=True)`` was refused)."""
+    for name in names:
+        value = getattr(est, name)
+        if isinstance(value, bool | np.bool_):
+            raise ValueError(f"{name} must be a number, got {value!r}")
 
 
 def _centered(P: np.ndarray) -> np.ndarray:
@@ -729,6 +746,7 @@ class _SupervisedPairs(_SupervisedWeak):
 
 class _BaseITML(MahalanobisMixin, BaseEstimator):
     def _fit_pairs(self, P, py):
+        _refuse_bools(self, "gamma", "tol")
         key = self._pop_fit_key()
         res = _convex("itml").fit_itml(
             P,
@@ -799,6 +817,11 @@ class ITML_Supervised(_SupervisedPairs, _BaseITML):
         self.prior = prior
         self.bounds = bounds
         self.random_state = random_state
+
+    def fit(self, X, y):
+        """Fit on ``X [n, d]`` and class labels ``y [n]``."""
+        _refuse_bools(self, "gamma", "tol")  # before the pairs are drawn
+        return super().fit(X, y)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -997,6 +1020,7 @@ class RCA(_PointTransformer):
 
     def fit(self, X, chunks):
         """Fit on ``X [n, d]`` and chunklet ids ``chunks [n]``."""
+        _refuse_bools(self, "regularization")
         X = _centered(validate_data(self, X, ensure_min_samples=2, dtype=_FLOATS))
         res = _convex("rca").fit_rca(
             X, chunks, n_components=self.n_components, regularization=self.regularization
@@ -1030,6 +1054,7 @@ class RCA_Supervised(_TransformerBase):
         """Fit on ``X [n, d]`` and class labels ``y [n]``."""
         from metriclearn import constraints
 
+        _refuse_bools(self, "regularization")
         X, y = self._validate_Xy(X, y)
         codes = check_labels(y, X.shape[0], min_classes=2)
         chunks = constraints.chunklets(
@@ -1120,6 +1145,7 @@ class LSML_Supervised(_SupervisedWeak, _BaseLSML):
 
 class _BaseSCML(MahalanobisMixin, BaseEstimator):
     def _fit_triplets(self, T, X=None, y=None):
+        _refuse_bools(self, "beta", "gamma")
         key = self._pop_fit_key()
         res = _convex("scml").fit_scml(
             T,
@@ -1236,6 +1262,7 @@ class SCML_Supervised(_SupervisedWeak, _BaseSCML):
         """Fit on ``X [n, d]`` and class labels ``y [n]``."""
         from metriclearn import constraints
 
+        _refuse_bools(self, "beta", "gamma")  # before the k-NN triplets are built
         X, y = self._validate_Xy(X, y)
         codes = check_labels(y, X.shape[0], min_classes=2)
         kc, kf = self._constraint_keys()
@@ -1298,7 +1325,7 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
       margin: triplet margin (squared-distance units).
       u, l: pair-hinge thresholds; default the 5th / 95th percentile of the training pairs'
         squared Euclidean distances (ITML's choice).
-      regularizer_kwargs: extra keyword arrays for the regularizer.
+      regularizer_kwargs: dict of extra keyword arrays for the regularizer, or None.
       max_iter, tol: solver budget and tolerance.
       preprocessor: array ``X`` so tuples may be index arrays.
 
@@ -1354,9 +1381,9 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
             value = getattr(self, name)
             if value is not None and not (0.0 <= as_real(value, name) < np.inf):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        reg_kwargs = check_kwargs(self.regularizer_kwargs, "regularizer_kwargs")
         T = self._tuples(tuples, size, "pairs" if size == 2 else "triplets", reset=True)
         d = T.shape[2]
-        reg_kwargs = dict(self.regularizer_kwargs or {})
         if self.regularizer == "logdet" and "M0" not in reg_kwargs:
             reg_kwargs["M0"] = jnp.eye(d)
         if size == 2:

@@ -51,6 +51,7 @@ from metriclearn._validation import (
     check_array,
     check_choice,
     check_flags,
+    check_kwargs,
     check_positive_int,
     is_traced,
 )
@@ -1439,9 +1440,10 @@ def build(
       params = spec.init(key)
       loss = jax.jit(spec.apply)(params, emb, labels, key)
     """
+    miner_kwargs = check_kwargs(miner_kwargs, "miner_kwargs")  # [1] was an AttributeError
     # unhashable arguments (e.g. arrays) build a fresh spec
     return _build_from_items(
-        name, miner, _items(miner_kwargs or {}), n_classes, embedding_dim, _items(loss_kwargs)
+        name, miner, _items(miner_kwargs), n_classes, embedding_dim, _items(loss_kwargs)
     )
 
 

@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from metriclearn._cache import reuse
-from metriclearn._validation import check_array, check_positive_int
+from metriclearn._validation import check_array, check_config, check_positive_int
 from metriclearn.evaluation import RECALL_K_VALUES
 
 __all__ = [
@@ -339,8 +339,19 @@ _cached_sharded_epoch = reuse(16)(_sharded_epoch_program)
 
 
 def mesh_from_config(config: Mapping[str, Any]) -> Mesh | None:
-    """The mesh of ``config["devices"]`` (``None`` for 1 device or no key: plain single-device run)."""
-    n = config.get("devices", 1)
+    """The mesh of ``config["devices"]`` (``None`` for 1 device or no key: plain single-device run).
+
+    Args:
+      config: a dict or an ``ml_collections.ConfigDict``.
+
+    Returns:
+      A 1-D data mesh of ``devices`` devices, or ``None``.
+
+    Raises:
+      ValueError: ``config`` not a dict or ``ConfigDict``; ``devices`` not a positive integer or more
+        than the available devices.
+    """
+    n = check_config(config).get("devices", 1)
     n = check_positive_int(1 if n is None else n, "devices")
     return make_mesh(n) if n > 1 else None
 
@@ -358,9 +369,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir) -> dict[str, Any]:
     """
     from metriclearn import training
 
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
-    config = dict(config)
+    config = check_config(config)
     mesh = mesh_from_config(config)
     if mesh is not None:
         batch = int(config.get("batch_size", training.default_config()["batch_size"]))

@@ -346,13 +346,27 @@ def plot_embedding_before_after(
       X_after: ``[n, k]`` the same rows after learning (e.g. ``learner.transform(X)``).
       y: ``[n]`` class labels.
       path: where to save the PNG (None: do not save).
-      titles: titles of the two panels.
+      titles: titles of the two panels (two strings; ``None`` for no title).
       title: figure title.
       dpi: resolution of the saved image.
 
     Returns:
       The Figure (two axes).
+
+    Raises:
+      ValueError: bad shapes, fewer than two rows, NaN/inf; ``titles`` not a pair of strings (or
+        ``None`` entries for no title).
     """
+    if (
+        isinstance(titles, str | bytes)
+        or not isinstance(titles, Sequence)
+        or len(titles) != 2
+        or not all(t is None or isinstance(t, str) for t in titles)
+    ):
+        raise ValueError(
+            f"titles must be a pair (title of the left panel, title of the right panel) of strings "
+            f"or None, got {titles!r}"
+        )
     X_before, y = _check_xy(X_before, y, "X_before")
     if np.ndim(X_after) >= 1 and np.shape(X_after)[0] != X_before.shape[0]:  # before the labels
         raise ValueError(

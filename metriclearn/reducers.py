@@ -44,13 +44,23 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
 
 def _prepare(losses: jax.Array, weights: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """Floating losses (integer/bool ones go to the default float, so fractional weights are not
-    truncated) and weights of the same dtype and shape."""
+    truncated) and weights of the same dtype and shape; ``ValueError`` for weights that are negative
+    or not broadcastable to the shape of ``losses``."""
     losses = jnp.asarray(losses)
     if not jnp.issubdtype(losses.dtype, jnp.inexact):
         losses = losses.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
     if weights is None:
         return losses, jnp.ones_like(losses)
     w = jnp.asarray(weights, dtype=losses.dtype)
+    try:  # shapes are static: checked under jit too
+        fits = jnp.broadcast_shapes(w.shape, losses.shape) == losses.shape
+    except ValueError:
+        fits = False
+    if not fits:  # JAX said only "Incompatible types for broadcasting"
+        raise ValueError(
+            f"weights must be broadcastable to the shape of losses {tuple(losses.shape)}, got "
+            f"shape {tuple(w.shape)}"
+        )
     if not is_traced(w) and not bool(jnp.all(w >= 0)):  # NaN fails too
         # mean([1, 2], [1, -1]) was silently 0 (the weights sum to 0)
         raise ValueError(f"weights must be non-negative (NaN-free), got min {float(jnp.min(w))}")
@@ -72,6 +82,9 @@ def mean(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
 
     Returns:
       Scalar.
+
+    Raises:
+      ValueError: ``weights`` negative (or NaN) or not broadcastable to the shape of ``losses``.
     """
     losses, w = _prepare(losses, weights)
     return safe_divide(jnp.sum(_weighted(losses, w)), jnp.sum(w))
@@ -86,6 +99,9 @@ def sum(losses: jax.Array, weights: jax.Array | None = None) -> jax.Array:
 
     Returns:
       Scalar.
+
+    Raises:
+      ValueError: ``weights`` negative (or NaN) or not broadcastable to the shape of ``losses``.
     """
     losses, w = _prepare(losses, weights)
     return jnp.sum(_weighted(losses, w))
@@ -103,6 +119,9 @@ def avg_nonzero(losses: jax.Array, weights: jax.Array | None = None) -> jax.Arra
 
     Returns:
       Scalar.
+
+    Raises:
+      ValueError: ``weights`` negative (or NaN) or not broadcastable to the shape of ``losses``.
     """
     losses, w = _prepare(losses, weights)
     # NaN counts as "nonzero", so a NaN loss that carries weight surfaces (as in mean and sum)

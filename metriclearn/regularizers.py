@@ -44,6 +44,7 @@ from metriclearn._validation import (
     as_key,
     as_real,
     check_array,
+    check_flags,
     check_hyper,
     check_positive_int,
     is_traced,
@@ -256,7 +257,11 @@ def l1(M: jax.Array, *, offdiagonal: bool = False) -> jax.Array:
 
     Returns:
       scalar.
+
+    Raises:
+      ValueError: ``offdiagonal`` not a bool (the string ``"False"`` is truthy).
     """
+    check_flags(offdiagonal=offdiagonal)
     A = jnp.abs(M)
     if offdiagonal:
         A = A * (1.0 - jnp.eye(M.shape[0], dtype=M.dtype))
@@ -380,9 +385,10 @@ def soft_threshold(M: jax.Array, threshold, *, offdiagonal: bool = False) -> jax
 
     Raises:
       ValueError: a concrete ``threshold`` that is negative (it would enlarge the entries) or not
-        finite.
+        finite; ``offdiagonal`` not a bool.
     """
     check_hyper(nonnegative=("threshold",), threshold=threshold)
+    check_flags(offdiagonal=offdiagonal)
     shrunk = jnp.sign(M) * jnp.maximum(jnp.abs(M) - threshold, 0.0)
     if offdiagonal:
         eye = jnp.eye(M.shape[0], dtype=bool)
@@ -409,11 +415,18 @@ def prior_matrix(prior, X, *, key=None, name: str = "prior", ridge: float = 1e-3
       X: ``[n, d]`` points (e.g. the points of the training pairs), used for ``"covariance"`` and ``d``.
       key: PRNG key for ``"random"``.
       name: argument name for messages.
-      ridge: relative ridge of the covariance prior.
+      ridge: relative ridge of the covariance prior, a finite number ``>= 0`` (0: the plain inverse
+        covariance, which needs a non-singular covariance).
 
     Returns:
       ``[d, d]`` symmetric positive definite matrix in ``X``'s dtype.
+
+    Raises:
+      ValueError: unknown ``prior`` name, an array prior that is not symmetric positive definite, a
+        negative or non-finite ``ridge`` (a negative one gave an indefinite "prior"), or a
+        ``"covariance"`` prior that is singular (``ridge=0``) or not representable in ``X``'s dtype.
     """
+    check_hyper(nonnegative=("ridge",), ridge=ridge)
     X = check_array(X, "X", ndim=2, min_rows=1)
     d = X.shape[1]
     if not isinstance(prior, str):
@@ -437,6 +450,11 @@ def prior_matrix(prior, X, *, key=None, name: str = "prior", ridge: float = 1e-3
         return jnp.eye(d, dtype=X.dtype)
     w, V = np.linalg.eigh(cov + ridge * scale * np.eye(d))
     w = np.maximum(w, ridge * scale)
+    if ridge == 0 and not w[0] > d * np.finfo(np.float64).eps * w[-1]:  # constant / collinear
+        raise ValueError(
+            f"the covariance of X is singular (eigenvalues {w[0]:.3g} to {w[-1]:.3g}), so it has no "
+            f"inverse; use ridge > 0 (got ridge={ridge!r})"
+        )
     info = np.finfo(np.dtype(X.dtype))
     if 1.0 / w[0] > float(info.max) / d or 1.0 / w[-1] < float(info.tiny):
         raise ValueError(

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import numbers
+import re
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -318,12 +319,19 @@ def pair_batches(
             )
         except UserWarning as err:
             raise ValueError(
-                f"not enough distinct pairs for {n_batches} batches of {batch_size}: {err}"
+                f"not enough distinct pairs for {n_batches} batches of {batch_size} "
+                f"({total} pairs): {_shortfall_text(err)}; use fewer or smaller batches"
             ) from err
     perm = np.asarray(jax.random.permutation(k_shuffle, total))
     idx = idx[perm].reshape(n_batches, batch_size, 2)
     same = (pair_y[perm] > 0).astype(np.int32).reshape(n_batches, batch_size)
     return idx, same
+
+
+def _shortfall_text(warning: Warning) -> str:
+    """The constraint generator's shortfall warning without its "; returning N": re-raised as an
+    error, nothing is returned."""
+    return re.sub(r"; returning \d+\s*$", "", str(warning))
 
 
 def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarray:
@@ -356,6 +364,7 @@ def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarr
             t = constraints.triplets(constraints._single_key(key), labels, n_triplets=total)
         except UserWarning as err:
             raise ValueError(
-                f"not enough distinct triplets for {n_batches} batches of {batch_size}: {err}"
+                f"not enough distinct triplets for {n_batches} batches of {batch_size} "
+                f"({total} triplets): {_shortfall_text(err)}; use fewer or smaller batches"
             ) from err
     return t.reshape(n_batches, batch_size, 3)

@@ -48,7 +48,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metriclearn._validation import check_array, check_hyper, check_positive_int, is_traced
+from metriclearn._validation import (
+    check_array,
+    check_flags,
+    check_hyper,
+    check_kwargs,
+    check_positive_int,
+    is_traced,
+)
 from metriclearn.psd import _project_psd
 from metriclearn.regularizers import get_regularizer, soft_threshold
 
@@ -558,7 +565,10 @@ def _solve(
             f"objective must be a callable objective(M, *args) -> scalar, got {objective!r}"
         )
     reg = None if regularizer is None else get_regularizer(regularizer)
-    reg_kw = dict(regularizer_kwargs or {})
+    reg_kw = check_kwargs(regularizer_kwargs, "regularizer_kwargs")
+    if not callable(project):  # a string "False" is truthy: it projected
+        check_flags(project=project)
+    check_flags(l1_diagonal=l1_diagonal)
     if reg is None and reg_kw:
         raise ValueError("regularizer_kwargs given without a regularizer")
     lam = _check_float(lam, "lam")
@@ -668,13 +678,14 @@ def projected_gradient(
       M0: ``[d, d]`` starting matrix (projected first when ``project``).
       args: extra arrays for ``objective``.
       regularizer: name in :data:`metriclearn.regularizers.REGULARIZERS` or a callable ``R(M, **kw)``.
-      regularizer_kwargs: keyword arrays for the regularizer (``{"M0": prior}`` for ``"logdet"``,
-        ``{"X": X, "W": W}`` for ``"laplacian"``).
+      regularizer_kwargs: dict of keyword arrays for the regularizer (``{"M0": prior}`` for
+        ``"logdet"``, ``{"X": X, "W": W}`` for ``"laplacian"``), or None.
       lam: regularization weight ``>= 0``.
       optimizer: ``"line_search"`` or an ``optax.GradientTransformation`` (e.g. ``optax.adam(1e-2)``).
       max_iter: iteration cap (also the history buffer length).
       tol: relative tolerance of the stopping test.
-      project: project onto the PSD cone after every step (False: plain (proximal) gradient descent;
+      project: project onto the PSD cone after every step (a bool, or a callable; False: plain
+        (proximal) gradient descent;
         a callable ``project(M, min_eigenvalue) -> M``: projection onto another convex set, e.g.
         non-negative diagonal matrices; pass a module-level function so the loop compiles once).
       min_eigenvalue: eigenvalue floor of the projection (> 0 keeps ``M`` positive definite, e.g. with
@@ -682,14 +693,16 @@ def projected_gradient(
       step_size: first line-search trial step (later searches start from the Barzilai-Borwein step).
       max_backtracks: halvings per line search.
       l1_prox: weight of an entrywise L1 penalty handled exactly by soft-thresholding (line search only).
-      l1_diagonal: whether that penalty includes the diagonal (default: off-diagonal, as graphical lasso).
+      l1_diagonal: whether that penalty includes the diagonal (default: off-diagonal, as graphical
+        lasso); a bool.
 
     Returns:
       :class:`SolverResult` ``(M, n_iter, converged, history)``; ``M`` is symmetric PSD when ``project``.
 
     Raises:
-      ValueError: non-square/non-finite ``M0``, unknown regularizer/optimizer names, bad numbers, an
-        objective that is not finite at the (projected) start.
+      ValueError: non-square/non-finite ``M0``, unknown regularizer/optimizer names, bad numbers,
+        ``regularizer_kwargs`` not a dict (or None), ``project`` / ``l1_diagonal`` not a bool (a string
+        ``"False"`` is truthy), an objective that is not finite at the (projected) start.
 
     Example::
 

@@ -63,6 +63,7 @@ from metriclearn._json import plain
 from metriclearn._validation import (
     as_key,
     check_array,
+    check_config,
     check_flags,
     check_labels,
     check_positive_int,
@@ -552,6 +553,24 @@ def _from_json(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{k: (math.nan if v is None else v) for k, v in h.items()} for h in history]
 
 
+def _check_optimizer(optimizer) -> None:
+    """``ValueError`` unless ``optimizer`` is an optax transformation (``fit(..., "adam", ...)``
+    failed with "'str' object has no attribute 'init'")."""
+    if not (
+        isinstance(optimizer, optax.GradientTransformation)
+        or (
+            callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))
+        )
+    ):
+        raise ValueError(
+            "optimizer must be an optax.GradientTransformation such as optax.adam(1e-3), got "
+            f"{type(optimizer).__name__} {optimizer!r}; to build one by name use "
+            "training.make_optimizer(name, learning_rate=...) with a name of training.OPTIMIZERS "
+            f"({', '.join(sorted(OPTIMIZERS))})"
+        )
+
+
 def fit(
     model,
     loss_spec,
@@ -593,7 +612,8 @@ def fit(
     Args:
       model: Flax module.
       loss_spec: ``LossSpec`` (``init``, ``apply``) from ``metriclearn.losses.build``.
-      optimizer: optax transformation.
+      optimizer: an ``optax.GradientTransformation`` (e.g. ``optax.adam(1e-3)`` or
+        :func:`make_optimizer`), not a name.
       X_train: ``[n, ...]`` training inputs.
       y_train: ``[n]`` labels.
       X_val: ``[m, ...]`` held-out inputs, or None (no metrics).
@@ -615,11 +635,13 @@ def fit(
       :class:`FitResult`.
 
     Raises:
-      ValueError: bad shapes, labels, NaN inputs or batch settings; ``checkpoint_every`` or
+      ValueError: ``optimizer`` not an optax transformation; bad shapes, labels, NaN inputs or batch
+        settings; ``checkpoint_every`` or
         ``max_to_keep`` without ``checkpoint_dir``; a ``checkpoint_dir`` holding something else
         under an epoch-number name, or a checkpoint of another model, loss or optimizer.
       FloatingPointError: the loss became NaN or infinite.
     """
+    _check_optimizer(optimizer)
     check_flags(normalize_curves=normalize_curves, progress=progress)
     X_train = check_array(X_train, "X_train", min_rows=2)
     if X_train.ndim < 2:
@@ -1098,7 +1120,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
       The metrics dict written to ``metrics.json``.
 
     Raises:
-      ValueError: unknown config keys or names (dataset, model, loss, miner, optimizer), or settings
+      ValueError: ``config`` not a dict or ``ConfigDict``; unknown config keys or names (dataset,
+        model, loss, miner, optimizer), or settings
         that :func:`fit` refuses; a refused run leaves ``workdir``'s ``config.json`` as it was (and no
         new, empty ``workdir``).
 
@@ -1109,8 +1132,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str | os.PathLike) ->
     """
     from metriclearn import datasets, parallel, plotting
 
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
+    config = check_config(config)
     cfg = default_config()
     unknown = sorted(set(config) - set(cfg))
     if unknown:

@@ -496,3 +496,16 @@ def test_train_test_split_is_proportional():
             _, _, y_tr, y_te = datasets.train_test_split(seed, X[: len(y)], y, test_size=size)
             assert np.bincount(y_te).tolist() == want
             assert np.all(np.bincount(y_tr) >= 1)
+
+
+def test_flag_and_overflow_checks():
+    # stratify="False" is truthy (it stratified); class_sep=1e300 gave inf data with a RuntimeWarning
+    X, y = np.zeros((20, 2)), np.repeat(np.arange(4), 5)
+    with pytest.raises(ValueError, match="stratify must be True or False"):
+        datasets.train_test_split(0, X, y, stratify="False")
+    with pytest.raises(ValueError, match="class_sep is too large"):
+        datasets.gaussian_classes(0, n_samples=4, class_sep=1e300)
+    with pytest.raises(ValueError, match="scale is too large"):
+        datasets.gaussian_classes(0, n_samples=4, scale=1e39)
+    ds = datasets.gaussian_classes(0, n_samples=4, class_sep=1e36)
+    assert np.all(np.isfinite(ds.X))

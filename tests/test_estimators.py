@@ -825,3 +825,31 @@ def test_column_vector_y_is_taken_as_scikit_learn_does():
     with pytest.warns(DataConversionWarning):
         est = ml.LFDA().fit(X, y[:, None])
     np.testing.assert_allclose(est.components_, ml.LFDA().fit(X, y).components_)
+
+
+def test_bool_hyperparameters_and_kwargs_types_are_refused():
+    # ITML(tol=True), RCA(regularization=True), SCML(beta=True) ran with True as 1 while
+    # ITML(gamma=True) was refused; MetricLearner(regularizer_kwargs=-1) was a raw TypeError and
+    # regularizer_kwargs=0 was taken as "no kwargs"
+    X, y = load_iris(return_X_y=True)
+    X, y = X[::5], y[::5]
+    P = np.stack([X[:10], X[10:20]], axis=1)
+    py = np.where(y[:10] == y[10:20], 1, -1)
+    py[:2] = [1, -1]
+    T = np.stack([X[:10], X[10:20], X[20:30]], axis=1)
+    for est, data in [
+        (ml.ITML(tol=True), (P, py)),
+        (ml.ITML_Supervised(tol=np.bool_(True)), (X, y)),
+        (ml.RCA(regularization=True), (X, np.repeat(np.arange(10), 3))),
+        (ml.RCA_Supervised(regularization=True), (X, y)),
+        (ml.SCML(beta=True), (T,)),
+        (ml.SCML(gamma=True), (T,)),
+        (ml.SCML_Supervised(beta=False), (X, y)),
+    ]:
+        name = next(k for k, v in est.get_params().items() if isinstance(v, bool | np.bool_))
+        with pytest.raises(ValueError, match=f"{name} must be a number, got "):
+            est.fit(*data)
+    for bad in (-1, 0, [1], "M0"):
+        with pytest.raises(ValueError, match="regularizer_kwargs must be a dict"):
+            ml.MetricLearner(regularizer_kwargs=bad, max_iter=3).fit(T)
+    assert ml.MetricLearner(regularizer_kwargs={}, max_iter=3).fit(T).components_.shape == (4, 4)

@@ -1408,3 +1408,8 @@ def test_negative_miner_masks_are_refused():
         losses.triplet_margin(x, y, triplet_mask=-T)
     assert np.isfinite(float(losses.contrastive(x, y, pair_mask=(2.0 * pos, neg))))
     assert T.shape == (b, b, b)
+
+
+def test_build_refuses_miner_kwargs_that_are_not_a_dict():
+    with pytest.raises(ValueError, match="miner_kwargs must be a dict of keyword arguments or None"):
+        losses.build("triplet_margin", miner="semihard", miner_kwargs=[1])

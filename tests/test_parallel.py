@@ -468,3 +468,20 @@ def test_mesh_batches_and_local_batch_checks_parallel(mesh8):
     epoch = parallel.make_sharded_train_epoch(model, spec, opt, mesh8)
     with pytest.raises(ValueError, match=r"batches must be \[n_batches, B\]"):
         epoch(state, X, np.repeat(np.arange(8), 2), np.arange(16))
+
+
+def test_mesh_from_config_refuses_non_mappings():
+    # mesh_from_config(None) was "'NoneType' object has no attribute 'get'"
+    for bad in (None, 2, [("devices", 2)]):
+        with pytest.raises(
+            ValueError, match="config must be a dict or an ml_collections.ConfigDict"
+        ):
+            parallel.mesh_from_config(bad)
+    ml_collections = pytest.importorskip("ml_collections")
+    assert parallel.mesh_from_config(ml_collections.ConfigDict({"devices": 2})).devices.size == 2
+    assert parallel.mesh_from_config({}) is None
+
+
+def test_parallel_train_and_evaluate_refuses_a_non_mapping_config(tmp_path):
+    with pytest.raises(ValueError, match="config must be a dict or an ml_collections.ConfigDict"):
+        parallel.train_and_evaluate(None, str(tmp_path))

@@ -235,3 +235,13 @@ def test_nan_std_nan_labels_and_wrong_types():
         plotting.plot_metric_curves([[{"epoch": 1, "loss": 1.0}]], keys=("loss",))
     with pytest.raises(ValueError, match="results must be a mapping"):
         plotting.plot_accuracy_bars([0.9])
+
+
+def test_before_after_titles_must_be_a_pair():
+    # titles=("a",) was an IndexError; a string of two characters was two one-letter titles
+    X, y = np.random.default_rng(0).random((6, 3)), np.arange(6) % 2
+    for bad in (("a",), ("a", "b", "c"), "ab", ("a", 1)):
+        with pytest.raises(ValueError, match="titles must be a pair"):
+            plotting.plot_embedding_before_after(X, X[:, :2], y, titles=bad)
+    fig = plotting.plot_embedding_before_after(X, X[:, :2], y, titles=["in", None])
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["in", ""]

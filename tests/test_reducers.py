@@ -82,3 +82,17 @@ def test_negative_or_nan_weights_are_refused():
             with pytest.raises(ValueError, match="weights must be non-negative"):
                 red(jnp.array([1.0, 2.0]), jnp.array(w))
     assert float(R.mean(jnp.array([1.0, 3.0]), jnp.array([1.0, 0.0]))) == 1.0
+
+
+def test_weights_of_the_wrong_shape_are_named():
+    # weights of length 2 for 3 losses gave JAX's "Incompatible types for broadcasting"
+    for red in (R.mean, R.sum, R.avg_nonzero, jax.jit(R.mean)):
+        with pytest.raises(
+            ValueError, match=r"weights must be broadcastable .* \(3,\), got shape \(2,\)"
+        ):
+            red(jnp.ones(3), jnp.ones(2))
+        with pytest.raises(ValueError, match="weights must be broadcastable"):
+            red(
+                jnp.ones(3), jnp.ones((2, 3))
+            )  # losses would broadcast to weights, not the converse
+    assert float(R.sum(jnp.ones((2, 3)), jnp.array([[1.0], [2.0]]))) == 9.0  # broadcastable: fine

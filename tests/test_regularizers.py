@@ -291,3 +291,28 @@ def test_logdet_and_soft_threshold_refuse_what_they_cannot_mean():
     assert float(jax.jit(R.logdet_divergence)(2.0 * jnp.eye(3), jnp.eye(3))) > 0
     out = jax.jit(R.soft_threshold)(jnp.array([[2.0, -3.0]]).reshape(1, 2), 1.0)
     np.testing.assert_allclose(out, [[1.0, -2.0]])
+
+
+def test_prior_matrix_refuses_bad_ridge():
+    # ridge=-1 gave an indefinite "prior" (eigenvalues -4.3, -3.0), ridge=nan a raw LinAlgError
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    for ridge in (-1.0, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="ridge must be"):
+            R.prior_matrix("covariance", X, ridge=ridge)
+    P = np.asarray(R.prior_matrix("covariance", X, ridge=0.0))  # the plain inverse covariance
+    np.testing.assert_allclose(P, np.linalg.inv(np.cov(X, rowvar=False)), rtol=1e-4)
+    Xs = np.c_[X, X[:, 0]]  # singular covariance: no inverse without a ridge
+    with pytest.raises(ValueError, match="covariance of X is singular.*ridge > 0"):
+        R.prior_matrix("covariance", Xs, ridge=0)
+    assert np.linalg.eigvalsh(np.asarray(R.prior_matrix("covariance", Xs)))[0] > 0
+
+
+def test_l1_flags_must_be_bools():
+    # offdiagonal="False" is truthy: l1 dropped the diagonal, soft_threshold kept it
+    M = jnp.array([[1.0, 0.5], [0.5, 1.0]])
+    with pytest.raises(ValueError, match="offdiagonal must be True or False"):
+        R.l1(M, offdiagonal="False")
+    with pytest.raises(ValueError, match="offdiagonal must be True or False"):
+        R.soft_threshold(M, 0.2, offdiagonal="False")
+    assert float(R.l1(M, offdiagonal=np.bool_(False))) == 3.0
+    np.testing.assert_allclose(R.soft_threshold(M, 0.2, offdiagonal=True).diagonal(), [1.0, 1.0])

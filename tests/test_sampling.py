@@ -316,3 +316,16 @@ def test_batch_samplers_name_labels_and_key():
     ):
         with pytest.raises(ValueError, match=r"key must be a single .*shape \(2,\)"):
             draw(keys)
+
+
+def test_shortfall_error_does_not_say_returning():
+    # the constraint warning's "; returning 2" was re-raised as an error, though nothing is returned
+    y = np.repeat(np.arange(2), 2)
+    with pytest.raises(
+        ValueError, match=r"\(8 pairs\): .*only 2 distinct ones exist; use fewer"
+    ) as e:
+        sampling.pair_batches(0, y, batch_size=4, n_batches=2)
+    assert "returning" not in str(e.value)
+    with pytest.raises(ValueError, match=r"\(12 triplets\): .*only 8 distinct ones exist") as e:
+        sampling.triplet_batches(0, y, batch_size=4, n_batches=3)
+    assert "returning" not in str(e.value)

@@ -416,3 +416,21 @@ def test_loss_helpers_refuse_nan_inputs_and_hyperparameters():
     # under jit (inside the solver) the values are not inspected
     f = jax.jit(lambda M, a, b: solver.triplet_hinge_loss(M, a, b, margin=1.0))
     assert float(f(M, D, 2 * D)) >= 0
+
+
+def test_regularizer_kwargs_and_flags_are_type_checked():
+    # regularizer_kwargs=[1] was a raw TypeError, 0 meant "no kwargs"; project="False" projected
+    f = lambda M: jnp.sum((M - jnp.diag(jnp.array([1.0, -1.0]))) ** 2)  # noqa: E731
+    for bad in ([1], 0, -1, "M0"):
+        with pytest.raises(ValueError, match="regularizer_kwargs must be a dict"):
+            solver.projected_gradient(
+                f, jnp.eye(2), regularizer="trace", lam=0.1, regularizer_kwargs=bad
+            )
+    with pytest.raises(ValueError, match="regularizer_kwargs must be a dict"):
+        solver.factored_gradient(f, jnp.eye(2), regularizer="trace", regularizer_kwargs=[1])
+    with pytest.raises(ValueError, match="project must be True or False"):
+        solver.projected_gradient(f, jnp.eye(2), project="False")
+    with pytest.raises(ValueError, match="l1_diagonal must be True or False"):
+        solver.projected_gradient(f, jnp.eye(2), l1_prox=0.1, l1_diagonal="no")
+    res = solver.projected_gradient(f, jnp.eye(2), project=False, max_iter=50)
+    assert float(res.M[1, 1]) < -0.5  # not projected: the negative eigenvalue is reached

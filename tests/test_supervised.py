@@ -630,3 +630,11 @@ def test_audit_regressions_objectives_under_jit_and_argument_checks():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="key must be a jax.random key or an int seed"):
         mlkr.fit_mlkr(X, t, init="random", key="abc")
+
+
+def test_fit_covariance_return_factor_must_be_a_bool():
+    # return_factor="False" is truthy: a tuple came back where a matrix was asked for
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="return_factor must be True or False"):
+        covariance.fit_covariance(X, return_factor="False")
+    assert covariance.fit_covariance(X, return_factor=np.bool_(False)).shape == (3, 3)

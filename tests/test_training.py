@@ -606,3 +606,25 @@ def test_string_flags_are_refused():
             m_per_class=4,
             progress="no",
         )
+
+
+def test_optimizer_and_config_types_are_named(tmp_path):
+    # fit(..., "adam", ...) was "'str' object has no attribute 'init'"; train_and_evaluate(None, d)
+    # "'NoneType' object is not iterable"
+    model = models.build_model("mlp", hidden=(8,), embedding_dim=4)
+    X = np.random.default_rng(0).normal(size=(24, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), 8)
+    kw = dict(key=0, epochs=1, batch_size=12, m_per_class=4, progress=False)
+    spec = losses.build("contrastive")
+    for bad in ("adam", None, optax.adam):
+        with pytest.raises(ValueError, match=r"optimizer must be an optax.GradientTransformation"):
+            training.fit(model, spec, bad, X, y, **kw)
+    with pytest.raises(ValueError, match=r"make_optimizer\(name.*adam, adamw, rmsprop, sgd"):
+        training.fit(model, spec, "adam", X, y, **kw)
+    assert len(training.fit(model, spec, optax.sgd(0.01), X, y, **kw).history) == 1
+    for bad in (None, [("epochs", 1)], "cfg"):
+        with pytest.raises(
+            ValueError, match="config must be a dict or an ml_collections.ConfigDict"
+        ):
+            training.train_and_evaluate(bad, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_array, require_concrete
+from metriclearn._validation import check_array, check_flags, require_concrete
 from metriclearn.convex._common import in_float64
 
 __all__ = ["fit_covariance"]
@@ -56,7 +56,7 @@ def fit_covariance(X, *, return_factor: bool = False):
       X: ``[n, d]`` finite features, ``n >= 2``.
 
       return_factor: also return ``L [d, d]`` with ``L^T L = M`` (``Lambda^{-1/2} V^T``, ``Lambda``
-        and ``V`` the eigenpairs of the covariance kept).
+        and ``V`` the eigenpairs of the covariance kept); a bool.
 
     Returns:
       ``M [d, d]``, symmetric PSD and finite; ``(M, L)`` with ``return_factor``. Directions whose
@@ -64,12 +64,17 @@ def fit_covariance(X, *, return_factor: bool = False):
       float32 epsilon times the largest are treated as having no variance, whatever the units
       and the dtype of ``X`` (float32 rounding of exactly collinear features is no signal).
 
+    Raises:
+      ValueError: ``X`` not ``[n, d]`` with ``n >= 2``, not finite, or constant in every feature;
+        ``return_factor`` not a bool.
+
     Example:
       >>> import numpy as np
       >>> M = fit_covariance(np.random.default_rng(0).normal(size=(50, 3)))
       >>> M.shape
       (3, 3)
     """
+    check_flags(return_factor=return_factor)  # a string "False" is truthy
     require_concrete("fit_covariance", X)
     X = check_array(X, "X", ndim=2, min_rows=2, min_features=1)
     M, L, varies = _inverse_covariance(X)
