@@ -1411,5 +1411,7 @@ def test_negative_miner_masks_are_refused():
 
 
 def test_build_refuses_miner_kwargs_that_are_not_a_dict():
-    with pytest.raises(ValueError, match="miner_kwargs must be a dict of keyword arguments or None"):
+    with pytest.raises(
+        ValueError, match="miner_kwargs must be a dict of keyword arguments or None"
+    ):
         losses.build("triplet_margin", miner="semihard", miner_kwargs=[1])
