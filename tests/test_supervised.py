@@ -638,3 +638,22 @@ def test_fit_covariance_return_factor_must_be_a_bool():
     with pytest.raises(ValueError, match="return_factor must be True or False"):
         covariance.fit_covariance(X, return_factor="False")
     assert covariance.fit_covariance(X, return_factor=np.bool_(False)).shape == (3, 3)
+
+
+def test_functional_fits_refuse_bools_as_numbers():
+    """float(True) == 1: fit_itml(tol=True), fit_rca(regularization=True) and fit_scml(beta=True)
+    ran with 1 (the estimators already refused bools)."""
+    from metriclearn.convex import itml, rca, scml
+
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((8, 2, 3))
+    py = np.array([1, -1] * 4)
+    with pytest.raises(ValueError, match="tol must be a non-negative finite number"):
+        itml.fit_itml(P, py, tol=True)
+    X = rng.standard_normal((12, 3))
+    chunks = np.repeat(np.arange(4), 3)
+    with pytest.raises(ValueError, match="regularization must be 'auto' or a float"):
+        rca.fit_rca(X, chunks, regularization=True)
+    T = rng.standard_normal((10, 3, 3))
+    with pytest.raises(ValueError, match="beta must be a number"):
+        scml.fit_scml(T, basis=np.eye(3), beta=True)

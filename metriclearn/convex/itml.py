@@ -198,7 +198,9 @@ def fit_itml(
         raise ValueError(f"gamma must be a positive number, got {gamma!r}")
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma!r}")
-    if not (isinstance(tol, int | float | np.floating) and np.isfinite(tol) and tol >= 0):
+    if isinstance(tol, bool | np.bool_) or not (
+        isinstance(tol, int | float | np.floating) and np.isfinite(tol) and tol >= 0
+    ):
         raise ValueError(f"tol must be a non-negative finite number, got {tol!r}")
     P_np = np.asarray(P)
     if bounds is None:

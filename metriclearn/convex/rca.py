@@ -236,6 +236,8 @@ def fit_rca(
         auto, alpha = True, 0.0
     else:
         try:
+            if isinstance(regularization, bool | np.bool_):  # float(True) = 1: not a weight
+                raise TypeError
             alpha = float(regularization)
         except (TypeError, ValueError) as err:
             raise ValueError(

@@ -544,6 +544,8 @@ def fit_scml(
     output_iter = min(output_iter, max_iter)
     for name, val, lo_open in (("beta", beta, False), ("gamma", gamma, True)):
         try:
+            if isinstance(val, bool | np.bool_ | str):  # float(True) = 1: a flag is not a weight
+                raise TypeError
             v = float(val)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name} must be a number, got {val!r}") from err
