@@ -9,6 +9,14 @@ from metriclearn import sampling
 Y = np.repeat(np.arange(6), [30, 25, 20, 16, 12, 3])  # class 5 has fewer than m=4 members
 
 
+# the three batch samplers, each as a function of its key
+_KEYED_DRAWS = (
+    lambda k: sampling.m_per_class_batches(k, Y, m=4, batch_size=16),
+    lambda k: sampling.pair_batches(k, Y, batch_size=4, n_batches=1),
+    lambda k: sampling.triplet_batches(k, Y, batch_size=4, n_batches=1),
+)
+
+
 def test_m_per_class_structure():
     idx = np.asarray(
         sampling.m_per_class_batches(jax.random.key(0), Y, m=4, batch_size=16, n_batches=50)
@@ -228,11 +236,7 @@ def test_keys_and_seeds():
     raw = jax.random.key_data(jax.random.key(3))
     np.testing.assert_array_equal(a, sampling.m_per_class_batches(raw, Y, m=4, batch_size=16))
     for bad in (2**32 + 1, -1, 2**64, None, 1.5, True, "0", np.zeros(3, np.float32)):
-        for draw in (
-            lambda k: sampling.m_per_class_batches(k, Y, m=4, batch_size=16),
-            lambda k: sampling.pair_batches(k, Y, batch_size=4, n_batches=1),
-            lambda k: sampling.triplet_batches(k, Y, batch_size=4, n_batches=1),
-        ):
+        for draw in _KEYED_DRAWS:
             with pytest.raises(ValueError, match=r"key must be a jax.random key or an int seed"):
                 draw(bad)
 
@@ -309,11 +313,7 @@ def test_batch_samplers_name_labels_and_key():
     idx, same = sampling.pair_batches(0, singletons, batch_size=2, n_batches=1, positive_fraction=0)
     assert idx.shape == (1, 2, 2) and not same.any()  # dissimilar pairs only: fine
     keys = jax.random.split(jax.random.key(0), 2)
-    for draw in (
-        lambda k: sampling.m_per_class_batches(k, Y, m=4, batch_size=16),
-        lambda k: sampling.pair_batches(k, Y, batch_size=4, n_batches=1),
-        lambda k: sampling.triplet_batches(k, Y, batch_size=4, n_batches=1),
-    ):
+    for draw in _KEYED_DRAWS:
         with pytest.raises(ValueError, match=r"key must be a single .*shape \(2,\)"):
             draw(keys)
 
