@@ -50,6 +50,7 @@ from metriclearn._validation import (
     is_traced,
 )
 from metriclearn.distances import _last_axis_exponent, pairwise_sqeuclidean, safe_sqrt
+from metriclearn.psd import _check_square
 
 __all__ = [
     "frobenius",
@@ -92,20 +93,14 @@ def trace(M: jax.Array) -> jax.Array:
     return jnp.trace(M)
 
 
-def _check_square(M, name: str, M0=None) -> jax.Array:
-    """``M`` as an array: square ``[d, d]``, of ``M0``'s shape if given (checked under ``jit`` too)
-    and, when concrete, finite (an all-NaN ``M`` gave a divergence of ``inf``, as if it were outside
-    the PD cone)."""
-    M = jnp.asarray(M)
-    if M.ndim != 2 or M.shape[0] != M.shape[1]:
-        raise ValueError(f"{name} must be a square [d, d] matrix, got shape {tuple(M.shape)}")
-    if M0 is not None and jnp.shape(M0) != M.shape:
+def _check_like_prior(M, M0) -> jax.Array:
+    """``M`` square (:func:`metriclearn.psd._check_square`: finite when concrete; an all-NaN ``M``
+    gave a divergence of ``inf``, as if outside the PD cone) and of ``M0``'s shape (checked under
+    ``jit`` too; a mismatch was blamed on ``M0``)."""
+    M = _check_square(M, "M")
+    if jnp.shape(M0) != M.shape:
         m, m0 = (f"[{', '.join(map(str, sh))}]" for sh in (M.shape, jnp.shape(M0)))
-        raise ValueError(
-            f"{name} and M0 must have the same shape [d, d]: {name} is {m}, M0 is {m0}"
-        )
-    if not is_traced(M) and not bool(jnp.all(jnp.isfinite(M))):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise ValueError(f"M and M0 must have the same shape [d, d]: M is {m}, M0 is {m0}")
     return M
 
 
@@ -199,7 +194,7 @@ def logdet_divergence(M: jax.Array, M0: jax.Array) -> jax.Array:
 
     Reference: Davis et al., ICML 2007, eq. (2); Kulis, Sustik & Dhillon, JMLR 2009.
     """
-    M = _check_square(M, "M", M0)
+    M = _check_like_prior(M, M0)
     M0 = _check_prior(M0, M.shape[-1])
     M0 = 0.5 * (M0 + M0.T)
     C0 = jnp.linalg.cholesky(M0)
@@ -228,7 +223,7 @@ def logdet_divergence_whitened(M: jax.Array, M0: jax.Array, W: jax.Array) -> jax
       ValueError: ``M0`` not a symmetric positive-definite ``[d, d]`` matrix, ``W`` not ``[d, d]``,
         not finite, or ``W M0 W^T`` not the identity.
     """
-    M = _check_square(M, "M", M0)
+    M = _check_like_prior(M, M0)
     d = M.shape[-1]
     M0 = _check_prior(M0, d)
     if not is_traced(W) and not is_traced(M0):

@@ -281,9 +281,9 @@ def test_logdet_and_soft_threshold_refuse_what_they_cannot_mean():
         match=r"M and M0 must have the same shape \[d, d\]: M is \[4, 4\], M0 is \[3, 3\]",
     ):
         R.logdet_divergence(jnp.eye(4), jnp.eye(3))
-    with pytest.raises(ValueError, match="M contains NaN or inf"):
+    with pytest.raises(ValueError, match="M contains .*NaN or inf"):
         R.logdet_divergence(jnp.full((3, 3), jnp.nan), jnp.eye(3))
-    with pytest.raises(ValueError, match="M contains NaN or inf"):
+    with pytest.raises(ValueError, match="M contains .*NaN or inf"):
         R.logdet_divergence_whitened(jnp.full((2, 2), jnp.nan), jnp.eye(2), jnp.eye(2))
     with pytest.raises(ValueError, match="threshold must be a non-negative number"):
         R.soft_threshold(jnp.array([[2.0, -3.0], [1.5, 4.0]]), -1.0)
