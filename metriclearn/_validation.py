@@ -325,11 +325,19 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
 
 
 def check_flags(**values) -> None:
-    """Raise ``ValueError`` unless every value is a ``bool`` (NumPy's included): a string flag such
-    as ``normalize="False"`` is truthy and silently meant the opposite."""
+    """Raise ``ValueError`` unless every value is a ``bool`` (NumPy's, or a concrete 0-d bool array,
+    included): a string flag such as ``normalize="False"`` is truthy and silently meant the
+    opposite."""
     for name, value in values.items():
-        if not isinstance(value, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+        if isinstance(value, bool | np.bool_):
+            continue
+        if (
+            not is_traced(value)
+            and getattr(value, "dtype", None) == np.bool_
+            and np.ndim(value) == 0
+        ):
+            continue  # jnp.array(True)
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def check_hyper(
@@ -366,6 +374,8 @@ def check_kwargs(value, name: str) -> dict:
     no arguments, ``[1]`` "cannot convert dictionary update sequence element")."""
     if value is None:
         return {}
+    if callable(getattr(value, "to_dict", None)):  # ml_collections.ConfigDict, as check_config
+        value = value.to_dict()
     if not isinstance(value, Mapping):
         raise ValueError(
             f"{name} must be a dict of keyword arguments or None, got {type(value).__name__} "

@@ -474,7 +474,8 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
     """The ``k`` nearest same-class neighbours of each point in input space (self excluded).
 
     Computed per class, in row blocks (memory ``O(block_size * max_class_size)``), in float64 on the
-    input's float64 values, centred per class (a translation of ``X`` leaves the result unchanged);
+    input's float64 values, centred per class (a translation exact in float64, as of integer or
+    dyadic data, leaves the result unchanged);
     exact ties are broken by the lower index.
 
     Args:
@@ -497,7 +498,8 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
     classification", JMLR 2009.
     """
     require_concrete("target_neighbors", X, y)
-    check_array(X, "X", ndim=2, min_rows=1)  # its checks only: the float32 cast lost the neighbours
+    # its checks only (the float32 cast lost the neighbours); computed in float64, so no overflow
+    check_array(X, "X", ndim=2, min_rows=1, allow_overflow=True)
     X = np.asarray(X, dtype=np.float64)
     y_arr = np.asarray(y)
     codes = check_labels(y_arr, X.shape[0], min_classes=1)
@@ -740,7 +742,7 @@ def knn_triplets(
 
     Distances run jitted, in row blocks of ``block_size`` (memory ``O(block_size * n)``), through
     :func:`metriclearn.distances.pairwise_sqeuclidean` on inputs centred in float64 (a translation
-    of ``X`` leaves the result unchanged), in the default float dtype (float32 unless
+    exact in float64, as of integer or dyadic data, leaves the result unchanged), in the default float dtype (float32 unless
     ``jax_enable_x64``); exact ties (integer data, for one) go to the lower index. Rows are ordered
     by anchor, then genuine rank, then impostor rank (nearest first).
 
@@ -774,7 +776,8 @@ def knn_triplets(
     setting); Weinberger & Saul, JMLR 2009 (target neighbours and impostors).
     """
     require_concrete("knn_triplets", X, y)
-    check_array(X, "X", ndim=2, min_rows=1, min_features=1)  # its checks only (see below)
+    # its checks only (see below): centred and scaled in float64 before the cast
+    check_array(X, "X", ndim=2, min_rows=1, min_features=1, allow_overflow=True)
     # centred in float64 before any float32 cast: X + 1e7 kept no digit of the neighbourhoods
     X = _centred64(X)
     y_arr = np.asarray(y)

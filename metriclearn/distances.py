@@ -1186,7 +1186,7 @@ def _pairwise_host(
             v = np.asarray(fn(X[i], Yv[j], **kw))
             if v.shape != ():
                 raise ValueError(
-                    f"fn must return a scalar per pair (one number per pair); "
+                    "the distance function must return one number per pair; "
                     f"fn(X[{i}], {'X' if Y is None else 'Y'}[{j}]) has shape {v.shape}"
                 )
             D[i, j] = v
@@ -1391,7 +1391,10 @@ def check_metric_axioms(
     if not np.issubdtype(out_dtype, np.floating):
         out_dtype = np.dtype(np.float64)
     if D.shape != (n, n):
-        raise ValueError(f"fn must return a scalar per pair; pairwise result has shape {D.shape}")
+        raise ValueError(
+            f"the distance function must return one number per pair; pairwise result has shape "
+            f"{D.shape}"
+        )
     if np.isnan(D).any():
         raise ValueError(f"fn returned NaN for {int(np.isnan(D).sum())} pair(s) of the sample")
     finite = D[np.isfinite(D)]

@@ -409,14 +409,19 @@ def _same_flags(same, name: str, shape: tuple[int, ...]) -> jax.Array:
 
 
 def _check_tuple_weights(weights, n: int, what: str):
-    """``None`` or ``[n]`` weights (the shape checked even under ``jit``; a wrong length gave JAX's
-    broadcasting error, which did not name ``weights``)."""
+    """``None`` or weights broadcastable to ``[n]`` (a scalar, or one per tuple; the shape checked
+    even under ``jit``: a wrong length gave JAX's broadcasting error, which did not name
+    ``weights``)."""
     if weights is None:
         return None
     weights = jnp.asarray(weights)
-    if weights.shape != (n,):
+    try:
+        fits = jnp.broadcast_shapes(weights.shape, (n,)) == (n,)
+    except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(
-            f"weights must have shape ({n},), one per {what[:-1]}, got {weights.shape}"
+            f"weights must be broadcastable to shape ({n},), one per {what[:-1]}, got {weights.shape}"
         )
     return weights
 

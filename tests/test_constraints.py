@@ -560,3 +560,17 @@ def test_negative_labels_are_an_ordinary_class_as_documented():
     assert as_set(idx[pair_y == -1]) == brute_dissimilar(y)
     for fn in (C.pairs, C.chunklets, C.knn_triplets):
         assert "``-1`` included" in " ".join(fn.__doc__.split()), fn.__name__
+
+
+def test_float64_data_beyond_float32_keep_their_neighbours():
+    """target_neighbors / knn_triplets compute in float64: data scaled by 2**1000 (exact) must give
+    the neighbours of the unscaled data, not the float32 overflow error of a first version."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    np.testing.assert_array_equal(
+        C.target_neighbors(X * 2.0**1000, y, k=3), C.target_neighbors(X, y, k=3)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(C.knn_triplets(X * 2.0**1000, y)), np.asarray(C.knn_triplets(X, y))
+    )

@@ -490,7 +490,7 @@ def test_check_metric_axioms_numpy_callables():
         return 0.0 if float(np.sum(x - y)) == 0 else float(np.linalg.norm(x - y))
 
     assert D.check_metric_axioms(branchy, X)["kind"] == "metric"
-    with pytest.raises(ValueError, match="scalar per pair"):
+    with pytest.raises(ValueError, match="one number per pair"):
         D.check_metric_axioms(lambda a, b: np.abs(np.asarray(a) - b), X)
     with pytest.raises(ValueError, match="NaN"):
         D.check_metric_axioms(lambda a, b: float("nan") if a[0] > b[0] else 1.0, X)

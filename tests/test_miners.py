@@ -481,3 +481,16 @@ def test_converters_and_l2_normalize_check_their_inputs():
         miners.l2_normalize(jnp.ones((2, 3)), eps=float("nan"))
     with pytest.raises(ValueError, match="eps must be a non-negative number"):
         miners.l2_normalize(jnp.zeros((2, 3)), eps=-1.0)
+
+
+def test_flags_accept_concrete_bool_arrays():
+    """check_flags first refused jnp.array(True), which worked before it."""
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(
+        miners.distance_matrix(x, normalize=jnp.bool_(False)),
+        miners.distance_matrix(x, normalize=False),
+    )
+    assert float(losses.contrastive(x, y, normalize=jnp.array(True))) == float(
+        losses.contrastive(x, y)
+    )
