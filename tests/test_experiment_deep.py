@@ -144,8 +144,6 @@ def test_benchmark_anatomy_splits_the_step():
         pml - pml_free
     )
     assert speedup == pytest.approx(pml / ours) and bound == pytest.approx(pml / ours_free)
-    # PML's all-pairs contrastive loss runs dozens of torch ops: never free next to its MLP step
-    assert pml_loss > 0.1 * pml_free
     with pytest.raises(SystemExit):
         bench.main(["--anatomy", "--quick"])
 
