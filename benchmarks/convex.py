@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
+import math
 import os
 import pickle
 import selectors
@@ -580,21 +581,42 @@ def cv_recompilation(X, y, learners, counter, args) -> list[list[Any]]:
 # main
 
 
+# --repeats and --synthetic-max-iter: default mode, and --quick (only where none is given)
+FULL = {"repeats": 3, "synthetic_max_iter": 10}
+QUICK = {"repeats": 1, "synthetic_max_iter": 5}
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.convex", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--learners", default="all", help="comma list (nca,lmnn,...) or 'all'")
     parser.add_argument("--datasets", default="digits,synthetic", help="digits,synthetic")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (smoke test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, 1 repeat (smoke test); --repeats and --synthetic-max-iter given are kept",
+    )
     parser.add_argument("--quality", action="store_true", help="also 3-NN accuracy (ANCHORS.md)")
     parser.add_argument("--no-metric-learn", action="store_true", help="metriclearn only (no venv)")
     parser.add_argument("--no-cv", action="store_true", help="skip the recompilation measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="timed round-robin repetitions")
+    # default None: --quick fills in its value only where the command line gives none
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed round-robin repetitions (default {FULL['repeats']}, --quick {QUICK['repeats']})",
+    )
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds per metric-learn fit")
     parser.add_argument("--slow-seconds", type=float, default=15.0, help="one repeat above this")
     parser.add_argument("--ml-memory-gb", type=float, default=8.0, help="worker address-space cap")
-    parser.add_argument("--synthetic-max-iter", type=int, default=10)
+    parser.add_argument(
+        "--synthetic-max-iter",
+        type=int,
+        default=None,
+        help="NCA/LMNN/MLKR iterations on the synthetic set, both libraries (default "
+        f"{FULL['synthetic_max_iter']}, --quick {QUICK['synthetic_max_iter']})",
+    )
     args = parser.parse_args(argv)
     if args.learners == "all":
         args.learners = list(SETTINGS)
@@ -617,11 +639,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"unknown data set {d!r}; valid: digits, synthetic")
     if not args.datasets:
         parser.error("--datasets is empty; valid: digits, synthetic")
-    if args.quick:
-        args.repeats = 1
-        args.synthetic_max_iter = min(args.synthetic_max_iter, 5)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    for name in ("timeout", "slow_seconds", "ml_memory_gb"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
     if args.synthetic_max_iter < 1:  # found after the 20,000 x 100 set was built
         parser.error(f"--synthetic-max-iter must be >= 1, got {args.synthetic_max_iter}")
     return args

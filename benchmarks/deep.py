@@ -749,7 +749,12 @@ def table_header(quick: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="alternating timed steps per case")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,  # --quick's 5 only where --steps is not given
+        help="alternating timed steps per case (default 30, --quick 5)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="metriclearn only, 5 steps (unless --steps is given)"
     )
@@ -800,10 +805,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(cases or ()) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; valid: {', '.join(CASES)}")
+    if args.steps is None:  # --quick's 5 steps unless --steps was given
+        args.steps = 5 if args.quick else 30
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    # --quick's 5 steps unless --steps was given
-    steps = 5 if args.quick and args.steps == parser.get_default("steps") else args.steps
+    steps = args.steps
     if args.loop_json:  # one process of --processes: a JSON line on stdout
         print(json.dumps(training_loop(steps=steps, cases=cases, burn_in=args.burn_in)))
         return 0

@@ -346,7 +346,12 @@ def decompose_run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=60, help="how many seeds, in both libraries")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,  # --quick's 2 only where --seeds is not given
+        help="how many seeds, in both libraries (default 60, --quick 2)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="2 seeds (unless --seeds is given): a smoke test"
     )
@@ -375,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "A comma list (e.g. 0,100003) trains PML once per offset and compares the runs, paired",
     )
     args = parser.parse_args(argv)
-    if args.quick and args.seeds == parser.get_default("seeds"):
-        args.seeds = 2
+    if args.seeds is None:
+        args.seeds = 2 if args.quick else 60
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = sorted(set(losses) - set(LOSSES))
     if unknown or not losses:

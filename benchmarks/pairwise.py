@@ -35,20 +35,31 @@ from benchmarks._timing import alternate, machine_line, markdown_table, ratio
 from metriclearn import distances
 
 TARGET = 0.70  # Euclidean pairwise throughput / matmul throughput
+# sizes: default mode, and --quick (each only where the command line gives none)
+FULL = {"n": 4096, "d": 512, "repeats": 7, "scipy_rows": 512, "maha_rows": 2}
+QUICK = {"n": 256, "d": 32, "repeats": 2, "scipy_rows": 64, "maha_rows": 8}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pairwise", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--n", type=int, default=4096, help="rows of X")
+
+    # sizes default to None: --quick fills in its small sizes only where none was given
+    def size(flag: str, name: str, text: str) -> None:
+        parser.add_argument(
+            flag,
+            type=int,
+            default=None,
+            help=f"{text} (default {FULL[name]}, --quick {QUICK[name]})",
+        )
+
+    size("--n", "n", "rows of X")
     parser.add_argument("--m", type=int, default=None, help="rows of Y (default: n)")
-    parser.add_argument("--d", type=int, default=512, help="features")
-    parser.add_argument("--repeats", type=int, default=7, help="timed round-robin repetitions")
-    parser.add_argument("--scipy-rows", type=int, default=512, help="rows of X timed with cdist")
-    parser.add_argument(
-        "--maha-rows", type=int, default=2, help="rows timed with cdist(metric='mahalanobis')"
-    )
+    size("--d", "d", "features")
+    size("--repeats", "repeats", "timed round-robin repetitions")
+    size("--scipy-rows", "scipy_rows", "rows of X timed with cdist")
+    size("--maha-rows", "maha_rows", "rows timed with cdist(metric='mahalanobis')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--quick",
@@ -56,11 +67,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="small shapes, 2 repeats (smoke test); sizes given explicitly are kept",
     )
     args = parser.parse_args(argv)
-    if args.quick:  # small shapes for the sizes not given on the command line
-        quick = {"n": 256, "d": 32, "repeats": 2, "scipy_rows": 64, "maha_rows": 8}
-        for name, value in quick.items():
-            if getattr(args, name) == parser.get_default(name):
-                setattr(args, name, value)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if not 0 <= args.seed < 2**32:
         parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
     args.m = args.n if args.m is None else args.m

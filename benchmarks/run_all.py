@@ -315,7 +315,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+    if not names and args.child is None:  # would write an empty table over --out
+        parser.error(f"--only is empty; valid: {', '.join(BENCHMARKS)}")
     args.only = names
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     if args.logs is None:
         args.logs = str(Path(args.out).resolve().parent / "results")
     # before hours of benchmarks, not after them

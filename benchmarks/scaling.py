@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -46,6 +47,9 @@ from collections.abc import Sequence
 from typing import Any
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
+# sizes and repeats: default mode, and --quick (each only where the command line gives none)
+FULL = {"n_pairwise": 4096, "n_eval": 10000, "repeats": 5}
+QUICK = {"n_pairwise": 1024, "n_eval": 4000, "repeats": 3}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,12 +60,35 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--devices", default="1,2,4,8", help="ascending comma list of device counts, from 1"
     )
     parser.add_argument(
-        "--batch", type=int, default=128, help="train batch (multiple of each count)"
+        "--batch",
+        type=int,
+        default=128,
+        help="train batch: a multiple of 16 (classes of 16) and of each device count",
     )
-    parser.add_argument("--n-pairwise", type=int, default=4096, help="rows of X and Y (pairwise)")
-    parser.add_argument("--n-eval", type=int, default=10000, help="embeddings for retrieval")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions")
-    parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (smoke test)")
+    # sizes default to None: --quick fills in its small sizes only where none was given
+    parser.add_argument(
+        "--n-pairwise",
+        type=int,
+        default=None,
+        help=f"rows of X and Y (pairwise; default {FULL['n_pairwise']}, --quick {QUICK['n_pairwise']})",
+    )
+    parser.add_argument(
+        "--n-eval",
+        type=int,
+        default=None,
+        help=f"embeddings for retrieval (default {FULL['n_eval']}, --quick {QUICK['n_eval']})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed repetitions (default {FULL['repeats']}, --quick {QUICK['repeats']})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes, 3 repeats (smoke test); sizes given explicitly are kept",
+    )
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per device count")
     parser.add_argument(
@@ -73,10 +100,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--eval-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:  # small shapes for the sizes not given on the command line
-        for name, value in {"n_pairwise": 1024, "n_eval": 4000, "repeats": 3}.items():
-            if getattr(args, name) == parser.get_default(name):
-                setattr(args, name, value)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("n_pairwise", "n_eval", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     try:
         counts = [int(c) for c in args.devices.split(",") if c.strip()]
     except ValueError:
@@ -85,6 +116,37 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if not counts or counts[0] != 1 or counts != sorted(set(counts)):
         parser.error(f"--devices must be an ascending list starting at 1, got {args.devices!r}")
     args.device_counts = counts
+    if args.eval_scale is not None:
+        for flag, text in (
+            ("--eval-scale", args.eval_scale),
+            ("--eval-classes", args.eval_classes),
+        ):
+            try:
+                values = [int(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                values = []
+            if not values or min(values) < 1:
+                parser.error(f"{flag} must be a comma list of integers >= 1, got {text!r}")
+    elif args.eval_worker is None:
+        # the labels are batch // 16 classes of 16, and the batch is split over the devices
+        checked = [args.worker] if args.worker is not None else counts
+        bad = [c for c in checked if args.batch % c]
+        if args.batch < 16 or args.batch % 16 or bad:
+            parser.error(
+                f"--batch must be a positive multiple of 16 and of every device count "
+                f"({', '.join(map(str, checked))}), got {args.batch}"
+            )
+    if args.json:  # before the run, not after it
+        from absl import app
+
+        from experiments import check_output_dir
+
+        try:
+            check_output_dir(os.path.dirname(os.path.abspath(args.json)), "--json")
+        except app.UsageError as err:
+            parser.error(str(err))
+        if os.path.isdir(args.json):
+            parser.error(f"--json={args.json!r} is a directory; give a file path")
     return args
 
 
@@ -275,12 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return _eval_scale(args)
     from benchmarks._timing import machine_line, markdown_table
 
-    counts = args.device_counts
-    bad = [c for c in counts if args.batch % c]
-    if bad:
-        raise SystemExit(
-            f"--batch {args.batch} must be a multiple of every device count; bad: {bad}"
-        )
+    counts = args.device_counts  # and --batch a multiple of each: checked by _parse
     results = []
     for c in counts:
         results.append(_run_one(c, args))

@@ -54,3 +54,86 @@ def test_convex_ratio_at_a_worse_objective_says_so():
     worse = {**row, "ours_objective": 225.6, "ml_objective": 161.0}
     assert "worse objective" not in run_all._ratios_convex({"timing": [row]})[0][3]
     assert "worse objective (225.6 vs 161)" in run_all._ratios_convex({"timing": [worse]})[0][3]
+
+
+def test_scaling_checks_its_numbers_and_json_path_before_any_work(tmp_path, capsys):
+    """--repeats 0, --batch 8, --timeout -1 each ended in a traceback from a worker or subprocess,
+    and --json under a file in NotADirectoryError after the whole run."""
+    (tmp_path / "afile").write_text("")
+    for argv, message in (
+        (["--repeats=0"], "--repeats must be >= 1"),
+        (["--n-pairwise=0"], "--n-pairwise must be >= 1"),
+        (["--n-eval=0"], "--n-eval must be >= 1"),
+        (["--devices=1", "--batch=8"], "--batch must be a positive multiple of 16"),
+        (["--devices=1,3", "--batch=32"], "--batch must be a positive multiple of 16"),
+        (["--timeout=-1"], "--timeout must be a finite number"),
+        (["--timeout=nan"], "--timeout must be a finite number"),
+        (["--json", str(tmp_path / "afile" / "x.json")], "--json="),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            scaling._parse(argv)
+        assert err.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    args = scaling._parse(["--devices=1,3", "--batch=48", "--json", str(tmp_path / "r.json")])
+    assert (args.batch, args.device_counts) == (48, [1, 3])
+    # a worker checks the batch against its own device count, not the default list
+    assert scaling._parse(["--worker=3", "--batch=48"]).worker == 3
+
+
+def test_run_all_refuses_an_empty_only_and_a_bad_timeout(tmp_path, capsys):
+    """--only= exited 0 and wrote an empty table over --out; --timeout -1 reported every benchmark
+    as timed out, rc 0."""
+    out = tmp_path / "R.md"
+    for argv, message in (
+        (["--only="], "--only is empty"),
+        (["--only", " , "], "--only is empty"),
+        (["--timeout=-1"], "--timeout must be a finite number"),
+        (["--timeout=0"], "--timeout must be a finite number"),
+        (["--timeout=nan"], "--timeout must be a finite number"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            run_all.main(["--out", str(out), *argv])
+        assert err.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not out.exists()
+
+
+def test_convex_range_checks_its_guards(capsys):
+    """--timeout -1 (or 0, NaN) killed every metric-learn fit at once ("timeout > -1 s"), rc 0."""
+    for flag in ("--timeout", "--slow-seconds", "--ml-memory-gb"):
+        for value in ("-1", "0", "nan", "inf"):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as err:
+                convex._parse([f"{flag}={value}"])
+            assert err.value.code == 2, (flag, value)
+            assert f"{flag} must be a finite number > 0" in capsys.readouterr().err
+    args = convex._parse(["--timeout=0.5", "--slow-seconds=2", "--ml-memory-gb=1.5"])
+    assert (args.timeout, args.slow_seconds, args.ml_memory_gb) == (0.5, 2.0, 1.5)
+
+
+def test_quick_keeps_sizes_given_even_when_they_equal_the_defaults(monkeypatch):
+    """--quick decided "given" by comparing with the default, so --quick --n 4096 ran at 256 (and
+    convex overrode --repeats and --synthetic-max-iter outright)."""
+    args = pairwise._parse(["--quick", "--n=4096", "--d=512", "--repeats=7"])
+    assert (args.n, args.d, args.repeats, args.scipy_rows) == (4096, 512, 7, 64)
+    args = pairwise._parse([])
+    assert (args.n, args.d, args.repeats, args.scipy_rows, args.maha_rows) == (4096, 512, 7, 512, 2)
+    args = scaling._parse(["--quick", "--n-pairwise=4096", "--repeats=5"])
+    assert (args.n_pairwise, args.n_eval, args.repeats) == (4096, 4000, 5)
+    assert (lambda a: (a.n_pairwise, a.n_eval, a.repeats))(scaling._parse([])) == (4096, 10000, 5)
+    args = convex._parse(["--quick", "--repeats=5", "--synthetic-max-iter=8"])
+    assert (args.repeats, args.synthetic_max_iter) == (5, 8)
+    assert (lambda a: (a.repeats, a.synthetic_max_iter))(convex._parse(["--quick"])) == (1, 5)
+    assert (lambda a: (a.repeats, a.synthetic_max_iter))(convex._parse([])) == (3, 10)
+
+    from benchmarks import deep, deep_quality
+
+    seen = []
+    monkeypatch.setattr(deep, "run", lambda steps, **k: seen.append(("deep", steps)) or [])
+    monkeypatch.setattr(deep_quality, "run", lambda n, *a, **k: seen.append(("dq", n)) or [])
+    assert deep.main(["--quick", "--steps=30"]) == 0
+    assert deep.main(["--quick"]) == 0
+    assert deep_quality.main(["--quick", "--seeds=60"]) == 0
+    assert seen == [("deep", 30), ("deep", 5), ("dq", 60)]
