@@ -50,7 +50,7 @@ from metriclearn._validation import (
     check_hyper,
     is_traced,
 )
-from metriclearn.distances import pairwise_sqeuclidean, safe_sqrt
+from metriclearn.distances import _grid_centre, pairwise_sqeuclidean, safe_sqrt
 
 __all__ = [
     "MINERS",
@@ -167,21 +167,13 @@ def _l2_scale(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 
 
 def _centred(x: jax.Array) -> jax.Array:
-    """The rows minus a centre near their mean: pairwise distances unchanged, no cancellation.
-
-    Each column's centre is its mean rounded to a multiple of ``q``, the power of two just above the
-    column's spread ``max |x - mean|``. The centred rows are then within ``1.5 q`` of 0 (``1000 +
-    0.1 N(0, 1)`` loses nothing to ``|x|^2 + |y|^2 - 2 x.y``), and the centre has few significant
-    bits, so points on a grid stay on it: subtracting the exact mean (0.1666...) from integer points
-    made distances that are equal exactly come out unequal, and decided the ties of the miners. The
-    centre is a constant of the gradient, which is unchanged: the distances do not depend on it.
+    """The rows minus :func:`metriclearn.distances._grid_centre`: a centre near their mean with few
+    significant bits, so pairwise distances are unchanged, lose nothing to cancellation far from
+    the origin (``1000 + 0.1 N(0, 1)``), and points on a grid stay on it (exact ties stay ties for
+    the miners). The centre is a constant of the gradient, which is unchanged: the distances do not
+    depend on it.
     """
-    mean = jnp.mean(x, axis=0, keepdims=True)
-    spread = jnp.max(jnp.abs(x - mean), axis=0, keepdims=True)
-    q = jnp.ldexp(jnp.ones_like(spread), jnp.frexp(spread)[1])  # 2^e >= spread > 2^(e - 1)
-    ratio = mean / q
-    centre = jnp.where((spread > 0) & jnp.isfinite(ratio), jnp.round(ratio) * q, mean)
-    return x - jax.lax.stop_gradient(centre)
+    return x - _grid_centre(x)
 
 
 def distance_matrix(

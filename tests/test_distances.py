@@ -1020,3 +1020,21 @@ def test_quasipseudometric_kind():
     r = D.check_metric_axioms(lambda a, b: jnp.maximum(jnp.sum(a - b), 0.0), X)
     assert r["triangle"]["holds"] and not r["symmetry"]["holds"] and not r["identity"]["holds"]
     assert r["kind"] == "quasipseudometric"
+
+
+def test_pairwise_matmul_path_far_from_the_origin():
+    """The matmul identity cancelled for 1000 + N(0, 1) in float32: self-distances of 1, errors of
+    0.66 on distances of 3.7 (scikit-learn upcasts; evaluation already shifted its data)."""
+    X = np.asarray(1000.0 + jax.random.normal(jax.random.key(0), (50, 8)), np.float32)
+    Y = X[::-1] + np.float32(0.5)
+    exact = np.sqrt(((X[:, None].astype(np.float64) - Y[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(D.pairwise("euclidean", X, Y), exact, rtol=0, atol=1e-3)
+    A = np.asarray(jax.random.normal(jax.random.key(1), (3, 8)), np.float32)
+    exact_m = np.sqrt(
+        (((X[:, None].astype(np.float64) - Y[None]) @ A.T.astype(np.float64)) ** 2).sum(-1)
+    )
+    np.testing.assert_allclose(D.pairwise("mahalanobis", X, Y, L=A), exact_m, rtol=0, atol=3e-3)
+    # integer points keep exact ties (the shift is on a coarse grid)
+    G = np.array([[0, 0], [1, 0], [0, 1], [5, 5]], np.float32) + np.float32(1000)
+    d = np.asarray(D.pairwise("euclidean", G, G))
+    assert d[0, 1] == d[0, 2] == 1.0 and np.all(np.diag(d) == 0)
