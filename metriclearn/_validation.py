@@ -368,34 +368,32 @@ def check_hyper(
             raise ValueError(f"{name} must be {kind} number, got {value!r}")
 
 
-def check_kwargs(value, name: str) -> dict:
-    """A copy of ``value`` as a ``dict`` of keyword arguments (``{}`` for ``None``); ``ValueError``
-    naming ``name`` for anything else (``-1`` gave "'int' object is not iterable", ``0`` passed as
-    no arguments, ``[1]`` "cannot convert dictionary update sequence element")."""
-    if value is None:
-        return {}
-    if callable(getattr(value, "to_dict", None)):  # ml_collections.ConfigDict, as check_config
+def _plain_dict(value, name: str, expected: str) -> dict:
+    """``value`` as a ``dict``: a mapping, or an ``ml_collections.ConfigDict`` (``to_dict``);
+    ``ValueError`` naming ``name`` and ``expected`` for anything else."""
+    if callable(getattr(value, "to_dict", None)):
         value = value.to_dict()
     if not isinstance(value, Mapping):
-        raise ValueError(
-            f"{name} must be a dict of keyword arguments or None, got {type(value).__name__} "
-            f"{value!r}"
-        )
-    bad = [k for k in value if not isinstance(k, str)]
+        raise ValueError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def check_kwargs(value, name: str) -> dict:
+    """A copy of ``value`` as a ``dict`` of keyword arguments (``{}`` for ``None``; a ConfigDict is
+    converted); ``ValueError`` naming ``name`` for anything else (``-1`` gave "'int' object is not
+    iterable", ``0`` passed as no arguments, ``[1]`` "cannot convert dictionary update sequence
+    element")."""
+    if value is None:
+        return {}
+    kwargs = _plain_dict(value, name, "a dict of keyword arguments or None")
+    bad = [k for k in kwargs if not isinstance(k, str)]
     if bad:
         raise ValueError(f"{name} must have string keys (argument names), got {bad[0]!r}")
-    return dict(value)
+    return kwargs
 
 
 def check_config(config, name: str = "config") -> dict[str, Any]:
     """A config as a plain ``dict``: a mapping, or an ``ml_collections.ConfigDict`` (``to_dict``);
     ``ValueError`` naming ``name`` for anything else (``None`` gave "'NoneType' object is not
     iterable")."""
-    if callable(getattr(config, "to_dict", None)):
-        config = config.to_dict()
-    if not isinstance(config, Mapping):
-        raise ValueError(
-            f"{name} must be a dict or an ml_collections.ConfigDict, got "
-            f"{type(config).__name__} {config!r}"
-        )
-    return dict(config)
+    return _plain_dict(config, name, "a dict or an ml_collections.ConfigDict")

@@ -186,7 +186,7 @@ def distance_matrix(
     (distances do not change): ``|x|^2 + |y|^2 - 2 x.y`` cancels in float32 for embeddings far from
     the origin (1000 + 0.1 N(0, 1) gave a contrastive loss of 2.0 instead of 0.98).
     """
-    check_flags(normalize=normalize, squared=squared)
+    check_flags(normalize=normalize, squared=squared)  # for every miner passing its flags here
     x = l2_normalize(embeddings) if normalize else _centred(embeddings)
     d2 = pairwise_sqeuclidean(x)
     return d2 if squared else safe_sqrt(d2)
@@ -308,7 +308,6 @@ def triplet_margin(
 
     Reference: Musgrave et al., "A Metric Learning Reality Check", ECCV 2020 (PML).
     """
-    check_flags(normalize=normalize, squared=squared)
     check_choice(type_of_triplets, "type_of_triplets", _TRIPLET_TYPES)
     check_hyper(margin=margin)
     emb, lab = _prepare(embeddings, labels)
@@ -443,7 +442,6 @@ def semihard_facenet(
 
     Reference: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.
     """
-    check_flags(normalize=normalize, squared=squared)
     check_hyper(margin=margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
@@ -485,7 +483,6 @@ def batch_easy_hard(
     Reference: Xuan, Stylianou, Pless, "Improved Embeddings with Easy Positive Triplet Mining",
     WACV 2020.
     """
-    check_flags(normalize=normalize, squared=squared)
     check_choice(pos_strategy, "pos_strategy", _STRATEGIES)
     check_choice(neg_strategy, "neg_strategy", _STRATEGIES)
     if pos_strategy == neg_strategy == "semihard":
@@ -624,7 +621,6 @@ def pair_margin(
     Returns:
       ``(pos_mask [B, B], neg_mask [B, B])`` float 0/1.
     """
-    check_flags(normalize=normalize, squared=squared)
     check_hyper(pos_margin=pos_margin, neg_margin=neg_margin)
     emb, lab = _prepare(embeddings, labels)
     d = distance_matrix(emb, normalize=normalize, squared=squared)
