@@ -324,6 +324,18 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def as_single_key(key, name: str = "key") -> jax.Array:
+    """:func:`as_key` for samplers that take one key: a batch of keys (``jax.random.split(k, 2)``)
+    raises ``ValueError`` naming ``key`` instead of JAX's "bits accepts a single key"."""
+    k = as_key(key, name)
+    if k.shape != ():
+        raise ValueError(
+            f"{name} must be a single jax.random key or an int seed, got a batch of keys of shape "
+            f"{tuple(k.shape)}"
+        )
+    return k
+
+
 def check_flags(**values) -> None:
     """Raise ``ValueError`` unless every value is a ``bool`` (NumPy's, or a concrete 0-d bool array,
     included): a string flag such as ``normalize="False"`` is truthy and silently meant the

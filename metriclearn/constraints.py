@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import (
-    as_key,
     as_real,
+    as_single_key,
     check_array,
     check_labels,
     check_positive_int,
@@ -64,21 +64,9 @@ __all__ = [
 # helpers
 
 
-def _single_key(key) -> jax.Array:
-    """:func:`as_key` for samplers that take one key: a batch of keys (``jax.random.split(k, 2)``)
-    raises ``ValueError`` naming ``key`` instead of JAX's "bits accepts a single key"."""
-    k = as_key(key)
-    if k.shape != ():
-        raise ValueError(
-            f"key must be a single jax.random key or an int seed, got a batch of keys of shape "
-            f"{tuple(k.shape)}"
-        )
-    return k
-
-
 def _rng(key) -> np.random.Generator:
     """A NumPy generator seeded deterministically from a JAX PRNG key (or an int seed)."""
-    seed = np.asarray(jax.random.bits(_single_key(key), (4,), dtype=jnp.uint32))
+    seed = np.asarray(jax.random.bits(as_single_key(key), (4,), dtype=jnp.uint32))
     return np.random.default_rng(seed.astype(np.uint64))
 
 

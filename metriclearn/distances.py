@@ -1418,8 +1418,8 @@ def check_metric_axioms(
         out_dtype = np.dtype(np.float64)
     if D.shape != (n, n):
         raise ValueError(
-            f"the distance function must return a scalar, one number per pair; pairwise result has shape "
-            f"{D.shape}"
+            "the distance function must return a scalar, one number per pair; pairwise result "
+            f"has shape {D.shape}"
         )
     if np.isnan(D).any():
         raise ValueError(f"fn returned NaN for {int(np.isnan(D).sum())} pair(s) of the sample")

@@ -34,7 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn import constraints
-from metriclearn._validation import check_labels, check_positive_int, require_concrete
+from metriclearn._validation import (
+    as_single_key,
+    check_labels,
+    check_positive_int,
+    require_concrete,
+)
 
 __all__ = [
     "m_per_class_batches",
@@ -214,7 +219,7 @@ def m_per_class_sampler(
 
     def sample(key) -> jax.Array:
         return _m_per_class_core(
-            constraints._single_key(key),
+            as_single_key(key),
             order_dev,
             starts_dev,
             counts_dev,
@@ -310,7 +315,7 @@ def pair_batches(
             f"no similar pair can exist: every class in labels has a single member "
             f"(positive_fraction={positive_fraction} asks for {n_sim} similar pairs)"
         )
-    k_pairs, k_shuffle = jax.random.split(constraints._single_key(key))
+    k_pairs, k_shuffle = jax.random.split(as_single_key(key))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:
@@ -361,7 +366,7 @@ def triplet_batches(key, labels, *, batch_size: int, n_batches: int) -> np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:
-            t = constraints.triplets(constraints._single_key(key), labels, n_triplets=total)
+            t = constraints.triplets(key, labels, n_triplets=total)  # checks the key
         except UserWarning as err:
             raise ValueError(
                 f"not enough distinct triplets for {n_batches} batches of {batch_size} "
