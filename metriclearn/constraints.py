@@ -463,8 +463,7 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
 
     Computed per class, in row blocks (memory ``O(block_size * max_class_size)``), in float64 on the
     input's float64 values, centred per class (a translation exact in float64, as of integer or
-    dyadic data, leaves the result unchanged);
-    exact ties are broken by the lower index.
+    dyadic data, leaves the result unchanged); exact ties are broken by the lower index.
 
     Args:
       X: ``[n, d]`` inputs.
@@ -730,9 +729,9 @@ def knn_triplets(
 
     Distances run jitted, in row blocks of ``block_size`` (memory ``O(block_size * n)``), through
     :func:`metriclearn.distances.pairwise_sqeuclidean` on inputs centred in float64 (a translation
-    exact in float64, as of integer or dyadic data, leaves the result unchanged), in the default float dtype (float32 unless
-    ``jax_enable_x64``); exact ties (integer data, for one) go to the lower index. Rows are ordered
-    by anchor, then genuine rank, then impostor rank (nearest first).
+    exact in float64, as of integer or dyadic data, leaves the result unchanged), in the default
+    float dtype (float32 unless ``jax_enable_x64``); exact ties (integer data, for one) go to the
+    lower index. Rows are ordered by anchor, then genuine rank, then impostor rank (nearest first).
 
     Shortfalls: an anchor whose class has ``n_c <= k_genuine`` members gets its ``n_c - 1`` genuine
     neighbours, and one with fewer than ``k_impostor`` points outside its class gets all of those; the
