@@ -165,9 +165,11 @@ def metriclearn_epoch(
     epoch = training.make_train_epoch(model, spec, opt, donate=True)
     Xd, yd = jnp.asarray(X), jnp.asarray(y, jnp.int32)
     batches = jnp.asarray(idx, jnp.int32)
+    # compiled once as fit compiles it: the arguments are checked here, not in every timed call
+    compiled = epoch.lower(state["s"], Xd, yd, batches).compile()
 
     def run():
-        state["s"], metrics = epoch(state["s"], Xd, yd, batches)
+        state["s"], metrics = compiled(state["s"], Xd, yd, batches)
         return metrics["loss"]
 
     return run

@@ -55,7 +55,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from metriclearn._cache import reuse
+from metriclearn._cache import CheckedProgram, reuse
 from metriclearn._validation import check_array, check_config, check_positive_int
 from metriclearn.evaluation import RECALL_K_VALUES
 
@@ -213,42 +213,6 @@ def all_gather_batch(tree: Any, axis_name: str = DATA_AXIS) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-class _ShardedProgram:
-    """A jitted program plus a check of the batch size (``__call__`` and ``lower`` like ``jax.jit``)."""
-
-    def __init__(self, jitted, mesh: Mesh, batch_rows: Callable, put: Callable):
-        self._jitted = jitted
-        self._mesh = mesh
-        self._batch_rows = batch_rows
-        self._put = put
-
-    def _prepare(self, args):
-        _check_divisible(self._batch_rows(*args), self._mesh, "batch")
-        return self._put(*args)
-
-    def __call__(self, *args):
-        return self._jitted(*self._prepare(args))
-
-    def lower(self, *args):
-        return _Lowered(self._jitted.lower(*self._prepare(args)), self._put)
-
-
-class _Lowered:
-    """``lower(...)`` result whose ``compile()`` keeps placing the arguments (e.g. restored state)."""
-
-    def __init__(self, lowered, put: Callable):
-        self._lowered = lowered
-        self._put = put
-
-    def compile(self):
-        compiled = self._lowered.compile()
-        put = self._put
-        return lambda *args: compiled(*put(*args))
-
-    def as_text(self) -> str:
-        return self._lowered.as_text()
-
-
 def make_sharded_train_step(
     model, loss_spec, optimizer, mesh: Mesh, *, normalize_curves: bool = True
 ) -> Callable:
@@ -282,7 +246,12 @@ def make_sharded_train_step(
     def put(state, x, y):
         return jax.device_put(state, rep), jax.device_put(x, data), jax.device_put(y, data)
 
-    return _ShardedProgram(jitted, mesh, lambda state, x, y: int(np.shape(x)[0]), put)
+    def check(state, x, y) -> None:
+        # x and y one common batch size: a y of another length reached device_put, whose
+        # IndivisibleError named neither
+        _check_divisible(_common_leading_size((x, y), "x, y"), mesh, "batch")
+
+    return CheckedProgram(jitted, check, put)
 
 
 def make_sharded_train_epoch(
@@ -326,12 +295,11 @@ def _sharded_epoch_program(model, loss_spec, optimizer, mesh: Mesh, normalize_cu
     def put(*args):
         return jax.device_put(args, rep)
 
-    def batch_size(s, X, y, b) -> int:
-        if np.ndim(b) != 2:  # a 1-D index array was an IndexError
-            raise ValueError(f"batches must be [n_batches, B] indices, got shape {np.shape(b)}")
-        return int(np.shape(b)[1])
+    def check(state, X, y, batches) -> None:
+        training._check_epoch_args(state, X, y, batches)
+        _check_divisible(int(np.shape(batches)[1]), mesh, "batch")
 
-    return _ShardedProgram(jitted, mesh, batch_size, put)
+    return CheckedProgram(jitted, check, put)
 
 
 # as training's epoch program: one compiled program per (model, loss, optimizer, mesh) in a process

@@ -58,7 +58,7 @@ import numpy as np
 import optax
 
 from metriclearn import sampling
-from metriclearn._cache import reuse
+from metriclearn._cache import CheckedProgram, reuse
 from metriclearn._json import plain
 from metriclearn._validation import (
     as_key,
@@ -68,6 +68,7 @@ from metriclearn._validation import (
     check_labels,
     check_positive_int,
     check_same_dim,
+    is_traced,
 )
 from metriclearn.miners import distance_matrix
 
@@ -371,7 +372,36 @@ def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool, donate: 
 
         return jax.lax.scan(body, state, batches)
 
-    return jax.jit(epoch, donate_argnums=(0,) if donate else ())
+    return CheckedProgram(jax.jit(epoch, donate_argnums=(0,) if donate else ()), _check_epoch_args)
+
+
+def _check_epoch_args(state, X, y, batches) -> None:
+    """The training set and batches of an epoch program ``(state, X, y, batches)``.
+
+    Inside the jitted epoch ``X[idx]`` and ``y[idx]`` clamp out-of-range indices: a ``y`` shorter
+    than ``X``, or indices past the end, trained on repeated rows without an error (a loss of 0).
+    So the rows of ``X`` and ``y`` must agree and, when the batches are concrete, every index must
+    lie in ``[0, n)`` (one small reduction read back per call; ``fit`` checks once, when it compiles).
+    """
+    if np.ndim(X) < 1 or np.ndim(y) != 1 or np.shape(X)[0] != np.shape(y)[0]:
+        raise ValueError(
+            f"X [n, ...] and y [n] must have the same number of rows, got shapes {np.shape(X)} "
+            f"and {np.shape(y)}"
+        )
+    dtype = getattr(batches, "dtype", None) or np.asarray(batches).dtype
+    if np.ndim(batches) != 2 or not np.issubdtype(dtype, np.integer):
+        raise ValueError(
+            f"batches must be [n_batches, B] indices (integers), got shape {np.shape(batches)} "
+            f"and dtype {dtype}"
+        )
+    if is_traced(batches) or np.size(batches) == 0:
+        return
+    lo, hi = (int(v) for v in jax.device_get((jnp.min(batches), jnp.max(batches))))
+    n = int(np.shape(X)[0])
+    if lo < 0 or hi >= n:
+        raise ValueError(
+            f"batches must index the {n} rows of X (0 to {n - 1}), got indices {lo} to {hi}"
+        )
 
 
 # The same (model, loss, optimizer) objects reuse one jitted program, so repeated or resumed fits in a

@@ -103,6 +103,11 @@ def test_sharded_train_step_matches_single_device_parallel(mesh8):
     assert abs(np.mean(per_shard) - float(m1["loss"])) > 1e-3
     with pytest.raises(ValueError, match=r"14 rows.*8 devices"):
         sharded(state, X[:14], y[:14])
+    # a y of another length: JAX's IndivisibleError from device_put named neither argument
+    with pytest.raises(
+        ValueError, match=r"x, y must be arrays with one common leading.*\[12, 16\]"
+    ):
+        sharded(state, X, y[:12])
 
 
 def test_sharded_gradients_match_parallel(mesh8):
@@ -468,6 +473,12 @@ def test_mesh_batches_and_local_batch_checks_parallel(mesh8):
     epoch = parallel.make_sharded_train_epoch(model, spec, opt, mesh8)
     with pytest.raises(ValueError, match=r"batches must be \[n_batches, B\]"):
         epoch(state, X, np.repeat(np.arange(8), 2), np.arange(16))
+    # as the single-device epoch: misaligned y and out-of-range indices (clamped in the program)
+    y = np.repeat(np.arange(8), 2)
+    with pytest.raises(ValueError, match="same number of rows"):
+        epoch(state, X, y[:8], np.arange(16).reshape(2, 8))
+    with pytest.raises(ValueError, match="got indices 8 to 23"):
+        epoch(state, X, y, np.arange(8, 24).reshape(2, 8))
 
 
 def test_mesh_from_config_refuses_non_mappings():

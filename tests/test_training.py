@@ -87,6 +87,33 @@ def test_scanned_epoch_equals_sequential_steps(data):
     np.testing.assert_array_equal(s.key, s_scan.key)
 
 
+def test_epoch_refuses_misaligned_labels_and_out_of_range_batches(data):
+    """Inside the jitted epoch X[idx] and y[idx] clamp: a short y or indices past the end trained on
+    repeated rows without an error (a loss of 0 for indices all past the end)."""
+    X, y, _, _ = data
+    n = len(y)
+    state = training.create_train_state(1, MODEL, SPEC, OPT, X[:1])
+    epoch = training.make_train_epoch(MODEL, SPEC, OPT)
+    good = np.arange(32).reshape(2, 16)
+    assert np.all(np.asarray(epoch(state, X, y, good)[1]["loss"]) > 0)
+    with pytest.raises(
+        ValueError, match=rf"same number of rows, got shapes \({n}, 16\) and \(20,\)"
+    ):
+        epoch(state, X, y[:20], good)
+    for bad, lo, hi in ((good + n, n, n + 31), (jnp.asarray(good) - 1, -1, 30)):
+        with pytest.raises(
+            ValueError, match=rf"index the {n} rows of X .* got indices {lo} to {hi}"
+        ):
+            epoch(state, X, y, bad)
+    with pytest.raises(ValueError, match=r"integers\), got shape \(2, 16\) and dtype float"):
+        epoch(state, X, y, good.astype(np.float32))
+    # fit's way: checked once when lowered, then the compiled program
+    with pytest.raises(ValueError, match="index the"):
+        epoch.lower(state, X, y, good + n)
+    compiled = epoch.lower(state, X, y, good).compile()
+    assert np.all(np.asarray(compiled(state, X, y, good)[1]["loss"]) > 0)
+
+
 def test_donated_step_and_epoch_match_and_consume_the_state(data):
     X, y, _, _ = data
     batches = sampling.m_per_class_batches(jax.random.key(3), y, m=4, batch_size=16, n_batches=2)
