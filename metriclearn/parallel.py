@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from metriclearn._cache import CheckedProgram, reuse
-from metriclearn._validation import check_array, check_config, check_positive_int
+from metriclearn._validation import check_array, check_config, check_flags, check_positive_int
 from metriclearn.evaluation import RECALL_K_VALUES
 
 __all__ = [
@@ -239,6 +239,7 @@ def make_sharded_train_step(
     """
     from metriclearn import training
 
+    check_flags(normalize_curves=normalize_curves)  # "false" was True
     data, rep = data_sharding(mesh), replicated_sharding(mesh)
     step = training._step_fn(model, loss_spec, optimizer, bool(normalize_curves))
     jitted = jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep))
@@ -273,6 +274,7 @@ def make_sharded_train_epoch(
       jitted-like callable (with ``.lower``); ``B`` must be a multiple of the device count. Equal
       (hashable) arguments return the same program, so a second ``fit`` compiles nothing.
     """
+    check_flags(normalize_curves=normalize_curves)  # "false" was True
     return _cached_sharded_epoch(model, loss_spec, optimizer, mesh, bool(normalize_curves))
 
 
@@ -358,6 +360,18 @@ def train_and_evaluate(config: Mapping[str, Any], workdir) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _constraint_array(a, name: str) -> np.ndarray | jax.Array:
+    """A per-tuple array: integer / bool arrays (tuple indices, signs) keep their dtype (cast to
+    float32 they could not index, and lost integers past 2**24); others go through ``check_array``."""
+    if not isinstance(a, jax.Array):
+        a = np.asarray(a)
+    if a.dtype == bool or jnp.issubdtype(a.dtype, jnp.integer):
+        if a.ndim < 1 or a.shape[0] < 1:
+            raise ValueError(f"{name} must have at least one row, got shape {tuple(a.shape)}")
+        return a
+    return check_array(a, name, min_rows=1)
+
+
 def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Shard per-tuple arrays (pair / triplet differences, signs, ...) over the mesh, padding if needed.
 
@@ -367,7 +381,8 @@ def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, 
     difference, e.g. a hinge on ``sqrt(a M a)``, gives them a NaN gradient, and 0 * NaN is NaN.)
 
     Args:
-      *arrays: arrays ``[n, ...]`` with a common leading size ``n >= 1``.
+      *arrays: arrays ``[n, ...]`` with a common leading size ``n >= 1``; integer and bool arrays
+        (tuple indices, signs) keep their dtype, the others become the float dtype.
       mesh: 1-D mesh.
 
     Returns:
@@ -379,7 +394,7 @@ def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, 
     """
     if not arrays:
         raise ValueError("shard_constraints needs at least one array of tuples")
-    checked = [check_array(a, f"arrays[{i}]", min_rows=1) for i, a in enumerate(arrays)]
+    checked = [_constraint_array(a, f"arrays[{i}]") for i, a in enumerate(arrays)]
     sizes = [int(a.shape[0]) for a in checked]
     if len(set(sizes)) != 1:
         raise ValueError(f"constraint arrays must have the same number of rows, got {sizes}")
@@ -391,9 +406,8 @@ def shard_constraints(*arrays, mesh: Mesh) -> tuple[jax.Array, tuple[jax.Array, 
         np.pad(np.asarray(a), [(0, n_pad - n)] + [(0, 0)] * (a.ndim - 1), mode="edge")
         for a in checked
     )
-    dtype = np.result_type(*[a.dtype for a in padded], np.float32)
-    if not np.issubdtype(dtype, np.floating):
-        dtype = np.float32
+    floats = [a.dtype for a in padded if jnp.issubdtype(a.dtype, jnp.floating)]
+    dtype = np.result_type(*floats, np.float32)
     weights = (np.arange(n_pad) < n).astype(dtype)
     sharding = data_sharding(mesh)
     return jax.device_put(weights, sharding), tuple(jax.device_put(padded, sharding))
@@ -427,6 +441,10 @@ def sharded_objective(
 def _weighted_objective(per_tuple, mean: bool, M, weights, *arrays):
     in_axes = (None,) + (0,) * len(arrays)
     per = jax.vmap(per_tuple, in_axes=in_axes)(M, *arrays)
+    if per.shape != weights.shape:  # a [1, 1] "scalar" broadcast to [n, 1, n]: n times the loss
+        raise ValueError(
+            f"per_tuple must return a scalar per tuple, got shape {per.shape[1:]} for one tuple"
+        )
     total = jnp.sum(weights * per)
     return total / jnp.sum(weights) if mean else total
 
@@ -649,9 +667,11 @@ def initialize_distributed(
         form ``host:port``; a repeated call whose ``num_processes`` / ``process_id`` contradict the
         run this process already belongs to.
     """
+    if process_id is not None:  # True was process 1, 0.5 and "1" passed the range check
+        process_id = check_positive_int(process_id, "process_id", minimum=0)
     if num_processes is not None:
         num_processes = check_positive_int(num_processes, "num_processes")
-        if process_id is not None and not 0 <= int(process_id) < num_processes:
+        if process_id is not None and not 0 <= process_id < num_processes:
             raise ValueError(
                 f"process_id={process_id} must be in [0, num_processes={num_processes})"
             )
@@ -664,7 +684,7 @@ def initialize_distributed(
             )
     if jax.distributed.is_initialized():
         if (num_processes is not None and num_processes != jax.process_count()) or (
-            process_id is not None and int(process_id) != jax.process_index()
+            process_id is not None and process_id != jax.process_index()
         ):
             raise ValueError(
                 f"this process already runs as process {jax.process_index()} of "

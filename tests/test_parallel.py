@@ -272,6 +272,36 @@ def test_shard_constraints_errors_parallel(mesh8):
         parallel.shard_constraints(np.full((5, 3), np.nan), mesh=mesh8)
     with pytest.raises(ValueError, match="reduction"):
         parallel.sharded_objective(lambda M, a: 0.0, reduction="max")
+    # a per-tuple loss of shape (1, 1) broadcast against the weights: n times the mean, silently
+    ab = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    w, arrs = parallel.shard_constraints(ab, mesh=mesh8)
+    col = lambda M, a: a[None] @ M @ a[:, None]  # noqa: E731
+    with pytest.raises(ValueError, match=r"per_tuple must return a scalar.*\(1, 1\)"):
+        parallel.sharded_objective(col)(jnp.eye(3), w, *arrs)
+    with pytest.raises(ValueError, match="per_tuple must return a scalar"):
+        parallel.sharded_projected_gradient(col, jnp.eye(3), (ab,), mesh=mesh8)
+    # integer tuple indices keep their dtype (as float32 they could not index, and 2**24 + 1 changed)
+    idx = np.array([[0, 2**24 + 1]] * 5, np.int32)
+    w, (sharded_idx,) = parallel.shard_constraints(idx, mesh=mesh8)
+    assert sharded_idx.dtype == np.int32 and int(sharded_idx[4, 1]) == 2**24 + 1
+    assert w.dtype == np.float32 and float(w.sum()) == 5
+
+
+def test_parallel_builders_refuse_non_bool_flags_and_process_ids_parallel(mesh8, monkeypatch):
+    """normalize_curves="false" meant True in the sharded builders (make_train_step refuses it), and
+    initialize_distributed passed process_id=True to JAX as process 1."""
+    model, spec, opt = _setup()
+    for build in (parallel.make_sharded_train_step, parallel.make_sharded_train_epoch):
+        with pytest.raises(ValueError, match="normalize_curves must be True or False"):
+            build(model, spec, opt, mesh8, normalize_curves="false")
+    calls = []
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for bad in (True, 0.5, "1", -1):
+        with pytest.raises(ValueError, match="process_id must be an integer >= 0"):
+            parallel.initialize_distributed("127.0.0.1:1234", num_processes=2, process_id=bad)
+    parallel.initialize_distributed("127.0.0.1:1234", num_processes=2, process_id=np.int64(1))
+    assert calls and calls[0]["process_id"] == 1 and calls[0]["num_processes"] == 2
 
 
 # --------------------------------------------------------------------------------------------------
