@@ -1008,6 +1008,9 @@ def supcon(
     log_prob = s - denom[:, None]
     n_pos = jnp.sum(pm, axis=1)
     per = -_reducers.safe_divide(jnp.sum(jnp.where(pm, log_prob, 0.0), axis=1), n_pos)
+    # an anchor with one positive and no negative (a miner's choice) has log_prob exactly 0; under
+    # jit XLA computed s twice with different rounding, 1e-7 counted as a nonzero anchor in avg_nonzero
+    per = jnp.where(jnp.sum(pm | nm, axis=1) == 1, 0.0, per)
     active = jnp.any(pm) & jnp.any(nm)
     return jnp.where(active, red(per), 0.0)
 

@@ -304,6 +304,21 @@ def test_supcon_brute_force(x64):
     np.testing.assert_allclose(float(got), _avg_nonzero(per), rtol=1e-9)
 
 
+def test_supcon_anchor_without_negatives_is_exactly_zero_under_jit():
+    """A miner can keep one positive and no negative for an anchor: its term is exactly 0 (its
+    softmax has one member). Under jit XLA computed the similarities twice with different rounding,
+    and avg_nonzero counted the anchor's 1e-7: 8.64 instead of 12.97 (PML's value, and eager's)."""
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    y = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+    spec = losses.build("supcon", miner="pair_margin")
+    pos, neg = miners.pair_margin(x, y)
+    lonely = (np.asarray(pos).sum(1) == 1) & (np.asarray(neg).sum(1) == 0)
+    assert lonely.any()  # the case at hand: an anchor with one positive and no negative
+    eager = float(spec.apply({}, x, y, None))
+    np.testing.assert_allclose(float(jax.jit(spec.apply)({}, x, y, None)), eager, rtol=1e-5)
+    np.testing.assert_allclose(eager, 12.966501, rtol=1e-5)  # PML 2.9.0's SupConLoss, same pairs
+
+
 def test_circle_brute_force(x64):
     x, y = _batch(7)
     s = _norm(x) @ _norm(x).T
