@@ -1387,8 +1387,8 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
         if self.regularizer == "logdet" and "M0" not in reg_kwargs:
             reg_kwargs["M0"] = jnp.eye(d)
         if size == 2:
-            T32, py = constraints.check_pairs(T, y)  # the fit runs on its float32 pairs
-            diffs = np.asarray(T32[:, 0] - T32[:, 1], np.float64)
+            _, py = constraints.check_pairs(T, y)  # validation only: T holds float64 pairs
+            diffs = T[:, 0] - T[:, 1]  # float64: far from the origin float32 pairs lost x - x'
             sq = np.sum(diffs * diffs, axis=1)
             u = float(np.percentile(sq, 5)) if self.u is None else float(self.u)
             l = float(np.percentile(sq, 95)) if self.l is None else float(self.l)

@@ -459,6 +459,20 @@ def test_metric_learner_pair_score_and_threshold_use_float64_distances():
     assert np.mean(est.predict(P) == y) == _threshold_brute(d, y, "accuracy")
 
 
+def test_metric_learner_pairs_spread_far_from_the_origin():
+    """MetricLearner(loss="pair_hinge") sees the pairs through x - x' only: moving each pair by its
+    own shift of up to 1e5 must leave M unchanged. The differences were taken after the cast to
+    float32 (fit centres the pairs, but spread data stay far from the centre), where pairs 0.05-0.2
+    apart near 1e5 lose their digits (M off by ~1e-2)."""
+    rng = np.random.RandomState(0)
+    P = rng.randn(60, 2, 3) * np.array([0.05, 0.1, 0.2])
+    y = np.where(rng.rand(60) < 0.5, 1, -1)
+    shifts = 1e5 * rng.randn(60, 1, 3)
+    ref = ml.MetricLearner(loss="pair_hinge", max_iter=20).fit(P, y).get_mahalanobis_matrix()
+    M = ml.MetricLearner(loss="pair_hinge", max_iter=20).fit(P + shifts, y).get_mahalanobis_matrix()
+    np.testing.assert_allclose(M, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
 def test_calibrate_threshold_max_tpr_min_rate_zero_accepts_every_pair():
     """max_tpr with min_rate=0 must give TPR 1: the threshold was the largest float32-rounded distance,
     just below the float64 one that predict compares (TPR .957 on 5 of 10 such ITML fits)."""

@@ -317,6 +317,16 @@ def test_lsml_compiles_once(data):
     assert solver._run._cache_size() == before
 
 
+def test_lsml_quadruplets_far_from_the_origin(data):
+    """LSML sees the points only through a - b and c - d: an offset of 1e6 (float32 spacing 0.0625)
+    leaves M unchanged. The differences were taken after the cast to float32 (M off by 3e-3)."""
+    X, _, _, Q, _ = data
+    Q = Q.astype(np.float64)
+    ref = np.asarray(fit_lsml(Q).M, np.float64)
+    M = np.asarray(fit_lsml(Q + 1e6).M, np.float64)
+    np.testing.assert_allclose(M, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
 def test_lsml_bad_input(data):
     Q = data[3]
     with pytest.raises(ValueError, match="not positive|positive semi|positive definite"):
@@ -513,6 +523,24 @@ def test_fit_scml_index_triplets_match_point_triplets(data, x64, monkeypatch):
 
 # ----------------------------------------------------------------------------------------------------
 # SCML_Supervised: k-NN triplets (metric-learn 0.7's construction) and its quality
+
+
+@pytest.mark.parametrize("given", ["points", "indices"])
+def test_scml_triplets_far_from_the_origin(data, given):
+    """SCML sees the points only through a - p and a - n (and the basis built from them): an offset
+    of 1e6 leaves M unchanged. The differences (and for index triplets the centring) were taken
+    in float32, where the points are rounded to multiples of 0.0625 (M off by ~50 %)."""
+    X, y, *_ = data
+    X = X.astype(np.float64)
+    t = constraints.triplets(0, y, n_triplets=60)
+
+    def fit(Z):
+        args = (Z[t],) if given == "points" else (t,)
+        kw = {} if given == "points" else {"X": Z}
+        return np.asarray(fit_scml(*args, key=0, **kw, **SCML_KW).M, np.float64)
+
+    ref = fit(X)
+    np.testing.assert_allclose(fit(X + 1e6), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
 def test_scml_supervised_fits_knn_triplets(data, monkeypatch):

@@ -8,7 +8,7 @@ learned linear map ``L`` (``[k, d]``, so that ``M = L^T L``), and starts iterati
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -23,6 +23,7 @@ from metriclearn._validation import (
     check_labels,
     check_positive_int,
     is_traced,
+    require_concrete,
 )
 
 INITS = ("auto", "pca", "lda", "identity", "random")
@@ -91,6 +92,38 @@ def centred(X_raw, X: jax.Array) -> jax.Array:
         return X - jnp.mean(X, axis=0)
     A = np.asarray(X_raw, dtype=np.float64)
     return jnp.asarray(A - A.mean(axis=0), X.dtype)
+
+
+def tuple_differences(
+    raw, T: jax.Array, index_pairs: Sequence[tuple[int, int]], *, host: bool = False
+) -> tuple:
+    """Differences ``T[:, i] - T[:, j]`` of validated tuples ``T [n, k, d]`` (taken in float64 on
+    ``raw``, the caller's array, when concrete).
+
+    The weakly supervised learners (ITML, SDML, MMC, LSML, SCML) see the points only through such
+    differences. Formed after the cast to float32 they lose their digits far from the origin (points
+    near 1e5 are rounded to multiples of ~0.0078, so pairs 0.01 apart got differences of 0 or
+    0.0156); formed in float64 on ``raw`` and then cast, they are exact up to one rounding. Traced
+    inputs are differenced in their own dtype.
+
+    Args:
+      raw: the caller's ``[n, k, d]`` tuples (array-like), before validation.
+      T: ``raw`` validated (e.g. by :func:`metriclearn.constraints.check_pairs`); gives the dtype.
+      index_pairs: the ``(i, j)`` tuple positions to difference.
+      host: return float64 NumPy arrays (for host-side scatter matrices); needs concrete inputs.
+
+    Returns:
+      one ``[n, d]`` array per ``(i, j)``: ``jax.Array`` of ``T.dtype``, or float64 NumPy with ``host``.
+    """
+    if is_traced(raw) or is_traced(T):
+        if host:
+            require_concrete("tuple_differences", raw, T)
+        return tuple(T[:, i] - T[:, j] for i, j in index_pairs)
+    A = np.asarray(raw, dtype=np.float64)
+    diffs = tuple(A[:, i] - A[:, j] for i, j in index_pairs)
+    if host:
+        return diffs
+    return tuple(jnp.asarray(v, T.dtype) for v in diffs)
 
 
 def check_finite_objective(

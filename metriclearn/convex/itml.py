@@ -37,6 +37,7 @@ import numpy as np
 
 from metriclearn._validation import as_key, check_array, check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
+from metriclearn.convex._common import tuple_differences
 from metriclearn.regularizers import prior_matrix
 
 __all__ = ["ITMLResult", "fit_itml", "itml_bounds"]
@@ -204,7 +205,7 @@ def fit_itml(
         raise ValueError(f"tol must be a non-negative finite number, got {tol!r}")
     P_np = np.asarray(P)
     if bounds is None:
-        u, l = itml_bounds(P_np, key=key)
+        u, l = itml_bounds(pairs, key=key)  # float64 distances of the caller's points
     else:
         b = np.asarray(bounds, dtype=np.float64).ravel()
         if b.shape != (2,) or not np.all(np.isfinite(b)) or np.any(b <= 0):
@@ -215,11 +216,11 @@ def fit_itml(
     # scale by c^2). With c a power of two near the pair scale this is exact in floating point and
     # keeps p = v^T M v and the duals O(1): in float32 the duals' norm in the stopping test otherwise
     # underflows (features ~1e10) or overflows (~1e-10) and the loop stops after one sweep, wrong.
-    V64 = P_np[:, 0, :].astype(np.float64) - P_np[:, 1, :].astype(np.float64)
+    (V64,) = tuple_differences(pairs, P, ((0, 1),), host=True)
     sq = np.sum(V64 * V64, axis=1)
     sq = sq[sq > 0]
     c2 = 2.0 ** (2 * int(np.round(0.5 * np.log2(np.mean(sq))))) if len(sq) else 1.0
-    V = (P[:, 0, :] - P[:, 1, :]) * jnp.asarray(1.0 / np.sqrt(c2), dtype)
+    V = V64 * (1.0 / np.sqrt(c2))
     delta = jnp.asarray(yv, dtype)
     xi0 = jnp.where(delta > 0, jnp.asarray(u / c2, dtype), jnp.asarray(l / c2, dtype))
     if np.isinf(gamma):

@@ -69,7 +69,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, check_labels, check_positive_int, require_concrete
-from metriclearn.convex._common import bucket_size, generalized_eigh, pad_rows
+from metriclearn.convex._common import (
+    bucket_size,
+    centred,
+    generalized_eigh,
+    pad_rows,
+    tuple_differences,
+)
 
 __all__ = ["SCMLResult", "fit_scml", "triplet_diff_basis", "lda_basis"]
 
@@ -183,8 +189,7 @@ def triplet_diff_basis(key, triplets, *, n_basis: int | None = None) -> jax.Arra
     T = _check_triplets(triplets)
     m, _, d = T.shape
     K = 80 * d if n_basis is None else check_positive_int(n_basis, "n_basis")
-    Dp = T[:, 0] - T[:, 1]
-    Dn = T[:, 0] - T[:, 2]
+    Dp, Dn = tuple_differences(triplets, T, ((0, 1), (0, 2)))  # float64 on the host, then cast
     if not bool(jnp.any(Dp != 0) | jnp.any(Dn != 0)):
         raise ValueError(
             "triplets are degenerate: every anchor equals its positive and negative, so no "
@@ -530,13 +535,15 @@ def fit_scml(
 
     Reference: Shi, Bellet & Sha, "Sparse Compositional Metric Learning", AAAI 2014.
     """
-    require_concrete("fit_scml", triplets)
+    require_concrete("fit_scml", triplets, X)
     tidx = _index_triplets(triplets, X)
     if tidx is None:
         T = _check_triplets(triplets)
     else:  # index triplets into X: only the differences Dp, Dn are materialised
         Xi = check_array(X, "X", ndim=2, min_rows=1)
         T = jax.ShapeDtypeStruct((len(tidx), 3, Xi.shape[1]), Xi.dtype)
+        X64 = np.asarray(X, np.float64)  # differences and centring in float64 (digits far from 0)
+        Xc = centred(X64, Xi)
     m, _, d = T.shape
     max_iter = check_positive_int(max_iter, "max_iter")
     output_iter = check_positive_int(output_iter, "output_iter")
@@ -561,7 +568,7 @@ def fit_scml(
                 f"unknown basis {basis!r}; valid: {', '.join(BASES)} or an array [K, d]"
             )
         if basis == "triplet_diffs":
-            Tp = T if tidx is None else Xi[jnp.asarray(tidx)]
+            Tp = triplets if tidx is None else X64[tidx]
             B = triplet_diff_basis(k_basis, Tp, n_basis=n_basis)
         else:
             if X is None or y is None:
@@ -588,21 +595,24 @@ def fit_scml(
     # and never sampled
     m_pad = bucket_size(m)
     precompute = m_pad * K <= _PRECOMPUTE_MAX
-    XB = tj = Xc = Dp = Dn = None
+    XB = tj = Dp = Dn = None
     if tidx is not None:
         tj, _ = pad_rows(jnp.asarray(tidx), m_pad)
         n_pts = bucket_size(Xi.shape[0])
-        Xc = Xi - jnp.mean(Xi, axis=0)
         if not precompute and n_pts * K <= _PRECOMPUTE_MAX:
             # rows gathered from the projected points: O(K) per triplet and step instead of O(K d)
             Xc, _ = pad_rows(Xc, n_pts)
             XB = Xc @ B.T
         else:
-            Dp = Xc[tj[:, 0]] - Xc[tj[:, 1]]
-            Dn = Xc[tj[:, 0]] - Xc[tj[:, 2]]
+            Dp = jnp.asarray(X64[tidx[:, 0]] - X64[tidx[:, 1]], Xi.dtype)
+            Dn = jnp.asarray(X64[tidx[:, 0]] - X64[tidx[:, 2]], Xi.dtype)
+            Dp, _ = pad_rows(Dp, m_pad)
+            Dn, _ = pad_rows(Dn, m_pad)
     else:
-        Dp, _ = pad_rows(T[:, 0] - T[:, 1], m_pad)
-        Dn, _ = pad_rows(T[:, 0] - T[:, 2], m_pad)
+        Dp, Dn = tuple_differences(triplets, T, ((0, 1), (0, 2)))  # float64 on the host, then cast
+        Dp, _ = pad_rows(Dp, m_pad)
+        Dn, _ = pad_rows(Dn, m_pad)
+        Xc = None
     n_outer = max_iter // output_iter
     block = int(min(m_pad, 4096))
     idx = _host_rng(k_opt).integers(0, m, size=(n_outer, output_iter, batch_size), dtype=np.int32)

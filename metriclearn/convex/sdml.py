@@ -39,6 +39,7 @@ import numpy as np
 
 from metriclearn._validation import check_positive_int, require_concrete
 from metriclearn.constraints import check_pairs
+from metriclearn.convex._common import tuple_differences
 from metriclearn.regularizers import prior_matrix
 from metriclearn.solver import projected_gradient
 
@@ -136,7 +137,7 @@ def fit_sdml(
     P_np = np.asarray(P, np.float64)
     pts = np.unique(P_np.reshape(-1, d), axis=0)
     M0 = np.asarray(prior_matrix(prior, pts, key=key, name="prior"), np.float64)
-    V = P_np[:, 0, :] - P_np[:, 1, :]
+    (V,) = tuple_differences(pairs, P, ((0, 1),), host=True)  # float64, from the caller's pairs
     K = (V.T * yv) @ V
     # S relative to the prior: M0^{1/2} S M0^{1/2} = I + eta * M0^{1/2} K M0^{1/2}
     w0, U0 = np.linalg.eigh(M0)
