@@ -319,6 +319,27 @@ def _learner_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
+def _check_config(cfg: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the key when a config value has the wrong type or range (in place:
+    integers become ``int``, ``learner_kwargs`` a ``dict``). Casting would hide mistakes: ``"false"``
+    was a true ``figures``, ``k="3"`` a raw ``TypeError``, ``n_folds=1`` a message about 0 rows."""
+    from metriclearn._validation import check_flags, check_kwargs, check_positive_int
+
+    for key in ("algorithm", "dataset"):
+        if not isinstance(cfg[key], str):
+            raise ValueError(f"config {key!r} must be a name (string), got {cfg[key]!r}")
+    check_flags(**{"config 'figures'": cfg["figures"]})
+    cfg["k"] = check_positive_int(cfg["k"], "config 'k'")
+    cfg["n_folds"] = check_positive_int(cfg["n_folds"], "config 'n_folds'", minimum=2)
+    cfg["seed"] = check_positive_int(cfg["seed"], "config 'seed'", minimum=0)
+    if cfg["seed"] > 2**32 - 1:  # scikit-learn's random_state range
+        raise ValueError(f"config 'seed' must be at most 2**32 - 1, got {cfg['seed']}")
+    for key in (*_SETTINGS, "max_samples"):
+        if cfg[key] is not None:
+            cfg[key] = check_positive_int(cfg[key], f"config {key!r}")
+    cfg["learner_kwargs"] = check_kwargs(cfg["learner_kwargs"], "config 'learner_kwargs'")
+
+
 def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]:
     """Run the cross-validated protocol for one learner and data set; write results to ``workdir``.
 
@@ -330,13 +351,16 @@ def run(config: Mapping[str, Any], workdir: str | os.PathLike) -> dict[str, Any]
       The metrics written to ``metrics.json``.
 
     Raises:
-      ValueError: unknown config keys, algorithm, data set or hyperparameter.
+      ValueError: unknown config keys, algorithm, data set or hyperparameter; a config value of the
+        wrong type or range (``figures`` not a bool, ``k`` / ``seed`` / ``n_folds`` not integers
+        >= 1 / >= 0 / >= 2, ``learner_kwargs`` not a dict), naming the key.
     """
     cfg = default_config()
     unknown = sorted(set(config) - set(cfg))
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(cfg))}")
     cfg.update(dict(config))
+    _check_config(cfg)
     if cfg["dataset"] not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {cfg['dataset']!r}; valid: {', '.join(DATASET_NAMES)}")
     learner_kwargs = _learner_kwargs(cfg)

@@ -31,7 +31,12 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from metriclearn._validation import label_array
+from metriclearn._validation import (
+    as_real,
+    check_comparable_labels,
+    check_positive_int,
+    label_array,
+)
 from metriclearn.psd import default_tol
 
 __all__ = [
@@ -161,10 +166,24 @@ def _check_rows(history, name: str) -> None:
 
 
 def _save(fig: Figure, path: str | os.PathLike | None, dpi: int) -> Figure:
+    """Save ``fig`` as a PNG at ``path`` (its directory is created) unless ``path`` is None.
+
+    Raises:
+      ValueError: ``path`` is empty, ends with a separator or names an existing directory (matplotlib
+        wrote ``./.png`` or ``<dir>.png`` beside it).
+    """
     if path is not None:
-        directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+        p = os.fspath(path)
+        if isinstance(p, bytes):
+            p = os.fsdecode(p)
+        if not p or os.path.isdir(p) or not os.path.basename(p):
+            raise ValueError(
+                f"path must name the PNG file to write, got {p!r}"
+                + (" (an existing directory)" if p and os.path.isdir(p) else "")
+            )
+        directory = os.path.dirname(os.path.abspath(p))
         os.makedirs(directory, exist_ok=True)
-        fig.savefig(os.fspath(path), dpi=dpi)
+        fig.savefig(p, dpi=dpi)
     return fig
 
 
@@ -401,14 +420,17 @@ def plot_mahalanobis_matrix(
       dpi: resolution of the saved image.
 
     Returns:
-      The Figure (the heatmap axes and its colour bar).
+      The Figure (the heatmap axes and its colour bar; an ``M`` whose largest ``|M[i, j]|`` is beyond
+      ``1e100`` or below ``1e-100`` is drawn scaled by a power of ten, named in the colour bar label).
 
     Raises:
-      ValueError: ``M`` not square 2-D, NaN/inf, not symmetric (within
+      ValueError: ``M`` not square 2-D, complex, NaN/inf, not symmetric (within
         :func:`metriclearn.psd.default_tol` of its dtype: e.g. a square ``components_`` ``L`` passed
         for ``M = LᵀL``), or ``feature_names`` of the wrong length.
     """
     raw = np.asarray(M)
+    if raw.dtype.kind == "c":  # the cast dropped the imaginary part with only a ComplexWarning
+        raise ValueError(f"M must be real, got complex dtype {raw.dtype}")
     tol_dtype = raw.dtype if np.issubdtype(raw.dtype, np.floating) else np.float64
     M = np.asarray(raw, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
@@ -425,10 +447,18 @@ def plot_mahalanobis_matrix(
     if feature_names is not None and len(feature_names) != d:
         raise ValueError(f"feature_names must have {d} entries, got {len(feature_names)}")
     vmax = float(np.max(np.abs(M))) or 1.0
+    cbar_label = "M[i, j]"
+    if not 1e-100 < vmax < 1e100:
+        # matplotlib computes vmax - vmin (inf for 1e308: "Axis limits cannot be NaN or Inf") and
+        # loses tiny ranges: draw M scaled by a power of ten and say so on the colour bar
+        exp = math.floor(math.log10(vmax))
+        M = M / 10.0**exp if exp > -300 else (M * 1e300) / 10.0 ** (exp + 300)
+        vmax = float(np.max(np.abs(M)))
+        cbar_label = f"M[i, j] × 1e{-exp}" if exp < 0 else f"M[i, j] / 1e{exp}"
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(M, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="M[i, j]")
+    fig.colorbar(im, ax=ax, label=cbar_label)
     if d <= 30:
         names = list(feature_names) if feature_names is not None else [str(i) for i in range(d)]
         ax.set_xticks(range(d), names, rotation=90 if feature_names is not None else 0, fontsize=8)
@@ -451,7 +481,8 @@ def plot_accuracy_bars(
     """Grouped bars: one group per data set, one bar per learner, error bars = std over folds.
 
     Args:
-      results: learner -> {data set: mean or (mean, std)}; NaN / missing cells (failures) leave a gap.
+      results: learner -> {data set: mean or (mean, std)}; NaN / None / missing cells (failures)
+        leave a gap; a NaN std draws no error bar.
       path: where to save the PNG (None: do not save).
       ylabel: y-axis label.
       title: axes title.
@@ -462,7 +493,8 @@ def plot_accuracy_bars(
       The Figure (one axes; one bar container per learner).
 
     Raises:
-      ValueError: empty results.
+      ValueError: empty results; a cell that is not a number, None or a (mean, std) pair of numbers,
+        an infinite mean, or an infinite or negative std (naming ``results[learner][data set]``).
     """
     _check_mapping(results, "results", "learner -> {data set: mean or (mean, std)}")
     for learner, cells in results.items():
@@ -474,12 +506,32 @@ def plot_accuracy_bars(
     for cells in results.values():
         datasets += [d for d in cells if d not in datasets]
 
-    def split(v) -> tuple[float, float]:
+    def split(v, name: str) -> tuple[float, float]:
+        """``(mean, std)`` of a cell; ``ValueError`` naming it for anything but a number, None or a
+        pair of numbers, and for an infinite mean (inf drew empty axes, -inf a gap like a failure)
+        or an infinite / negative std."""
         if isinstance(v, tuple | list):
-            # a NaN std (one fold) draws no error bar; it hid the bar (NaN in the axis limits)
-            std = float(v[1])
-            return float(v[0]), std if math.isfinite(std) else 0.0
-        return (math.nan if v is None else float(v)), 0.0
+            if len(v) != 2:
+                raise ValueError(f"{name} must be a mean or a (mean, std) pair, got {v!r}")
+            mean, std = as_real(v[0], f"{name} mean"), as_real(v[1], f"{name} std")
+        else:
+            if v is not None and np.ndim(v) != 0:
+                raise ValueError(f"{name} must be a mean or a (mean, std) pair, got {v!r}")
+            mean, std = (math.nan if v is None else as_real(v, name)), 0.0
+        if math.isinf(mean):
+            raise ValueError(f"{name} has an infinite mean {mean}; use NaN for a failure (a gap)")
+        if math.isinf(std) or std < 0:
+            raise ValueError(f"{name} std must be finite and >= 0 (or NaN), got {std}")
+        # a NaN std (one fold) draws no error bar; it hid the bar (NaN in the axis limits)
+        return mean, std if math.isfinite(std) else 0.0
+
+    table = {
+        learner: [
+            split(results[learner].get(d, math.nan), f"results[{learner!r}][{d!r}]")
+            for d in datasets
+        ]
+        for learner in learners
+    }
 
     fig = Figure(
         figsize=(max(6.0, 1.6 * len(datasets) + 0.25 * len(learners) * len(datasets)), 4.5),
@@ -491,7 +543,7 @@ def plot_accuracy_bars(
     lows, highs = [], []
     cmap = matplotlib.colormaps["tab20"]
     for i, learner in enumerate(learners):
-        cells = [split(results[learner].get(d, math.nan)) for d in datasets]
+        cells = table[learner]
         means = np.array([c[0] for c in cells])
         stds = np.array([c[1] for c in cells])
         lows += list((means - stds)[np.isfinite(means)])
@@ -559,14 +611,35 @@ def plot_retrieval_examples(
       The Figure (``len(neighbors) * q`` rows of ``k + 1`` axes).
 
     Raises:
-      ValueError: empty ``neighbors``, mismatched shapes, indices out of range, non-square flat images
-        without ``image_shape``.
+      ValueError: ``neighbors`` not a mapping or empty, mismatched shapes, indices out of range,
+        non-square flat images without ``image_shape``, ``image_shape`` not two positive integers,
+        labels that are not 1-D numbers or strings, or query and reference labels of different
+        kinds (numbers vs strings).
     """
+    _check_mapping(neighbors, "neighbors", "metric label -> [q, k] index array")
     if not neighbors:
         raise ValueError("neighbors is empty: give at least one metric's [q, k] index array")
+    if image_shape is not None:
+        if isinstance(image_shape, np.ndarray):
+            pair = image_shape.ndim == 1 and len(image_shape) == 2
+        else:
+            pair = (
+                isinstance(image_shape, Sequence)
+                and not isinstance(image_shape, str | bytes)
+                and len(image_shape) == 2
+            )
+        if not pair:
+            raise ValueError(f"image_shape must be a pair (h, w) of integers, got {image_shape!r}")
+        image_shape = (
+            check_positive_int(image_shape[0], "image_shape[0] (h)"),
+            check_positive_int(image_shape[1], "image_shape[1] (w)"),
+        )
     qi = np.asarray(query_images, dtype=np.float64)
     ri = np.asarray(ref_images, dtype=np.float64)
-    ql, rl = np.asarray(query_labels), np.asarray(ref_labels)
+    # one kind of label on both sides: a query "0" never equals a reference 0 (every neighbour was
+    # framed red)
+    ql, rl = label_array(query_labels, "query_labels"), label_array(ref_labels, "ref_labels")
+    check_comparable_labels(ql, rl, "query_labels", "ref_labels")
     if ql.shape != (qi.shape[0],) or rl.shape != (ri.shape[0],):
         raise ValueError(
             f"labels must match the images: query {qi.shape} / {ql.shape}, ref {ri.shape} / {rl.shape}"

@@ -252,3 +252,26 @@ def test_settings_the_data_refute_fail_before_any_file(tmp_path):
         tmp_path / "f",
     )
     assert m["failed"] is None and m["accuracy_mean"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "figures",
+            "false",
+            "config 'figures' must be True or False",
+        ),  # was truthy: figures written
+        ("k", "3", r"config 'k' must be an integer >= 1, got '3'"),  # was a raw TypeError
+        ("k", 0, r"config 'k' must be an integer >= 1"),
+        ("n_folds", 1, r"config 'n_folds' must be an integer >= 2, got 1"),  # "has only 0 rows"
+        ("seed", -1, r"config 'seed' must be an integer >= 0"),
+        ("max_iter", 2.5, r"config 'max_iter' must be an integer >= 1"),
+        ("learner_kwargs", "x", "config 'learner_kwargs' must be a dict"),  # "update sequence"
+        ("algorithm", ["nca"], "config 'algorithm' must be a name"),
+    ],
+)
+def test_run_refuses_config_values_of_the_wrong_type(tmp_path, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        convex.run({"algorithm": "covariance", key: value}, tmp_path / "w")
+    assert not (tmp_path / "w").exists()

@@ -245,3 +245,76 @@ def test_before_after_titles_must_be_a_pair():
             plotting.plot_embedding_before_after(X, X[:, :2], y, titles=bad)
     fig = plotting.plot_embedding_before_after(X, X[:, :2], y, titles=["in", None])
     assert [ax.get_title() for ax in fig.axes[:2]] == ["in", ""]
+
+
+def test_save_refuses_empty_and_directory_paths(tmp_path, monkeypatch):
+    # "" wrote ./.png; an existing directory wrote <dir>.png beside it; "dir/" wrote dir/.png
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    for path in ("", tmp_path / "out", str(tmp_path / "new") + "/"):
+        with pytest.raises(ValueError, match="path must name the PNG file"):
+            plotting.plot_distance_curves(_history(), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    plotting.plot_distance_curves(_history(), tmp_path / "out" / "c.png")
+    assert _is_png(tmp_path / "out" / "c.png")
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        (math.inf, "infinite mean inf"),  # drew empty axes
+        (-math.inf, "infinite mean -inf"),  # drawn as a gap like a NaN failure
+        ((0.9,), r"must be a mean or a \(mean, std\) pair"),  # IndexError
+        ((0.5, None), "std must be a real number"),  # TypeError
+        (np.array([0.9, 0.1]), r"must be a mean or a \(mean, std\) pair"),  # TypeError
+        ((0.5, -0.1), "std must be finite and >= 0"),
+    ],
+)
+def test_accuracy_bars_refuse_bad_cells_naming_them(cell, message):
+    with pytest.raises(ValueError, match=r"results\['a'\]\['iris'\] .*" + message):
+        plotting.plot_accuracy_bars({"a": {"iris": cell, "wine": 0.9}})
+
+
+def test_accuracy_bars_still_take_nan_none_and_nan_std():
+    fig = plotting.plot_accuracy_bars(
+        {"a": {"iris": (0.9, math.nan), "wine": None}, "b": {"iris": np.float32(0.8)}}
+    )
+    bars = [c for c in fig.axes[0].containers if hasattr(c, "patches")]
+    heights = [p.get_height() for c in bars for p in c.patches]
+    assert heights == pytest.approx([0.9, 0.0, 0.8, 0.0])
+
+
+def test_retrieval_examples_refuse_bad_neighbors_shape_and_label_kinds():
+    rng = np.random.RandomState(0)
+    Q, R, rl = rng.rand(2, 64), rng.rand(10, 64), np.arange(10) % 2
+    idx = np.array([[0, 1], [2, 3]])
+    for nb in (idx, [idx]):  # "truth value of an array" / "'list' object has no attribute"
+        with pytest.raises(ValueError, match="neighbors must be a mapping"):
+            plotting.plot_retrieval_examples(Q, [0, 1], R, rl, nb)
+    for shape in ((-8, -8), (8, 8.0)):  # reshape's "can only specify one unknown dimension"
+        with pytest.raises(ValueError, match=r"image_shape\[[01]\] \([hw]\) must be an integer"):
+            plotting.plot_retrieval_examples(Q, [0, 1], R, rl, {"E": idx}, image_shape=shape)
+    for shape in ((8,), "88"):  # "not enough values to unpack"
+        with pytest.raises(ValueError, match=r"image_shape must be a pair \(h, w\)"):
+            plotting.plot_retrieval_examples(Q, [0, 1], R, rl, {"E": idx}, image_shape=shape)
+    # "0" never equals 0: every neighbour was framed red without a word
+    with pytest.raises(ValueError, match="query_labels holds strings .* ref_labels holds numbers"):
+        plotting.plot_retrieval_examples(Q, ["0", "1"], R, rl, {"E": idx})
+    fig = plotting.plot_retrieval_examples(Q, [0, 1], R, rl, {"E": idx}, image_shape=[4, 16])
+    assert fig.axes[1].get_title() == "0" and fig.axes[1].title.get_color() == "tab:green"
+
+
+def test_mahalanobis_matrix_huge_and_complex(tmp_path):
+    # vmax - vmin overflowed: matplotlib's "Axis limits cannot be NaN or Inf"
+    fig = plotting.plot_mahalanobis_matrix(
+        np.array([[1e308, -1e308], [-1e308, 1e308]]), tmp_path / "m.png"
+    )
+    assert _is_png(tmp_path / "m.png")
+    assert fig.axes[1].get_ylabel() == "M[i, j] / 1e308"
+    assert fig.axes[0].images[0].get_array().max() == pytest.approx(1.0)
+    fig = plotting.plot_mahalanobis_matrix(np.eye(2) * 3e-120)
+    assert fig.axes[1].get_ylabel() == "M[i, j] × 1e120"
+    assert fig.axes[0].images[0].norm.vmax == pytest.approx(3.0)
+    assert plotting.plot_mahalanobis_matrix(np.eye(2)).axes[1].get_ylabel() == "M[i, j]"
+    with pytest.raises(ValueError, match="M must be real, got complex"):  # a ComplexWarning only
+        plotting.plot_mahalanobis_matrix(np.eye(3) * (1 + 1j))
