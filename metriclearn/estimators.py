@@ -1321,7 +1321,7 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
       regularizer: a name of :data:`metriclearn.regularizers.REGULARIZERS` (``"frobenius"``,
         ``"trace"``, ``"logdet"`` (to the identity unless ``regularizer_kwargs`` has ``M0``),
         ``"l1"``, ``"l21"``, ``"laplacian"`` (needs ``regularizer_kwargs``)) or None.
-      lam: regularization weight ``>= 0``.
+      lam: regularization weight ``>= 0`` (unused with ``regularizer=None``).
       margin: triplet margin (squared-distance units).
       u, l: pair-hinge thresholds; default the 5th / 95th percentile of the training pairs'
         squared Euclidean distances (ITML's choice).
@@ -1377,7 +1377,7 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
 
         check_choice(self.loss, "loss", _GENERIC_LOSSES)
         size, objective = _GENERIC_LOSSES[self.loss]
-        for name in ("u", "l", "margin"):  # before any work: named, finite, >= 0
+        for name in ("u", "l", "margin", "lam"):  # before any work: named, finite, >= 0
             value = getattr(self, name)
             if value is not None and not (0.0 <= as_real(value, name) < np.inf):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -1401,7 +1401,9 @@ class MetricLearner(_OrderedTuplesMixin, MahalanobisMixin, BaseEstimator):
             args=args,
             regularizer=self.regularizer,
             regularizer_kwargs=reg_kwargs or None,
-            lam=self.lam,
+            # lam weights R(M): with regularizer=None there is nothing to weight (the solver
+            # refuses a positive lam without a regularizer; the default lam is 1e-3)
+            lam=self.lam if self.regularizer is not None else 0.0,
             max_iter=self.max_iter,
             tol=self.tol,
         )

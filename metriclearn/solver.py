@@ -230,12 +230,15 @@ class _Problem:
     objective: Callable
     regularizer: Callable | None
     factored: bool
+    # hashable (name, type, value) keywords of the regularizer compiled into the program
+    reg_static: tuple = ()
 
     def value(self, x, args, reg_kw, lam):
         val = self.objective(x, *args)
         if self.regularizer is not None:
             M = x.T @ x if self.factored else x
-            val = val + lam * self.regularizer(M, **reg_kw)
+            static = {key: value for key, _, value in self.reg_static}
+            val = val + lam * self.regularizer(M, **reg_kw, **static)
         return val
 
 
@@ -330,6 +333,15 @@ def _run(
     f0, g0 = value_and_grad(x0)
     x0_norm = jnp.sqrt(jnp.sum(x0 * x0))
     g0_norm = jnp.sqrt(jnp.sum(g0 * g0))
+    eps10 = 10.0 * jnp.finfo(dtype).eps
+    # the stationarity test's step is never shorter than the caller's step_size capped at the step
+    # moving x0 by its own norm (inf for a zero gradient at the start): steps found by halving at a
+    # hinge's kink are short because the objective is not smooth there, not because it is curved,
+    # and a warm start at a kink accepted only such steps (a test with them passed anywhere). The
+    # price: a warm start at a smooth optimum of curvature >> 1 / step_size is only judged
+    # stationary to float's resolution times curvature * step_size (pass a matching step_size)
+    own_step = jnp.where(g0_norm > 0, x0_norm / jnp.where(g0_norm > 0, g0_norm, 1.0), jnp.inf)
+    tau_floor = jnp.minimum(step_size, own_step)
 
     def stationary(x, g, t_max):
         """First-order optimality, scale-free: the projected (prox) gradient step of length ``tau``
@@ -337,12 +349,15 @@ def _run(
         has accepted (the problem's inverse curvature, in its units; a start at the optimum keeps
         the caller's ``step_size``), or for an optax optimizer ``||x|| / ||g_0||`` (in the
         interior ``||g|| <= sqrt(tol) ||g_0||``; for a quadratic the precision of a relative
-        objective change of ``tol``). A small change of the objective alone also follows from a
-        step that is merely short (a tiny Barzilai-Borwein step near a LogDet boundary, halvings
-        stuck at a hinge's kink, an optax learning rate too small)."""
+        objective change of ``tol``). For the line search ``tau`` is at least ``tau_floor``, the
+        caller's ``step_size`` capped at ``||x_0|| / ||g_0||``: a warm start at a hinge's kink
+        accepts only steps shortened by halving, which measure the kink, not a curvature. A small
+        change of the objective alone also follows from a step that is merely short (a tiny
+        Barzilai-Borwein step near a LogDet boundary, halvings stuck at a hinge's kink, an optax
+        learning rate too small)."""
         scale = jnp.maximum(jnp.sqrt(jnp.sum(x * x)), x0_norm)
         if optimizer is None:  # no step accepted yet (every search failed): the caller's first
-            tau = jnp.where(t_max > 0, t_max, step_size)
+            tau = jnp.maximum(jnp.where(t_max > 0, t_max, step_size), tau_floor)
         else:
             tau = scale / jnp.where(g0_norm > 0, g0_norm, 1.0)
         r = x - proj(prox(x - tau * g, tau))
@@ -363,7 +378,7 @@ def _run(
         informed=jnp.asarray(False),
         t_max=jnp.asarray(0.0, dtype),
         opt_state=opt_state,
-        done=~jnp.isfinite(f0),
+        done=~(jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))),
         converged=jnp.asarray(False),
         hist=hist,
     )
@@ -402,7 +417,6 @@ def _run(
 
     def body(s: _State) -> _State:
         grad_ok = jnp.all(jnp.isfinite(s.g))
-        eps10 = 10.0 * jnp.finfo(dtype).eps
         xnorm_old = jnp.sqrt(jnp.sum(s.x * s.x))
         gnorm = jnp.sqrt(jnp.sum(s.g * s.g))
         if optimizer is None:
@@ -499,7 +513,14 @@ def _check_float(value, name: str, *, minimum: float = 0.0, strict: bool = False
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         if is_traced(value):
             return value
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        # a concrete 0-d real array (jnp.asarray(0.5), np.array(0.5)) is a number too
+        dtype = getattr(value, "dtype", None)
+        if not (
+            getattr(value, "ndim", None) == 0
+            and dtype is not None
+            and (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer))
+        ):
+            raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
     bad = (value <= minimum) if strict else (value < minimum)
     if not np.isfinite(value) or bad:
@@ -521,7 +542,44 @@ def _check_finite_leaves(tree, name: str) -> None:
             raise ValueError(f"{where} contains NaN or infinite values (shape {tuple(leaf.shape)})")
 
 
-def _probe_regularizer(reg, x0, reg_kw, factored: bool) -> None:
+_STATIC_KWARG = (bool, int, str, np.bool_, np.integer, type(None))
+
+
+def _split_kwargs(reg_kw: dict) -> tuple[dict, tuple]:
+    """``regularizer_kwargs`` as (array keywords, traced by ``jit``; static keywords, hashable).
+
+    Python bools, ints, strings and None (options such as ``offdiagonal=True``) are passed to the
+    regularizer as they are, compiled into the program: traced, ``l1``'s flag check refused them. A
+    list or tuple of numbers (``X`` given as a list) becomes an array; other values (arrays, floats,
+    pytrees of arrays) are traced as before.
+    """
+    arrays, static = {}, []
+    for key, value in reg_kw.items():
+        if isinstance(value, _STATIC_KWARG):
+            static.append((key, type(value), value))
+            continue
+        if isinstance(value, list | tuple):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "biuf":
+                value = jnp.asarray(arr)
+        arrays[key] = value
+    return arrays, tuple(sorted(static, key=lambda item: item[0]))
+
+
+def _check_project(project, x0, min_eigenvalue) -> None:
+    """``ValueError`` unless ``project(M, min_eigenvalue)`` returns an array of ``M``'s shape and dtype
+    (checked once on abstract values, no computation)."""
+    out = jax.eval_shape(project, x0, jnp.asarray(min_eigenvalue, x0.dtype))
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape != x0.shape or dtype != x0.dtype:
+        got = f"{tuple(shape)} {dtype}" if shape is not None else type(out).__name__
+        raise ValueError(
+            f"project must return an array of M's shape and dtype {tuple(x0.shape)} {x0.dtype}, "
+            f"got {got}"
+        )
+
+
+def _probe_regularizer(reg, x0, reg_kw, reg_static, factored: bool) -> None:
     """Evaluate the regularizer once on concrete inputs, so its own boundary checks run.
 
     Inside the solver's ``jit`` the keyword arrays are traced and e.g. the LogDet prior's positive
@@ -532,7 +590,7 @@ def _probe_regularizer(reg, x0, reg_kw, factored: bool) -> None:
         return
     M = x0.T @ x0 if factored else x0
     try:
-        reg(M, **reg_kw)
+        reg(M, **reg_kw, **{key: value for key, _, value in reg_static})
     except TypeError as err:
         name = getattr(reg, "__name__", repr(reg))
         raise ValueError(
@@ -572,6 +630,11 @@ def _solve(
     if reg is None and reg_kw:
         raise ValueError("regularizer_kwargs given without a regularizer")
     lam = _check_float(lam, "lam")
+    if reg is None and isinstance(lam, float) and lam > 0:
+        raise ValueError(
+            f"lam={lam!r} given without a regularizer: it weights lam * R(M) and would be ignored "
+            "(pass regularizer=..., or lam=0)"
+        )
     tol = _check_float(tol, "tol")
     min_eigenvalue = _check_float(min_eigenvalue, "min_eigenvalue")
     step_size = _check_float(step_size, "step_size", strict=True)
@@ -597,10 +660,15 @@ def _solve(
             f"args must be a tuple of extra objective arguments, got {type(args).__name__}"
         )
     _check_finite_leaves(args, "args")
+    reg_kw, reg_static = _split_kwargs(reg_kw)
     _check_finite_leaves(reg_kw, "regularizer_kwargs")
     if reg is not None:
-        _probe_regularizer(reg, x0, reg_kw, factored)
-    problem = _Problem(objective=objective, regularizer=reg, factored=factored)
+        _probe_regularizer(reg, x0, reg_kw, reg_static, factored)
+    if callable(project):
+        _check_project(project, x0, min_eigenvalue)
+    problem = _Problem(
+        objective=objective, regularizer=reg, factored=factored, reg_static=reg_static
+    )
     x, n_iter, converged, hist = _run(
         x0,
         args,
@@ -622,7 +690,7 @@ def _solve(
         if k == 0:  # max_iter >= 1: the loop stops before its first step only at a non-finite start
             start = "L0" if factored else "M0"
             raise ValueError(
-                f"the objective is not finite at the starting point {start} (shape "
+                f"the objective or its gradient is not finite at the starting point {start} (shape "
                 f"{tuple(x0.shape)}): nothing to minimise from there. Check the data in args, and "
                 "that the regularizer is finite at the start (e.g. 'logdet' needs a positive "
                 "definite M: with factored_gradient, an L of full rank d)"

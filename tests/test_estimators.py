@@ -473,6 +473,16 @@ def test_metric_learner_pairs_spread_far_from_the_origin():
     np.testing.assert_allclose(M, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 
 
+def test_metric_learner_without_regularizer_ignores_lam_but_checks_it():
+    """The solver refuses lam > 0 without a regularizer; MetricLearner's default lam (1e-3) must not
+    make regularizer=None unusable, and a negative lam is still refused by name."""
+    T = np.random.RandomState(0).randn(40, 3, 3)
+    est = ml.MetricLearner(regularizer=None, max_iter=20).fit(T)
+    assert est.n_iter_ >= 1 and np.all(np.isfinite(est.get_mahalanobis_matrix()))
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0"):
+        ml.MetricLearner(regularizer=None, lam=-1.0).fit(T)
+
+
 def test_calibrate_threshold_max_tpr_min_rate_zero_accepts_every_pair():
     """max_tpr with min_rate=0 must give TPR 1: the threshold was the largest float32-rounded distance,
     just below the float64 one that predict compares (TPR .957 on 5 of 10 such ITML fits)."""

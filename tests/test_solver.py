@@ -434,3 +434,104 @@ def test_regularizer_kwargs_and_flags_are_type_checked():
         solver.projected_gradient(f, jnp.eye(2), l1_prox=0.1, l1_diagonal="no")
     res = solver.projected_gradient(f, jnp.eye(2), project=False, max_iter=50)
     assert float(res.M[1, 1]) < -0.5  # not projected: the negative eigenvalue is reached
+
+
+# ---------------------------------------------------------------------------------------------------
+# audit regressions (2026-11-25): kink warm restarts, bad inputs refused at the boundary
+
+
+def test_warm_restart_at_a_hinge_kink_is_not_converged():
+    # the cold run stalls at a kink (converged=False); a second call from its M accepted one step
+    # halved to ~3e-5 and tested stationarity with that step: converged=True at n_iter=1
+    rng = np.random.default_rng(0)
+    S = jnp.asarray(rng.normal(size=(12, 3)), jnp.float32)
+    D = jnp.asarray(rng.normal(size=(12, 3)) * [2.0, 0.3, 1.0], jnp.float32)
+
+    def obj(M, S, D):
+        return solver.pair_hinge_loss(M, S, D, u=1.0, l=4.0)
+
+    kw = dict(args=(S, D), regularizer="trace", lam=0.01)
+    cold = solver.projected_gradient(obj, jnp.eye(3), **kw)
+    assert not bool(cold.converged)
+    warm = solver.projected_gradient(obj, cold.M, **kw)
+    assert not bool(warm.converged)
+    assert float(warm.history["objective"][-1]) <= float(cold.history["objective"][-1])
+
+
+def test_nonfinite_gradient_at_the_start_raises():
+    # finite objective, infinite gradient at M0 = I (sqrt at 0): M0 came back, n_iter=1, no error
+    A = jnp.array([[2.0, 0.0], [0.0, -1.0]])
+
+    def f(M):
+        return jnp.sqrt(jnp.abs(M[0, 1])) + jnp.sum((M - A) ** 2)
+
+    with pytest.raises(ValueError, match="gradient is not finite at the starting point M0"):
+        solver.projected_gradient(f, jnp.eye(2))
+
+
+def test_lam_without_regularizer_raises():
+    # lam=5 without a regularizer was silently ignored
+    A = jnp.asarray(A3)
+    with pytest.raises(ValueError, match="lam=5.0 given without a regularizer"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), lam=5.0)
+    solver.projected_gradient(sq_dist, jnp.eye(3), args=(A,), lam=0.0, max_iter=2)  # fine
+
+
+def test_static_and_list_regularizer_kwargs(x64):
+    from metriclearn import regularizers
+
+    # a bool option was traced (l1's flag check refused the tracer); a list X reached jnp.mean
+    A = jnp.asarray([[2.0, 0.5], [0.5, 1.0]])
+    res = solver.projected_gradient(
+        sq_dist,
+        jnp.eye(2),
+        args=(A,),
+        regularizer="l1",
+        lam=0.1,
+        regularizer_kwargs={"offdiagonal": True},
+        tol=1e-12,
+    )
+    # off-diagonal L1 only: the diagonal stays at A's, the off-diagonal is shrunk by lam / 2
+    np.testing.assert_allclose(res.M, [[2.0, 0.45], [0.45, 1.0]], atol=1e-3)
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    W = regularizers.knn_affinity(X, k=3)
+    kw = dict(regularizer="laplacian", lam=0.1, max_iter=20)
+    as_list = solver.projected_gradient(
+        sq_dist, jnp.eye(2), args=(A,), regularizer_kwargs={"X": X.tolist(), "W": W}, **kw
+    )
+    as_array = solver.projected_gradient(
+        sq_dist, jnp.eye(2), args=(A,), regularizer_kwargs={"X": jnp.asarray(X), "W": W}, **kw
+    )
+    np.testing.assert_allclose(as_list.M, as_array.M)
+
+
+def test_concrete_jax_scalars_accepted_as_numbers():
+    # jnp.asarray(0.5) was refused ("lam must be a number") while NumPy scalars were accepted
+    A = jnp.asarray(A3, jnp.float32)
+    kw = dict(args=(A,), regularizer="trace", max_iter=30)
+    ref = solver.projected_gradient(sq_dist, jnp.eye(3), lam=0.5, tol=1e-6, step_size=1.0, **kw)
+    res = solver.projected_gradient(
+        sq_dist,
+        jnp.eye(3),
+        lam=jnp.asarray(0.5),
+        tol=jnp.asarray(1e-6),
+        step_size=jnp.asarray(1.0),
+        min_eigenvalue=jnp.asarray(0.0),
+        **kw,
+    )
+    np.testing.assert_allclose(res.M, ref.M)
+    with pytest.raises(ValueError, match="lam must be a finite number"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), lam=jnp.asarray(-1.0), **kw)
+    with pytest.raises(ValueError, match="lam must be a number"):
+        solver.projected_gradient(sq_dist, jnp.eye(3), lam=jnp.ones(2), **kw)
+
+
+def _first_row(M, min_eigenvalue):
+    return M[:1]
+
+
+def test_project_of_another_shape_raises():
+    # a [1, 2] projection came back as res.M with converged=True
+    A = jnp.asarray([[2.0, 0.0], [0.0, -1.0]])
+    with pytest.raises(ValueError, match=r"project must return an array of M's shape"):
+        solver.projected_gradient(sq_dist, jnp.eye(2), args=(A,), project=_first_row)
