@@ -139,17 +139,48 @@ def _check_prior(M0, d: int | None = None, name: str = "M0") -> jax.Array:
     return M0
 
 
-@jax.custom_jvp
-def _burg_whitened(B: jax.Array) -> jax.Array:
-    """``D_ld(I + B, I) = sum_i mu_i - log1p(mu_i)`` over the eigenvalues ``mu`` of symmetric ``B``.
+# Below this eigenvalue of B (I + B with an eigenvalue under 1/2) the divergence is taken from the
+# eigenvalues of the whitened M itself: 1 + mu rounds away M's small eigenvalues (float32: M = 1e-8 I
+# against the prior I gave mu = -1 exactly, an infinite divergence for a positive-definite M).
+_FAR = -0.5
 
-    ``inf`` unless every ``mu > -1`` (``I + B`` positive definite). Written in ``mu`` rather than as
-    ``tr - logdet - d``: each term is ``~ mu^2 / 2`` with a relative error of a few ulps, where the
-    difference of the ``O(d)`` trace and log-determinant loses everything below ``d * eps`` (in float32
-    at ``d = 100``, a few 1e-6: more than the whole objective of a metric close to its prior, so a
-    line search would be steered by rounding).
+
+@jax.custom_jvp
+def _burg_whitened(B: jax.Array, A: jax.Array) -> jax.Array:
+    """``D_ld(A, I) = sum_i mu_i - log1p(mu_i)`` over the eigenvalues ``mu`` of symmetric ``B``, where
+    ``A ~ I + B`` is the whitened ``M`` and ``B`` the whitened difference ``M - M0``.
+
+    ``inf`` unless ``A`` is positive definite. Near the prior (every ``mu > -1/2``) it is written in
+    ``mu`` rather than as ``tr - logdet - d``: each term is ``~ mu^2 / 2`` with a relative error of a
+    few ulps, where the difference of the ``O(d)`` trace and log-determinant loses everything below
+    ``d * eps`` (in float32 at ``d = 100``, a few 1e-6: more than the whole objective of a metric
+    close to its prior, so a line search would be steered by rounding). Far below the prior (an
+    eigenvalue of ``A`` under 1/2) it is ``sum_i lam_i - 1 - log(lam_i)`` over the eigenvalues of
+    ``A``: there ``1 + mu`` would lose ``A``'s small eigenvalues, and the divergence is at least 0.19,
+    so the cancellation in ``lam - 1 - log(lam)`` near 1 costs nothing relative to it.
     """
-    return _burg_value(jnp.linalg.eigvalsh(B))
+    return _burg_parts(B, A)[0]
+
+
+def _burg_parts(B: jax.Array, A: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(value, G)``: the divergence and its gradient ``I - A^-1`` in the whitened coordinates (0
+    outside the cone, where the value is inf). Neither needs an eigenvector derivative, so both are
+    exact at repeated eigenvalues (``B = 0`` at the prior)."""
+    mu, V = jnp.linalg.eigh(B)
+
+    def near(_):
+        value = _burg_value(mu)
+        ratio = jnp.where(jnp.isfinite(value), mu / jnp.where(mu > -1.0, 1.0 + mu, 1.0), 0.0)
+        return value, (V * ratio) @ V.T
+
+    def far(_):
+        lam, U = jnp.linalg.eigh(A)
+        ok = jnp.all(lam > 0.0)
+        safe = jnp.where(ok, lam, 1.0)
+        value = jnp.where(ok, jnp.sum(safe - 1.0 - jnp.log(safe)), jnp.inf)
+        return value, (U * jnp.where(ok, 1.0 - 1.0 / safe, 0.0)) @ U.T
+
+    return jax.lax.cond(jnp.all(mu > _FAR), near, far, None)
 
 
 def _burg_value(mu: jax.Array) -> jax.Array:
@@ -160,13 +191,9 @@ def _burg_value(mu: jax.Array) -> jax.Array:
 
 @_burg_whitened.defjvp
 def _burg_whitened_jvp(primals, tangents):
-    # gradient V diag(mu / (1 + mu)) V^T = I - (I + B)^-1: needs no eigenvector derivative, so it is
-    # exact at repeated eigenvalues (B = 0 at the prior); zero outside the cone, where the value is inf
-    (B,), (dB,) = primals, tangents
-    mu, V = jnp.linalg.eigh(B)
-    value = _burg_value(mu)
-    ratio = jnp.where(jnp.isfinite(value), mu / jnp.where(mu > -1.0, 1.0 + mu, 1.0), 0.0)
-    G = (V * ratio) @ V.T
+    # dB and dA are the same whitened tangent of M (A = I + B in exact arithmetic)
+    (B, A), (dB, _) = primals, tangents
+    value, G = _burg_parts(B, A)
     return value, jnp.sum(G * dB)
 
 
@@ -199,8 +226,10 @@ def logdet_divergence(M: jax.Array, M0: jax.Array) -> jax.Array:
     M0 = 0.5 * (M0 + M0.T)
     C0 = jnp.linalg.cholesky(M0)
     solve = jax.scipy.linalg.solve_triangular
-    left = solve(C0, 0.5 * (M + M.T) - M0, lower=True)  # C0^-1 (M - M0)
-    return _burg_whitened_sym(solve(C0, left.T, lower=True))
+    Ms = 0.5 * (M + M.T)
+    left = solve(C0, Ms - M0, lower=True)  # C0^-1 (M - M0)
+    whitened = solve(C0, solve(C0, Ms, lower=True).T, lower=True)  # C0^-1 M C0^-T
+    return _burg_whitened_sym(solve(C0, left.T, lower=True), whitened)
 
 
 def logdet_divergence_whitened(M: jax.Array, M0: jax.Array, W: jax.Array) -> jax.Array:
@@ -236,11 +265,12 @@ def logdet_divergence_whitened(M: jax.Array, M0: jax.Array, W: jax.Array) -> jax
         tol = 1e-3 if np.asarray(W).dtype == np.float32 else 1e-8
         if np.max(np.abs(I - np.eye(d))) > tol:
             raise ValueError("W must whiten M0 (W M0 W^T = I): pass inv(cholesky(M0))")
-    return _burg_whitened_sym(W @ (0.5 * (M + M.T) - M0) @ W.T)
+    Ms = 0.5 * (M + M.T)
+    return _burg_whitened_sym(W @ (Ms - M0) @ W.T, W @ Ms @ W.T)
 
 
-def _burg_whitened_sym(B: jax.Array) -> jax.Array:
-    return _burg_whitened(0.5 * (B + B.T))
+def _burg_whitened_sym(B: jax.Array, A: jax.Array) -> jax.Array:
+    return _burg_whitened(0.5 * (B + B.T), 0.5 * (A + A.T))
 
 
 def l1(M: jax.Array, *, offdiagonal: bool = False) -> jax.Array:

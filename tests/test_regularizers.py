@@ -55,6 +55,49 @@ def test_logdet_divergence_accurate_near_the_prior_in_float32():
     assert np.all(np.isfinite(g0)) and float(jnp.max(jnp.abs(g0))) < 1e-4
 
 
+def test_logdet_divergence_far_below_the_prior_in_float32():
+    """A positive-definite M far below its prior: 1 + mu rounded M's small eigenvalues away in
+    float32 (M = 1e-8 I against I gave mu = -1 exactly: an infinite divergence; 1e-7 I lost 1.2 %),
+    which stopped SDML on pairs scaled by 1e3 ("not finite at the starting point")."""
+    d = 3
+    M0 = spd(d, 1)
+    C0 = np.linalg.cholesky(M0)
+    W = jnp.asarray(np.linalg.inv(C0), jnp.float32)
+    for s in (0.3, 1e-4, 1e-7, 1e-8, 1e-12):
+        lam = s * np.array([1.0, 2.0, 3.0])
+        Q = np.linalg.qr(np.random.RandomState(0).randn(d, d))[0]
+        M = C0 @ (Q * lam) @ Q.T @ C0.T  # whitened M has eigenvalues lam
+        expect = np.sum(lam - 1.0 - np.log(lam))
+        f32 = jnp.asarray(M, jnp.float32), jnp.asarray(M0, jnp.float32)
+        for got in (R.logdet_divergence(*f32), R.logdet_divergence_whitened(*f32, W)):
+            np.testing.assert_allclose(float(got), expect, rtol=1e-5)
+        g = jax.grad(R.logdet_divergence)(*f32)
+        G = np.linalg.inv(M0) - np.linalg.inv(M)
+        np.testing.assert_allclose(
+            np.asarray(g, np.float64), G, rtol=0, atol=1e-3 * np.abs(G).max()
+        )
+    # still inf outside the cone, with a zero gradient
+    bad = jnp.asarray(-1e-3 * M0, jnp.float32)
+    assert float(R.logdet_divergence(bad, jnp.asarray(M0, jnp.float32))) == np.inf
+    g = jax.grad(lambda A: R.logdet_divergence(A, jnp.asarray(M0, jnp.float32)))(bad)
+    assert np.all(np.asarray(g) == 0)
+
+
+def test_sdml_scaled_pairs_are_fitted_far_from_the_prior():
+    """SDML with the identity prior on pairs scaled by 1e3-1e10 starts far below the prior; its
+    LogDet term was inf there in float32 and the fit refused to start. M scales as 1 / s^2."""
+    from metriclearn.convex.sdml import fit_sdml
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    P = np.stack([X[rng.integers(0, 20, 2)] for _ in range(30)])
+    y = np.where(np.arange(30) % 2, 1, -1)
+    ref = np.asarray(fit_sdml(P * 1e3, y).M, np.float64) * 1e6
+    for s in (1e5, 1e10):
+        M = np.asarray(fit_sdml(P * s, y).M, np.float64) * s**2
+        np.testing.assert_allclose(M, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+
+
 def test_logdet_divergence_whitened_rejects_bad_inputs():
     M0 = jnp.asarray(spd(3, 8), jnp.float32)
     W = jnp.asarray(np.linalg.inv(np.linalg.cholesky(spd(3, 8))), jnp.float32)
