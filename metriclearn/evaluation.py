@@ -241,9 +241,22 @@ def _build_program(kind: str, mesh, dist, static_kw, k: int, exclude_self: bool)
     )
 
 
+def _build_typed_program(kind: str, mesh, dist, typed_kw, k: int, exclude_self: bool):
+    static_kw = tuple((name, value) for name, _, value in typed_kw)
+    return _build_program(kind, mesh, dist, static_kw, k, exclude_self)
+
+
 # one compiled program per (kind, mesh, metric, k) across calls; unhashable metric options build (and
 # compile) for their call only
-_program = reuse(64)(_build_program)
+_cached_program = reuse(64)(_build_typed_program)
+
+
+def _program(kind: str, mesh, dist, static_kw, k: int, exclude_self: bool):
+    """The cached block kernel of :func:`_build_program`. The options' types are part of the key:
+    ``p=True`` and ``p=1`` compare equal, and since ``p`` is checked while tracing, a cached ``True``
+    program refused every later ``p=1`` call (and a cached ``1`` accepted ``True``)."""
+    typed_kw = tuple((name, type(value), value) for name, value in static_kw)
+    return _cached_program(kind, mesh, dist, typed_kw, k, exclude_self)
 
 
 def _round_up(x: int, multiple: int) -> int:

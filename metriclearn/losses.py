@@ -1449,6 +1449,11 @@ def build(
       loss = jax.jit(spec.apply)(params, emb, labels, key)
     """
     miner_kwargs = check_kwargs(miner_kwargs, "miner_kwargs")  # [1] was an AttributeError
+    # checked before the cache: 10.0 equals 10, so after a build with 10 a later 10.0 skipped the check
+    if n_classes is not None:
+        n_classes = check_positive_int(n_classes, "n_classes")
+    if embedding_dim is not None:
+        embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
     # unhashable arguments (e.g. arrays) build a fresh spec
     return _build_from_items(
         name, miner, _items(miner_kwargs), n_classes, embedding_dim, _items(loss_kwargs)

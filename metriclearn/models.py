@@ -164,6 +164,11 @@ class _Net(nn.Module):
             if f.name not in ("parent", "name")
         }
         _check_sizes(attrs, self._kind)
+        # list fields stored as tuples: MLP(hidden=[32]) was unhashable, so its programs were never
+        # reused (each fit compiled again) and it never equalled MLP(hidden=(32,))
+        for name, value in attrs.items():
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, value)
         super().__post_init__()
 
 

@@ -832,3 +832,21 @@ def test_untraceable_metric_callables_are_named():
         X, y, X, y, k=3, metric=lambda a, b: jnp.sqrt(jnp.sum((a - b) ** 2))
     )
     assert acc == evaluation.knn_accuracy(X, y, X, y, k=3)
+
+
+def test_metric_option_types_are_part_of_the_program_cache():
+    """p=True and p=1 compare equal: the kernel compiled for one served the other, so after a refused
+    p=True every valid p=1 call failed, and after p=1 a p=True was accepted."""
+    X = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    y = np.arange(30) % 3
+
+    def predict(p):
+        return evaluation.knn_predict(X, y, X[:5], k=3, metric="minkowski", metric_kwargs={"p": p})
+
+    for first, second in ((True, 1), (1, True)):
+        for p in (first, second):
+            if p is True:
+                with pytest.raises(ValueError, match="p must be a positive number or inf"):
+                    predict(p)
+            else:
+                assert predict(p).shape == (5,)

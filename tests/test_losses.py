@@ -1448,3 +1448,14 @@ def test_configdict_kwargs_and_broadcast_tuple_weights_work():
         losses.contrastive_pairs(A, B, same, weights=2.0),
         losses.contrastive_pairs(A, B, same, weights=jnp.full(4, 2.0)),
     )
+
+
+def test_build_checks_proxy_sizes_whatever_was_built_before():
+    """10.0 == 10: after build(..., n_classes=10) the cache returned the valid spec for a later
+    n_classes=10.0 (and embedding_dim=True after 1) without checking it."""
+    losses.build("proxy_anchor", n_classes=10, embedding_dim=4)
+    losses.build("proxy_anchor", n_classes=10, embedding_dim=1)
+    with pytest.raises(ValueError, match="n_classes must be an integer >= 1, got 10.0"):
+        losses.build("proxy_anchor", n_classes=10.0, embedding_dim=4)
+    with pytest.raises(ValueError, match="embedding_dim must be an integer >= 1, got True"):
+        losses.build("proxy_anchor", n_classes=10, embedding_dim=True)

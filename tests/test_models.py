@@ -336,3 +336,16 @@ def test_l2_normalize_floor_keeps_zero_rows_finite():
     np.testing.assert_allclose(models.l2_normalize(jnp.array([[3.0, 4.0]]), eps=0.0), [[0.6, 0.8]])
     with pytest.raises(ValueError, match="eps must be a non-negative number"):
         models.l2_normalize(z, eps=-1.0)
+
+
+def test_list_fields_are_stored_as_tuples_so_programs_are_reused():
+    """MLP(hidden=[32]) kept the list: unhashable, so fit's cached programs were never reused (each
+    fit compiled again), and it never equalled MLP(hidden=(32,))."""
+    a = models.MLP(hidden=[32, 16], embedding_dim=4)
+    b = models.MLP(hidden=(32, 16), embedding_dim=4)
+    assert a.hidden == (32, 16) and a == b and hash(a) == hash(b)
+    c = models.Conv1DNet(channels=[8], embedding_dim=4)
+    assert c.channels == (8,) and c == models.Conv1DNet(channels=(8,), embedding_dim=4)
+    x = np.ones((2, 5), np.float32)
+    params = a.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(a.apply(params, x), b.apply(params, x))
