@@ -251,6 +251,7 @@ def make_sharded_train_step(
         # x and y one common batch size: a y of another length reached device_put, whose
         # IndivisibleError named neither
         _check_divisible(_common_leading_size((x, y), "x, y"), mesh, "batch")
+        training._check_batch_labels(y)  # ids beyond int32 merged classes under jit
 
     return CheckedProgram(jitted, check, put)
 

@@ -62,6 +62,7 @@ from metriclearn._cache import CheckedProgram, reuse
 from metriclearn._json import plain
 from metriclearn._validation import (
     as_key,
+    as_real,
     check_array,
     check_config,
     check_flags,
@@ -69,8 +70,9 @@ from metriclearn._validation import (
     check_positive_int,
     check_same_dim,
     is_traced,
+    label_array,
 )
-from metriclearn.miners import distance_matrix
+from metriclearn.miners import check_embeddings, distance_matrix
 
 __all__ = [
     "TrainState",
@@ -163,7 +165,10 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 
 
 def make_optimizer(
-    name: str = "adam", *, learning_rate: float = 1e-3, weight_decay: float = 0.0
+    name: str = "adam",
+    *,
+    learning_rate: float | Callable[[jax.Array], jax.Array] = 1e-3,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
     """An optax optimizer by name (``adam, adamw, sgd, rmsprop``).
 
@@ -172,13 +177,43 @@ def make_optimizer(
 
     Args:
       name: optimizer name.
-      learning_rate: step size (> 0; ``inf`` is accepted so tests can provoke divergence).
-      weight_decay: decoupled weight decay, ``adamw`` only (added as L2 to the gradient otherwise).
+      learning_rate: step size (a number > 0; ``inf`` is accepted so tests can provoke divergence),
+        or an optax schedule (a callable ``step -> learning rate``, e.g.
+        ``optax.cosine_decay_schedule(1e-3, 1000)``), which optax's optimizers take as is.
+      weight_decay: decoupled weight decay (a number >= 0), ``adamw`` only (added as L2 to the
+        gradient otherwise).
 
     Returns:
       ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: an unknown ``name``; a ``learning_rate`` that is neither a number > 0 nor a
+        callable schedule, or a ``weight_decay`` that is not a number >= 0 (strings such as
+        ``"1e-3"`` and bools are refused, not converted).
     """
+    # checked before the cache: True == 1 and hash(True) == hash(1), so a cached learning_rate=1
+    # would have returned its optimizer for learning_rate=True without a check
+    if not callable(learning_rate):
+        try:
+            lr = _setting(learning_rate, "learning_rate")
+        except ValueError:
+            raise ValueError(
+                "learning_rate must be a number > 0 or an optax schedule (a callable), got "
+                f"{learning_rate!r}"
+            ) from None
+        if not lr > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    # a negative decay grows the weights; NaN fails this too
+    if not _setting(weight_decay, "weight_decay") >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     return _optimizer(name, learning_rate, weight_decay)
+
+
+def _setting(value, name: str) -> float:
+    """:func:`as_real` refusing NumPy / 0-d array bools too (``np.True_`` was a learning rate of 1)."""
+    if isinstance(value, np.bool_) or getattr(value, "dtype", None) == np.bool_:
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return as_real(value, name)
 
 
 @reuse(32)  # unhashable settings (e.g. a JAX array learning rate) give a fresh optimizer
@@ -186,10 +221,6 @@ def _optimizer(name, learning_rate, weight_decay) -> optax.GradientTransformatio
     if name not in OPTIMIZERS:
         valid = ", ".join(sorted(OPTIMIZERS))
         raise ValueError(f"unknown optimizer {name!r}; valid: {valid}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    if not weight_decay >= 0:  # a negative decay grows the weights; NaN fails this too
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if name == "adamw":
         return optax.adamw(learning_rate, weight_decay=weight_decay)
     opt = OPTIMIZERS[name](learning_rate)
@@ -257,7 +288,23 @@ def pair_distance_stats(
       deviations from the batch's own mean (two passes: ``sqsum / count - mean**2`` cancelled in
       float32 and gave a standard deviation of 0 for distances of spread 1e-4). Batches combine by
       Chan et al.'s pairwise update (:func:`_epoch_summary`).
+
+    Raises:
+      ValueError: concrete ``embeddings`` not ``[B, d]`` (``B, d >= 1``) or not finite; concrete
+        ``labels`` not 1-D, NaN / infinite, or of another length than ``embeddings``. Traced inputs
+        (inside :func:`make_train_step`'s step) pass unchecked.
     """
+    if not is_traced(embeddings):
+        embeddings = check_embeddings(embeddings, "embeddings")
+    if not is_traced(labels):
+        lab = label_array(labels, "labels")  # 1-D, no NaN, no mixed kinds
+        if lab.shape[0] != embeddings.shape[0]:
+            raise ValueError(
+                f"labels has {lab.shape[0]} entries but embeddings has {embeddings.shape[0]} rows "
+                f"(shapes {tuple(lab.shape)} and {tuple(embeddings.shape)})"
+            )
+        # class codes 0..C-1 compare as the labels do (strings, ids beyond int32 included)
+        labels = jnp.asarray(check_labels(lab, name="labels", min_classes=0))
     # The same kernel (miners.distance_matrix) as the distance-based losses: inside a train step XLA
     # merges this forward computation with the loss's, so the curves cost no second distance matrix.
     d = distance_matrix(jax.lax.stop_gradient(embeddings), normalize=normalize)
@@ -338,12 +385,71 @@ def make_train_step(
         (write ``state, metrics = step(state, x, y)``).
 
     Returns:
-      jitted function; ``x`` ``[B, ...]``, ``y`` int ``[B]``; ``metrics`` holds ``loss`` and the sums
-      of :func:`pair_distance_stats` (scalars).
+      jitted function (with ``.lower``); ``x`` ``[B, ...]``, ``y`` int ``[B]``; ``metrics`` holds
+      ``loss`` and the sums of :func:`pair_distance_stats` (scalars). Each call refuses, with a
+      ``ValueError`` naming ``y``, labels that are not integer class ids (strings, floats) or do
+      not fit in int32 (the losses' rule: ``jit`` narrowed larger ids, merging classes), and a ``y``
+      of another length than ``x``.
     """
     check_flags(normalize_curves=normalize_curves, donate=donate)
     step = _step_fn(model, loss_spec, optimizer, normalize_curves)
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
+    return CheckedProgram(jitted, _check_step_args)
+
+
+_INT32_LABEL_DTYPES = frozenset(
+    np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16, np.bool_)
+)
+
+
+def _check_batch_labels(y, name: str = "y") -> None:
+    """The labels of a train step or epoch: integer (or bool) class ids within int32.
+
+    The losses' rule (``miners.check_embeddings_labels``): they compare labels as int32, and
+    ``jit`` narrows int64 host labels to int32 without x64 (with x64 the loss casts them), so ids
+    beyond int32 wrapped and merged classes without an error; string labels gave a raw JAX
+    ``TypeError``. Reading the dtype is free; values are read only where the dtype can exceed
+    int32 (int64 / uint32 / uint64: a host array is scanned, a device array costs one small
+    reduction). Traced labels (an outer ``jit``) pass: the loss checks their dtype when it traces.
+    """
+    if is_traced(y):
+        return
+    dtype = getattr(y, "dtype", None)
+    if dtype in _INT32_LABEL_DTYPES:  # the common case, without the generic checks below
+        return
+    if dtype is None:
+        try:
+            y = np.asarray(y)
+        except Exception as err:  # ragged lists and the like
+            raise ValueError(f"{name} could not be converted to an array: {err}") from err
+        dtype = y.dtype
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
+        raise ValueError(f"{name} must be integer class ids, got dtype {dtype}")
+    if jnp.issubdtype(dtype, jnp.bool_) or np.size(y) == 0:
+        return
+    info, i32 = jnp.iinfo(dtype), np.iinfo(np.int32)
+    if info.min >= i32.min and info.max <= i32.max:
+        return  # int8 / int16 / int32 / uint8 / uint16: nothing to read
+    if isinstance(y, jax.Array):
+        lo, hi = (int(v) for v in jax.device_get((jnp.min(y), jnp.max(y))))
+    else:
+        lo, hi = int(np.min(y)), int(np.max(y))
+    if lo < i32.min or hi > i32.max:
+        raise ValueError(
+            f"{name} must fit in int32, got range [{lo}, {hi}]; map the class ids to 0..C-1 "
+            f"first, e.g. np.unique({name}, return_inverse=True)[1]"
+        )
+
+
+def _check_step_args(state, x, y) -> None:
+    """The batch of a train step ``(state, x, y)``: ``y`` ``[B]`` class ids (see
+    :func:`_check_batch_labels`) for the ``B`` rows of ``x``."""
+    if np.ndim(x) < 1 or np.ndim(y) != 1 or np.shape(x)[0] != np.shape(y)[0]:
+        raise ValueError(
+            f"x [B, ...] and y [B] must have the same number of rows, got shapes {np.shape(x)} "
+            f"and {np.shape(y)}"
+        )
+    _check_batch_labels(y)
 
 
 def make_train_epoch(
@@ -357,7 +463,8 @@ def make_train_epoch(
 
     Returns:
       jitted function; ``X`` ``[n, ...]`` and ``y`` ``[n]`` the training set (on device), ``batches``
-      int32 ``[n_batches, B]``; ``metrics`` are the step metrics stacked ``[n_batches]``.
+      int32 ``[n_batches, B]``; ``metrics`` are the step metrics stacked ``[n_batches]``. ``y`` is
+      checked as in :func:`make_train_step`.
     """
     check_flags(normalize_curves=normalize_curves, donate=donate)
     return _cached_epoch_program(model, loss_spec, optimizer, bool(normalize_curves), bool(donate))
@@ -388,6 +495,7 @@ def _check_epoch_args(state, X, y, batches) -> None:
             f"X [n, ...] and y [n] must have the same number of rows, got shapes {np.shape(X)} "
             f"and {np.shape(y)}"
         )
+    _check_batch_labels(y)
     dtype = getattr(batches, "dtype", None) or np.asarray(batches).dtype
     if np.ndim(batches) != 2 or not np.issubdtype(dtype, np.integer):
         raise ValueError(

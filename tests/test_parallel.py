@@ -108,6 +108,8 @@ def test_sharded_train_step_matches_single_device_parallel(mesh8):
         ValueError, match=r"x, y must be arrays with one common leading.*\[12, 16\]"
     ):
         sharded(state, X, y[:12])
+    with pytest.raises(ValueError, match="y must fit in int32"):
+        sharded(state, X, y.astype(np.int64) + 2**32)
 
 
 def test_sharded_gradients_match_parallel(mesh8):

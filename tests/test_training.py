@@ -655,3 +655,92 @@ def test_optimizer_and_config_types_are_named(tmp_path):
         ):
             training.train_and_evaluate(bad, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _tiny_step_setup():
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    model = models.build_model("mlp", hidden=(8,), embedding_dim=4)
+    spec, opt = losses.build("contrastive"), optax.adam(1e-3)
+    return x, model, spec, opt, lambda: training.create_train_state(0, model, spec, opt, x[:1])
+
+
+def test_step_and_epoch_refuse_labels_the_loss_refuses():
+    """Ids beyond int32 were narrowed by jit (2**32 and 2**32 + 1 became 0 and 1: two positive pairs
+    in a batch of four classes, a wrong loss, no error); string labels gave a raw JAX TypeError."""
+    x, model, spec, opt, fresh = _tiny_step_setup()
+    big = np.array([0, 1, 2**32, 2**32 + 1])
+    batches = np.arange(4)[None]
+    for donate in (False, True):
+        step = training.make_train_step(model, spec, opt, donate=donate)
+        epoch = training.make_train_epoch(model, spec, opt, donate=donate)
+        runs = (
+            lambda y, step=step: step(fresh(), x, y),
+            lambda y, epoch=epoch: epoch(fresh(), x, y, batches),
+        )
+        for run in runs:
+            with pytest.raises(
+                ValueError, match=r"y must fit in int32, got range \[0, 4294967297\]"
+            ):
+                run(big)
+            with pytest.raises(ValueError, match="y must be integer class ids, got dtype <U1"):
+                run(np.array(["a", "a", "b", "b"]))
+            with pytest.raises(ValueError, match="y must be integer class ids, got dtype object"):
+                run(np.array([0, 0, 1, None], dtype=object))
+    # the step keeps working, as before, for integer labels given as NumPy or JAX arrays, and lower()
+    step = training.make_train_step(model, spec, opt, donate=True)
+    for y in (np.array([0, 0, 1, 1]), jnp.array([0, 0, 1, 1]), np.array([0, 0, 1, 1], np.uint32)):
+        _, m = step(fresh(), x, y)
+        assert float(m["pos_count"]) == 2.0 and float(m["neg_count"]) == 4.0
+    y = jnp.array([0, 1, 2, 3])
+    _, m = step.lower(fresh(), x, y).compile()(fresh(), x, y)
+    assert float(m["pos_count"]) == 0.0
+    with pytest.raises(ValueError, match=r"x \[B, ...\] and y \[B\] must have the same number"):
+        step(fresh(), x, np.array([0, 0, 1]))
+
+
+def test_pair_distance_stats_validates_concrete_inputs():
+    """NaN labels counted silently (NaN != NaN), a list raised AttributeError, a short labels a JAX
+    broadcasting error, and NaN embeddings were named "X"."""
+    e = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="labels contains NaN"):
+        training.pair_distance_stats(e, np.array([0.0, 0.0, np.nan, np.nan]))
+    with pytest.raises(ValueError, match="labels has 2 entries but embeddings has 4 rows"):
+        training.pair_distance_stats(e, np.array([0, 1]))
+    with pytest.raises(ValueError, match="labels must be 1-dimensional"):
+        training.pair_distance_stats(e, np.zeros((4, 1), int))
+    bad = e.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="embeddings contains 1 NaN"):
+        training.pair_distance_stats(bad, np.array([0, 0, 1, 1]))
+    # lists, strings and ids beyond int32 are compared as they are
+    for y in ([0, 0, 1, 1], np.array(["a", "a", "b", "b"]), np.array([0, 0, 2**40, 2**40])):
+        st = training.pair_distance_stats(e, y)
+        assert float(st["pos_count"]) == 2.0 and float(st["neg_count"]) == 4.0
+    # traced inputs (the train step) are not checked: NaN embeddings go through
+    st = jax.jit(training.pair_distance_stats)(bad, jnp.array([0, 0, 1, 1]))
+    assert float(st["pos_count"]) == 2.0 and math.isnan(float(st["pos_sum"]))
+
+
+def test_make_optimizer_setting_types():
+    """learning_rate="1e-3" / weight_decay="0.01" / None gave a bare TypeError, True was taken as
+    1.0 (also from the cache of an earlier learning_rate=1), and an optax schedule a TypeError."""
+    training.make_optimizer("sgd", learning_rate=1)  # cached: True == 1 must still be refused
+    for bad in ("1e-3", None, True, np.bool_(True), jnp.array(True), [1e-3]):
+        with pytest.raises(
+            ValueError, match="learning_rate must be a number > 0 or an optax sched"
+        ):
+            training.make_optimizer("sgd", learning_rate=bad)
+    for bad in ("0.01", None, True, np.bool_(False)):
+        with pytest.raises(ValueError, match="weight_decay must be a real number"):
+            training.make_optimizer("adamw", weight_decay=bad)
+    schedule = optax.linear_schedule(1.0, 0.5, transition_steps=1)
+    for name in ("adam", "adamw", "sgd", "rmsprop"):
+        opt = training.make_optimizer(name, learning_rate=schedule, weight_decay=0.1)
+        assert isinstance(opt, optax.GradientTransformation)
+    opt = training.make_optimizer("sgd", learning_rate=schedule)
+    params = {"w": jnp.ones(2)}
+    state = opt.init(params)
+    u1, state = opt.update({"w": jnp.ones(2)}, state, params)
+    u2, _ = opt.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(u1["w"], -1.0)
+    np.testing.assert_allclose(u2["w"], -0.5)
