@@ -100,11 +100,15 @@ def test_epoch_refuses_misaligned_labels_and_out_of_range_batches(data):
         ValueError, match=rf"same number of rows, got shapes \({n}, 16\) and \(20,\)"
     ):
         epoch(state, X, y[:20], good)
-    for bad, lo, hi in ((good + n, n, n + 31), (jnp.asarray(good) - 1, -1, 30)):
+    for bad, lo, hi in ((good + n, n, n + 31), (jnp.asarray(good) - n - 1, -n - 1, -n + 30)):
         with pytest.raises(
             ValueError, match=rf"index the {n} rows of X .* got indices {lo} to {hi}"
         ):
             epoch(state, X, y, bad)
+    # negative indices count from the end, as in NumPy and JAX (the same rows, the same losses)
+    np.testing.assert_array_equal(
+        epoch(state, X, y, good - n)[1]["loss"], epoch(state, X, y, good)[1]["loss"]
+    )
     with pytest.raises(ValueError, match=r"integers\), got shape \(2, 16\) and dtype float"):
         epoch(state, X, y, good.astype(np.float32))
     # fit's way: checked once when lowered, then the compiled program
