@@ -175,7 +175,10 @@ def _burg_parts(B: jax.Array, A: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     def far(_):
         lam, U = jnp.linalg.eigh(A)
-        ok = jnp.all(lam > 0.0)
+        # an eigenvalue within eigh's rounding of 0 (d eps max|lam|) is not known to be positive: a
+        # PSD projection's exact zero came out as +-1e-8 in float32, and a finite divergence there
+        # let the line search step onto the cone's boundary (a gradient of 1e5; the fit stalled)
+        ok = jnp.all(lam > A.shape[-1] * jnp.finfo(A.dtype).eps * jnp.max(jnp.abs(lam)))
         safe = jnp.where(ok, lam, 1.0)
         value = jnp.where(ok, jnp.sum(safe - 1.0 - jnp.log(safe)), jnp.inf)
         return value, (U * jnp.where(ok, 1.0 - 1.0 / safe, 0.0)) @ U.T
