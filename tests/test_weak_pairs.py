@@ -727,3 +727,18 @@ def test_mmc_alternating_float32_matches_float64():
     np.testing.assert_allclose(
         np.asarray(r32.M, np.float64), M64, rtol=0, atol=1e-5 * np.abs(M64).max()
     )
+
+
+def test_sdml_out_of_float32_range_names_the_data():
+    """Pairs scaled by 1e19 put SDML's metric (~ 1 / (eta K)) below float32's range while eta K
+    overflows: the solver's error named only "args[1]". 1e18 still fits and gives the 1e3 result
+    scaled by 1 / s^2."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    P = np.stack([X[rng.integers(0, 20, 2)] for _ in range(30)])
+    y = np.where(np.arange(30) % 2, 1, -1)
+    ref = np.asarray(fit_sdml(P * 1e3, y).M, np.float64) * 1e6
+    M = np.asarray(fit_sdml(P * 1e18, y).M, np.float64) * 1e36
+    np.testing.assert_allclose(M, ref, rtol=0, atol=1e-3 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="fit_sdml: the pairs' squared differences .* float32's"):
+        fit_sdml(P * 1e19, y)

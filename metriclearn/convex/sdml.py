@@ -162,6 +162,15 @@ def fit_sdml(
     # representable in float32 for huge features (~1e19: K ~ 1e40, while eta K is O(1))
     k_max = float(np.abs(K).max())
     e = int(np.floor(np.log2(k_max))) if k_max > 0 else 0
+    info = np.finfo(dtype)
+    if not abs(eta) * 2.0**e < info.max or np.abs(M_init).max() < info.tiny:
+        # the metric (~ 1 / (eta K)) underflows where eta K overflows: the solver's message named
+        # only "args[1]" (pairs scaled by 1e19 in float32)
+        raise ValueError(
+            f"fit_sdml: the pairs' squared differences (scatter up to {k_max:.3g}) put the metric "
+            f"(~ 1 / {k_max:.1g}) beyond {np.dtype(dtype).name}'s range; rescale the data (e.g. "
+            "sklearn.preprocessing.StandardScaler) or enable float64 (jax.enable_x64)"
+        )
     res = projected_gradient(
         sdml_objective,
         jnp.asarray(M_init, dtype),
