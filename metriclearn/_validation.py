@@ -253,6 +253,21 @@ def label_array(y, name: str = "y") -> np.ndarray:
     return y
 
 
+def check_int32_ids(lab: np.ndarray, name: str) -> None:
+    """``ValueError`` unless the integer class ids ``lab`` (a NumPy array) fit in int32.
+
+    The losses compare labels as int32: larger ids would wrap and merge classes.
+    """
+    if lab.size and lab.dtype.kind != "b":
+        lo, hi = int(lab.min()), int(lab.max())
+        info = np.iinfo(np.int32)
+        if lo < info.min or hi > info.max:
+            raise ValueError(
+                f"{name} must fit in int32, got range [{lo}, {hi}]; map the class ids to 0..C-1 "
+                f"first, e.g. np.unique({name}, return_inverse=True)[1]"
+            )
+
+
 def check_comparable_labels(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     """Raise unless the label arrays ``a`` and ``b`` (from :func:`label_array`) are both numbers or
     both strings: ``1`` never equals ``"1"``, so comparing them would count every label as different."""

@@ -48,6 +48,7 @@ from metriclearn._validation import (
     check_choice,
     check_flags,
     check_hyper,
+    check_int32_ids,
     is_traced,
 )
 from metriclearn.distances import _grid_centre, pairwise_sqeuclidean, safe_sqrt
@@ -125,15 +126,7 @@ def check_embeddings_labels(embeddings, labels, *, name: str = "embeddings"):
                 lab = lab.astype(np.int64)
             else:
                 raise ValueError(f"labels must be integer class ids, got dtype {lab.dtype}")
-        if lab.size and lab.dtype.kind != "b":
-            lo, hi = int(lab.min()), int(lab.max())
-            info = np.iinfo(np.int32)
-            if lo < info.min or hi > info.max:
-                # the losses compare labels as int32: larger ids would wrap and merge classes
-                raise ValueError(
-                    f"labels must fit in int32, got range [{lo}, {hi}]; map the class ids to "
-                    "0..C-1 first, e.g. np.unique(labels, return_inverse=True)[1]"
-                )
+        check_int32_ids(lab, "labels")
     if lab.ndim != 1:
         raise ValueError(f"labels must be 1-dimensional, got shape {tuple(lab.shape)}")
     if lab.shape[0] != emb.shape[0]:
