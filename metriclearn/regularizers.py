@@ -159,17 +159,19 @@ def _burg_whitened(B: jax.Array, A: jax.Array) -> jax.Array:
     ``A``: there ``1 + mu`` would lose ``A``'s small eigenvalues, and the divergence is at least 0.19,
     so the cancellation in ``lam - 1 - log(lam)`` near 1 costs nothing relative to it.
     """
-    return _burg_parts(B, A)[0]
+    return _burg_parts(B, A, with_grad=False)[0]
 
 
-def _burg_parts(B: jax.Array, A: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(value, G)``: the divergence and its gradient ``I - A^-1`` in the whitened coordinates (0
-    outside the cone, where the value is inf). Neither needs an eigenvector derivative, so both are
-    exact at repeated eigenvalues (``B = 0`` at the prior)."""
+def _burg_parts(B: jax.Array, A: jax.Array, *, with_grad: bool = True) -> tuple:
+    """``(value, G)``: the divergence and (``with_grad``; else None) its gradient ``I - A^-1`` in
+    the whitened coordinates (0 outside the cone, where the value is inf). Neither needs an
+    eigenvector derivative, so both are exact at repeated eigenvalues (``B = 0`` at the prior)."""
     mu, V = jnp.linalg.eigh(B)
 
     def near(_):
         value = _burg_value(mu)
+        if not with_grad:  # a line search's trial: no d x d product for a gradient unused
+            return value, None
         ratio = jnp.where(jnp.isfinite(value), mu / jnp.where(mu > -1.0, 1.0 + mu, 1.0), 0.0)
         return value, (V * ratio) @ V.T
 
@@ -181,6 +183,8 @@ def _burg_parts(B: jax.Array, A: jax.Array) -> tuple[jax.Array, jax.Array]:
         ok = jnp.all(lam > A.shape[-1] * jnp.finfo(A.dtype).eps * jnp.max(jnp.abs(lam)))
         safe = jnp.where(ok, lam, 1.0)
         value = jnp.where(ok, jnp.sum(safe - 1.0 - jnp.log(safe)), jnp.inf)
+        if not with_grad:
+            return value, None
         return value, (U * jnp.where(ok, 1.0 - 1.0 / safe, 0.0)) @ U.T
 
     return jax.lax.cond(jnp.all(mu > _FAR), near, far, None)
