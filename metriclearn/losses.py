@@ -1510,8 +1510,6 @@ def _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs) -> 
                 f"loss {name!r} has learnable parameters: pass n_classes and embedding_dim "
                 f"(got n_classes={n_classes!r}, embedding_dim={embedding_dim!r})"
             )
-        n_classes = check_positive_int(n_classes, "n_classes")
-        embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
         pname = _PARAM_NAME[name]
 
         def init(key: jax.Array) -> dict:
