@@ -253,7 +253,7 @@ def make_sharded_train_step(
         _check_divisible(_common_leading_size((x, y), "x, y"), mesh, "batch")
         training._check_batch_labels(y)  # ids beyond int32 merged classes under jit
 
-    return CheckedProgram(jitted, check, put)
+    return CheckedProgram(jitted, check, put, data_args=(1, 2))
 
 
 def make_sharded_train_epoch(
@@ -302,7 +302,7 @@ def _sharded_epoch_program(model, loss_spec, optimizer, mesh: Mesh, normalize_cu
         training._check_epoch_args(state, X, y, batches)
         _check_divisible(int(np.shape(batches)[1]), mesh, "batch")
 
-    return CheckedProgram(jitted, check, put)
+    return CheckedProgram(jitted, check, put, data_args=(1, 2, 3))
 
 
 # as training's epoch program: one compiled program per (model, loss, optimizer, mesh) in a process

@@ -395,7 +395,7 @@ def make_train_step(
     check_flags(normalize_curves=normalize_curves, donate=donate)
     step = _step_fn(model, loss_spec, optimizer, normalize_curves)
     jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
-    return CheckedProgram(jitted, _check_step_args)
+    return CheckedProgram(jitted, _check_step_args, data_args=(1, 2))
 
 
 def _check_batch_labels(y, name: str = "y") -> None:
@@ -462,7 +462,8 @@ def _epoch_program(model, loss_spec, optimizer, normalize_curves: bool, donate: 
 
         return jax.lax.scan(body, state, batches)
 
-    return CheckedProgram(jax.jit(epoch, donate_argnums=(0,) if donate else ()), _check_epoch_args)
+    jitted = jax.jit(epoch, donate_argnums=(0,) if donate else ())
+    return CheckedProgram(jitted, _check_epoch_args, data_args=(1, 2, 3))
 
 
 def _check_epoch_args(state, X, y, batches) -> None:

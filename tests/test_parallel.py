@@ -155,6 +155,23 @@ def test_sharded_train_epoch_matches_single_device_parallel(mesh8):
     assert parallel.make_sharded_train_epoch(model, spec, opt, mesh8) is epoch8
 
 
+def test_sharded_step_and_epoch_take_lists_as_arrays_parallel(mesh8):
+    """A list x or y was one leaf per entry for jit: the step's size check read its leading size as
+    missing ("got leading sizes [-1, 16]"), the epoch's index check raised a TypeError."""
+    X, y = _data(n=16, seed=3)
+    model, spec, opt = _setup(loss="contrastive", miner=None)
+    state = training.create_train_state(0, model, spec, opt, X[:1])
+    step8 = parallel.make_sharded_train_step(model, spec, opt, mesh8)
+    ref = float(step8(state, X, y)[1]["loss"])
+    for xx, yy in ((X, y.tolist()), (X.tolist(), y)):
+        np.testing.assert_allclose(float(step8(state, xx, yy)[1]["loss"]), ref, rtol=1e-6)
+    epoch8 = parallel.make_sharded_train_epoch(model, spec, opt, mesh8)
+    batches = np.arange(16)[None]
+    ref = float(epoch8(state, X, y, batches)[1]["loss"][0])
+    got = epoch8(state, X.tolist(), y.tolist(), batches.tolist())[1]["loss"]
+    np.testing.assert_allclose(float(got[0]), ref, rtol=1e-6)
+
+
 def test_fit_refuses_bad_mesh_and_checkpoint_settings_up_front_parallel(mesh8, tmp_path):
     """A batch the devices do not divide was refused at the first compile, after the checkpoint
     directory was made; max_to_keep=0 kept no checkpoint (a resume restarted); a checkpoint_dir

@@ -702,6 +702,25 @@ def test_step_and_epoch_refuse_labels_the_loss_refuses():
         step(fresh(), x, np.array([0, 0, 1]))
 
 
+def test_step_and_epoch_take_lists_as_arrays():
+    """jit takes a list for a pytree of scalars: a list y reached the loss as traced scalars (a
+    TracerArrayConversionError), a list x an AttributeError, list batches a TypeError."""
+    x, model, spec, opt, fresh = _tiny_step_setup()
+    y = np.array([0, 0, 1, 1])
+    step = training.make_train_step(model, spec, opt)
+    epoch = training.make_train_epoch(model, spec, opt)
+    ref = float(step(fresh(), x, y)[1]["loss"])
+    ref_epoch = float(epoch(fresh(), x, y, np.arange(4)[None])[1]["loss"][0])
+    for xx, yy in ((x, y.tolist()), (x.tolist(), y), (x.tolist(), tuple(y.tolist()))):
+        assert float(step(fresh(), xx, yy)[1]["loss"]) == ref
+        compiled = step.lower(fresh(), xx, yy).compile()
+        assert float(compiled(fresh(), xx, yy)[1]["loss"]) == ref
+        got = epoch(fresh(), xx, yy, [[0, 1, 2, 3]])[1]["loss"]
+        assert float(got[0]) == ref_epoch
+    with pytest.raises(ValueError, match="y must fit in int32"):
+        step(fresh(), x, [0, 1, 2**32, 2**32 + 1])
+
+
 def test_pair_distance_stats_validates_concrete_inputs():
     """NaN labels counted silently (NaN != NaN), a list raised AttributeError, a short labels a JAX
     broadcasting error, and NaN embeddings were named "X"."""
