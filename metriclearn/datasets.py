@@ -165,7 +165,8 @@ def _mnist1d_cached(options: tuple[tuple[str, Any], ...]) -> Dataset:
     # make_dataset seeds Python's and NumPy's global generators: leave the caller's state untouched.
     py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     try:
-        data = mnist1d.data.make_dataset(args)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, by name
+            data = mnist1d.data.make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)  # noqa: NPY002
@@ -173,6 +174,14 @@ def _mnist1d_cached(options: tuple[tuple[str, Any], ...]) -> Dataset:
     y = np.asarray(data["y"], dtype=np.int64)
     X_test = np.ascontiguousarray(data["x_test"], dtype=np.float32)
     y_test = np.asarray(data["y_test"], dtype=np.int64)
+    values = np.concatenate([X.ravel(), X_test.ravel()])
+    if not (np.all(np.isfinite(values)) and np.ptp(values) > 0):
+        # make_dataset divides by the signals' standard deviation: huge finite scales overflowed it
+        # to inf and every value became 0, silently
+        raise ValueError(
+            "mnist1d generated constant or non-finite signals: scale_coeff, corr_noise_scale, "
+            f"iid_noise_scale or shear_scale is too large (options {dict(options)})"
+        )
     desc = (
         f"mnist1d: {X.shape[0]} train + {X_test.shape[0]} test samples, {X.shape[1]} features, "
         f"10 classes (generated locally by mnist1d.data.make_dataset, seed {args.seed})"
@@ -213,9 +222,11 @@ def load_mnist1d(**kw) -> Dataset:
     if "seed" in kw:
         check_positive_int(kw["seed"], "seed", minimum=0)
         _seed_from(kw["seed"], "seed")  # [0, 2**32), as every seed
-    for name, minimum in (("template_len", 1), ("max_translation", 0), ("final_seq_length", 1)):
+        kw["seed"] = int(kw["seed"])  # mnist1d's random.seed refuses NumPy integers
+    # max_translation 0 failed in np.random.choice(0) ("a must be greater than 0"); 1 is no shift
+    for name in ("template_len", "max_translation", "final_seq_length"):
         if name in kw:
-            check_positive_int(kw[name], name, minimum=minimum)
+            check_positive_int(kw[name], name, minimum=1)
     for name in ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale"):
         if name in kw:
             v = as_real(kw[name], name)
@@ -227,14 +238,14 @@ def load_mnist1d(**kw) -> Dataset:
         pad = kw["padding"]
         ok = isinstance(pad, list | tuple) and len(pad) == 2
         ok = ok and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in pad)
-        if not (ok and 0 <= pad[0] < pad[1]):
+        if not (ok and 0 <= pad[0] <= pad[1]):  # mnist1d draws low + int(rand * (high - low + 1))
             raise ValueError(
-                f"padding must be a pair [low, high) of integers with 0 <= low < high (the range "
-                f"of random padding lengths, default [36, 60]), got {pad!r}"
+                f"padding must be a pair [low, high] of integers with 0 <= low <= high (the range "
+                f"of random padding lengths, both included, default [36, 60]), got {pad!r}"
             )
     if "train_split" in kw:
         split = as_real(kw["train_split"], "train_split")
-        n = kw.get("num_samples", 5000)
+        n = 10 * (kw.get("num_samples", 5000) // 10)  # mnist1d makes num_samples // 10 per class
         if not (0.0 < split < 1.0 and 1 <= int(n * split) < n):
             raise ValueError(
                 f"train_split must leave rows on both sides (0 < train_split < 1), got {split!r}"
@@ -588,7 +599,7 @@ def load_npz(
         if np.abs(y).max() >= 2.0**63:
             raise ValueError(f"{path!r}: {y_key!r} holds labels beyond the int64 range")
         y = y.astype(np.int64)
-    if not np.issubdtype(y.dtype, np.integer):
+    if y.dtype.kind not in "iu":  # timedelta64 is an np.integer subtype
         raise ValueError(f"{path!r}: {y_key!r} must hold integer labels, got {y.dtype}")
     if y.dtype == np.uint64 and y.size and y.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{path!r}: {y_key!r} holds labels beyond the int64 range")

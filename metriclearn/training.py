@@ -854,15 +854,24 @@ def fit(
             if latest is not None:
                 _check_checkpoint_matches(manager, latest, state, os.fspath(checkpoint_dir))
                 abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-                restored = manager.restore(
-                    latest,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
-                    ),
-                )
+                try:
+                    restored = manager.restore(
+                        latest,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract),
+                            history=ocp.args.JsonRestore(),
+                        ),
+                    )
+                    history = _from_json(restored["history"])
+                except (ValueError, TypeError, AttributeError) as err:
+                    # a corrupt history file gave a bare JSONDecodeError naming no file
+                    raise ValueError(
+                        f"{os.fspath(checkpoint_dir)}: the checkpoint of epoch {latest} could not "
+                        f"be restored ({type(err).__name__}: {err}); remove that epoch's directory "
+                        "to resume from an earlier checkpoint, or use another checkpoint_dir"
+                    ) from err
                 state = jax.tree.map(jnp.asarray, restored["state"])
                 state = TrainState(*state) if not isinstance(state, TrainState) else state
-                history = _from_json(restored["history"])
                 start_epoch = int(latest)
         except BaseException:
             manager.close()
@@ -1084,6 +1093,7 @@ def load_split(
 
     from metriclearn import datasets
 
+    check_flags(standardize=standardize)  # "False" standardized
     if isinstance(split_seed, int | np.integer) and not isinstance(split_seed, bool):
         datasets._seed_from(split_seed, "split_seed")  # an int in [0, 2**32), named as here
     ds = datasets.load(name, **dataset_kwargs)

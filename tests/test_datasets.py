@@ -460,6 +460,35 @@ def test_mnist1d_options_are_checked():
             datasets.load("mnist1d", **kw)
 
 
+def test_mnist1d_option_edge_cases():
+    """train_split=0.06 of num_samples=19 gave 0 training rows (mnist1d makes 10 * (19 // 10));
+    max_translation=0 failed in NumPy's np.random.choice; a NumPy-integer seed in mnist1d's
+    random.seed; padding [40, 40] (a fixed padding, valid in mnist1d) was refused; scales whose
+    signals' standard deviation overflowed gave all-zero data silently."""
+    with pytest.raises(ValueError, match="train_split must leave rows on both sides"):
+        datasets.load_mnist1d(num_samples=19, train_split=0.06)
+    with pytest.raises(ValueError, match="max_translation must be an integer >= 1"):
+        datasets.load_mnist1d(num_samples=100, max_translation=0)
+    a = datasets.load_mnist1d(num_samples=100, seed=np.int64(3))
+    b = datasets.load_mnist1d(num_samples=100, seed=3)
+    np.testing.assert_array_equal(a.X, b.X)
+    fixed = datasets.load_mnist1d(num_samples=100, padding=[40, 40], seed=0)
+    assert fixed.X.shape == (80, 40) and np.ptp(fixed.X) > 0
+    with pytest.raises(ValueError, match=r"padding must be a pair \[low, high\]"):
+        datasets.load_mnist1d(num_samples=100, padding=[41, 40])
+    for name in ("iid_noise_scale", "shear_scale"):
+        with pytest.raises(ValueError, match=f"constant or non-finite signals: .*{name}"):
+            datasets.load_mnist1d(num_samples=100, **{name: 1e300})
+
+
+def test_load_npz_refuses_timedelta_labels(tmp_path):
+    """timedelta64 labels passed as integers (np.issubdtype(m8, np.integer) is True)."""
+    path = tmp_path / "tdy.npz"
+    np.savez(path, X=np.zeros((4, 2)), y=np.arange(4).astype("timedelta64[s]"))
+    with pytest.raises(ValueError, match="must hold integer labels, got timedelta64"):
+        datasets.load_npz(path)
+
+
 def test_loader_and_scaling_edge_cases(tmp_path):
     """A +-1e300 column's variance overflowed, so it was left unscaled as "constant"; a directory
     given to load_idx was "no such file"; a timedelta64 X was taken as numbers; split_seed=-1 gave

@@ -337,6 +337,18 @@ def test_resume_refuses_a_checkpoint_it_cannot_continue(data, tmp_path):
     assert len(_fit(data, epochs=3, checkpoint_dir=tmp_path / "ckpt").history) == 3
 
 
+def test_resume_names_a_corrupt_checkpoint(data, tmp_path):
+    """A corrupt history file gave a bare JSONDecodeError naming neither the directory nor the
+    epoch."""
+    _fit(data, epochs=1, checkpoint_dir=tmp_path / "ckpt")
+    files = [p for p in (tmp_path / "ckpt" / "1" / "history").rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        p.write_text("garbage")
+    with pytest.raises(ValueError, match=r"ckpt: the checkpoint of epoch 1 could not be restored"):
+        _fit(data, epochs=2, checkpoint_dir=tmp_path / "ckpt")
+
+
 def test_resume_refuses_another_optimizer_structure_with_the_same_arrays(data, tmp_path):
     """adam and adamw keep the same arrays (adamw adds an empty state): the shape check let it
     through to orbax's "tree structures do not match ... partial_restore=True" error."""
@@ -464,6 +476,14 @@ def test_equal_settings_reuse_one_compiled_program():
     assert training.make_train_epoch(m1, losses.build("contrastive"), o1) is not (
         training.make_train_epoch(m1, s1, o1)
     )
+
+
+def test_load_split_refuses_string_flags():
+    """standardize="False" standardized."""
+    with pytest.raises(ValueError, match="standardize must be True or False"):
+        training.load_split("iris", standardize="False")
+    X, *_ = training.load_split("iris", standardize=False)
+    assert abs(float(X.mean())) > 1.0
 
 
 def test_load_split_matches_anchor_protocol():
