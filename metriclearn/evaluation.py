@@ -344,53 +344,85 @@ def _refined_call(on_row, refine, D, offset, i, cols) -> None:
 
 
 class _Refiner:
-    """Re-ranks a row's picks by distances computed from the differences, where the matmul identity
-    cannot rank them.
+    """Re-ranks a row's nearest picks by distances computed from the differences, where the matmul
+    identity cannot rank them.
 
     The block distances come from ``|q|^2 + |r|^2 - 2 q.r`` on the centred (and power-of-two scaled)
-    data, with an error up to about ``(d + 2) u (|q|^2 + |r|^2)`` (``u`` the unit roundoff). Data
-    with one common centre keep it far below the distances (1000 + N(0, 1) is exact in float32); a
-    cluster near 0 of spread 1e-3 next to one near 3000 does not. When that error bound exceeds
-    ``1e-3`` of a row's ``k``-th distance (with ``|r|^2`` the largest among the row's picks), every
-    reference within twice the bound of it is re-ranked by its float64 distance from the original
-    (not centred) rows; the other rows cost one comparison (two with a far outlier among the
-    references).
+    data, with an error up to about ``gamma (|q|^2 + |r|^2)``: ``gamma = (d + 2) u`` (``u`` the unit
+    roundoff) and the norms in ``M``'s form for Mahalanobis given ``M``; given ``L`` (``[k, d]``,
+    applied in the kernel's precision first) ``gamma = (k + 4 d + 3) u`` and the norms of
+    ``|L| |x|``. Data with one common centre keep it far below the distances (1000 + N(0, 1) is
+    exact in float32); a cluster near 0 of spread 1e-3 next to one near 3000 does not. A pick whose
+    squared distance is below ``1000`` times the bound (with ``|r|^2`` the largest among the row's
+    picks) is in doubt, whatever the distances of the others: every reference up to twice the bound
+    above ``min(k-th distance, 1000 bound)`` is re-ranked by its float64 distance from the original
+    (not centred) rows, and the remaining picks follow in their order. The other rows cost one
+    comparison (two with a far outlier among the references).
     """
 
-    def __init__(self, Q, R, Qs, Rs, M, squared: bool, dtype) -> None:
-        self.M = None if M is None else np.asarray(M, np.float64)  # once, not per re-ranked row
+    def __init__(self, Q, R, Qs, Rs, M, squared: bool, dtype, L=None) -> None:
+        # once, not per re-ranked row
+        self.M = None if M is None else np.asarray(M, np.float64)
+        self.L = None if L is None else np.asarray(L, np.float64)
         self.Q, self.R, self.squared = Q, R, squared
         u = np.finfo(dtype).eps / 2
-        if M is None:
+        d = Qs.shape[1]
+        self.gamma = (d + 2) * u
+        if self.L is not None:
+            # the kernel maps x -> L x first (error up to d u |L| |x| per entry), then ranks by the
+            # matmul identity in k dimensions: bound both by the norms of |L| |x|
+            A = np.abs(self.L).T
+            qn = np.einsum("ij,ij->i", np.abs(Qs) @ A, np.abs(Qs) @ A, dtype=np.float64)
+            rn = np.einsum("ij,ij->i", np.abs(Rs) @ A, np.abs(Rs) @ A, dtype=np.float64)
+            self.gamma = (self.L.shape[0] + 4 * d + 3) * u
+        elif self.M is None:
             qn = np.einsum("ij,ij->i", Qs, Qs, dtype=np.float64)
             rn = np.einsum("ij,ij->i", Rs, Rs, dtype=np.float64)
         else:
             qn = np.abs(np.einsum("ij,jk,ik->i", Qs, self.M, Qs, dtype=np.float64))
             rn = np.abs(np.einsum("ij,jk,ik->i", Rs, self.M, Rs, dtype=np.float64))
-        self.gamma = (Qs.shape[1] + 2) * u
         self.qn, self.rn = qn, rn
         self.tol = self.gamma * (qn + (rn.max() if rn.size else 0.0))  # a bound over every row
 
     def __call__(self, i: int, row: np.ndarray, cols: np.ndarray) -> np.ndarray:
         k = len(cols)
-        dk, tol = float(row[cols[k - 1]]), self.tol[i]
+        d0, tol = float(row[cols[0]]), self.tol[i]  # the nearest pick: the most in doubt
         if not self.squared:
-            dk *= dk
-        if not tol > 1e-3 * dk:  # the common case: one comparison
+            d0 *= d0
+        if not tol > 1e-3 * d0:  # the common case: one comparison
             return cols
+        if k > 1:  # only the nearest pick in doubt (a duplicate neighbour): nothing to re-rank
+            d1 = float(row[cols[1]])
+            if (d1 if self.squared else d1 * d1) > (1e3 + 2.0) * tol:
+                return cols
         # the bound over the row's picks: one far reference (an outlier) would otherwise send every
         # row through the re-ranking
         tol = self.gamma * (self.qn[i] + float(self.rn[cols].max()))
-        if not tol > 1e-3 * dk:
+        if not tol > 1e-3 * d0:
             return cols
-        sq = row.astype(np.float64) if self.squared else np.square(row, dtype=np.float64)
-        cand = np.flatnonzero(sq <= dk + 2.0 * tol)
-        diff = self.Q[i].astype(np.float64) - self.R[cand].astype(np.float64)
-        if self.M is None:
+        dk = float(row[cols[k - 1]])
+        if not self.squared:
+            dk *= dk
+        lim = min(dk, 1e3 * tol) + 2.0 * tol
+        if lim < dk:  # only the picks below lim are in doubt (a prefix: cols is in computed order)
+            n_doubt = int(
+                np.searchsorted(row[cols], lim if self.squared else np.sqrt(lim), "right")
+            )
+            if n_doubt < 2:
+                return cols
+            cand, rest = cols[:n_doubt], cols[n_doubt:]
+        else:  # every pick, and the references that may come before the k-th
+            sq = row.astype(np.float64) if self.squared else np.square(row, dtype=np.float64)
+            cand, rest = np.flatnonzero(sq <= lim), cols[:0]
+        diff = self.Q[i].astype(np.float64) - self.R[cand].astype(np.float64, copy=False)
+        if self.L is not None:
+            z = diff @ self.L.T
+            exact = np.einsum("ij,ij->i", z, z)
+        elif self.M is None:
             exact = np.einsum("ij,ij->i", diff, diff)
         else:
             exact = np.einsum("ij,jk,ik->i", diff, self.M, diff)
-        return cand[np.lexsort((cand, exact))[:k]]
+        return np.concatenate([cand[np.lexsort((cand, exact))], rest])[:k]
 
 
 def _host_select(
@@ -492,10 +524,10 @@ def _nearest(
         kw_static = dict(static_kw)
         squared = dist in (None, "sqeuclidean") or bool(kw_static.get("squared", False))
         M = array_kw.get("M") if dist == "mahalanobis" else None
-        if dist != "mahalanobis" or (M is not None and "L" not in array_kw):
-            # the precision the kernel runs at (float32 for float64 data without jax_enable_x64)
-            kernel_dtype = jax.dtypes.canonicalize_dtype(Q_np.dtype)
-            refine = _Refiner(Q_raw, R_raw, Q_np, R_np, M, squared, kernel_dtype)
+        L = array_kw.get("L") if dist == "mahalanobis" else None
+        # the precision the kernel runs at (float32 for float64 data without jax_enable_x64)
+        kernel_dtype = jax.dtypes.canonicalize_dtype(Q_np.dtype)
+        refine = _Refiner(Q_raw, R_raw, Q_np, R_np, M, squared, kernel_dtype, L)
     k_rows = np.broadcast_to(np.asarray(k, dtype=np.int64), (n,))
     K = int(k_rows.max())
     if ref_chunk_size is not None:
