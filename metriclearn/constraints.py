@@ -137,6 +137,50 @@ def _centred64(X) -> np.ndarray:
     return out if np.all(np.isfinite(out)) else X
 
 
+#: Up to this many candidates (``total``), :func:`_choose_distinct` is NumPy's ``Generator.choice``
+#: without replacement, whose draws the published results were made with; beyond it, a request of
+#: more than ``total // 50`` (where ``choice`` permutes a whole ``arange(total)``: 200 MB for 2.5e7
+#: pairs, GBs beyond) is drawn in memory ~ the request instead (other numbers, same distribution).
+_CHOICE_LIMIT = 1 << 22
+
+
+def _distinct_draws(rng, total: int, k: int) -> np.ndarray:
+    """``k`` distinct values of ``[0, total)``, uniform and in random order (``2 k <= total``): the
+    distinct values of uniform draws with replacement, topped up until there are ``k`` (each
+    draw is new with probability at least 1/2), then ``k`` of them at random. The process
+    commutes with any relabelling of ``[0, total)``, so the result is a uniform ``k``-subset."""
+
+    def distinct(v):  # np.unique, without its hash table (38 s against 2 s for 9e6 values)
+        v = np.sort(v)
+        return v[np.concatenate([[True], v[1:] != v[:-1]])]
+
+    vals = distinct(rng.integers(0, total, size=k, dtype=np.int64))
+    while len(vals) < k:
+        more = rng.integers(0, total, size=2 * (k - len(vals)) + 8, dtype=np.int64)
+        vals = distinct(np.concatenate([vals, more]))
+    return vals[rng.permutation(len(vals))[:k]]
+
+
+def _choose_distinct(rng, total: int, k: int) -> np.ndarray:
+    """``k`` distinct int64 values in ``[0, total)``, uniform and in random order, in memory
+    ``O(k)`` (``O(total)`` only when ``k > total / 2``, i.e. ``O(k)`` too).
+
+    ``rng.choice(total, k, replace=False)`` (same numbers as before) for ``total <= _CHOICE_LIMIT``
+    or ``k <= total // 50`` (its Floyd sampling, memory ``O(k)``); beyond, rejection with
+    de-duplication when ``2 k <= total``, else the complement of a sparse draw of ``total - k``.
+    """
+    if k == 0:
+        return np.zeros(0, np.int64)
+    if total <= _CHOICE_LIMIT or k <= total // 50:
+        return rng.choice(total, size=k, replace=False)
+    if 2 * k <= total:
+        return _distinct_draws(rng, total, k)
+    keep = np.ones(total, bool)  # 1 byte per candidate, under 2 bytes per value returned
+    keep[_choose_distinct(rng, total, total - k)] = False
+    out = np.flatnonzero(keep)
+    return out[rng.permutation(k)]
+
+
 def _similar_pairs(rng, codes, n_req):
     """Distinct unordered same-class pairs (global indices, ``i < j`` in class order)."""
     order, counts, starts = _class_layout(codes)
@@ -145,7 +189,7 @@ def _similar_pairs(rng, codes, n_req):
     k = min(n_req, total)
     if n_req > total:
         _shortfall("similar pairs", n_req, total)
-    lin = np.sort(rng.choice(total, size=k, replace=False)) if k else np.zeros(0, np.int64)
+    lin = np.sort(_choose_distinct(rng, total, k))
     cum = np.cumsum(per_class)
     cls = np.searchsorted(cum, lin, side="right")
     local = lin - (cum[cls] - per_class[cls])
@@ -161,7 +205,8 @@ def _dissimilar_pairs(rng, codes, n_req):
 
     Pairs are ranked by class pair ``(c, c')``, ``c < c'`` (upper-triangle order), then member of
     ``c``, then member of ``c'``. Unranking goes through the ``C`` blocks of a first class and the
-    class-sorted positions, so memory is ``O(n)``, never ``O(C^2)`` (huge with many classes).
+    class-sorted positions, so memory is ``O(n + n_req)``, never ``O(C^2)`` (huge with many classes)
+    nor ``O(total)`` (see :func:`_choose_distinct`).
     """
     order, counts, starts = _class_layout(codes)
     n = len(codes)
@@ -171,7 +216,7 @@ def _dissimilar_pairs(rng, codes, n_req):
     k = min(n_req, total)
     if n_req > total:
         _shortfall("dissimilar pairs", n_req, total)
-    lin = rng.choice(total, size=k, replace=False) if k else np.zeros(0, np.int64)
+    lin = _choose_distinct(rng, total, k)
     cum = np.cumsum(per_first)
     ca = np.searchsorted(cum, lin, side="right")
     local = lin - (cum[ca] - per_first[ca])  # sum_{ca < c' < cb} n_ca n_c' + ra n_cb + rb
@@ -486,7 +531,9 @@ def target_neighbors(X, y, *, k: int, block_size: int = 2048) -> np.ndarray:
     """
     require_concrete("target_neighbors", X, y)
     # its checks only (the float32 cast lost the neighbours); computed in float64, so no overflow
-    check_array(X, "X", ndim=2, min_rows=1, allow_overflow=True)
+    # (nor its RuntimeWarning from that discarded cast)
+    with np.errstate(over="ignore"):
+        check_array(X, "X", ndim=2, min_rows=1, min_features=1, allow_overflow=True)
     X = np.asarray(X, dtype=np.float64)
     y_arr = np.asarray(y)
     codes = check_labels(y_arr, X.shape[0], min_classes=1)
@@ -573,12 +620,17 @@ def _check_impostor_inputs(XL, y, target_idx, margin, block_size):
         y = jnp.asarray(y)
     else:
         y = jnp.asarray(check_labels(y, min_classes=1))  # its length is checked below, vs XL
+    t = target_idx if is_traced(target_idx) else np.asarray(target_idx)
+    if t.ndim != 2 or t.shape[0] != XL.shape[0]:
+        raise ValueError(
+            f"target_idx must have shape [n, k] with n = {XL.shape[0]}, got {tuple(t.shape)}"
+        )
+    if t.shape[1] == 0:
+        raise ValueError(
+            f"target_idx must have at least one column (k >= 1 target neighbours), got shape "
+            f"{tuple(t.shape)}"
+        )
     if not is_traced(target_idx):
-        t = np.asarray(target_idx)
-        if t.ndim != 2 or t.shape[0] != XL.shape[0]:
-            raise ValueError(
-                f"target_idx must have shape [n, k] with n = {XL.shape[0]}, got {tuple(t.shape)}"
-            )
         if t.dtype.kind not in "iu" or (t.size and (t.min() < 0 or t.max() >= XL.shape[0])):
             raise ValueError(f"target_idx must hold integer indices in [0, {XL.shape[0]})")
     target_idx = jnp.asarray(target_idx, jnp.int32)
@@ -763,8 +815,10 @@ def knn_triplets(
     setting); Weinberger & Saul, JMLR 2009 (target neighbours and impostors).
     """
     require_concrete("knn_triplets", X, y)
-    # its checks only (see below): centred and scaled in float64 before the cast
-    check_array(X, "X", ndim=2, min_rows=1, min_features=1, allow_overflow=True)
+    # its checks only (see below): centred and scaled in float64 before the cast, so its own
+    # float32 cast, discarded, may overflow silently
+    with np.errstate(over="ignore"):
+        check_array(X, "X", ndim=2, min_rows=1, min_features=1, allow_overflow=True)
     # centred in float64 before any float32 cast: X + 1e7 kept no digit of the neighbourhoods
     X = _centred64(X)
     y_arr = np.asarray(y)
@@ -853,8 +907,13 @@ def check_pairs(
             f"pair_y must have shape [{P.shape[0]}] to match {name} {tuple(P.shape)}, "
             f"got {tuple(yv.shape)}"
         )
-    if yv.dtype.kind not in "iuf" or not np.all(np.isin(yv, (-1, 1))):
-        bad = sorted({str(v) for v in np.unique(yv)} - {"-1", "1", "-1.0", "1.0"})[:5]
+    if yv.dtype.kind not in "iuf":  # "1" / "-1" strings, booleans, objects: no value is wrong
+        raise ValueError(
+            f"pair_y must be numeric with only -1 (dissimilar) and +1 (similar), got dtype "
+            f"{yv.dtype} with values {list(dict.fromkeys(yv.tolist()))[:5]}"  # any dtype
+        )
+    if not np.all(np.isin(yv, (-1, 1))):
+        bad = np.unique(yv[~np.isin(yv, (-1, 1))])[:5].tolist()
         raise ValueError(f"pair_y must contain only -1 (dissimilar) and +1 (similar), got {bad}")
     yv = yv.astype(np.int32)
     if require_both and (np.all(yv == 1) or np.all(yv == -1)):

@@ -100,6 +100,14 @@ def _flat_draw(draw, key, shape, *args, **kwargs):
 #: different (equally distributed) batches for the same key.
 _DENSE_DRAW_LIMIT = 1 << 22
 
+#: Above this many class uniforms (``n_batches * n_classes``, 4 MB of float32) each batch's classes
+#: are drawn by a partial Fisher-Yates shuffle of the class ids (memory ~ the output) instead of
+#: ``top_k`` over one uniform per class and batch: with many small classes the latter grows as
+#: ``n * n_classes / batch_size`` (800 MB for 20,000 classes of 4). Both draw a uniform ordered
+#: ``batch_size // m``-subset of the classes; they give different (equally distributed) batches for
+#: the same key, so below the limit the batches stay those of the ``top_k`` draw.
+_DENSE_CLASS_DRAW_LIMIT = 1 << 20
+
 
 def _fisher_yates_positions(key, cnt, m: int):
     """``m`` distinct positions in ``[0, cnt)`` per entry of ``cnt [...]``, uniform and in random
@@ -135,15 +143,32 @@ def _fisher_yates_positions(key, cnt, m: int):
     return jax.lax.fori_loop(0, m, step, init)[2]
 
 
-@partial(jax.jit, static_argnames=("m", "classes_per_batch", "n_batches", "max_count", "sparse"))
+_CORE_STATIC = ("m", "classes_per_batch", "n_batches", "max_count", "sparse", "sparse_classes")
+
+
+@partial(jax.jit, static_argnames=_CORE_STATIC)
 def _m_per_class_core(
-    key, order, starts, counts, *, m, classes_per_batch, n_batches, max_count, sparse=False
+    key,
+    order,
+    starts,
+    counts,
+    *,
+    m,
+    classes_per_batch,
+    n_batches,
+    max_count,
+    sparse=False,
+    sparse_classes=False,
 ):
     n_classes = counts.shape[0]
     k_cls, k_perm, k_repl = jax.random.split(key, 3)
-    # Classes: the classes_per_batch largest of n_classes uniforms = a uniform draw without replacement.
-    u_cls = _flat_draw(jax.random.uniform, k_cls, (n_batches, n_classes))
-    _, classes = jax.lax.top_k(u_cls, classes_per_batch)
+    # Classes: a uniform ordered draw of classes_per_batch of them without replacement per batch.
+    if sparse_classes:  # partial Fisher-Yates: memory ~ n_batches * classes_per_batch
+        n_cls = jnp.full((n_batches,), n_classes, jnp.int32)
+        classes = _fisher_yates_positions(k_cls, n_cls, classes_per_batch)
+    else:  # the classes_per_batch largest of n_classes uniforms
+        u_cls = _flat_draw(jax.random.uniform, k_cls, (n_batches, n_classes))
+        _, classes = jax.lax.top_k(u_cls, classes_per_batch)
     cnt = counts[classes][..., None]  # [nb, cpb, 1]
     if max_count < m:
         without = None
@@ -216,6 +241,7 @@ def m_per_class_sampler(
         )
     order_dev, starts_dev, counts_dev = jnp.asarray(order), jnp.asarray(starts), jnp.asarray(counts)
     sparse = n_batches * (batch_size // m) * max_count > _DENSE_DRAW_LIMIT
+    sparse_classes = n_batches * len(counts) > _DENSE_CLASS_DRAW_LIMIT
 
     def sample(key) -> jax.Array:
         return _m_per_class_core(
@@ -228,6 +254,7 @@ def m_per_class_sampler(
             n_batches=n_batches,
             max_count=max_count,
             sparse=sparse,
+            sparse_classes=sparse_classes,
         )
 
     return sample

@@ -575,3 +575,143 @@ def test_float64_data_beyond_float32_keep_their_neighbours():
     np.testing.assert_array_equal(
         np.asarray(C.knn_triplets(X * 2.0**1000, y)), np.asarray(C.knn_triplets(X, y))
     )
+
+
+def _reference_pairs(key, y, n_similar, n_dissimilar):
+    """pairs() written out plainly: enumerate every pair in rank order (similar: class, then the
+    upper triangle of its members; dissimilar: class pair, then member of the first, then of the
+    second) and take Generator.choice(total, k, replace=False) of them, as the draws behind the
+    published results did."""
+    rng = C._rng(key)
+    classes = np.unique(y)
+    members = [np.flatnonzero(y == c) for c in classes]
+    sim = np.array([(a, b) for m in members for a, b in itertools.combinations(m, 2)])
+    lin = np.sort(rng.choice(len(sim), size=n_similar, replace=False)) if n_similar else []
+    sim = sim[lin][rng.permutation(n_similar)] if n_similar else np.zeros((0, 2), int)
+    dis = []
+    for c, d in itertools.combinations(range(len(classes)), 2):
+        a, b = np.meshgrid(members[c], members[d], indexing="ij")
+        dis.append(np.stack([a.ravel(), b.ravel()], axis=1))
+    dis = np.concatenate(dis)
+    dis = dis[rng.choice(len(dis), size=n_dissimilar, replace=False)]
+    return np.concatenate([sim, dis]).astype(np.int32)
+
+
+def test_pairs_up_to_the_choice_limit_keep_their_draws(monkeypatch):
+    """Up to _CHOICE_LIMIT candidate pairs (every *_Supervised default on iris / digits sized data,
+    and Generator.choice's own full-permutation regime, k > total // 50, below the limit) a seed
+    draws bit-identically the pairs it drew before the memory fix."""
+    cases = [
+        (np.repeat([0, 1, 2], 50), 180, 180),  # iris, 20 * C**2 constraints
+        (np.repeat(np.arange(10), 180), 2000, 2000),  # digits
+        (np.repeat([0, 1], 300), 3000, 5000),  # k > total // 50
+    ]
+    for y, n_s, n_d in cases:
+        for seed in (0, 1):
+            idx, _ = C.pairs(seed, y, n_similar=n_s, n_dissimilar=n_d)
+            np.testing.assert_array_equal(idx, _reference_pairs(seed, y, n_s, n_d))
+    # at the limit itself still choice's draw; one candidate more, the other draw
+    y, n_s, n_d = cases[2]
+    monkeypatch.setattr(C, "_CHOICE_LIMIT", 300 * 300)  # the dissimilar total
+    idx, _ = C.pairs(0, y, n_similar=0, n_dissimilar=n_d)
+    np.testing.assert_array_equal(idx, _reference_pairs(0, y, 0, n_d))
+    monkeypatch.setattr(C, "_CHOICE_LIMIT", 300 * 300 - 1)
+    assert not np.array_equal(C.pairs(0, y, n_similar=0, n_dissimilar=n_d)[0], idx)
+
+
+def _n_distinct(v):  # np.unique, without its hash table (a minute for 2e7 int64 here)
+    v = np.sort(v)
+    return int(np.count_nonzero(v[1:] != v[:-1])) + 1
+
+
+def _check_distinct_pairs(idx, pair_y, y, n_similar, n_dissimilar):
+    assert idx.shape == (n_similar + n_dissimilar, 2) and idx.dtype == np.int32
+    assert np.array_equal(pair_y, np.repeat([1, -1], [n_similar, n_dissimilar]))
+    lo, hi = np.minimum(idx[:, 0], idx[:, 1]), np.maximum(idx[:, 0], idx[:, 1])
+    assert np.all(lo < hi) and _n_distinct(lo.astype(np.int64) * len(y) + hi) == len(idx)
+    assert np.array_equal(y[idx[:, 0]] == y[idx[:, 1]], pair_y == 1)
+
+
+def test_pairs_beyond_the_choice_limit_in_memory_of_the_request(monkeypatch):
+    """Generator.choice(total, k, replace=False) with k > total // 50 permutes a whole
+    arange(total): 76 MB for 200,000 of the 9e6 dissimilar pairs of two classes of 3,000
+    (3.2 GB and 30 s for 9e6 of 4e8 similar ones). Beyond _CHOICE_LIMIT the draw takes memory
+    ~ the request: exact counts, distinct valid pairs, uniform over the members."""
+    import tracemalloc
+
+    y = np.repeat([0, 1], 3000)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            idx, pair_y = C.pairs(3, y, n_similar=0, n_dissimilar=200_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6, peak  # the output's unranking only (19 MB), no arange(9e6) (76 MB)
+    _check_distinct_pairs(idx, pair_y, y, 0, 200_000)
+    # the same paths on small totals (a lowered limit): sparse, dense (the complement of a sparse
+    # draw), similar and dissimilar, a shortfall
+    monkeypatch.setattr(C, "_CHOICE_LIMIT", 1000)
+    y = np.repeat([0, 1], 60)  # 3,600 dissimilar and 3,540 similar pairs
+    for n_s, n_d in ((3000, 0), (0, 3000), (1000, 1000)):
+        idx, pair_y = C.pairs(4, y, n_similar=n_s, n_dissimilar=n_d)
+        _check_distinct_pairs(idx, pair_y, y, n_s, n_d)
+    idx, pair_y = C.pairs(0, y, n_similar=0, n_dissimilar=1800)
+    counts = np.bincount(idx[:, 0], minlength=60)  # 30 expected, sd ~ 4
+    assert np.all(np.abs(counts - 30) < 20)
+    with pytest.warns(UserWarning, match="only 3600 distinct"):
+        idx, pair_y = C.pairs(1, y, n_similar=0, n_dissimilar=3601)
+    _check_distinct_pairs(idx, pair_y, y, 0, 3600)
+    # the draw itself: distinct, in range, uniform, different per seed
+    rng = np.random.default_rng(0)
+    total = 200_001
+    for k in (total // 50 + 1, total // 3, total - 10):
+        v = C._choose_distinct(rng, total, k)
+        assert v.dtype == np.int64 and len(v) == k and _n_distinct(v) == k
+        assert v.min() >= 0 and v.max() < total
+        assert abs(np.mean(v) / total - 0.5) < 0.01
+        assert abs(np.mean(v[: k // 2]) - np.mean(v[k // 2 :])) / total < 0.01  # random order
+
+
+def test_zero_width_inputs_name_the_argument():
+    X = np.random.default_rng(0).normal(size=(8, 2))
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"X must have at least one feature, got shape \(8, 0\)"):
+        C.target_neighbors(X[:, :0], y, k=1)
+    for fn in (C.impostors, C.impostor_mask):
+        with pytest.raises(ValueError, match=r"target_idx must have at least one column.*\(8, 0\)"):
+            fn(X, y, np.zeros((8, 0), np.int32))
+        with pytest.raises(ValueError, match="target_idx must have at least one column"):
+            jax.jit(lambda t, fn=fn: fn(X, y, t))(jnp.zeros((8, 0), jnp.int32))  # traced
+        with pytest.raises(ValueError, match=r"target_idx must have shape \[n, k\] with n = 8"):
+            jax.jit(lambda t, fn=fn: fn(X, y, t))(jnp.zeros((7, 2), jnp.int32))
+
+
+def test_check_pairs_names_a_non_numeric_pair_y():
+    P = np.zeros((3, 2, 2))
+    with pytest.raises(ValueError, match=r"got dtype <U2 with values \['1', '-1'\]"):
+        C.check_pairs(P, np.array(["1", "-1", "1"]))
+    with pytest.raises(ValueError, match=r"got dtype object with values \[1, 'a'\]"):
+        C.check_pairs(P, np.array([1, "a", 1], dtype=object))  # unsortable: np.unique fails
+    with pytest.raises(ValueError, match="got dtype bool"):
+        C.check_pairs(P, np.array([True, False, True]))
+    with pytest.raises(
+        ValueError, match=r"only -1 \(dissimilar\) and \+1 \(similar\), got \[0, 2\]"
+    ):
+        C.check_pairs(P, np.array([1, 0, 2]))
+    with pytest.raises(ValueError, match=r"got \[nan\]"):
+        C.check_pairs(P, np.array([1.0, -1.0, np.nan]))
+
+
+def test_float64_beyond_float32_range_warns_nothing():
+    """The float32 cast of the check-only validation overflowed with a RuntimeWarning although
+    the neighbours are computed in float64 (and right)."""
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = np.repeat([0, 1, 2], 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = C.target_neighbors(X * 1e300, y, k=3)
+        trip = np.asarray(C.knn_triplets(X * 1e300, y, k_genuine=2, k_impostor=3))
+    np.testing.assert_array_equal(got, C.target_neighbors(X, y, k=3))
+    np.testing.assert_array_equal(trip, np.asarray(C.knn_triplets(X, y, k_genuine=2, k_impostor=3)))
