@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metriclearn._validation import check_array, check_choice, check_same_dim, is_traced
-from metriclearn.psd import _check_square, _require_psd
+from metriclearn.psd import _check_square, _require_psd, _symmetrize
 
 __all__ = [
     "DISTANCES",
@@ -318,20 +318,29 @@ def _cosine_distance(x, y):
 
 
 def _mahalanobis(x, y, M=None, L=None, squared=False):
+    # As euclidean: the difference scaled by the power of two of its largest coordinate, and L (or
+    # M, by an even power) by that of its largest entry (exact; constants for the gradient), so the
+    # quadratic form neither overflows nor underflows when the distance is in range (1e20 apart in
+    # float32; an L of 1e-19 on data of 1e19; an M of 2e-38 or 2e38) and gives no NaN gradient
+    # (1e-20 apart). With L, L(x - y) is brought to unit scale too before it is squared.
     diff = x - y
-    e = jnp.zeros(diff.shape[:-1] + (1,), jnp.int32)
-    if not squared:
-        # as euclidean: the difference scaled by the power of two of its largest coordinate (a
-        # constant for the gradient), so the quadratic form cannot overflow when the distance is in
-        # range (1e20 apart in float32) nor underflow into a NaN gradient (1e-20 apart)
-        e = _last_axis_exponent(diff)
-        diff = jnp.ldexp(diff, -e)
+    e = _last_axis_exponent(diff)
+    diff = jnp.ldexp(diff, -e)
+    A = L if L is not None else M
+    e_A = jax.lax.stop_gradient(_pow2_exponent(A, even=L is None))
+    A = _times_pow2(A, -e_A, bound=_full_bound(A.dtype))
     if L is not None:
-        z = diff @ L.T
+        z = diff @ A.T
+        e_z = _last_axis_exponent(z)
+        z = jnp.ldexp(z, -e_z)
         d2 = jnp.sum(z * z, axis=-1)
-    else:
-        d2 = jnp.maximum(jnp.sum((diff @ M) * diff, axis=-1), 0.0)
-    return d2 if squared else jnp.ldexp(safe_sqrt(d2), e[..., 0])
+        e = e[..., 0] + e_A + e_z[..., 0]  # the distance is 2**e |z|
+        return jnp.ldexp(d2, 2 * e) if squared else jnp.ldexp(safe_sqrt(d2), e)
+    d2 = jnp.maximum(jnp.sum((diff @ A) * diff, axis=-1), 0.0)
+    e = e[..., 0]  # the distance is 2**(e + e_A / 2) sqrt(d2), e_A even
+    if squared:
+        return jnp.ldexp(d2, 2 * e + e_A)
+    return jnp.ldexp(safe_sqrt(d2), e + e_A // 2)
 
 
 def _kl_divergence(p, q):
@@ -919,15 +928,45 @@ def _pairwise_sq_kernel(
     return kernel
 
 
+def _normal_pow2_limit(dtype) -> int:
+    """The largest ``k`` with ``2**k`` and ``2**-k`` both normal floats of ``dtype`` (126 in
+    float32 and bfloat16, 1022 in float64, 14 in float16)."""
+    fi = jnp.finfo(dtype)
+    return min(int(fi.maxexp) - 1, -int(fi.minexp))
+
+
+def _scale_bound(dtype) -> int:
+    """Clip of the exponent by which :func:`pairwise` scales the data: ``2**e`` stays one normal
+    factor, and data whose largest entry lies beyond ``2**+-bound`` (scaled into
+    ``[2**-bound-1, 2**(maxexp - bound))``) has squares far inside the range. ``maxexp - 28``:
+    100 in float32 and bfloat16, 996 in float64 (14 in float16)."""
+    lim = _normal_pow2_limit(dtype)
+    return lim - 26 if lim > 52 else lim
+
+
+def _full_bound(dtype, squared: bool = False) -> int:
+    """A bound on ``|e|`` beyond which ``x · 2**e`` is 0 or inf for every ``x`` in
+    ``[2**-(tiny/2 + 1), 2**16]``, a distance of unit-scale data (``[2**-tiny, 2**16]``, a square, if
+    ``squared``; ``2**-tiny`` the smallest subnormal): larger exponents can be clipped to it, they
+    change no result. 204 in float32, 1562 in float64 (278 and 2099 for squares)."""
+    fi = jnp.finfo(dtype)
+    tiny = int(fi.nmant) - int(fi.minexp) + 1
+    return max(int(fi.maxexp) + (tiny if squared else tiny // 2 + 1), tiny + 17)
+
+
 def _times_pow2(x: jax.Array, e, bound: int = 252) -> jax.Array:
-    """``x * 2**e`` for a scalar ``e`` with ``|e| <= bound`` (static), exact. One factor when
-    ``2**e`` is a normal float32 (``bound <= 100``), else two, ``2**(e//2)`` and ``2**(e - e//2)``
-    (an elementwise ``ldexp`` is 2x slower in the pairwise kernel)."""
+    """``x * 2**e`` for a scalar or array ``e`` (broadcast against ``x``), exact, with ``|e|``
+    clipped to ``bound`` (static). A product by ``k = ceil(bound / limit)`` powers of two that are
+    normal floats of ``x``'s dtype (``limit`` from :func:`_normal_pow2_limit`): one factor in the
+    plain pairwise kernels (an elementwise ``ldexp`` is 2x slower there)."""
     one = jnp.ones((), x.dtype)
-    if bound <= 100:
+    k = max(1, -(-bound // _normal_pow2_limit(x.dtype)))
+    if k == 1:
         return x * jnp.ldexp(one, e)
-    h = e // 2
-    return x * jnp.ldexp(one, h) * jnp.ldexp(one, e - h)
+    e = jnp.clip(e, -bound, bound)
+    for i in range(k):  # sum_i floor((e + i) / k) = e (Hermite), each part within the limit
+        x = x * jnp.ldexp(one, (e + i) // k)
+    return x
 
 
 def _pow2_exponent(*arrays: jax.Array, even: bool = False) -> jax.Array:
@@ -970,38 +1009,63 @@ def _pairwise_matmul(name: str, X, Y, same: bool, rows_fn, kw) -> jax.Array:
         return _blocked(kernel, Xn, rows_fn(1))
     squared = name == "sqeuclidean" or (name == "mahalanobis" and kw.get("squared", False))
     M = None
+    e = 0  # the distances are 2**e times those of the scaled data
+    bound = _scale_bound(X.dtype)  # static bound on |e|
     if name == "mahalanobis":
         L = kw.get("L")
         if L is not None:
-            X = X @ L.T
-            Y = X if same else Y @ L.T
+            # centred before the product (rounding X @ L.T at an offset of 1e4 cost 4e-3 in
+            # float32), and X, Y and L scaled to unit size first (exact), so the product neither
+            # overflows nor underflows: L(x - y) in range is computed (an L of 1e30 on data of 1e10)
+            X, Y = _centre_pair(X, Y, same)
+            e_X = _pow2_exponent(X) if same else _pow2_exponent(X, Y)
+            e_L = _pow2_exponent(L)
+            full = _full_bound(X.dtype)
+            X = _times_pow2(X, -e_X, bound=full)
+            Y = X if same else _times_pow2(Y, -e_X, bound=full)
+            Ls = _times_pow2(L, -e_L, bound=full)
+            X = X @ Ls.T
+            Y = X if same else Y @ Ls.T
+            e, bound = e_X + e_L, full
         else:
-            M = 0.5 * (kw["M"] + kw["M"].T)
+            M = kw["M"]
     # the identity cancels for data far from the origin (1000 + N(0, 1) in float32: self-distances
     # of 1, errors of 0.66 on distances of 3.7): both sets are shifted by one centre on a coarse grid
     # (exact for grid data, so exact ties stay ties), unless the shift would overflow
+    X, Y = _centre_pair(X, Y, same)
+    # |x|² overflows (1e20 in float32: inf for a distance of 4e20) or underflows long before the
+    # distance does: the identity runs on the data divided by a power of two (exact) that brings
+    # the largest entry into [1/2, 1), and the result is scaled back
+    # clipped to +-b (_scale_bound: 100 in float32, 996 in float64): the largest entry then lies in
+    # [2**-b-1, 2**(maxexp - b)), where |x|^2 neither overflows nor underflows, and 2**e is one
+    # normal factor
+    b = _scale_bound(X.dtype)
+    e_s = jnp.clip(_pow2_exponent(X) if same else _pow2_exponent(X, Y), -b, b)
+    X = _times_pow2(X, -e_s, bound=b)
+    Y = X if same else _times_pow2(Y, -e_s, bound=b)
+    e = e + e_s
+    if M is not None:
+        e_M = _pow2_exponent(M, even=True)
+        # symmetrised after the scaling: M + Mᵀ overflows for entries beyond 1.7e38 in float32, and
+        # halving first flushes entries below 2.4e-38 to 0
+        M = _symmetrize(_times_pow2(M, -e_M, bound=_full_bound(M.dtype)))
+        e = e + e_M // 2  # the distance scales with the root of M's scale
+        bound = _full_bound(M.dtype)
+    if bound > b:  # exponents beyond it leave every distance 0 or inf: clipped
+        bound = _full_bound(X.dtype, squared) // (2 if squared else 1)
+        e = jnp.clip(e, -bound, bound)
+    yy = jnp.sum(Y * (Y if M is None else Y @ M), axis=-1)
+    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M, e, bound), X, rows_fn(1))
+
+
+def _centre_pair(X: jax.Array, Y: jax.Array, same: bool) -> tuple[jax.Array, jax.Array]:
+    """``X`` and ``Y`` minus one :func:`_grid_centre` of both, unless the shift overflows."""
     c = _grid_centre(X if same else jnp.concatenate([X, Y], axis=0))
     Xc = X - c
     Yc = Xc if same else Y - c
     ok = jnp.all(jnp.isfinite(Xc)) & jnp.all(jnp.isfinite(Yc))
     X = jnp.where(ok, Xc, X)
-    Y = X if same else jnp.where(ok, Yc, Y)
-    # |x|² overflows (1e20 in float32: inf for a distance of 4e20) or underflows long before the
-    # distance does: the identity runs on the data divided by a power of two (exact) that brings
-    # the largest entry into [1/2, 1), and the result is scaled back
-    # clipped to +-100: the largest entry then lies in [2**-101, 2**29), where |x|^2 neither
-    # overflows nor underflows, and 2**e is one normal factor
-    e = jnp.clip(_pow2_exponent(X) if same else _pow2_exponent(X, Y), -100, 100)
-    X = _times_pow2(X, -e, bound=100)
-    Y = X if same else _times_pow2(Y, -e, bound=100)
-    bound = 100
-    if M is not None:
-        e_M = _pow2_exponent(M, even=True)
-        M = _times_pow2(M, -e_M)
-        e = e + e_M // 2  # the distance scales with the root of M's scale
-        bound = 252
-    yy = jnp.sum(Y * (Y if M is None else Y @ M), axis=-1)
-    return _blocked(_pairwise_sq_kernel(Y, yy, same, squared, M, e, bound), X, rows_fn(1))
+    return X, (X if same else jnp.where(ok, Yc, Y))
 
 
 def _pairwise_vmap(f: Callable, X, Y, same: bool, rows: int, zero_diag: bool) -> jax.Array:
@@ -1083,10 +1147,12 @@ def pairwise(
     """Distances between every row of ``X`` and every row of ``Y``: ``D[i, j] = f(X[i], Y[j])``.
 
     * euclidean, sqeuclidean, mahalanobis, cosine (distance and similarity): through the matmul
-      identity ``d²(x, y) = |x|² + |y|² − 2 x·y`` (``x @ L.T`` first for Mahalanobis given ``L``;
-      ``xᵀMx + yᵀMy − 2 xᵀMy`` given ``M``), clamped at zero, after shifting ``X`` and ``Y`` by one
-      centre near their mean (on a coarse grid: exact ties stay ties), so data far from the origin
-      lose nothing to the offset. Fast (one GEMM), but nearly coincident points lose relative
+      identity ``d²(x, y) = |x|² + |y|² − 2 x·y`` (``x @ L.T`` first for Mahalanobis given ``L``,
+      on the shifted data; ``xᵀMx + yᵀMy − 2 xᵀMy`` given ``M``), clamped at zero, after shifting
+      ``X`` and ``Y`` by one centre near their mean (on a coarse grid: exact ties stay ties), so data
+      far from the origin lose nothing to the offset. The data (and ``L`` or ``M``) are scaled by
+      powers of two first (exact), so any distance the dtype can hold is computed (float64 too:
+      points 1e-200 or 1e200 apart). Fast (one GEMM), but nearly coincident points lose relative
       precision in float32 (absolute error ~ ``eps · s²``, ``s`` the spread of the data around
       that centre; scikit-learn's ``euclidean_distances`` computes float32 input in float64
       instead); use float64 or the paired form when that matters.

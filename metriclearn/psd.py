@@ -134,8 +134,26 @@ def default_tol(dtype, dim: int) -> float:
     About ``1.2e-6 · dim`` in float32 and ``2.2e-15 · dim`` in float64 (``0.078 · dim`` in bfloat16):
     rounding of a matrix that is PSD in exact arithmetic stays inside it, a clearly indefinite matrix
     does not.
+
+    Args:
+      dtype: a floating dtype (NumPy, JAX or ml_dtypes: float64, float32, bfloat16, float16).
+      dim: matrix dimension ``>= 0`` (an integer; 0 counts as 1).
+
+    Returns:
+      ``float`` tolerance.
+
+    Raises:
+      ValueError: ``dtype`` not a floating dtype, or ``dim`` not a non-negative integer.
     """
-    return 10.0 * max(int(dim), 1) * float(jnp.finfo(np.dtype(dtype)).eps)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype!r}") from err
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype, got {dt.name}")
+    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 0:
+        raise ValueError(f"dim must be a non-negative integer, got {dim!r}")
+    return 10.0 * max(int(dim), 1) * float(jnp.finfo(dt).eps)
 
 
 def _check_square(M, name: str) -> jax.Array:

@@ -1038,3 +1038,63 @@ def test_pairwise_matmul_path_far_from_the_origin():
     G = np.array([[0, 0], [1, 0], [0, 1], [5, 5]], np.float32) + np.float32(1000)
     d = np.asarray(D.pairwise("euclidean", G, G))
     assert d[0, 1] == d[0, 2] == 1.0 and np.all(np.diag(d) == 0)
+
+
+def test_pairwise_mahalanobis_with_L_centres_before_the_product():
+    """pairwise(..., L=) formed X @ L.T before the shift to the grid centre: at an offset of 1e4
+    the float32 rounding of the product stayed in the result (errors of 3.9e-3 on distances of
+    2.7; 1e-5 with M=, 8e-7 for the paired form)."""
+    rng = _rng(0)
+    X = (1e4 + rng.normal(size=(40, 4))).astype(np.float32)
+    A = rng.normal(size=(2, 4)).astype(np.float32)
+    Xd = X.astype(np.float64)
+    exact = np.linalg.norm((Xd[:, None] - Xd[None]) @ A.T.astype(np.float64), axis=-1)
+    np.testing.assert_allclose(D.pairwise("mahalanobis", X, L=A), exact, rtol=0, atol=5e-5)
+    np.testing.assert_allclose(
+        D.pairwise("mahalanobis", X[:10], X[10:], L=A), exact[:10, 10:], rtol=0, atol=5e-5
+    )
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_pairwise_matmul_scaling_uses_the_float64_range(x64, scale):
+    """The exponent of the data's scaling was clipped to float32's +-100: under x64, data of 1e-200
+    gave distances 0 and data of 1e200 an overflow error (the paired forms: 1.41e-+200)."""
+    X = np.array([[1.0, 0.0], [0.0, 1.0]]) * scale
+    want = math.sqrt(2) * scale
+    assert float(D.euclidean(X[0], X[1])) == pytest.approx(want, rel=1e-12, abs=0)
+    assert float(D.pairwise("euclidean", X)[0, 1]) == pytest.approx(want, rel=1e-12, abs=0)
+    for kw in ({"L": np.eye(2)}, {"M": np.eye(2)}):
+        got = float(D.pairwise("mahalanobis", X, X[::-1], **kw)[0, 0])
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_mahalanobis_scales_L_and_M():
+    """The paired form scaled only x - y: an L of 1e-19 on data of 1e19 gave 0 (true 1.414), an L
+    of 3e19 an overflow error (true 5.2e19), an M of 2e-38 gave 0 (true 1.22e-19); pairwise's
+    (M + Mᵀ) / 2 overflowed for entries beyond 1.7e38 (true 2.45e19)."""
+    x = np.array([1e19, 0.0, 0.0], np.float32)
+    y = np.array([0.0, 1e19, 0.0], np.float32)
+    eye = np.eye(3, dtype=np.float32)
+    o, z = np.ones(3, np.float32), np.zeros(3, np.float32)
+    cases = [
+        (x, y, {"L": eye * np.float32(1e-19)}, math.sqrt(2)),
+        (z, o, {"L": eye * np.float32(1e-20)}, math.sqrt(3) * 1e-20),
+        (z, o, {"L": eye * np.float32(3e19)}, math.sqrt(3) * 3e19),
+        (z, 0.5 * o, {"M": eye * np.float32(2e-38)}, math.sqrt(0.75 * 2e-38)),
+        (z, o, {"M": eye * np.float32(2e38)}, math.sqrt(3 * 2e38)),
+    ]
+    for a, b, kw, want in cases:
+        assert float(D.mahalanobis(a, b, **kw)) == pytest.approx(want, rel=1e-5, abs=0), kw
+        got = D.pairwise("mahalanobis", np.stack([a, b]), **kw)[0, 1]
+        assert float(got) == pytest.approx(want, rel=1e-5, abs=0), kw
+    # squared forms, and the gradient, as before on ordinary data
+    A = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], np.float32)
+    a, b = np.array([1.0, -2.0, 0.5], np.float32), np.array([0.0, 1.0, 2.0], np.float32)
+    want2 = float(np.sum((A @ (a - b)) ** 2))
+    assert float(D.mahalanobis(a, b, L=A, squared=True)) == pytest.approx(want2, rel=1e-6, abs=0)
+    assert float(D.mahalanobis(a, b, M=A.T @ A, squared=True)) == pytest.approx(
+        want2, rel=1e-6, abs=0
+    )
+    g = jax.grad(lambda u: D.mahalanobis(u, b, L=A * 1e-20))(jnp.asarray(a))
+    want_g = 1e-20 * A.T @ (A @ (a - b)) / math.sqrt(want2)
+    np.testing.assert_allclose(np.asarray(g), want_g, rtol=1e-5)

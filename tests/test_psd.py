@@ -236,3 +236,13 @@ def test_asymmetry_tolerance_is_relative_to_the_largest_entry():
         psd.factor(M)
     M[0, 1] = 1.0 + 0.5 * psd.default_tol(M.dtype, d)  # within the documented bound
     assert psd.is_psd(M)
+
+
+@pytest.mark.parametrize("bad", [np.int32, "foo", np.complex64, object])
+def test_default_tol_rejects_non_float_dtypes(bad):
+    """An integer dtype raised NumPy's "not inexact", an unknown name a TypeError."""
+    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+        psd.default_tol(bad, 3)
+    with pytest.raises(ValueError, match="dim must be a non-negative integer"):
+        psd.default_tol(np.float32, -1)
+    assert psd.default_tol(jnp.bfloat16, np.int64(2)) == pytest.approx(20 * 2.0**-7)
