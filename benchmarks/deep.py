@@ -792,6 +792,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop-json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--products-json", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # each of these prints its own table and returns: together, one header went over another's table
+    modes = [
+        flag
+        for flag, on in (
+            ("--anatomy", args.anatomy),
+            ("--processes", args.processes > 0),
+            ("--protocol", args.protocol),
+            ("--products", args.products),
+        )
+        if on
+    ]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)} are separate modes; give one")
+    if args.steps is not None and (args.protocol or args.products):
+        parser.error(
+            f"--steps does not apply to {modes[0]} (--protocol: whole {PROTOCOL_EPOCHS}-epoch runs; "
+            "--products: a fixed number of products)"
+        )
+    if args.cases and args.products:
+        parser.error("--cases does not apply to --products (the MLP's products, no loss)")
     if args.quick and (args.anatomy or args.processes or args.protocol or args.products):
         parser.error(
             "--anatomy, --processes, --protocol and --products need PyTorch (and, but for "

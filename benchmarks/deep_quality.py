@@ -359,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--first-seed", type=int, default=0, help="seeds first .. first + n - 1 (default 0)"
     )
     parser.add_argument(
-        "--losses", default="triplet,contrastive", help="comma list: triplet, contrastive"
+        "--losses",
+        default=None,
+        help="comma list: triplet, contrastive (default both; --decompose: one loss, default triplet)",
     )
     parser.add_argument("--dataset", default="digits", choices=DATASETS)
     parser.add_argument(
@@ -380,6 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "A comma list (e.g. 0,100003) trains PML once per offset and compares the runs, paired",
     )
     args = parser.parse_args(argv)
+    # --trajectory and --decompose are modes of their own: refuse what they would silently drop
+    decomposing = any(p.strip() for p in args.decompose.split(","))
+    if args.trajectory and decomposing:
+        parser.error("--trajectory and --decompose are separate modes; give one")
+    if args.trajectory and (args.seeds is not None or args.quick):
+        parser.error("--trajectory runs one seed (--first-seed); --seeds and --quick do not apply")
+    if args.losses is None:
+        args.losses = "triplet" if decomposing else "triplet,contrastive"
     if args.seeds is None:
         args.seeds = 2 if args.quick else 60
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
@@ -401,6 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sorted(set(parts) - set(PARTS)):
         parser.error(
             f"unknown part(s) {sorted(set(parts) - set(PARTS))}; valid: {', '.join(PARTS)}"
+        )
+    if parts and len(losses) > 1:
+        parser.error(f"--decompose takes one loss, got --losses={args.losses!r}")
+    if (parts or args.trajectory) and offsets != [0]:
+        mode = "--decompose" if parts else "--trajectory"
+        parser.error(
+            f"--pml-numpy-offset applies to the seed comparison only; {mode} seeds PML as written "
+            f"(offset 0), got {args.pml_numpy_offset!r}"
         )
     if parts:
         if args.seeds < 2:

@@ -259,7 +259,7 @@ def write_results(
     logs: Path,
     argv: Sequence[str] | None = None,
 ) -> str:
-    """Render and write RESULTS.md; return its text."""
+    """Render and write RESULTS.md (creating its directory if needed); return its text."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = " ".join(["python -m benchmarks.run_all", *(sys.argv[1:] if argv is None else argv)])
     lines = [
@@ -283,6 +283,7 @@ def write_results(
     ]
     lines += [f"| {b} | {c} | {_fmt(r)} | {m} |" for b, c, r, m in rows]
     text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)  # checked writable by _parse, created only now
     path.write_text(text)
     return text
 
@@ -311,6 +312,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rest and args.child is None:  # the catch-all only carries a child's argv
+        parser.error(f"unrecognized arguments: {' '.join(args.rest)}")
+    if Path(args.out).is_dir() or args.out.endswith(("/", os.sep)):
+        parser.error(f"--out={args.out!r} is a directory; give a file path")
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -145,7 +145,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             check_output_dir(os.path.dirname(os.path.abspath(args.json)), "--json")
         except app.UsageError as err:
             parser.error(str(err))
-        if os.path.isdir(args.json):
+        if os.path.isdir(args.json) or args.json.endswith(("/", os.sep)):
             parser.error(f"--json={args.json!r} is a directory; give a file path")
     return args
 
@@ -293,9 +293,16 @@ def _eval_scale(args: argparse.Namespace) -> dict[str, Any]:
     print(markdown_table([*headers, "first call s", "peak RSS GB"], rows))
     report = {"args": vars(args), "eval_scale": results}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+        _write_json(args.json, report)
     return report
+
+
+def _write_json(path: str, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` as JSON, creating its directory (checked writable by ``_parse``,
+    created only now: a run refused or failed earlier leaves nothing behind)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=2)
 
 
 def _run_one(n_dev: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -391,8 +398,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     report = {"args": vars(args), "results": results, "summary": summary, "max_devices": counts[-1]}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+        _write_json(args.json, report)
     return report
 
 

@@ -1,5 +1,8 @@
 """Argument checks of the benchmarks' command lines (parsing only: nothing is timed here)."""
 
+import sys
+import types
+
 import pytest
 
 from benchmarks import convex, deep, pairwise, run_all, scaling
@@ -137,3 +140,108 @@ def test_quick_keeps_sizes_given_even_when_they_equal_the_defaults(monkeypatch):
     assert deep.main(["--quick"]) == 0
     assert deep_quality.main(["--quick", "--seeds=60"]) == 0
     assert seen == [("deep", 30), ("deep", 5), ("dq", 60)]
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("a benchmark ran: the arguments should have been refused first")
+
+
+def test_run_all_out_directory_and_stray_arguments_are_refused_before_any_work(
+    tmp_path, capsys, monkeypatch
+):
+    """--out naming a directory passed the up-front check and ended in IsADirectoryError after
+    every benchmark; an --out in a directory not yet there in FileNotFoundError; stray positional
+    arguments were dropped silently."""
+    ran = []
+    monkeypatch.setattr(run_all, "_run_child", lambda name, *a: ran.append(name) or (None, "x"))
+    for argv, message in (
+        (["--out", str(tmp_path)], "is a directory"),
+        (["--out", str(tmp_path / "new") + "/"], "is a directory"),
+        (["--out", str(tmp_path / "R.md"), "bogus"], "unrecognized arguments: bogus"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            run_all.main([*argv, "--only", "pairwise"])
+        assert err.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert ran == []
+    # the child's own argv still travels after --child
+    assert run_all._parse(["--child", "deep", "--", "--steps", "5"]).rest == ["--steps", "5"]
+    out = tmp_path / "a" / "b" / "R.md"
+    result = run_all.main(["--out", str(out), "--only", "pairwise", "--logs", str(tmp_path / "l")])
+    assert ran == ["pairwise"] and result["status"] == {"pairwise": "x"}
+    assert out.read_text().startswith("# Benchmark results")
+
+
+def test_scaling_json_in_a_new_directory_is_written(tmp_path, monkeypatch):
+    """--json in a directory not yet there passed the up-front check, then FileNotFoundError after
+    the whole run."""
+    import json
+
+    fake = {"devices": 1, "train_ms_per_step": 2.0, "pairwise_gflops": 3.0, "retrieval_s": 4.0}
+    monkeypatch.setattr(scaling, "_run_one", lambda n, args: {**fake, "train_first_s": 1.0})
+    path = tmp_path / "new" / "dir" / "x.json"
+    report = scaling.main(["--devices=1", "--json", str(path)])
+    assert json.loads(path.read_text())["summary"] == report["summary"]
+    with pytest.raises(SystemExit):
+        scaling._parse(["--json", str(tmp_path / "other") + "/"])
+    assert not (tmp_path / "other").exists()
+
+
+def test_deep_quality_refuses_options_its_mode_would_drop(monkeypatch, capsys):
+    """--trajectory with --decompose ran the decomposition only; --decompose used the first of
+    --losses only; --pml-numpy-offset was ignored by --decompose and --trajectory; --seeds by
+    --trajectory."""
+    from benchmarks import deep_quality
+
+    for work in ("run", "decompose_run", "trajectory"):  # a refusal must come before any work
+        monkeypatch.setattr(deep_quality, work, _no_work)
+    for argv, message in (
+        (["--trajectory", "--decompose=init"], "separate modes"),
+        (["--decompose=init", "--losses=contrastive,triplet"], "--decompose takes one loss"),
+        (["--decompose=init", "--losses=triplet", "--pml-numpy-offset=0,7"], "--pml-numpy-offset"),
+        (["--trajectory", "--pml-numpy-offset=5"], "--pml-numpy-offset"),
+        (["--trajectory", "--seeds=3"], "--seeds and --quick do not apply"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            deep_quality.main(argv)
+        assert err.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    # what each mode does use still goes through: one loss (triplet unless given), offset 0
+    seen = []
+    monkeypatch.setattr(deep_quality, "decompose_run", lambda *a, **k: seen.append(a[2]) or [])
+    monkeypatch.setattr(deep_quality, "run", lambda n, losses, **k: seen.append(losses) or [])
+    monkeypatch.setattr(deep_quality._timing, "machine_line", lambda: "")
+    assert deep_quality.main(["--decompose=init", "--seeds=2"]) == 0
+    assert deep_quality.main(["--decompose=step", "--losses=contrastive", "--seeds=2"]) == 0
+    assert deep_quality.main(["--seeds=2", "--pml-numpy-offset=0"]) == 0
+    assert seen == ["triplet", "contrastive", ["triplet", "contrastive"]]
+
+
+def test_deep_modes_are_exclusive(monkeypatch, capsys):
+    """--anatomy --protocol printed the protocol's header over the anatomy table; --products
+    silently won over the others; --steps was dropped by --protocol and --products."""
+    for work in ("run", "anatomy", "protocol", "processes", "products"):
+        monkeypatch.setattr(deep, work, _no_work)
+    for argv, message in (
+        (["--anatomy", "--protocol"], "--anatomy and --protocol are separate modes"),
+        (["--processes=3", "--anatomy"], "--anatomy and --processes are separate modes"),
+        (["--products", "--protocol"], "--protocol and --products are separate modes"),
+        (["--protocol", "--steps=3"], "--steps does not apply to --protocol"),
+        (["--products", "--steps=3"], "--steps does not apply to --products"),
+        (["--products", "--cases=contrastive (all pairs)"], "--cases does not apply"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            deep.main(argv)
+        assert err.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    # --processes with --steps (each process's loop) and --burn-in is one mode, accepted
+    seen = []
+    monkeypatch.setattr(deep, "processes", lambda n, **k: seen.append((n, k["steps"])) or [])
+    monkeypatch.setattr(deep._timing, "machine_line", lambda: "")
+    for name in ("torch", "pytorch_metric_learning"):  # only their versions are printed
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(__version__="x"))
+    assert deep.main(["--processes=2", "--steps=6", "--burn-in=3"]) == 0
+    assert seen == [(2, 6)]
