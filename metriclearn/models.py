@@ -10,6 +10,9 @@ followed by L2 normalization (NaN-safe: a zero vector stays zero with finite gra
 * :class:`Conv2DNet` -- small 2-D convolutional net for images (8x8 digits, 28x28 MNIST-format);
   takes flattened ``[B, H*W*C]`` or ``[B, H, W, C]`` inputs and an ``image_shape``.
 
+The parameters are float32, or float64 when ``jax_enable_x64`` is on (read at ``init`` / ``apply``
+time, like the dtype of the activations), with either initializer.
+
 A Siamese (or triplet) network is one network applied to each element of a pair (triplet) with shared
 weights: :func:`siamese_apply` and :func:`triplet_apply` ``jax.vmap`` a model over the tuple axis.
 
@@ -39,7 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metriclearn._validation import check_choice, check_hyper, check_positive_int
+from metriclearn._validation import (
+    check_choice,
+    check_flags,
+    check_hyper,
+    check_positive_int,
+    float_dtype,
+    is_traced,
+)
 from metriclearn.sampling import _flat_draw
 
 __all__ = [
@@ -76,22 +86,38 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     Returns:
       Array of the shape of ``x`` with rows of norm 1 (or 0 for all-zero rows).
 
+    Raises:
+      ValueError: complex ``x`` (``x * x`` is not ``|x|^2``), or a negative or non-finite concrete
+        ``eps``.
+
     The norm is computed in at least float32, and the floor is raised to ``1 / finfo(x.dtype).max``
     (float16) and to ``2 / cbrt(finfo.max)`` of the computing dtype (``2.8e-13`` in float32) where
-    ``eps`` is below them (``eps=0`` included), so that ``eps * eps`` does not underflow to 0 (a NaN
-    at zero) and the gradient, which has ``1 / eps**3`` at zero, stays finite. A negative or
-    non-finite concrete ``eps`` raises ``ValueError``.
+    ``eps`` is below them (``eps=0`` included, for integer and bool ``x`` too), so that ``eps * eps``
+    does not underflow to 0 (a NaN at zero) and the gradient, which has ``1 / eps**3`` at zero, stays
+    finite. An ``eps`` whose square overflows the computing dtype (above ``1.8e19`` in float32)
+    gives ``x / eps`` (every row with a finite ``|x|^2`` is shorter than it).
     """
     check_hyper(nonnegative=("eps",), eps=eps)
     dtype = x.dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(f"l2_normalize needs real x, got complex dtype {dtype}")
     xf = x.astype(jnp.promote_types(dtype, jnp.float32))
+    # the floor applies to integer and bool x as well (a zero row with eps=0 was NaN there)
+    floor = 2.0 * float(jnp.finfo(xf.dtype).max) ** (-1 / 3)
     if jnp.issubdtype(dtype, jnp.floating):
-        floor = max(
-            1.0 / float(jnp.finfo(dtype).max), 2.0 * float(jnp.finfo(xf.dtype).max) ** (-1 / 3)
-        )
-        eps = jnp.maximum(jnp.asarray(eps, xf.dtype), floor)
+        floor = max(1.0 / float(jnp.finfo(dtype).max), floor)
+    eps_f = jnp.maximum(jnp.asarray(eps, xf.dtype), floor)
     sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
-    out = xf * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+    out = xf * jax.lax.rsqrt(jnp.maximum(sq, eps_f * eps_f))
+    # eps * eps overflowing to inf gave rsqrt(inf) * x = 0 for every row; such an eps exceeds every
+    # finite norm, so x / max(||x||, eps) is x / eps (ordinary eps: the branch is not built)
+    if is_traced(eps):
+        out = jnp.where(eps_f * eps_f == jnp.inf, xf / eps_f, out)
+    else:
+        with np.errstate(over="ignore"):
+            overflows = np.square(np.asarray(max(float(eps), floor), xf.dtype)) == np.inf
+        if overflows:
+            out = xf / eps_f
     # a row whose |x|^2 overflows (float32 norms beyond ~1.8e19) is NaN, not rsqrt(inf) * x = 0:
     # the failure shows (fit names the step) instead of an all-zero embedding
     out = jnp.where(sq == jnp.inf, jnp.nan, out)
@@ -117,12 +143,27 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
 INITIALIZERS = ("lecun", "torch")
 
 
+def _param_dtype() -> np.dtype:
+    """Dtype of the network parameters, read when a model is called (``init`` / ``apply``): float64
+    under ``jax_enable_x64`` (the activations are float64 there too), float32 otherwise (Flax's
+    default)."""
+    return float_dtype()
+
+
+def _check_train(train) -> None:
+    """A concrete ``train`` flag must be a bool: ``train="False"`` is truthy and applied dropout."""
+    if not is_traced(train):
+        check_flags(train=train)
+
+
 def _dense(features: int, fan_in: int, initializer: str, name: str) -> nn.Dense:
     """``nn.Dense`` with Flax's default init (``lecun``: LeCun-normal weights, zero bias) or PyTorch's
-    ``nn.Linear`` init (``torch``: weights and bias uniform in ``+-1/sqrt(fan_in)``)."""
+    ``nn.Linear`` init (``torch``: weights and bias uniform in ``+-1/sqrt(fan_in)``), with parameters
+    in :func:`_param_dtype`."""
     check_choice(initializer, "initializer", INITIALIZERS)
+    param_dtype = _param_dtype()
     if initializer == "lecun":
-        return nn.Dense(features, name=name)
+        return nn.Dense(features, name=name, param_dtype=param_dtype)
     bound = 1.0 / float(max(fan_in, 1)) ** 0.5
 
     def kernel_init(key, shape, dtype=jnp.float32):
@@ -135,7 +176,13 @@ def _dense(features: int, fan_in: int, initializer: str, name: str) -> nn.Dense:
     def bias_init(key, shape, dtype=jnp.float32):
         return _flat_draw(jax.random.uniform, key, shape, dtype=dtype, minval=-bound, maxval=bound)
 
-    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name)
+    return nn.Dense(
+        features,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        name=name,
+        param_dtype=param_dtype,
+    )
 
 
 class _Head(nn.Module):
@@ -158,6 +205,11 @@ class _Net(nn.Module):
     _kind: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        rate = getattr(self, "dropout", None)
+        if isinstance(rate, jax.Array | np.ndarray) and not is_traced(rate) and rate.ndim == 0:
+            # a 0-d JAX / NumPy array rate (jnp.float32(0.5)): kept as the NumPy scalar of its
+            # dtype, which is a number and hashable (programs are cached on the model)
+            object.__setattr__(self, "dropout", np.asarray(rate)[()])
         attrs = {
             f.name: tuple(v) if isinstance(v := getattr(self, f.name), list) else v
             for f in dataclasses.fields(self)
@@ -180,13 +232,15 @@ class MLP(_Net):
       embedding_dim: output dimension ``d``.
       normalize: L2-normalize the output embeddings.
       dropout: dropout rate after each hidden activation (active only with ``train=True``, which
-        then needs ``rngs={"dropout": key}``).
+        then needs ``rngs={"dropout": key}``): a real number in ``[0, 1)`` (a NumPy scalar or 0-d
+        JAX array is stored as a NumPy scalar).
       activation: one of ``relu, gelu, tanh, silu``.
       initializer: ``lecun`` (Flax default: LeCun-normal weights, zero bias) or ``torch`` (PyTorch's
         ``nn.Linear`` default: weights and bias uniform in ``+-1/sqrt(fan_in)``).
 
     Call: ``model.apply(params, x, train=False)`` with ``x`` ``[B, n_features]`` (extra trailing axes
     are flattened; an input without a batch axis raises ``ValueError``) -> ``[B, embedding_dim]``.
+    ``train`` must be a bool (``train="False"`` raises ``ValueError``; it applied dropout).
     """
 
     _kind: ClassVar[str] = "mlp"
@@ -199,6 +253,7 @@ class MLP(_Net):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_train(train)
         act = _activation(self.activation)
         h = _flatten_batch(x, "MLP")
         for i, width in enumerate(self.hidden):
@@ -232,17 +287,18 @@ class ResMLP(_Net):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_train(train)
         act = _activation(self.activation)
         init = self.initializer
         h = _flatten_batch(x, "ResMLP")
         h = _dense(self.width, h.shape[-1], init, "stem")(h)
         for i in range(self.n_blocks):
-            r = nn.LayerNorm(name=f"norm_{i}")(h)
+            r = nn.LayerNorm(name=f"norm_{i}", param_dtype=_param_dtype())(h)
             r = act(_dense(self.expansion * self.width, self.width, init, f"up_{i}")(r))
             if self.dropout > 0:
                 r = nn.Dropout(self.dropout, deterministic=not train)(r)
             h = h + _dense(self.width, self.expansion * self.width, init, f"down_{i}")(r)
-        h = act(nn.LayerNorm(name="norm_out")(h))
+        h = act(nn.LayerNorm(name="norm_out", param_dtype=_param_dtype())(h))
         return _Head(self.embedding_dim, self.normalize, init, name="head")(h)
 
 
@@ -272,6 +328,7 @@ class Conv1DNet(_Net):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_train(train)
         act = _activation(self.activation)
         if x.ndim not in (2, 3):  # more axes would be merged into examples when flattening
             raise ValueError(f"Conv1DNet needs x of shape [B, L] or [B, L, C], got {x.shape}")
@@ -279,12 +336,17 @@ class Conv1DNet(_Net):
         for i, c in enumerate(self.channels):
             h = act(
                 nn.Conv(
-                    int(c), (self.kernel_size,), strides=(2,), padding="SAME", name=f"conv_{i}"
+                    int(c),
+                    (self.kernel_size,),
+                    strides=(2,),
+                    padding="SAME",
+                    name=f"conv_{i}",
+                    param_dtype=_param_dtype(),
                 )(h)
             )
         h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
         if self.hidden:
-            h = act(nn.Dense(self.hidden, name="dense")(h))
+            h = act(nn.Dense(self.hidden, name="dense", param_dtype=_param_dtype())(h))
             if self.dropout > 0:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return _Head(self.embedding_dim, self.normalize, name="head")(h)
@@ -316,6 +378,7 @@ class Conv2DNet(_Net):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_train(train)
         act = _activation(self.activation)
         shape = tuple(int(s) for s in self.image_shape)
         if len(shape) == 2:
@@ -336,12 +399,16 @@ class Conv2DNet(_Net):
         else:
             h = x
         for i, f in enumerate(self.features):
-            h = act(nn.Conv(int(f), (3, 3), padding="SAME", name=f"conv_{i}")(h))
+            h = act(
+                nn.Conv(
+                    int(f), (3, 3), padding="SAME", name=f"conv_{i}", param_dtype=_param_dtype()
+                )(h)
+            )
             if h.shape[1] >= 2 and h.shape[2] >= 2:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         h = h.reshape(h.shape[0], math.prod(h.shape[1:]))
         if self.hidden:
-            h = act(nn.Dense(self.hidden, name="dense")(h))
+            h = act(nn.Dense(self.hidden, name="dense", param_dtype=_param_dtype())(h))
             if self.dropout > 0:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return _Head(self.embedding_dim, self.normalize, name="head")(h)
@@ -428,7 +495,10 @@ def _check_sizes(kwargs: dict[str, Any], name: str) -> None:
             or not isinstance(rate, numbers.Real)
             or not 0.0 <= float(rate) < 1.0
         ):
-            raise ValueError(f"dropout must be a rate in [0, 1), got {rate!r}")
+            raise ValueError(
+                "dropout must be a rate in [0, 1) given as a real number (Python, NumPy, or a "
+                f"concrete 0-d JAX array), got {rate!r}"
+            )
         # a rate with no layer to apply it after would be silently ignored
         if name in ("conv1d", "conv2d") and rate > 0 and not kwargs.get("hidden", 1):
             raise ValueError(

@@ -13,7 +13,11 @@
   green, wrong ones red), one block of rows per metric.
 
 Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot, no global state, works on a
-headless machine with the Agg canvas), returns it, and saves it as PNG when ``path`` is given.
+headless machine with the Agg canvas), returns it, and, when ``path`` is given, saves it at exactly
+``path`` in the format its extension names (``.png``; also matplotlib's other formats such as
+``.pdf``, ``.svg``, ``.jpg``). A path without an extension or with one matplotlib cannot write
+(``.txt``), and a ``dpi`` that is not a finite number > 0, raise ``ValueError`` before anything is
+created on disk.
 
 Example::
 
@@ -72,9 +76,9 @@ def plot_distance_curves(
 
     Args:
       history: list of per-epoch dicts as in ``metriclearn.training.FitResult.history``.
-      path: where to save the PNG (None: do not save).
+      path: file to write, e.g. ``"curves.png"`` (format from the extension; None: do not save).
       title: figure title.
-      dpi: resolution of the saved image.
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
       The ``matplotlib.figure.Figure``.
@@ -165,13 +169,31 @@ def _check_rows(history, name: str) -> None:
         raise ValueError(f"{name} must be a list of per-epoch dicts (FitResult.history)")
 
 
+def _check_dpi(dpi) -> float:
+    """``dpi`` as a float: a finite real number > 0 (bools and strings refused)."""
+    if isinstance(dpi, bool | np.bool_ | str | bytes) or np.ndim(dpi) != 0:
+        raise ValueError(f"dpi must be a finite number > 0, got {dpi!r}")
+    try:
+        value = float(dpi)
+    except (TypeError, ValueError):
+        raise ValueError(f"dpi must be a finite number > 0, got {dpi!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"dpi must be a finite number > 0, got {dpi!r}")
+    return value
+
+
 def _save(fig: Figure, path: str | os.PathLike | None, dpi: int) -> Figure:
-    """Save ``fig`` as a PNG at ``path`` (its directory is created) unless ``path`` is None.
+    """Save ``fig`` at exactly ``path`` unless ``path`` is None; the format is the one its extension
+    names (``.png``, or another of matplotlib's: ``.pdf``, ``.svg``, ``.jpg``, ...). Missing parent
+    directories are created (and removed again if the save fails).
 
     Raises:
-      ValueError: ``path`` is empty, ends with a separator or names an existing directory (matplotlib
-        wrote ``./.png`` or ``<dir>.png`` beside it).
+      ValueError: ``dpi`` not a finite number > 0; ``path`` empty, ending with a separator or naming
+        an existing directory (matplotlib wrote ``./.png`` or ``<dir>.png`` beside it); ``path``
+        without an extension (matplotlib wrote ``<path>.png``, nothing at ``path``) or with one
+        matplotlib cannot write. These are checked before anything is created.
     """
+    dpi = _check_dpi(dpi)
     if path is not None:
         p = os.fspath(path)
         if isinstance(p, bytes):
@@ -181,9 +203,34 @@ def _save(fig: Figure, path: str | os.PathLike | None, dpi: int) -> Figure:
                 f"path must name the PNG file to write, got {p!r}"
                 + (" (an existing directory)" if p and os.path.isdir(p) else "")
             )
+        ext = os.path.splitext(p)[1][1:].lower()
+        formats = fig.canvas.get_supported_filetypes()
+        if not ext:
+            raise ValueError(
+                f"path {p!r} has no file extension (matplotlib would write {p + '.png'!r}, "
+                f"not {p!r}): pass {p + '.png'!r}, or another extension of {sorted(formats)}"
+            )
+        if ext not in formats:
+            raise ValueError(
+                f"path {p!r} has the extension {'.' + ext!r}, which matplotlib cannot write; "
+                f"use .png or one of {sorted(formats)}"
+            )
         directory = os.path.dirname(os.path.abspath(p))
+        missing = []  # the directories this call creates, deepest first
+        parent = directory
+        while not os.path.exists(parent) and parent != os.path.dirname(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         os.makedirs(directory, exist_ok=True)
-        fig.savefig(p, dpi=dpi)
+        try:
+            fig.savefig(p, dpi=dpi, format=ext)
+        except BaseException:
+            for created in missing:  # leave no empty directory behind a failed save
+                try:
+                    os.rmdir(created)
+                except OSError:
+                    break
+            raise
     return fig
 
 
@@ -204,9 +251,9 @@ def plot_metric_curves(
       histories: run label -> per-epoch history (list of dicts with ``epoch`` and the ``keys``), as in
         ``metriclearn.training.FitResult.history``.
       keys: the columns to plot, e.g. ``("loss", "map_at_r")``.
-      path: where to save the PNG (None: do not save).
+      path: file to write, e.g. ``"curves.png"`` (format from the extension; None: do not save).
       title: figure title.
-      dpi: resolution of the saved image.
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
       The Figure (``len(keys)`` axes, one line per run in each).
@@ -291,6 +338,26 @@ def _check_xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def _rescale_for_axes(X: np.ndarray) -> tuple[np.ndarray, str]:
+    """``X`` scaled by a power of ten when its spread is below ``1e-100`` or its values beyond
+    ``1e100`` (matplotlib's autoscale drew spreads below ~1e-285 as one point at the origin and
+    overflows near 1e308), with the axis-label suffix naming the factor (``""`` when unscaled)."""
+    exp = 0
+    amax = float(np.max(np.abs(X)))
+    if amax > 1e100:
+        exp = math.floor(math.log10(amax))
+        X = X / 10.0**exp
+    Xc = X - X.mean(axis=0, keepdims=True)
+    spread = float(np.max(np.abs(Xc)))
+    if 0.0 < spread < 1e-100:
+        e = math.floor(math.log10(spread))
+        X = Xc / 10.0**e if e > -300 else (Xc * 1e300) / 10.0 ** (e + 300)
+        exp += e
+    if exp == 0:
+        return X, ""
+    return X, (f" (× 1e{-exp})" if exp < 0 else f" (/ 1e{exp})")
+
+
 def plot_embedding_2d(
     X,
     y,
@@ -305,18 +372,21 @@ def plot_embedding_2d(
     Args:
       X: ``[n, d]`` data or embeddings.
       y: ``[n]`` class labels.
-      path: where to save the PNG (None: do not save; ignored when ``ax`` is given).
+      path: file to write, e.g. ``"emb.png"`` (format from the extension; None: do not save;
+        ignored when ``ax`` is given).
       ax: draw into this Axes instead of a new figure.
       title: axes title.
-      dpi: resolution of the saved image.
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
-      The Figure holding the scatter.
+      The Figure holding the scatter (data whose spread is below ``1e-100`` or whose values are
+      beyond ``1e100`` is drawn scaled by a power of ten, named in the axis labels).
 
     Raises:
       ValueError: bad shapes, fewer than two rows, NaN/inf.
     """
     X, y = _check_xy(X, y, "X")
+    X, unit = _rescale_for_axes(X)
     Z = _pca_2d(X)
     own = ax is None
     if own:
@@ -333,8 +403,8 @@ def plot_embedding_2d(
     for i, c in enumerate(classes):
         sel = y == c
         ax.scatter(Z[sel, 0], Z[sel, 1], s=12, alpha=0.8, color=colors[i], label=str(c))
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
+    ax.set_xlabel(f"PC 1{unit}")
+    ax.set_ylabel(f"PC 2{unit}")
     if title:
         ax.set_title(title)
     ax.legend(
@@ -364,10 +434,10 @@ def plot_embedding_before_after(
       X_before: ``[n, d]`` input.
       X_after: ``[n, k]`` the same rows after learning (e.g. ``learner.transform(X)``).
       y: ``[n]`` class labels.
-      path: where to save the PNG (None: do not save).
+      path: file to write, e.g. ``"curves.png"`` (format from the extension; None: do not save).
       titles: titles of the two panels (two strings; ``None`` for no title).
       title: figure title.
-      dpi: resolution of the saved image.
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
       The Figure (two axes).
@@ -414,10 +484,10 @@ def plot_mahalanobis_matrix(
 
     Args:
       M: ``[d, d]`` symmetric matrix, e.g. ``learner.get_mahalanobis_matrix()``.
-      path: where to save the PNG (None: do not save).
+      path: file to write, e.g. ``"curves.png"`` (format from the extension; None: do not save).
       feature_names: ``d`` tick labels (default: indices; ticks are omitted beyond 30 features).
       title: axes title.
-      dpi: resolution of the saved image.
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
       The Figure (the heatmap axes and its colour bar; an ``M`` whose largest ``|M[i, j]|`` is beyond
@@ -483,11 +553,13 @@ def plot_accuracy_bars(
     Args:
       results: learner -> {data set: mean or (mean, std)}; NaN / None / missing cells (failures)
         leave a gap; a NaN std draws no error bar.
-      path: where to save the PNG (None: do not save).
+      path: file to write, e.g. ``"curves.png"`` (format from the extension; None: do not save).
       ylabel: y-axis label.
       title: axes title.
-      ylim: y-axis range (default: from just below the lowest bar to 1).
-      dpi: resolution of the saved image.
+      ylim: y-axis range (default, for means up to 1: from just below the lowest bar (its error bar
+        included) to 1, or to 2% above the highest error bar when that passes 1; for means above 1
+        such as percentages: from 0 to 2% above the highest error bar).
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
       The Figure (one axes; one bar container per learner).
@@ -540,7 +612,7 @@ def plot_accuracy_bars(
     ax = fig.subplots()
     width = 0.8 / len(learners)
     x = np.arange(len(datasets))
-    lows, highs = [], []
+    lows, highs, finite_means = [], [], []
     cmap = matplotlib.colormaps["tab20"]
     for i, learner in enumerate(learners):
         cells = table[learner]
@@ -548,6 +620,7 @@ def plot_accuracy_bars(
         stds = np.array([c[1] for c in cells])
         lows += list((means - stds)[np.isfinite(means)])
         highs += list((means + stds)[np.isfinite(means)])
+        finite_means += list(means[np.isfinite(means)])
         ax.bar(
             x - 0.4 + width * (i + 0.5),
             np.nan_to_num(means, nan=0.0),
@@ -561,14 +634,18 @@ def plot_accuracy_bars(
     ax.set_xlabel("data set")
     ax.set_ylabel(ylabel)
     if ylim is None and lows:
-        # accuracies sit in [0, 1]: from just below the lowest bar to 1, or past the highest bar
-        # for values above 1 (percentages, other scores)
-        upper = max(1.0, max(highs) * 1.02)
+        # accuracies sit in [0, 1]: from just below the lowest bar to 1, or just past the highest
+        # error bar when it passes 1; scores above 1 (percentages) from 0. The zoom once depended on
+        # the top being exactly 1, so a bar of 0.99 (top * 1.02 > 1) lost it.
+        top = max(highs)
+        upper = 1.0 if top <= 1.0 else top * 1.02
         low = min(lows)
         if low < 0:  # negative scores: below the lowest bar (0 as the floor hid them)
             lower = low - 0.05 * (upper - low)
+        elif max(finite_means) <= 1.0:
+            lower = max(0.0, math.floor(20 * low) / 20 - 0.05)
         else:
-            lower = max(0.0, math.floor(20 * low) / 20 - 0.05) if upper == 1.0 else 0.0
+            lower = 0.0
         ylim = (min(lower, upper), upper)
     if ylim is not None:
         ax.set_ylim(*ylim)
@@ -602,19 +679,20 @@ def plot_retrieval_examples(
       ref_labels: ``[n]``.
       neighbors: metric label -> ``[q, k]`` indices into the references (nearest first), e.g.
         ``{"Euclidean": idx_before, "after NCA": idx_after}``.
-      path: where to save the PNG (None: do not save).
+      path: file to write, e.g. ``"curves.png"`` (format from the extension; None: do not save).
       image_shape: ``(h, w)`` of flattened images (default: square).
       title: figure title.
-      dpi: resolution of the saved image.
+      dpi: resolution of the saved image (a finite number > 0).
 
     Returns:
       The Figure (``len(neighbors) * q`` rows of ``k + 1`` axes).
 
     Raises:
-      ValueError: ``neighbors`` not a mapping or empty, mismatched shapes, indices out of range,
-        non-square flat images without ``image_shape``, ``image_shape`` not two positive integers,
-        labels that are not 1-D numbers or strings, or query and reference labels of different
-        kinds (numbers vs strings).
+      ValueError: ``neighbors`` not a mapping or empty, images with NaN or inf (naming
+        ``query_images`` or ``ref_images``), mismatched shapes, indices out of range, non-square
+        flat images without ``image_shape``, ``image_shape`` not two positive integers, labels that
+        are not 1-D numbers or strings, or query and reference labels of different kinds (numbers
+        vs strings).
     """
     _check_mapping(neighbors, "neighbors", "metric label -> [q, k] index array")
     if not neighbors:
@@ -636,6 +714,9 @@ def plot_retrieval_examples(
         )
     qi = np.asarray(query_images, dtype=np.float64)
     ri = np.asarray(ref_images, dtype=np.float64)
+    for a, name in ((qi, "query_images"), (ri, "ref_images")):
+        if not np.all(np.isfinite(a)):  # NaN / inf pixels were drawn as blank tiles
+            raise ValueError(f"{name} contains NaN or inf")
     # one kind of label on both sides: a query "0" never equals a reference 0 (every neighbour was
     # framed red)
     ql, rl = label_array(query_labels, "query_labels"), label_array(ref_labels, "ref_labels")

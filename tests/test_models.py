@@ -349,3 +349,70 @@ def test_list_fields_are_stored_as_tuples_so_programs_are_reused():
     x = np.ones((2, 5), np.float32)
     params = a.init(jax.random.key(0), x)
     np.testing.assert_array_equal(a.apply(params, x), b.apply(params, x))
+
+
+def test_parameters_are_float64_under_x64(x64):
+    """Under jax_enable_x64 the activations were float64 but every parameter (and gradient) stayed
+    float32; the README promises float64 everywhere."""
+    x = jnp.ones((2, 12))
+    for name, kw, shape in CASES[:4]:
+        for init in ("lecun", "torch") if name in ("mlp", "resmlp") else ("lecun",):
+            extra = {"initializer": init} if name in ("mlp", "resmlp") else {}
+            model = models.build_model(name, embedding_dim=3, **kw, **extra)
+            x = jnp.ones(shape)
+            params = model.init(jax.random.key(0), x)
+            grads = jax.grad(lambda p, m=model, x=x: m.apply(p, x).sum())(params)
+            assert {leaf.dtype for leaf in jax.tree.leaves((params, grads))} == {
+                jnp.dtype("float64")
+            }, (name, init)
+            assert model.apply(params, x).dtype == jnp.float64
+    assert hash(model) == hash(models.build_model(name, embedding_dim=3, **kw))
+
+
+def test_parameters_stay_float32_by_default():
+    model = models.MLP(hidden=(8,), embedding_dim=3, initializer="torch")
+    params = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+
+
+def test_l2_normalize_integer_zero_rows_huge_eps_and_complex():
+    """An integer zero row with eps=0 was NaN (the floor applied to floats only); eps=1e20 gave 0
+    for every row (eps * eps overflowed); complex x normalized by sum(x * x), not |x|^2."""
+    out = models.l2_normalize(jnp.array([[0, 0, 0], [3, 4, 0]], jnp.int32), eps=0.0)
+    np.testing.assert_allclose(out, [[0, 0, 0], [0.6, 0.8, 0]], rtol=1e-6)
+    x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(
+        models.l2_normalize(x, eps=1e20), [[3e-20, 4e-20], [0, 0]], rtol=1e-6
+    )
+    traced = jax.jit(lambda v, e: models.l2_normalize(v, eps=e))(x, 1e20)
+    np.testing.assert_allclose(traced, [[3e-20, 4e-20], [0, 0]], rtol=1e-6)
+    g = jax.grad(lambda v: models.l2_normalize(v, eps=1e20).sum())(x)
+    np.testing.assert_allclose(g, np.full((2, 2), 1e-20), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs real x, got complex"):
+        models.l2_normalize(jnp.array([[3 + 4j, 0j]]))
+    # ordinary float32 rows: the same bits as x * rsqrt(|x|^2)
+    v = jax.random.normal(jax.random.key(0), (16, 8))
+    sq = jnp.sum(v * v, axis=-1, keepdims=True)
+    np.testing.assert_array_equal(models.l2_normalize(v), v * jax.lax.rsqrt(sq))
+
+
+def test_train_flag_must_be_a_bool_and_jax_scalar_rates_are_taken():
+    """apply(..., train="False") applied dropout (a truthy string); MLP(dropout=jnp.float32(0.5))
+    was refused as out of [0, 1)."""
+    model = models.MLP(hidden=(8,), embedding_dim=3, dropout=0.5)
+    x = jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    for bad in ("False", 0, None):
+        with pytest.raises(ValueError, match="train must be True or False"):
+            model.apply(params, x, train=bad, rngs={"dropout": jax.random.key(1)})
+    for flag in (False, np.bool_(False), jnp.array(False)):
+        np.testing.assert_array_equal(model.apply(params, x, train=flag), model.apply(params, x))
+    m = models.MLP(hidden=(8,), embedding_dim=3, dropout=jnp.float32(0.5))
+    assert m.dropout == 0.5 and m == model.clone(dropout=np.float32(0.5))
+    assert hash(m) == hash(models.MLP(hidden=(8,), embedding_dim=3, dropout=np.float32(0.5)))
+    np.testing.assert_array_equal(
+        m.apply(params, x, train=True, rngs={"dropout": jax.random.key(1)}),
+        model.apply(params, x, train=True, rngs={"dropout": jax.random.key(1)}),
+    )
+    with pytest.raises(ValueError, match="dropout must be a rate in"):
+        models.MLP(dropout=jnp.float32(1.5))

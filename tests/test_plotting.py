@@ -318,3 +318,67 @@ def test_mahalanobis_matrix_huge_and_complex(tmp_path):
     assert plotting.plot_mahalanobis_matrix(np.eye(2)).axes[1].get_ylabel() == "M[i, j]"
     with pytest.raises(ValueError, match="M must be real, got complex"):  # a ComplexWarning only
         plotting.plot_mahalanobis_matrix(np.eye(3) * (1 + 1j))
+
+
+def test_accuracy_bars_keep_their_zoom_for_accuracies_near_one():
+    """A bar top above 1/1.02 (0.99) set the top to 1.0098 and the bottom to 0: the zoom from just
+    below the lowest bar to 1 was lost exactly for the best accuracies."""
+    for top in (0.97, 0.99, 1.0):
+        fig = plotting.plot_accuracy_bars({"NCA": {"iris": 0.93, "wine": top}})
+        assert fig.axes[0].get_ylim() == pytest.approx((0.85, 1.0)), top
+    # an error bar past 1 stays visible, and the zoom is kept for means up to 1
+    lo, hi = plotting.plot_accuracy_bars({"a": {"x": (0.98, 0.03)}}).axes[0].get_ylim()
+    assert lo == pytest.approx(0.9) and 1.01 < hi < 1.05
+    lo, hi = plotting.plot_accuracy_bars({"a": {"x": 93.0}}).axes[0].get_ylim()  # percentages
+    assert lo == 0.0 and hi == pytest.approx(93.0 * 1.02)
+
+
+def test_save_writes_at_path_in_the_format_of_its_extension(tmp_path):
+    """A path without an extension wrote <path>.png (nothing at path); .txt failed in matplotlib
+    only after its directory had been created; the docs said PNG for every path."""
+    for bad, message in (("curves", "has no file extension"), ("curves.txt", "cannot write")):
+        with pytest.raises(ValueError, match=message):
+            plotting.plot_distance_curves(_history(), tmp_path / "new" / bad)
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the directory
+    plotting.plot_distance_curves(_history(), tmp_path / "a" / "b" / "c.pdf")
+    assert (tmp_path / "a" / "b" / "c.pdf").read_bytes()[:5] == b"%PDF-"
+    plotting.plot_distance_curves(_history(), tmp_path / "c.PNG")
+    assert _is_png(tmp_path / "c.PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c.PNG"]
+
+
+@pytest.mark.parametrize("dpi", [math.nan, math.inf, 0, -10, "120", True, None, [120]])
+def test_save_refuses_bad_dpi_naming_it(tmp_path, dpi):
+    # nan: "cannot convert float NaN to integer"; "120": TypeError; True: a FreeType RuntimeError
+    with pytest.raises(ValueError, match="dpi must be a finite number > 0"):
+        plotting.plot_distance_curves(_history(), tmp_path / "c.png", dpi=dpi)
+    assert not (tmp_path / "c.png").exists()
+    plotting.plot_distance_curves(_history(), tmp_path / "c.png", dpi=np.float32(50.0))
+    assert _is_png(tmp_path / "c.png")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_retrieval_examples_refuse_nan_and_inf_images(bad):
+    # they were drawn as blank tiles, silently
+    rng = np.random.default_rng(0)
+    q, r = rng.random((2, 16)), rng.random((5, 16))
+    labels, ref_labels, nb = [0, 1], np.arange(5) % 2, {"m": [[0, 1], [2, 3]]}
+    q_bad, r_bad = q.copy(), r.copy()
+    q_bad[1, 3] = bad
+    r_bad[4, 0] = -bad
+    with pytest.raises(ValueError, match="query_images contains NaN or inf"):
+        plotting.plot_retrieval_examples(q_bad, labels, r, ref_labels, nb)
+    with pytest.raises(ValueError, match="ref_images contains NaN or inf"):
+        plotting.plot_retrieval_examples(q, labels, r_bad, ref_labels, nb)
+
+
+def test_embedding_2d_tiny_and_huge_data_are_drawn_scaled():
+    """Embeddings of spread below ~1e-285 were all drawn on one point (matplotlib's autoscale)."""
+    X = np.random.default_rng(0).normal(size=(20, 5))
+    y = np.arange(20) % 3
+    ref = plotting.plot_embedding_2d(X, y).axes[0]
+    for scale, label in ((1e-290, "PC 1 (× 1e290)"), (1e300, "PC 1 (/ 1e300)")):
+        ax = plotting.plot_embedding_2d(X * scale, y).axes[0]
+        assert ax.get_xlabel() == label
+        np.testing.assert_allclose(ax.get_xlim(), ref.get_xlim(), rtol=1e-6)
+    assert ref.get_xlabel() == "PC 1"
