@@ -1474,6 +1474,21 @@ def _build_from_items(name, miner, miner_items, n_classes, embedding_dim, loss_i
     return _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs)
 
 
+def _trace_stand_in(fn, kwargs, *, key: bool = False, proxies=None) -> None:
+    """Trace ``fn(embeddings, labels, **kwargs)`` on an abstract stand-in batch of 4 (``jax.eval_shape``:
+    nothing is computed), so the checks a loss or miner makes of its settings when it is traced run
+    at ``build``: ``build("ntxent", temperature=0.0)`` was refused only at the first ``apply``.
+    ``key``: the function takes a PRNG key first; ``proxies``: ``(n_classes, dim)`` of a proxy loss's
+    third argument."""
+    dim = 2 if proxies is None else proxies[1]
+    args = [jax.ShapeDtypeStruct((4, dim), jnp.float32), jax.ShapeDtypeStruct((4,), jnp.int32)]
+    if proxies is not None:
+        args.append(jax.ShapeDtypeStruct(proxies, jnp.float32))
+    if key:
+        args.insert(0, jax.eval_shape(lambda: jax.random.key(0)))
+    jax.eval_shape(lambda *a: fn(*a, **kwargs), *args)
+
+
 def _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs) -> LossSpec:
     check_choice(name, "loss", LOSSES)
     loss_fn = LOSSES[name]
@@ -1496,6 +1511,7 @@ def _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs) -> 
                 if isinstance(defaults.get(k), int | float) and not isinstance(defaults[k], bool)
             }
         )
+        _trace_stand_in(_miners.MINERS[miner], miner_kwargs, key=miner in _miners.NEEDS_KEY)
     elif miner_kwargs:
         raise ValueError("miner_kwargs given without a miner")
     exclude = ("pair_mask", "triplet_mask")
@@ -1510,6 +1526,12 @@ def _build(name, miner, miner_kwargs, n_classes, embedding_dim, loss_kwargs) -> 
                 f"loss {name!r} has learnable parameters: pass n_classes and embedding_dim "
                 f"(got n_classes={n_classes!r}, embedding_dim={embedding_dim!r})"
             )
+    # the loss's own checks of its settings (finite margins, positive temperatures, ...), now
+    _trace_stand_in(
+        loss_fn, loss_kwargs, proxies=(n_classes, embedding_dim) if kind == "proxy" else None
+    )
+
+    if kind == "proxy":
         pname = _PARAM_NAME[name]
 
         def init(key: jax.Array) -> dict:

@@ -872,7 +872,9 @@ def test_build_returns_one_spec_per_settings():
     assert losses.build("contrastive", pos_margin=0) is not losses.build(
         "contrastive", pos_margin=0.0
     )
-    assert losses.build("contrastive", squared=True) is not losses.build("contrastive", squared=1)
+    losses.build("contrastive", squared=True)
+    with pytest.raises(ValueError, match="squared must be True or False, got 1"):  # not a cache hit
+        losses.build("contrastive", squared=1)
     p1 = losses.build("proxy_anchor", n_classes=3, embedding_dim=4)
     assert losses.build("proxy_anchor", n_classes=3, embedding_dim=4) is p1
     assert losses.build("proxy_anchor", n_classes=4, embedding_dim=4) is not p1
@@ -1009,9 +1011,8 @@ def test_bad_hyperparameters_of_the_proxy_losses_and_two_views():
         losses.cosface(x, y, P, margin=float("nan"))
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         losses.ntxent_two_view(x, x, temperature=0)
-    spec = losses.build("triplet_margin", miner="semihard", margin=float("nan"))
-    with pytest.raises(ValueError, match="margin must be a finite number"):
-        spec.apply({}, x, y, None)
+    with pytest.raises(ValueError, match="margin must be a finite number"):  # at build
+        losses.build("triplet_margin", miner="semihard", margin=float("nan"))
 
 
 def test_traced_hyperparameters_under_jit():
@@ -1459,3 +1460,34 @@ def test_build_checks_proxy_sizes_whatever_was_built_before():
         losses.build("proxy_anchor", n_classes=10.0, embedding_dim=4)
     with pytest.raises(ValueError, match="embedding_dim must be an integer >= 1, got True"):
         losses.build("proxy_anchor", n_classes=10, embedding_dim=True)
+
+
+def test_build_refuses_bad_settings_before_any_apply():
+    """Settings the loss or miner checks when traced (a NaN margin, a zero temperature, a
+    distance-weighted cutoff beyond 2) built fine and were refused only at the first apply."""
+    bad = [
+        (("contrastive",), {"neg_margin": float("nan")}, "neg_margin must be a finite number"),
+        (("ntxent",), {"temperature": 0.0}, "temperature must be a positive number"),
+        (("contrastive",), {"normalize": "False"}, "normalize must be True or False"),
+        (
+            ("proxy_anchor",),
+            {"n_classes": 3, "embedding_dim": 4, "margin": float("inf")},
+            "margin must be a finite number",
+        ),
+        (
+            ("triplet_margin",),
+            {"miner": "distance_weighted", "miner_kwargs": {"cutoff": 2.5}},
+            "cutoff must be below nonzero_loss_cutoff and 2",
+        ),
+    ]
+    for args, kw, match in bad:
+        with pytest.raises(ValueError, match=match):
+            losses.build(*args, **kw)
+    # every loss and every miner it takes still builds with its defaults, and applies
+    emb = jax.random.normal(jax.random.key(0), (8, 4))
+    y = jnp.repeat(jnp.arange(4), 2)
+    for name in losses.LOSSES:
+        proxy = losses.LOSS_KIND[name] == "proxy"
+        spec = losses.build(name, **({"n_classes": 4, "embedding_dim": 4} if proxy else {}))
+        loss = spec.apply(spec.init(jax.random.key(1)), emb, y, jax.random.key(2))
+        assert np.isfinite(float(loss))
