@@ -1126,3 +1126,18 @@ def test_check_metric_axioms_compiles_once_per_setting():
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(handler)
     assert compiled == []
+
+
+def test_check_metric_axioms_callable_may_read_its_settings_concretely():
+    """A callable's array settings became traced arguments of the cached program: a callable that
+    reads them concretely (np.asarray, float) raised TracerArrayConversionError."""
+    X = jax.random.normal(jax.random.key(1), (10, 3))
+
+    def weighted(x, y, w):
+        return jnp.sqrt(jnp.sum(np.asarray(w) * (x - y) ** 2))
+
+    def minkowski_p(x, y, p):
+        return jnp.sum(jnp.abs(x - y) ** float(p)) ** (1 / float(p))
+
+    assert D.check_metric_axioms(weighted, X, w=np.array([1.0, 2.0, 3.0]))["kind"] == "metric"
+    assert D.check_metric_axioms(minkowski_p, X, p=np.array(3.0))["kind"] == "metric"
