@@ -80,6 +80,7 @@ def test_trajectory_compares_our_gradient_on_every_pml_step(monkeypatch):
         assert deep_quality.trajectory("triplet", 0, (X, y, X_test, y_test))[gap_column] > 1e-2
 
 
+@pytest.mark.slow  # 15 s; three PML-parity steps stay in the default run (test_training)
 def test_decompose_swaps_one_part_and_keeps_the_rest(monkeypatch):
     """Same initial weights and batches: our step ends where PML's does (one epoch on digits);
     our init or our sampler change the run; the CLI rejects unknown parts."""
