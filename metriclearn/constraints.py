@@ -615,7 +615,7 @@ def _check_impostor_inputs(XL, y, target_idx, margin, block_size):
         m = as_real(margin, "margin")
         if not np.isfinite(m):
             raise ValueError(f"margin must be finite, got {margin!r}")
-    XL = check_array(XL, "XL", ndim=2, min_rows=1)
+    XL = check_array(XL, "XL", ndim=2, min_rows=1, min_features=1)
     if is_traced(y):
         y = jnp.asarray(y)
     else:

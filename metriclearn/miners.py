@@ -144,6 +144,8 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-12) -> jax.Arr
     ``max(|x|, eps)``); below ``eps`` the result is 0 instead of ``x / eps``.
     """
     check_hyper(nonnegative=("eps",), eps=eps)  # NaN zeroed every row, a negative one made NaN
+    if jnp.iscomplexobj(x):  # sum(x * x) is not |x|^2 for complex x
+        raise ValueError(f"l2_normalize needs real x, got {jnp.result_type(x)}")
     return x * _l2_scale(x, axis=axis, eps=eps)
 
 

@@ -145,6 +145,8 @@ def default_tol(dtype, dim: int) -> float:
     Raises:
       ValueError: ``dtype`` not a floating dtype, or ``dim`` not a non-negative integer.
     """
+    if dtype is None:  # np.dtype(None) is float64
+        raise ValueError("dtype must be a floating dtype, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError as err:

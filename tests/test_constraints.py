@@ -715,3 +715,13 @@ def test_float64_beyond_float32_range_warns_nothing():
         trip = np.asarray(C.knn_triplets(X * 1e300, y, k_genuine=2, k_impostor=3))
     np.testing.assert_array_equal(got, C.target_neighbors(X, y, k=3))
     np.testing.assert_array_equal(trip, np.asarray(C.knn_triplets(X, y, k_genuine=2, k_impostor=3)))
+
+
+def test_impostors_refuse_zero_width_XL():
+    """XL of shape [n, 0] was accepted (every distance 0)."""
+    y = np.repeat([0, 1], 4)
+    for fn in (C.impostors, C.impostor_mask):
+        with pytest.raises(
+            ValueError, match=r"XL must have at least one feature, got shape \(8, 0\)"
+        ):
+            fn(np.zeros((8, 0)), y, np.zeros((8, 1), np.int32))

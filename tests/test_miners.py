@@ -493,3 +493,10 @@ def test_flags_accept_concrete_bool_arrays():
     assert float(losses.contrastive(x, y, normalize=jnp.array(True))) == float(
         losses.contrastive(x, y)
     )
+
+
+def test_l2_normalize_refuses_complex_input():
+    """sum(x * x) is not |x|^2 for complex x: [[3 + 4j, 0]] came out [[3e12 + 4e12j, 0]]."""
+    with pytest.raises(ValueError, match="l2_normalize needs real x, got complex64"):
+        miners.l2_normalize(jnp.array([[3 + 4j, 0j]]))
+    np.testing.assert_allclose(miners.l2_normalize(jnp.array([[3.0, 4.0]])), [[0.6, 0.8]])

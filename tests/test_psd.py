@@ -238,7 +238,7 @@ def test_asymmetry_tolerance_is_relative_to_the_largest_entry():
     assert psd.is_psd(M)
 
 
-@pytest.mark.parametrize("bad", [np.int32, "foo", np.complex64, object])
+@pytest.mark.parametrize("bad", [np.int32, "foo", np.complex64, object, None])  # None: float64
 def test_default_tol_rejects_non_float_dtypes(bad):
     """An integer dtype raised NumPy's "not inexact", an unknown name a TypeError."""
     with pytest.raises(ValueError, match="dtype must be a floating dtype"):
