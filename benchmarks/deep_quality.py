@@ -384,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # --trajectory and --decompose are modes of their own: refuse what they would silently drop
     decomposing = any(p.strip() for p in args.decompose.split(","))
+    if args.decompose.strip() and not decomposing:  # "--decompose=," ran the seed comparison
+        parser.error(f"--decompose names no part, got {args.decompose!r}")
     if args.trajectory and decomposing:
         parser.error("--trajectory and --decompose are separate modes; give one")
     if args.trajectory and (args.seeds is not None or args.quick):

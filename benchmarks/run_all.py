@@ -314,6 +314,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rest and args.child is None:  # the catch-all only carries a child's argv
         parser.error(f"unrecognized arguments: {' '.join(args.rest)}")
+    if args.child_out is not None and args.child is None:  # internal: written by a parent run
+        parser.error("--child-out is internal to run_all (with --child); use --out")
     if Path(args.out).is_dir() or args.out.endswith(("/", os.sep)):
         parser.error(f"--out={args.out!r} is a directory; give a file path")
     names = [n.strip() for n in args.only.split(",") if n.strip()]

@@ -158,6 +158,7 @@ def test_run_all_out_directory_and_stray_arguments_are_refused_before_any_work(
         (["--out", str(tmp_path)], "is a directory"),
         (["--out", str(tmp_path / "new") + "/"], "is a directory"),
         (["--out", str(tmp_path / "R.md"), "bogus"], "unrecognized arguments: bogus"),
+        (["--out", str(tmp_path / "R.md"), "--child-out", "x"], "--child-out is internal"),
     ):
         capsys.readouterr()
         with pytest.raises(SystemExit) as err:
@@ -202,6 +203,7 @@ def test_deep_quality_refuses_options_its_mode_would_drop(monkeypatch, capsys):
         (["--decompose=init", "--losses=triplet", "--pml-numpy-offset=0,7"], "--pml-numpy-offset"),
         (["--trajectory", "--pml-numpy-offset=5"], "--pml-numpy-offset"),
         (["--trajectory", "--seeds=3"], "--seeds and --quick do not apply"),
+        (["--decompose=,"], "--decompose names no part"),  # ran the seed comparison
     ):
         capsys.readouterr()
         with pytest.raises(SystemExit) as err:
