@@ -73,11 +73,7 @@ def test_scaling_checks_its_numbers_and_json_path_before_any_work(tmp_path, caps
         (["--timeout=nan"], "--timeout must be a finite number"),
         (["--json", str(tmp_path / "afile" / "x.json")], "--json="),
     ):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as err:
-            scaling._parse(argv)
-        assert err.value.code == 2, argv
-        assert message in capsys.readouterr().err, argv
+        _refused(capsys, scaling._parse, argv, message)
     args = scaling._parse(["--devices=1,3", "--batch=48", "--json", str(tmp_path / "r.json")])
     assert (args.batch, args.device_counts) == (48, [1, 3])
     # a worker checks the batch against its own device count, not the default list
@@ -95,11 +91,7 @@ def test_run_all_refuses_an_empty_only_and_a_bad_timeout(tmp_path, capsys):
         (["--timeout=0"], "--timeout must be a finite number"),
         (["--timeout=nan"], "--timeout must be a finite number"),
     ):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as err:
-            run_all.main(["--out", str(out), *argv])
-        assert err.value.code == 2, argv
-        assert message in capsys.readouterr().err, argv
+        _refused(capsys, lambda a: run_all.main(["--out", str(out), *a]), argv, message)
     assert not out.exists()
 
 
@@ -107,11 +99,9 @@ def test_convex_range_checks_its_guards(capsys):
     """--timeout -1 (or 0, NaN) killed every metric-learn fit at once ("timeout > -1 s"), rc 0."""
     for flag in ("--timeout", "--slow-seconds", "--ml-memory-gb"):
         for value in ("-1", "0", "nan", "inf"):
-            capsys.readouterr()
-            with pytest.raises(SystemExit) as err:
-                convex._parse([f"{flag}={value}"])
-            assert err.value.code == 2, (flag, value)
-            assert f"{flag} must be a finite number > 0" in capsys.readouterr().err
+            _refused(
+                capsys, convex._parse, [f"{flag}={value}"], f"{flag} must be a finite number > 0"
+            )
     args = convex._parse(["--timeout=0.5", "--slow-seconds=2", "--ml-memory-gb=1.5"])
     assert (args.timeout, args.slow_seconds, args.ml_memory_gb) == (0.5, 2.0, 1.5)
 
@@ -142,6 +132,15 @@ def test_quick_keeps_sizes_given_even_when_they_equal_the_defaults(monkeypatch):
     assert seen == [("deep", 30), ("deep", 5), ("dq", 60)]
 
 
+def _refused(capsys, run, argv, message: str) -> None:
+    """``run(argv)`` stops with argparse's usage error (exit 2) and prints ``message``."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        run(argv)
+    assert err.value.code == 2, argv
+    assert message in capsys.readouterr().err, argv
+
+
 def _no_work(*args, **kwargs):
     raise AssertionError("a benchmark ran: the arguments should have been refused first")
 
@@ -160,11 +159,7 @@ def test_run_all_out_directory_and_stray_arguments_are_refused_before_any_work(
         (["--out", str(tmp_path / "R.md"), "bogus"], "unrecognized arguments: bogus"),
         (["--out", str(tmp_path / "R.md"), "--child-out", "x"], "--child-out is internal"),
     ):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as err:
-            run_all.main([*argv, "--only", "pairwise"])
-        assert err.value.code == 2, argv
-        assert message in capsys.readouterr().err, argv
+        _refused(capsys, lambda a: run_all.main([*a, "--only", "pairwise"]), argv, message)
     assert ran == []
     # the child's own argv still travels after --child
     assert run_all._parse(["--child", "deep", "--", "--steps", "5"]).rest == ["--steps", "5"]
@@ -205,11 +200,7 @@ def test_deep_quality_refuses_options_its_mode_would_drop(monkeypatch, capsys):
         (["--trajectory", "--seeds=3"], "--seeds and --quick do not apply"),
         (["--decompose=,"], "--decompose names no part"),  # ran the seed comparison
     ):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as err:
-            deep_quality.main(argv)
-        assert err.value.code == 2, argv
-        assert message in capsys.readouterr().err, argv
+        _refused(capsys, deep_quality.main, argv, message)
     # what each mode does use still goes through: one loss (triplet unless given), offset 0
     seen = []
     monkeypatch.setattr(deep_quality, "decompose_run", lambda *a, **k: seen.append(a[2]) or [])
@@ -234,11 +225,7 @@ def test_deep_modes_are_exclusive(monkeypatch, capsys):
         (["--products", "--steps=3"], "--steps does not apply to --products"),
         (["--products", "--cases=contrastive (all pairs)"], "--cases does not apply"),
     ):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as err:
-            deep.main(argv)
-        assert err.value.code == 2, argv
-        assert message in capsys.readouterr().err, argv
+        _refused(capsys, deep.main, argv, message)
     # --processes with --steps (each process's loop) and --burn-in is one mode, accepted
     seen = []
     monkeypatch.setattr(deep, "processes", lambda n, **k: seen.append((n, k["steps"])) or [])
