@@ -374,9 +374,9 @@ class _Refiner:
             # squared distance D² by about 2 D d u |L||x|, linear in D: far below 1e-3 D² on data
             # of one scale. Bounding it by the norms of |L||x| instead, squared, sent every row of
             # digits with a random L through the re-ranking, 3x slower.)
-            Lt = self.L.T
-            qn = np.einsum("ij,ij->i", Qs @ Lt, Qs @ Lt, dtype=np.float64)
-            rn = np.einsum("ij,ij->i", Rs @ Lt, Rs @ Lt, dtype=np.float64)
+            zq, zr = Qs @ self.L.T, Rs @ self.L.T
+            qn = np.einsum("ij,ij->i", zq, zq, dtype=np.float64)
+            rn = np.einsum("ij,ij->i", zr, zr, dtype=np.float64)
             self.gamma = (max(self.L.shape[0], d) + 2) * u
         elif self.M is None:
             qn = np.einsum("ij,ij->i", Qs, Qs, dtype=np.float64)
